@@ -1,0 +1,156 @@
+-- The outbox table, its indexes, the wake-up flag and the generic capture trigger function.
+-- Placeholders (filled by `outbox-poller migrate`, always as quoted identifiers or literals):
+--   {{schema}}        the outbox's schema            e.g. "public"
+--   {{outbox}}        the outbox table, qualified    e.g. "public"."outbox"
+--   {{name:suffix}}   the table's name + suffix      e.g. "outbox_pending"
+--   {{channel}}          the NOTIFY channel, a literal                 e.g. 'outbox_poller.public.outbox'
+--   {{capture_trigger}}  the capture triggers' name, a literal         e.g. 'public_outbox_capture'
+--   {{capture_function}} the capture function, a qualified name literal e.g. '"public"."outbox_capture"'
+
+CREATE SCHEMA IF NOT EXISTS {{schema}};
+
+-- The seed's columns and names, so its monitoring SQL runs unchanged, plus what retries need.
+CREATE TABLE {{outbox}} (
+  id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  event_id     uuid        NOT NULL DEFAULT gen_random_uuid(),
+  event_type   text        NOT NULL,
+  entity_type  text        NOT NULL,
+  entity_id    text        NOT NULL,
+  payload      jsonb       NOT NULL,
+  processed_at timestamptz,
+  created_at   timestamptz NOT NULL DEFAULT now(),
+  -- failed attempts so far; the handler sees attempt = attempts + 1
+  attempts     integer     NOT NULL DEFAULT 0,
+  -- NULL: due now (never failed). Set: the next attempt's time after a failure.
+  retry_at     timestamptz,
+  last_error   text,
+  -- set when attempts reached --max-attempts: kept, never claimed again; processed_at stays NULL
+  dead_at      timestamptz
+);
+
+-- Fresh events, in id order: the claim is an index scan over exactly these rows.
+CREATE INDEX {{name:_pending}} ON {{outbox}} (id)
+  WHERE processed_at IS NULL AND dead_at IS NULL AND retry_at IS NULL;
+
+-- Events waiting for a retry, by due time: they never sit in the fresh index, so a long retry
+-- backlog cannot slow the claim of fresh events.
+CREATE INDEX {{name:_retry}} ON {{outbox}} (retry_at)
+  WHERE processed_at IS NULL AND dead_at IS NULL AND retry_at IS NOT NULL;
+
+-- Processed-row analytics (the seed's rate and latency queries) and cleanup by age.
+CREATE INDEX {{name:_processed}} ON {{outbox}} (processed_at)
+  WHERE processed_at IS NOT NULL;
+
+-- Dead letters, for operators.
+CREATE INDEX {{name:_dead}} ON {{outbox}} (dead_at)
+  WHERE dead_at IS NOT NULL;
+
+-- A high-churn queue: vacuum it early so dead tuples do not pile up between runs.
+ALTER TABLE {{outbox}} SET (
+  autovacuum_vacuum_scale_factor = 0.01,
+  autovacuum_vacuum_threshold = 1000,
+  autovacuum_analyze_scale_factor = 0.02,
+  fillfactor = 90
+);
+
+-- One row: true while some poller sleeps. Writers NOTIFY only then, because every notifying
+-- transaction takes a cluster-wide lock at commit and would serialize concurrent writers.
+CREATE TABLE {{schema}}.{{name:_wakeup}} (
+  singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+  asleep    boolean NOT NULL DEFAULT false
+);
+INSERT INTO {{schema}}.{{name:_wakeup}} DEFAULT VALUES;
+
+CREATE FUNCTION {{schema}}.{{name:_wake_pollers}}() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+  -- No payload: identical notifications of one transaction fold into one.
+  IF (SELECT asleep FROM {{schema}}.{{name:_wakeup}}) THEN
+    PERFORM pg_notify({{channel}}, '');
+  END IF;
+  RETURN NULL;
+END
+$fn$;
+
+CREATE TRIGGER {{name:_wake_pollers}} AFTER INSERT ON {{outbox}}
+  FOR EACH STATEMENT EXECUTE FUNCTION {{schema}}.{{name:_wake_pollers}}();
+
+-- The generic capture function. Trigger arguments: entity type, key column, ignored columns (a text[] literal).
+-- Any failure fails the business write with it: no EXCEPTION block, no subtransaction, no lost event.
+CREATE FUNCTION {{schema}}.{{name:_capture}}() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+  entity  text := TG_ARGV[0];
+  key     text := TG_ARGV[1];
+  ignored text[] := TG_ARGV[2]::text[];
+  new_row jsonb;
+  old_row jsonb;
+  changed jsonb;
+BEGIN
+  IF TG_OP = 'INSERT' THEN
+    new_row := to_jsonb(NEW);
+    INSERT INTO {{outbox}} (event_type, entity_type, entity_id, payload)
+    VALUES (entity || '.created', entity, new_row ->> key, jsonb_build_object('data', new_row));
+  ELSIF TG_OP = 'UPDATE' THEN
+    new_row := to_jsonb(NEW);
+    old_row := to_jsonb(OLD);
+    -- One jsonb diff: the old values of the columns that changed, with their JSON types kept.
+    SELECT jsonb_object_agg(o.key, o.value) INTO changed
+      FROM jsonb_each(old_row) AS o
+     WHERE o.value IS DISTINCT FROM new_row -> o.key
+       AND o.key <> ALL (ignored);
+    IF changed IS NULL THEN
+      RETURN NULL; -- nothing but ignored columns changed
+    END IF;
+    INSERT INTO {{outbox}} (event_type, entity_type, entity_id, payload)
+    VALUES (entity || '.updated', entity, new_row ->> key,
+            jsonb_build_object('data', new_row, 'previous_attributes', changed));
+  ELSE
+    old_row := to_jsonb(OLD);
+    INSERT INTO {{outbox}} (event_type, entity_type, entity_id, payload)
+    VALUES (entity || '.deleted', entity, old_row ->> key, jsonb_build_object('data', old_row));
+  END IF;
+  RETURN NULL;
+END
+$fn$;
+
+-- Attaches the capture function to a table: usable from the application's own migrations too,
+-- e.g. SELECT public.outbox_capture_table('app.orders', 'order', 'id', '{updated_at}').
+-- format() quotes every identifier and literal.
+CREATE FUNCTION {{schema}}.{{name:_capture_table}}(target regclass, entity text, key_column text, ignored_columns text[] DEFAULT '{}')
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+  capture_trigger text := {{capture_trigger}};
+BEGIN
+  IF entity IS NULL OR entity = '' THEN
+    RAISE EXCEPTION 'entity must not be empty' USING ERRCODE = '22023';
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = target AND attname = key_column AND attnum > 0 AND NOT attisdropped) THEN
+    RAISE EXCEPTION 'table % has no column %', target, quote_ident(key_column) USING ERRCODE = '42703';
+  END IF;
+  EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER INSERT OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION %s(%L, %L, %L)',
+                 capture_trigger, target, {{capture_function}}, entity, key_column, ignored_columns);
+  -- Updates that change nothing never reach the function.
+  EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER UPDATE ON %s FOR EACH ROW WHEN (OLD.* IS DISTINCT FROM NEW.*) EXECUTE FUNCTION %s(%L, %L, %L)',
+                 capture_trigger || '_update', target, {{capture_function}}, entity, key_column, ignored_columns);
+END
+$fn$;
+
+-- Detaches the capture triggers from a table.
+CREATE FUNCTION {{schema}}.{{name:_uncapture_table}}(target regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+  EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', {{capture_trigger}}, target);
+  EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', {{capture_trigger}} || '_update', target);
+END
+$fn$;

@@ -1,0 +1,60 @@
+import type { Command } from 'commander'
+import type { Sql } from 'postgres'
+import { captureTable, listCaptures, uncaptureTable } from '../capture.js'
+import { resolveOptions } from '../config.js'
+import { applicationName, connect, describeTarget, waitForDatabase } from '../db.js'
+import { migrate } from '../migrate.js'
+import { type OutboxTable, outboxTable } from '../outbox-table.js'
+import { ExitCode } from './exit-codes.js'
+import { databaseUrlFrom, optionNamer, pollerOptionsFrom } from './options.js'
+
+/** Opens a short-lived connection for an admin command, runs `work`, closes it. */
+async function withDatabase<T>(command: Command, role: string, work: (sql: Sql, outbox: OutboxTable) => Promise<T>): Promise<T> {
+  const options = resolveOptions(pollerOptionsFrom(command), optionNamer(command))
+  const url = databaseUrlFrom(command)
+  const sql = connect(url, { max: 1, applicationName: applicationName(role) })
+  try {
+    await waitForDatabase(sql, describeTarget(url), options.connectTimeoutMs)
+    return await work(sql, outboxTable(options.schema, options.table))
+  } finally {
+    await sql.end({ timeout: 5 })
+  }
+}
+
+export async function migrateCommand(command: Command): Promise<number> {
+  return withDatabase(command, 'migrate', async (sql, outbox) => {
+    const { applied } = await migrate({ sql, schema: outbox.schema, table: outbox.table })
+    console.log(applied.length === 0 ? `${outbox.qualified} is up to date` : `applied to ${outbox.qualified}: ${applied.join(', ')}`)
+    return ExitCode.ok
+  })
+}
+
+export async function captureCommand(table: string, command: Command): Promise<number> {
+  const flags = command.opts<{ entity: string; key?: string; ignoreColumns?: string[] }>()
+  return withDatabase(command, 'capture', async (sql, outbox) => {
+    const ignoreColumns = (flags.ignoreColumns ?? []).flatMap((item) => item.split(',')).map((item) => item.trim()).filter(Boolean)
+    const captured = await captureTable(sql, outbox, { table, entity: flags.entity, key: flags.key, ignoreColumns })
+    const ignored = captured.ignoreColumns.length > 0 ? `, ignoring ${captured.ignoreColumns.join(', ')}` : ''
+    console.log(`capturing ${captured.table} as ${captured.entity}.created|updated|deleted (key ${captured.key}${ignored}) into ${outbox.qualified}`)
+    return ExitCode.ok
+  })
+}
+
+export async function uncaptureCommand(table: string, command: Command): Promise<number> {
+  return withDatabase(command, 'capture', async (sql, outbox) => {
+    const removed = await uncaptureTable(sql, outbox, table)
+    console.log(removed ? `no longer capturing ${table}` : `${table} was not captured into ${outbox.qualified}`)
+    return ExitCode.ok
+  })
+}
+
+export async function capturesCommand(command: Command): Promise<number> {
+  const flags = command.opts<{ json?: boolean }>()
+  return withDatabase(command, 'capture', async (sql, outbox) => {
+    const captures = await listCaptures(sql, outbox)
+    if (flags.json) console.log(JSON.stringify(captures))
+    else if (captures.length === 0) console.log(`no table is captured into ${outbox.qualified}`)
+    else for (const c of captures) console.log(`${c.table}\tentity ${c.entity}\tkey ${c.key}${c.ignoreColumns.length ? `\tignoring ${c.ignoreColumns.join(',')}` : ''}`)
+    return ExitCode.ok
+  })
+}

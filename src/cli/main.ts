@@ -1,0 +1,75 @@
+import { Command, CommanderError, Option } from 'commander'
+import { ConfigError, ConnectionError, errorMessage } from '../errors.js'
+import { captureCommand, capturesCommand, migrateCommand, uncaptureCommand } from './admin-commands.js'
+import { ExitCode } from './exit-codes.js'
+import { addConnectionFlags, addPollerFlags } from './options.js'
+import { runCommand } from './run-command.js'
+
+const exitCodesHelp = `
+Exit codes: 0 success; 1 runtime failure (database unreachable, failed health check);
+2 usage or configuration error; 75 worker drained for a memory restart.`
+
+function buildProgram(setExitCode: (code: number) => void): Command {
+  const program = new Command('outbox-poller')
+    .description('Transactional outbox for PostgreSQL: capture triggers write every change of a table into an outbox;\npoller replicas claim batches with FOR UPDATE SKIP LOCKED and run your handlers.')
+    .version(process.env.npm_package_version ?? '0.1.0')
+    .showHelpAfterError('(run with --help for usage)')
+    .addHelpText('after', exitCodesHelp)
+    .exitOverride()
+  const action = (fn: (...args: never[]) => Promise<number>) => async (...args: unknown[]) => setExitCode(await fn(...(args as never[])))
+
+  addPollerFlags(addConnectionFlags(program.command('run', { isDefault: true })))
+    .description('run a poller replica (the default command): claim, handle, settle, repeat')
+    .addOption(new Option('--handlers <module>', 'module whose default export is a handler function or an object of event-type patterns to handlers').env('OUTBOX_POLLER_HANDLERS'))
+    .addHelpText('after', '\nExample:\n  DATABASE_URL=postgres://localhost/app outbox-poller --batch-size 250 --handlers ./handlers.js')
+    .action(action((_options: never, command: never) => runCommand(command)))
+
+  addConnectionFlags(program.command('migrate'))
+    .description('create or upgrade the outbox table, its indexes and trigger functions (idempotent; safe when replicas start together)')
+    .action(action((_options: never, command: never) => migrateCommand(command)))
+
+  addConnectionFlags(program.command('capture <table>'))
+    .description("capture a table's INSERT / UPDATE / DELETE into the outbox; <table> as SQL writes it: issues, app.orders, '\"Order Items\"'")
+    .requiredOption('--entity <name>', 'entity type: events are <entity>.created, .updated, .deleted')
+    .option('--key <column>', "column holding the entity id (default: the table's primary key)")
+    .option('--ignore-columns <columns...>', 'columns whose change alone emits no event (comma or space separated), e.g. updated_at')
+    .action(action((table: never, _options: never, command: never) => captureCommand(table, command)))
+
+  addConnectionFlags(program.command('uncapture <table>'))
+    .description('stop capturing a table')
+    .action(action((table: never, _options: never, command: never) => uncaptureCommand(table, command)))
+
+  addConnectionFlags(program.command('captures'))
+    .description('list the tables captured into the outbox')
+    .option('--json', 'print JSON')
+    .action(action((_options: never, command: never) => capturesCommand(command)))
+
+  for (const command of program.commands) command.exitOverride().showHelpAfterError('(run with --help for usage)')
+  return program
+}
+
+/** Runs the CLI and returns the exit code. Only this layer prints errors; user mistakes print one line, no stack. */
+export async function main(argv: string[]): Promise<number> {
+  let exitCode: number = ExitCode.ok
+  const program = buildProgram((code) => (exitCode = code))
+  try {
+    await program.parseAsync(argv)
+    return exitCode
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      // commander already printed its message (or the help / version)
+      return error.exitCode === 0 ? ExitCode.ok : ExitCode.usage
+    }
+    if (error instanceof ConfigError) {
+      console.error(`outbox-poller: ${error.message}`)
+      return ExitCode.usage
+    }
+    if (error instanceof ConnectionError) {
+      console.error(`outbox-poller: ${error.message}`)
+      return ExitCode.failure
+    }
+    console.error(`outbox-poller: ${errorMessage(error)}`)
+    if (process.env.OUTBOX_POLLER_DEBUG) console.error(error)
+    return ExitCode.failure
+  }
+}

@@ -1,0 +1,82 @@
+import { type Command, Option } from 'commander'
+import { defaults, type PollerOptions } from '../config.js'
+import { formatDuration } from '../duration.js'
+import { ConfigError } from '../errors.js'
+import { logLevels } from '../log.js'
+
+/** Every poller flag: its option key, flag, env variable, help and default shown in --help. */
+interface FlagSpec {
+  key: keyof PollerOptions
+  flag: string
+  env: string
+  help: string
+  shownDefault?: string
+}
+
+const pollerFlags: FlagSpec[] = [
+  { key: 'batchSize', flag: '--batch-size <n>', env: 'OUTBOX_POLLER_BATCH_SIZE', help: 'most events claimed per batch (1-10000)', shownDefault: String(defaults.batchSize) },
+  { key: 'concurrency', flag: '--concurrency <n>', env: 'OUTBOX_POLLER_CONCURRENCY', help: 'handlers running at once within a batch (1-10000)', shownDefault: String(defaults.concurrency) },
+  { key: 'intervalMin', flag: '--interval-min <duration>', env: 'OUTBOX_POLLER_INTERVAL_MIN', help: 'wait after the first empty poll; doubles while idle', shownDefault: formatDuration(defaults.intervalMinMs) },
+  { key: 'intervalMax', flag: '--interval-max <duration>', env: 'OUTBOX_POLLER_INTERVAL_MAX', help: 'longest wait between polls while idle (a missed wake-up delays an event at most this long)', shownDefault: formatDuration(defaults.intervalMaxMs) },
+  { key: 'handlerTimeout', flag: '--handler-timeout <duration>', env: 'OUTBOX_POLLER_HANDLER_TIMEOUT', help: 'an async handler still running after this fails its event', shownDefault: formatDuration(defaults.handlerTimeoutMs) },
+  { key: 'maxAttempts', flag: '--max-attempts <n>', env: 'OUTBOX_POLLER_MAX_ATTEMPTS', help: 'failed attempts before an event is dead-lettered (1-1000)', shownDefault: String(defaults.maxAttempts) },
+  { key: 'retryDelay', flag: '--retry-delay <duration>', env: 'OUTBOX_POLLER_RETRY_DELAY', help: 'delay before the first retry; doubles per attempt, with jitter', shownDefault: formatDuration(defaults.retryDelayMs) },
+  { key: 'retryDelayMax', flag: '--retry-delay-max <duration>', env: 'OUTBOX_POLLER_RETRY_DELAY_MAX', help: 'longest delay between retries', shownDefault: formatDuration(defaults.retryDelayMaxMs) },
+  { key: 'unmatched', flag: '--unmatched <policy>', env: 'OUTBOX_POLLER_UNMATCHED', help: 'events no handler matches: process (mark processed) or hold (leave for a replica that has a handler)', shownDefault: defaults.unmatched },
+  { key: 'memoryLimitMb', flag: '--memory-limit <MB>', env: 'OUTBOX_POLLER_MEMORY_LIMIT_MB', help: 'worker RSS limit in MB (16-1048576)', shownDefault: String(defaults.memoryLimitMb) },
+  { key: 'memoryCheckInterval', flag: '--memory-check-interval <duration>', env: 'OUTBOX_POLLER_MEMORY_CHECK_INTERVAL', help: 'how often the worker memory is sampled', shownDefault: formatDuration(defaults.memoryCheckIntervalMs) },
+  { key: 'connectTimeout', flag: '--connect-timeout <duration>', env: 'OUTBOX_POLLER_CONNECT_TIMEOUT', help: 'how long start-up retries an unreachable database', shownDefault: formatDuration(defaults.connectTimeoutMs) },
+]
+
+const outboxFlags: FlagSpec[] = [
+  { key: 'schema', flag: '--schema <name>', env: 'OUTBOX_POLLER_SCHEMA', help: "the outbox's schema", shownDefault: defaults.schema },
+  { key: 'table', flag: '--table <name>', env: 'OUTBOX_POLLER_TABLE', help: 'the outbox table', shownDefault: defaults.table },
+]
+
+function addFlags(command: Command, specs: FlagSpec[]): Command {
+  for (const spec of specs) {
+    // Defaults are applied by resolveOptions, not by commander; help only shows them.
+    const help = spec.shownDefault === undefined ? spec.help : `${spec.help} (default: ${spec.shownDefault})`
+    command.addOption(new Option(spec.flag, help).env(spec.env))
+  }
+  return command
+}
+
+/** Connection, outbox and logging flags: every command that talks to the database has them. */
+export function addConnectionFlags(command: Command): Command {
+  command.addOption(new Option('--database-url <url>', 'PostgreSQL connection string').env('DATABASE_URL'))
+  addFlags(command, outboxFlags)
+  command.addOption(new Option('--log-level <level>', 'log level').choices(logLevels).env('OUTBOX_POLLER_LOG_LEVEL').default('info'))
+  return command
+}
+
+export function addPollerFlags(command: Command): Command {
+  return addFlags(command, pollerFlags)
+}
+
+/** Names an option as the user gave it: `--batch-size`, or `OUTBOX_POLLER_BATCH_SIZE` when it came from the environment. */
+export function optionNamer(command: Command): (key: keyof PollerOptions) => string {
+  return (key) => {
+    const spec = [...pollerFlags, ...outboxFlags].find((candidate) => candidate.key === key)
+    if (spec === undefined) return key
+    const attribute = command.options.find((option) => option.long === spec.flag.split(' ')[0])?.attributeName()
+    return attribute !== undefined && command.getOptionValueSource(attribute) === 'env' ? spec.env : spec.flag.split(' ')[0]!
+  }
+}
+
+/** The poller options that commander parsed, as strings for resolveOptions to parse and validate. */
+export function pollerOptionsFrom(command: Command): PollerOptions {
+  const values = command.opts<Record<string, string | undefined>>()
+  const options: Record<string, string | undefined> = {}
+  for (const spec of [...pollerFlags, ...outboxFlags]) {
+    const attribute = command.options.find((option) => option.long === spec.flag.split(' ')[0])?.attributeName()
+    if (attribute !== undefined && values[attribute] !== undefined) options[spec.key] = values[attribute]
+  }
+  return options as PollerOptions
+}
+
+export function databaseUrlFrom(command: Command): string {
+  const url = command.opts<{ databaseUrl?: string }>().databaseUrl
+  if (!url) throw new ConfigError('no database: set DATABASE_URL or pass --database-url postgres://user@host:5432/db')
+  return url
+}

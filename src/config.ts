@@ -1,0 +1,162 @@
+import type { Sql } from 'postgres'
+import { parseDuration } from './duration.js'
+import { ConfigError } from './errors.js'
+import type { HandlerMap, Logger } from './types.js'
+
+/** What to do with an event that no registered handler matches. */
+export type UnmatchedPolicy = 'process' | 'hold'
+
+/** Defaults: every option's default lives here and nowhere else. */
+export const defaults = {
+  schema: 'public',
+  table: 'outbox',
+  batchSize: 250,
+  concurrency: 32,
+  intervalMinMs: 250,
+  intervalMaxMs: 2_000,
+  handlerTimeoutMs: 30_000,
+  maxAttempts: 10,
+  retryDelayMs: 1_000,
+  retryDelayMaxMs: 3_600_000,
+  unmatched: 'process' as UnmatchedPolicy,
+  memoryLimitMb: 500,
+  memoryCheckIntervalMs: 30_000,
+  connectTimeoutMs: 30_000,
+  shutdownTimeoutMs: 40_000,
+} as const
+
+/**
+ * Options of a poller. Durations are milliseconds when given as numbers; as strings they are read by
+ * `parseDuration` (a bare number is seconds: `'0.25'`, or with a unit: `'250ms'`, `'30s'`).
+ */
+export interface PollerOptions {
+  /** Connection string (`postgres://…`). One of `connectionString` or `sql` is required. Default: env is not read by the library. */
+  connectionString?: string
+  /** An existing postgres.js instance; the poller uses it and never closes it. */
+  sql?: Sql
+  /** Schema of the outbox table. Default `public`. */
+  schema?: string
+  /** Name of the outbox table. Default `outbox`. */
+  table?: string
+  /** Most events claimed per batch (1–10000). Default 250. */
+  batchSize?: number | string
+  /** Handlers running at once within a batch (1–10000). Default 32. */
+  concurrency?: number | string
+  /** Wait after the first empty poll (1 ms – 1 h). Default 250 ms. */
+  intervalMin?: number | string
+  /** Longest wait between polls when idle; also bounds the delay of a missed wake-up (1 ms – 1 h). Default 2 s. */
+  intervalMax?: number | string
+  /** A handler still running after this fails its event (1 ms – 1 h). Default 30 s. */
+  handlerTimeout?: number | string
+  /** Failed attempts after which an event is dead-lettered (1–1000). Default 10. */
+  maxAttempts?: number | string
+  /** Delay before the first retry; doubles per attempt, with jitter (1 ms – 30 d). Default 1 s. */
+  retryDelay?: number | string
+  /** Longest delay between retries (1 ms – 30 d). Default 1 h. */
+  retryDelayMax?: number | string
+  /** `process`: mark events no handler matches as processed; `hold`: leave them for a replica that has a handler. Default `process`. */
+  unmatched?: UnmatchedPolicy | string
+  /** Worker RSS in MB above which it is restarted (16 – 1048576). Default 500. */
+  memoryLimitMb?: number | string
+  /** How often the worker's memory is sampled (100 ms – 1 d). Default 30 s. */
+  memoryCheckInterval?: number | string
+  /** How long start-up keeps retrying an unreachable database (0 – 1 h). Default 30 s. */
+  connectTimeout?: number | string
+  /** Handlers by event-type pattern (`issue.created`, `issue.*`, `*`), or one function for every event. */
+  handlers?: HandlerMap
+  /** A pino-compatible logger. Default: silent. */
+  logger?: Logger
+  /** `application_name` of the poller's connections. Default `outbox-poller/<host>/<pid>/worker`. */
+  applicationName?: string
+}
+
+/** Options after defaults and validation. Durations in milliseconds. */
+export interface ResolvedOptions {
+  readonly schema: string
+  readonly table: string
+  readonly batchSize: number
+  readonly concurrency: number
+  readonly intervalMinMs: number
+  readonly intervalMaxMs: number
+  readonly handlerTimeoutMs: number
+  readonly maxAttempts: number
+  readonly retryDelayMs: number
+  readonly retryDelayMaxMs: number
+  readonly unmatched: UnmatchedPolicy
+  readonly memoryLimitMb: number
+  readonly memoryCheckIntervalMs: number
+  readonly connectTimeoutMs: number
+}
+
+/** How an option is named in error messages: the CLI passes `--batch-size` or `OUTBOX_POLLER_BATCH_SIZE`. */
+export type OptionNamer = (key: keyof PollerOptions) => string
+
+const HOUR = 3_600_000
+const DAY = 24 * HOUR
+
+/** Applies defaults, validates every value and returns a frozen object. Errors name the option, the range and the value. */
+export function resolveOptions(input: PollerOptions, nameOf: OptionNamer = (key) => key): ResolvedOptions {
+  const int = (key: keyof PollerOptions, fallback: number, min: number, max: number) =>
+    integerOption(input[key] as number | string | undefined, nameOf(key), fallback, min, max)
+  const ms = (key: keyof PollerOptions, fallback: number, min: number, max: number) =>
+    durationOption(input[key] as number | string | undefined, nameOf(key), fallback, min, max)
+
+  const resolved: ResolvedOptions = {
+    schema: identifierOption(input.schema, nameOf('schema'), defaults.schema),
+    table: identifierOption(input.table, nameOf('table'), defaults.table),
+    batchSize: int('batchSize', defaults.batchSize, 1, 10_000),
+    concurrency: int('concurrency', defaults.concurrency, 1, 10_000),
+    intervalMinMs: ms('intervalMin', defaults.intervalMinMs, 1, HOUR),
+    intervalMaxMs: ms('intervalMax', defaults.intervalMaxMs, 1, HOUR),
+    handlerTimeoutMs: ms('handlerTimeout', defaults.handlerTimeoutMs, 1, HOUR),
+    maxAttempts: int('maxAttempts', defaults.maxAttempts, 1, 1000),
+    retryDelayMs: ms('retryDelay', defaults.retryDelayMs, 1, 30 * DAY),
+    retryDelayMaxMs: ms('retryDelayMax', defaults.retryDelayMaxMs, 1, 30 * DAY),
+    unmatched: choiceOption(input.unmatched, nameOf('unmatched'), defaults.unmatched, ['process', 'hold'] as const),
+    memoryLimitMb: int('memoryLimitMb', defaults.memoryLimitMb, 16, 1_048_576),
+    memoryCheckIntervalMs: ms('memoryCheckInterval', defaults.memoryCheckIntervalMs, 100, DAY),
+    connectTimeoutMs: ms('connectTimeout', defaults.connectTimeoutMs, 0, HOUR),
+  }
+  if (resolved.intervalMinMs > resolved.intervalMaxMs) {
+    throw new ConfigError(`${nameOf('intervalMin')} (${resolved.intervalMinMs} ms) must not exceed ${nameOf('intervalMax')} (${resolved.intervalMaxMs} ms)`)
+  }
+  if (resolved.retryDelayMs > resolved.retryDelayMaxMs) {
+    throw new ConfigError(`${nameOf('retryDelay')} (${resolved.retryDelayMs} ms) must not exceed ${nameOf('retryDelayMax')} (${resolved.retryDelayMaxMs} ms)`)
+  }
+  return Object.freeze(resolved)
+}
+
+export function integerOption(value: number | string | undefined, name: string, fallback: number, min: number, max: number): number {
+  if (value === undefined) return fallback
+  const number = typeof value === 'number' ? value : /^\s*-?\d+\s*$/.test(value) ? Number(value) : Number.NaN
+  if (!Number.isInteger(number) || number < min || number > max) {
+    throw new ConfigError(`${name} must be an integer between ${min} and ${max} (got ${JSON.stringify(value)})`)
+  }
+  return number
+}
+
+export function durationOption(value: number | string | undefined, name: string, fallback: number, min: number, max: number): number {
+  if (value === undefined) return fallback
+  const ms = typeof value === 'number' ? value : parseDuration(value, name)
+  if (!Number.isFinite(ms) || ms < min || ms > max) {
+    throw new ConfigError(`${name} must be between ${min} ms and ${max} ms (got ${JSON.stringify(value)})`)
+  }
+  return ms
+}
+
+export function choiceOption<T extends string>(value: string | undefined, name: string, fallback: T, choices: readonly T[]): T {
+  if (value === undefined) return fallback
+  if (!(choices as readonly string[]).includes(value)) {
+    throw new ConfigError(`${name} must be one of ${choices.join(', ')} (got ${JSON.stringify(value)})`)
+  }
+  return value as T
+}
+
+/** Schema and table names are quoted wherever they are used; here we only refuse what PostgreSQL itself cannot name. */
+export function identifierOption(value: string | undefined, name: string, fallback: string): string {
+  if (value === undefined) return fallback
+  if (value.length === 0 || Buffer.byteLength(value) > 63 || value.includes('\0')) {
+    throw new ConfigError(`${name} must be a name of 1 to 63 bytes (got ${JSON.stringify(value)})`)
+  }
+  return value
+}

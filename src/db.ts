@@ -1,0 +1,66 @@
+import { hostname } from 'node:os'
+import postgres, { type Sql } from 'postgres'
+import { ConnectionError, errorMessage, isConnectionFailure } from './errors.js'
+
+/** The role a connection plays, shown in pg_stat_activity as `outbox-poller/<host>/<pid>/<role>`. */
+export function applicationName(role: string): string {
+  return `outbox-poller/${hostname()}/${process.pid}/${role}`.slice(0, 63)
+}
+
+export interface ConnectOptions {
+  /** Most connections in the pool. */
+  max?: number
+  /** `application_name` of the connections. */
+  applicationName: string
+}
+
+/**
+ * Opens a postgres.js pool. Keepalives run on both ends: if a poller's host dies mid-batch the
+ * server notices within seconds (idle 10 s + 3 × 5 s probes), rolls back, and the rows go to another replica.
+ */
+export function connect(url: string, options: ConnectOptions): Sql {
+  return postgres(url, {
+    max: options.max ?? 1,
+    keep_alive: 10,
+    connect_timeout: 10,
+    onnotice: () => {},
+    connection: {
+      application_name: options.applicationName,
+      tcp_keepalives_idle: 10,
+      tcp_keepalives_interval: 5,
+      tcp_keepalives_count: 3,
+    } as Record<string, unknown> as { application_name: string },
+  })
+}
+
+/** Host, port and database of a connection string, never its password: for messages and logs. */
+export function describeTarget(url: string): string {
+  try {
+    const parsed = new URL(url)
+    const host = parsed.searchParams.get('host') ?? (parsed.hostname || 'localhost')
+    return `${host}:${parsed.port || '5432'}/${decodeURIComponent(parsed.pathname.slice(1))}`
+  } catch {
+    return 'the database (connection string could not be parsed)'
+  }
+}
+
+/**
+ * Waits until the database answers, retrying connection failures with backoff (0.25 s doubling to 5 s)
+ * for at most `timeoutMs`. Other errors (bad password, missing database) fail at once.
+ */
+export async function waitForDatabase(sql: Sql, target: string, timeoutMs: number, onRetry?: (error: unknown, delayMs: number) => void): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  for (let delay = 250; ; delay = Math.min(delay * 2, 5_000)) {
+    try {
+      await sql`select 1`
+      return
+    } catch (error) {
+      const retryable = isConnectionFailure(error)
+      if (!retryable || Date.now() + delay > deadline) {
+        throw new ConnectionError(`cannot connect to ${target}: ${errorMessage(error)}${retryable ? ` (gave up after ${Math.round(timeoutMs / 1000)} s)` : ''}`, { cause: error })
+      }
+      onRetry?.(error, delay)
+      await new Promise((resolve) => setTimeout(resolve, delay))
+    }
+  }
+}

@@ -1,0 +1,124 @@
+import type { HandlerRegistry } from './handler-registry.js'
+import type { ClaimedRow } from './outbox-queries.js'
+import type { Handler, HandlerContext, Logger, OutboxEvent } from './types.js'
+
+export interface DispatchOptions {
+  concurrency: number
+  handlerTimeoutMs: number
+  log: Logger
+}
+
+/** What happened to each event of a batch. */
+export interface BatchOutcome {
+  /** Every matching handler succeeded. */
+  succeeded: OutboxEvent[]
+  /** A handler threw, rejected or timed out. */
+  failed: Array<{ event: OutboxEvent; error: unknown }>
+  /** No handler matched. */
+  unmatched: OutboxEvent[]
+}
+
+/**
+ * Runs the handlers of a batch, at most `concurrency` events at a time, so one slow handler does not hold
+ * the whole batch's locks for batch × timeout. An event's handlers run one after another; the first
+ * failure fails the event (it is retried whole). A failure never touches the other events of the batch.
+ */
+export class BatchDispatch {
+  readonly #inFlight = new Set<EventContext>()
+
+  constructor(
+    private readonly registry: HandlerRegistry,
+    private readonly options: DispatchOptions,
+  ) {}
+
+  async run(rows: readonly ClaimedRow[]): Promise<BatchOutcome> {
+    const outcome: BatchOutcome = { succeeded: [], failed: [], unmatched: [] }
+    let next = 0
+    const worker = async () => {
+      while (next < rows.length) {
+        const event = toEvent(rows[next++]!)
+        const handlers = this.registry.match(event.event_type)
+        if (handlers.length === 0) {
+          outcome.unmatched.push(event)
+          continue
+        }
+        try {
+          for (const handler of handlers) await this.#runOne(handler, event)
+          outcome.succeeded.push(event)
+        } catch (error) {
+          outcome.failed.push({ event, error })
+        }
+      }
+    }
+    const workers: Promise<void>[] = []
+    for (let i = 0; i < Math.min(this.options.concurrency, rows.length); i++) workers.push(worker())
+    await Promise.all(workers)
+    return outcome
+  }
+
+  /** Fails every handler still running (forced shutdown): their signals abort and their events fail. */
+  abortAll(reason: Error): void {
+    for (const ctx of this.#inFlight) ctx.fail(reason)
+  }
+
+  #runOne(handler: Handler, event: OutboxEvent): void | Promise<void> {
+    const ctx = new EventContext(event, this.options.log)
+    const result = handler(event, ctx)
+    // A synchronous handler needs no timer; an async one races its timeout.
+    if (result === undefined || typeof (result as Promise<void>).then !== 'function') return
+    return new Promise<void>((resolve, reject) => {
+      ctx.fail = (reason) => {
+        ctx.abort(reason)
+        reject(reason)
+      }
+      const timer = setTimeout(() => ctx.fail(new Error(`handler timed out after ${this.options.handlerTimeoutMs} ms`)), this.options.handlerTimeoutMs)
+      this.#inFlight.add(ctx)
+      const settle = () => {
+        clearTimeout(timer)
+        this.#inFlight.delete(ctx)
+      }
+      result.then(
+        () => (settle(), resolve()),
+        (error: unknown) => (settle(), reject(error)),
+      )
+    })
+  }
+}
+
+/** The handler's context; its signal and child logger are made only when a handler asks for them. */
+class EventContext implements HandlerContext {
+  #controller: AbortController | undefined
+  #log: Logger | undefined
+  fail: (reason: Error) => void = () => {}
+
+  constructor(
+    private readonly event: OutboxEvent,
+    private readonly baseLog: Logger,
+  ) {}
+
+  get signal(): AbortSignal {
+    return (this.#controller ??= new AbortController()).signal
+  }
+
+  get log(): Logger {
+    return (this.#log ??= this.baseLog.child({ event_id: this.event.event_id, event_type: this.event.event_type }))
+  }
+
+  abort(reason: Error): void {
+    ;(this.#controller ??= new AbortController()).abort(reason)
+  }
+}
+
+function toEvent(row: ClaimedRow): OutboxEvent {
+  return {
+    id: row.id,
+    event_id: row.event_id,
+    event_type: row.event_type,
+    entity_type: row.entity_type,
+    entity_id: row.entity_id,
+    payload: row.payload,
+    processed_at: row.processed_at,
+    created_at: row.created_at,
+    attempt: row.attempts + 1,
+  }
+}

@@ -1,0 +1,42 @@
+/** A mistake in the user's input (flag, env var, option, handler module): printed as one line, exit code 2. */
+export class ConfigError extends Error {
+  override name = 'ConfigError'
+}
+
+/** The database could not be reached in time: exit code 1. */
+export class ConnectionError extends Error {
+  override name = 'ConnectionError'
+}
+
+/** SQLSTATE codes we react to. */
+export const SqlState = {
+  undefinedTable: '42P01',
+  undefinedColumn: '42703',
+  invalidName: '42602',
+  invalidSchemaName: '3F000',
+  syntaxError: '42601',
+  duplicateObject: '42710',
+} as const
+
+/** The SQLSTATE of a driver error, if it has one. */
+export function sqlState(error: unknown): string | undefined {
+  const code = (error as { code?: unknown } | null)?.code
+  return typeof code === 'string' ? code : undefined
+}
+
+/** Connection-level failures (server gone, refused, reset): the batch in hand rolled back, reconnect and carry on. */
+export function isConnectionFailure(error: unknown): boolean {
+  const code = sqlState(error)
+  if (code === undefined) return false
+  return (
+    code.startsWith('08') || // connection exception class
+    code === '57P01' || // admin_shutdown
+    code === '57P02' || // crash_shutdown
+    code === '57P03' || // cannot_connect_now
+    ['CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED', 'CONNECT_TIMEOUT', 'ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH'].includes(code)
+  )
+}
+
+export function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error)
+}

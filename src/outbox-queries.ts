@@ -1,0 +1,114 @@
+import type { ReservedSql, Sql } from 'postgres'
+import type { OutboxTable } from './outbox-table.js'
+
+/** A claimed row as it comes from the database; `attempts` counts earlier failures. */
+export interface ClaimedRow {
+  id: string
+  event_id: string
+  event_type: string
+  entity_type: string
+  entity_id: string
+  payload: unknown
+  processed_at: Date | null
+  created_at: Date
+  attempts: number
+}
+
+/** A failed event's settlement. */
+export interface Failure {
+  id: string
+  error: string
+  /** Milliseconds until the next attempt (ignored if the event is dead-lettered). */
+  delayMs: number
+}
+
+/** SQL text of the runtime queries, built once per outbox (identifiers quoted once, values always parameters). */
+export interface OutboxQueries {
+  claim: string
+  markProcessed: string
+  markFailed: string
+  hold: string
+  setAsleep: string
+  clearAsleep: string
+}
+
+export function outboxQueries(outbox: OutboxTable): OutboxQueries {
+  const t = outbox.qualified
+  const columns = 'id, event_id, event_type, entity_type, entity_id, payload, processed_at, created_at, attempts'
+  return {
+    // Due retries first (by due time), then fresh events in id order, at most $1 in all. Each part is an
+    // index scan over its own partial index, so a long retry backlog never slows the claim of fresh rows.
+    // The rows stay locked until the batch transaction ends: a crash rolls back and frees them at once.
+    claim: `
+      with retry as (
+        select ${columns} from ${t}
+         where processed_at is null and dead_at is null and retry_at is not null and retry_at <= now()
+         order by retry_at limit $1 for update skip locked
+      ), fresh as (
+        select ${columns} from ${t}
+         where processed_at is null and dead_at is null and retry_at is null
+         order by id limit $1 - (select count(*) from retry) for update skip locked
+      )
+      select * from retry union all select * from fresh`,
+    markProcessed: `update ${t} set processed_at = now() where id = any($1::bigint[])`,
+    // One statement for every failure of the batch. Dead-lettered rows keep processed_at NULL.
+    markFailed: `
+      update ${t} as o
+         set attempts = o.attempts + 1,
+             last_error = f.error,
+             retry_at = now() + f.delay_ms * interval '1 millisecond',
+             dead_at = case when o.attempts + 1 >= $4 then now() end
+        from unnest($1::bigint[], $2::text[], $3::float8[]) as f(id, error, delay_ms)
+       where o.id = f.id
+      returning o.id::text as id, o.dead_at is not null as dead`,
+    // Unmatched events under --unmatched hold: step aside for a while, no attempt charged.
+    hold: `update ${t} set retry_at = now() + $2 * interval '1 millisecond' where id = any($1::bigint[])`,
+    setAsleep: `update ${outbox.wakeup} set asleep = true where not asleep`,
+    clearAsleep: `update ${outbox.wakeup} set asleep = false where asleep`,
+  }
+}
+
+/** Claim a batch: BEGIN and the claim go out together (one round trip). */
+export function outboxClaimBatch(connection: ReservedSql, queries: OutboxQueries, batchSize: number): Promise<ClaimedRow[]> {
+  const begin = connection.unsafe('begin')
+  const claim = connection.unsafe<ClaimedRow[]>(queries.claim, [batchSize], { prepare: true })
+  return Promise.all([begin, claim]).then(([, rows]) => rows)
+}
+
+export interface Settlement {
+  processed: string[]
+  failed: Failure[]
+  held: string[]
+  holdMs: number
+  maxAttempts: number
+}
+
+/** Settle a batch and COMMIT, pipelined (one round trip). Returns the ids that were dead-lettered. */
+export async function outboxSettleBatch(connection: ReservedSql, queries: OutboxQueries, settlement: Settlement): Promise<string[]> {
+  const statements: Promise<unknown>[] = []
+  if (settlement.processed.length > 0) statements.push(connection.unsafe(queries.markProcessed, [settlement.processed], { prepare: true }))
+  let failed: Promise<Array<{ id: string; dead: boolean }>> | undefined
+  if (settlement.failed.length > 0) {
+    const f = settlement.failed
+    failed = connection.unsafe(queries.markFailed, [f.map((x) => x.id), f.map((x) => x.error), f.map((x) => x.delayMs), settlement.maxAttempts], { prepare: true })
+    statements.push(failed)
+  }
+  if (settlement.held.length > 0) statements.push(connection.unsafe(queries.hold, [settlement.held, settlement.holdMs], { prepare: true }))
+  statements.push(connection.unsafe('commit'))
+  await Promise.all(statements)
+  return failed === undefined ? [] : (await failed).filter((row) => row.dead).map((row) => row.id)
+}
+
+export function outboxRollback(connection: ReservedSql): Promise<unknown> {
+  return connection.unsafe('rollback')
+}
+
+/** Raise the flag that makes writers NOTIFY. True if this call raised it (then the caller re-checks for work). */
+export async function outboxSetAsleep(sql: Sql | ReservedSql, queries: OutboxQueries): Promise<boolean> {
+  const result = await sql.unsafe(queries.setAsleep)
+  return result.count > 0
+}
+
+export async function outboxClearAsleep(sql: Sql | ReservedSql, queries: OutboxQueries): Promise<void> {
+  await sql.unsafe(queries.clearAsleep)
+}

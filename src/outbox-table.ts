@@ -1,0 +1,74 @@
+/** Quotes an identifier the way PostgreSQL's quote_ident does, always (so case and punctuation survive). */
+export function quoteIdent(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`
+}
+
+/** Quotes a string literal. */
+export function quoteLiteral(value: string): string {
+  return `'${value.replaceAll("'", "''")}'`
+}
+
+/** Every name derived from the outbox's schema and table, quoted once, here. */
+export interface OutboxTable {
+  readonly schema: string
+  readonly table: string
+  /** `"schema"."table"` */
+  readonly qualified: string
+  /** `"schema"."table_wakeup"`: the one-row flag that says a poller sleeps. */
+  readonly wakeup: string
+  /** The LISTEN/NOTIFY channel. */
+  readonly channel: string
+  /** Name of the capture triggers on captured tables (`<schema>_<table>_capture` and `…_update`). */
+  readonly captureTrigger: string
+  /** `"schema"."table_capture"`: the capture trigger function. */
+  readonly captureFunction: string
+  readonly captureTableFunction: string
+  readonly uncaptureTableFunction: string
+  /** Bookkeeping table of our migrations, in the outbox's schema. */
+  readonly migrationTable: string
+}
+
+export function outboxTable(schema: string, table: string): OutboxTable {
+  const derived = (suffix: string) => `${quoteIdent(schema)}.${quoteIdent(table + suffix)}`
+  return {
+    schema,
+    table,
+    qualified: derived(''),
+    wakeup: derived('_wakeup'),
+    channel: truncateBytes(`outbox_poller.${schema}.${table}`, 63),
+    captureTrigger: truncateBytes(`${schema}_${table}_capture`, 56),
+    captureFunction: derived('_capture'),
+    captureTableFunction: derived('_capture_table'),
+    uncaptureTableFunction: derived('_uncapture_table'),
+    migrationTable: `${table}_poller_migration`,
+  }
+}
+
+/** PostgreSQL truncates names to 63 bytes; do it ourselves so we and the server agree on the name. */
+function truncateBytes(text: string, bytes: number): string {
+  const buffer = Buffer.from(text)
+  if (buffer.length <= bytes) return text
+  return buffer.subarray(0, bytes).toString().replace(/\uFFFD$/, '')
+}
+
+/** Fills the placeholders of a migration file (see the header of sql/migrations/0001_outbox.sql). */
+export function fillPlaceholders(sqlText: string, outbox: OutboxTable): string {
+  return sqlText.replace(/\{\{(\w+)(?::(\w*))?\}\}/g, (whole, key: string, suffix: string | undefined) => {
+    switch (key) {
+      case 'schema':
+        return quoteIdent(outbox.schema)
+      case 'outbox':
+        return outbox.qualified
+      case 'name':
+        return quoteIdent(outbox.table + (suffix ?? ''))
+      case 'channel':
+        return quoteLiteral(outbox.channel)
+      case 'capture_trigger':
+        return quoteLiteral(outbox.captureTrigger)
+      case 'capture_function':
+        return quoteLiteral(outbox.captureFunction)
+      default:
+        throw new Error(`unknown placeholder ${whole} in a migration`)
+    }
+  })
+}

@@ -1,0 +1,278 @@
+import type { ReservedSql, Sql } from 'postgres'
+import { retryDelayMs } from './backoff.js'
+import { type PollerOptions, type ResolvedOptions, resolveOptions } from './config.js'
+import { applicationName, connect, describeTarget, waitForDatabase } from './db.js'
+import { BatchDispatch, type BatchOutcome } from './dispatch-batch.js'
+import { ConfigError, errorMessage, isConnectionFailure } from './errors.js'
+import { HandlerRegistry } from './handler-registry.js'
+import { silentLogger } from './log.js'
+import { type OutboxTable, outboxTable } from './outbox-table.js'
+import {
+  type ClaimedRow,
+  type OutboxQueries,
+  outboxClaimBatch,
+  outboxClearAsleep,
+  outboxQueries,
+  outboxRollback,
+  outboxSetAsleep,
+  outboxSettleBatch,
+} from './outbox-queries.js'
+import type { Handler, Logger } from './types.js'
+
+/** Counters since start; cheap enough to keep on the hot path. */
+export interface PollerStats {
+  batches: number
+  processed: number
+  failed: number
+  dead: number
+}
+
+export interface Poller {
+  readonly options: ResolvedOptions
+  readonly stats: Readonly<PollerStats>
+  /** Registers a handler for an event-type pattern (`issue.created`, `issue.*`, `*`). */
+  on(pattern: string, handler: Handler): this
+  /** Connects (retrying an unreachable database for `connectTimeout`), checks the outbox and starts polling. Idempotent. */
+  start(): Promise<void>
+  /**
+   * Stops claiming, lets the batch in hand finish and commit, then closes what the poller opened.
+   * Idempotent. `force` (or `timeoutMs` running out) aborts the handlers and rolls the batch back:
+   * its events return to the queue with no attempt charged.
+   */
+  stop(options?: { force?: boolean; timeoutMs?: number }): Promise<void>
+  /** Settles when the poller has stopped; rejects if its loop died of an unexpected error. */
+  readonly done: Promise<void>
+}
+
+/** Creates a poller. Nothing connects until `start()`. */
+export function createPoller(options: PollerOptions): Poller {
+  return new OutboxPoller(options)
+}
+
+class OutboxPoller implements Poller {
+  readonly options: ResolvedOptions
+  readonly stats: PollerStats = { batches: 0, processed: 0, failed: 0, dead: 0 }
+  readonly done: Promise<void>
+  readonly #registry: HandlerRegistry
+  readonly #log: Logger
+  readonly #outbox: OutboxTable
+  readonly #queries: OutboxQueries
+  readonly #dispatch: BatchDispatch
+  readonly #connectionString: string | undefined
+  readonly #applicationName: string
+  #sql: Sql | undefined
+  #ownsSql = false
+  #connection: ReservedSql | undefined
+  #unlisten: (() => Promise<void>) | undefined
+  #starting: Promise<void> | undefined
+  #stopping: Promise<void> | undefined
+  #stopRequested = false
+  #forced = false
+  #wake: () => void = () => {}
+  #resolveDone!: () => void
+  #rejectDone!: (error: unknown) => void
+
+  constructor(input: PollerOptions) {
+    this.options = resolveOptions(input)
+    if (input.sql === undefined && !input.connectionString) throw new ConfigError('a connection string (DATABASE_URL) or a postgres.js instance is required')
+    this.#connectionString = input.connectionString
+    this.#sql = input.sql
+    this.#applicationName = input.applicationName ?? applicationName('worker')
+    this.#registry = new HandlerRegistry(input.handlers)
+    this.#log = input.logger ?? silentLogger
+    this.#outbox = outboxTable(this.options.schema, this.options.table)
+    this.#queries = outboxQueries(this.#outbox)
+    this.#dispatch = new BatchDispatch(this.#registry, { concurrency: this.options.concurrency, handlerTimeoutMs: this.options.handlerTimeoutMs, log: this.#log })
+    this.done = new Promise((resolve, reject) => {
+      this.#resolveDone = resolve
+      this.#rejectDone = reject
+    })
+    this.done.catch(() => {}) // observed through start()/stop() callers; never an unhandled rejection
+  }
+
+  on(pattern: string, handler: Handler): this {
+    this.#registry.add(pattern, handler)
+    return this
+  }
+
+  start(): Promise<void> {
+    return (this.#starting ??= this.#start())
+  }
+
+  async #start(): Promise<void> {
+    if (this.#registry.size === 0) throw new ConfigError('no handlers registered: pass handlers or call poller.on(pattern, handler) before start()')
+    if (this.#sql === undefined) {
+      this.#sql = connect(this.#connectionString!, { max: 1, applicationName: this.#applicationName })
+      this.#ownsSql = true
+    }
+    const sql = this.#sql
+    const target = this.#connectionString === undefined ? 'the database' : describeTarget(this.#connectionString)
+    try {
+      await waitForDatabase(sql, target, this.options.connectTimeoutMs, (error, delayMs) =>
+        this.#log.warn({ target, error: errorMessage(error), retry_in_ms: delayMs }, 'database unreachable, retrying'),
+      )
+      await this.#checkOutbox(sql)
+      const listener = await sql.listen(this.#outbox.channel, () => this.#wake())
+      this.#unlisten = listener.unlisten
+    } catch (error) {
+      await this.#close()
+      throw error
+    }
+    this.#log.info({ outbox: `${this.options.schema}.${this.options.table}`, target, options: this.options }, 'poller started')
+    this.#loop().then(this.#resolveDone, this.#rejectDone)
+  }
+
+  async #checkOutbox(sql: Sql): Promise<void> {
+    const [row] = await sql`select to_regclass(${this.#outbox.qualified}) is not null as exists`
+    if (!row!.exists) throw new ConfigError(`outbox table ${this.#outbox.qualified} does not exist: run \`outbox-poller migrate\` first`)
+  }
+
+  stop(options: { force?: boolean; timeoutMs?: number } = {}): Promise<void> {
+    if (options.force) this.#force()
+    this.#stopRequested = true
+    this.#wake()
+    return (this.#stopping ??= this.#stop(options.timeoutMs ?? this.options.handlerTimeoutMs + 10_000))
+  }
+
+  async #stop(timeoutMs: number): Promise<void> {
+    if (this.#starting === undefined) return this.#resolveDone()
+    await this.#starting.catch(() => {})
+    const timer = setTimeout(() => this.#force(), timeoutMs)
+    timer.unref()
+    try {
+      await this.done
+    } finally {
+      clearTimeout(timer)
+      await this.#close()
+      this.#log.info(this.stats, 'poller stopped')
+    }
+  }
+
+  #force(): void {
+    if (this.#forced) return
+    this.#forced = true
+    this.#dispatch.abortAll(new Error('poller stopped'))
+  }
+
+  async #close(): Promise<void> {
+    await this.#unlisten?.().catch(() => {})
+    this.#unlisten = undefined
+    this.#connection?.release()
+    this.#connection = undefined
+    if (this.#ownsSql) await this.#sql?.end({ timeout: 5 })
+  }
+
+  /** Claim → dispatch → settle, again at once after a batch with events; back off while empty. */
+  async #loop(): Promise<void> {
+    let idleDelay = this.options.intervalMinMs
+    let flagRaised = false
+    let errorDelay = this.options.intervalMinMs
+    while (!this.#stopRequested) {
+      let claimed: number
+      try {
+        claimed = await this.#batch()
+        errorDelay = this.options.intervalMinMs
+      } catch (error) {
+        await this.#recover(error, errorDelay)
+        errorDelay = Math.min(errorDelay * 2, 30_000)
+        continue
+      }
+      if (claimed > 0) {
+        idleDelay = this.options.intervalMinMs
+        if (flagRaised) {
+          flagRaised = false
+          await outboxClearAsleep(this.#connection!, this.#queries).catch(() => {})
+        }
+        continue
+      }
+      if (!flagRaised) {
+        // Raise the flag, then look once more: an event committed just before the flag was seen never notified.
+        flagRaised = true
+        await outboxSetAsleep(this.#connection!, this.#queries).catch(() => (flagRaised = false))
+        continue
+      }
+      await this.#sleep(idleDelay)
+      idleDelay = Math.min(idleDelay * 2, this.options.intervalMaxMs)
+    }
+  }
+
+  /** One batch in one transaction. Returns how many events it claimed. */
+  async #batch(): Promise<number> {
+    const connection = (this.#connection ??= await this.#sql!.reserve())
+    const rows = await outboxClaimBatch(connection, this.#queries, this.options.batchSize)
+    if (rows.length === 0) {
+      await connection.unsafe('commit')
+      return 0
+    }
+    let outcome: BatchOutcome
+    try {
+      outcome = await this.#dispatch.run(rows)
+    } catch (error) {
+      await outboxRollback(connection).catch(() => {})
+      throw error
+    }
+    if (this.#forced) {
+      // A forced stop charges no attempt: the whole batch goes back to the queue.
+      await outboxRollback(connection)
+      this.#log.warn({ events: rows.length }, 'forced stop: batch rolled back, its events return to the queue')
+      return rows.length
+    }
+    await this.#settle(connection, rows, outcome)
+    return rows.length
+  }
+
+  async #settle(connection: ReservedSql, rows: ClaimedRow[], outcome: BatchOutcome): Promise<void> {
+    const hold = this.options.unmatched === 'hold'
+    const processed = outcome.succeeded.map((event) => event.id)
+    if (!hold) for (const event of outcome.unmatched) processed.push(event.id)
+    const failed = outcome.failed.map(({ event, error }) => ({
+      id: event.id,
+      error: describeError(error),
+      delayMs: retryDelayMs(event.attempt, this.options.retryDelayMs, this.options.retryDelayMaxMs),
+    }))
+    const dead = await outboxSettleBatch(connection, this.#queries, {
+      processed,
+      failed,
+      held: hold ? outcome.unmatched.map((event) => event.id) : [],
+      holdMs: this.options.intervalMaxMs,
+      maxAttempts: this.options.maxAttempts,
+    })
+    this.stats.batches++
+    this.stats.processed += processed.length
+    this.stats.failed += failed.length
+    this.stats.dead += dead.length
+    this.#log.debug({ claimed: rows.length, processed: processed.length, failed: failed.length, held: hold ? outcome.unmatched.length : 0 }, 'batch settled')
+    for (const { event, error } of outcome.failed) {
+      const isDead = dead.includes(event.id)
+      const fields = { event_id: event.event_id, id: event.id, event_type: event.event_type, attempt: event.attempt, error: describeError(error) }
+      if (isDead) this.#log.error(fields, 'event dead-lettered after its last attempt')
+      else this.#log.warn(fields, 'event failed, will retry')
+    }
+  }
+
+  async #recover(error: unknown, delayMs: number): Promise<void> {
+    this.#connection?.release()
+    this.#connection = undefined
+    if (isConnectionFailure(error)) this.#log.warn({ error: errorMessage(error), retry_in_ms: delayMs }, 'connection lost: the batch in hand rolled back; reconnecting')
+    else this.#log.error({ error: errorMessage(error), retry_in_ms: delayMs }, 'batch failed and rolled back')
+    await this.#sleep(delayMs)
+  }
+
+  #sleep(ms: number): Promise<void> {
+    if (this.#stopRequested) return Promise.resolve()
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => done(), ms)
+      const done = () => {
+        clearTimeout(timer)
+        this.#wake = () => {}
+        resolve()
+      }
+      this.#wake = done
+    })
+  }
+}
+
+function describeError(error: unknown): string {
+  const text = error instanceof Error ? (error.name && error.name !== 'Error' ? `${error.name}: ${error.message}` : error.message) : String(error)
+  return text.length > 2000 ? `${text.slice(0, 2000)}…` : text
+}

@@ -1,0 +1,38 @@
+import type { Logger as PinoLogger } from 'pino'
+
+/** The logger seam: any pino-compatible logger. */
+export type Logger = Pick<PinoLogger, 'debug' | 'info' | 'warn' | 'error' | 'child'>
+
+/** One outbox row as a handler sees it: the seed's fields with fixed types, plus the attempt number. */
+export interface OutboxEvent<Payload = unknown> {
+  /** The row's bigint id, as a string (int8 is wider than a JS number). */
+  readonly id: string
+  /** Unique event id: the idempotency key for consumers. */
+  readonly event_id: string
+  /** `<entity>.created`, `<entity>.updated`, `<entity>.deleted`, or an explicit type. */
+  readonly event_type: string
+  readonly entity_type: string
+  readonly entity_id: string
+  /** `{ data }`, and for updates `{ data, previous_attributes }` with the changed columns' old values. */
+  readonly payload: Payload
+  /** Always null while the event is being handled. */
+  readonly processed_at: Date | null
+  /** Time of the transaction that wrote the change. */
+  readonly created_at: Date
+  /** 1 on the first try. */
+  readonly attempt: number
+}
+
+/** What a handler gets besides the event. */
+export interface HandlerContext {
+  /** Aborted when the handler times out or the poller is forced to stop. */
+  readonly signal: AbortSignal
+  /** A child logger bound to the event's id and type. */
+  readonly log: Logger
+}
+
+/** A handler: throw (or reject) to fail the event; it is then retried with backoff. */
+export type Handler = (event: OutboxEvent, ctx: HandlerContext) => void | Promise<void>
+
+/** One function for every event, or event-type patterns (`issue.created`, `issue.*`, `*`) to functions. */
+export type HandlerMap = Handler | Record<string, Handler>
