@@ -1,0 +1,39 @@
+import { randomBytes } from 'node:crypto'
+import postgres, { type Sql } from 'postgres'
+import { inject } from 'vitest'
+import { migrate } from '../../src/migrate.js'
+
+export interface TestDatabase {
+  /** Connection string of this file's own database. */
+  url: string
+  /** A pool on it. */
+  sql: Sql
+  /** Drops the database (closing every connection to it). */
+  drop(): Promise<void>
+}
+
+/** Creates a fresh database for one test file and migrates the default outbox into it. */
+export async function createTestDatabase(options: { migrate?: boolean } = {}): Promise<TestDatabase> {
+  const adminUrl = inject('adminDatabaseUrl')
+  const name = `outbox_test_${randomBytes(6).toString('hex')}`
+  const admin = postgres(adminUrl, { max: 1, onnotice: () => {} })
+  await admin.unsafe(`create database ${name}`)
+  const url = withDatabase(adminUrl, name)
+  const sql = postgres(url, { max: 5, onnotice: () => {} })
+  if (options.migrate !== false) await migrate({ sql })
+  return {
+    url,
+    sql,
+    async drop() {
+      await sql.end({ timeout: 5 })
+      await admin.unsafe(`drop database if exists ${name} with (force)`)
+      await admin.end({ timeout: 5 })
+    },
+  }
+}
+
+function withDatabase(url: string, database: string): string {
+  const parsed = new URL(url)
+  parsed.pathname = `/${database}`
+  return parsed.toString()
+}
