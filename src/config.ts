@@ -1,4 +1,3 @@
-import type { Sql } from 'postgres'
 import { parseDuration } from './duration.js'
 import { ConfigError } from './errors.js'
 import type { HandlerMap, Logger } from './types.js'
@@ -30,10 +29,11 @@ export const defaults = {
  * `parseDuration` (a bare number is seconds: `'0.25'`, or with a unit: `'250ms'`, `'30s'`).
  */
 export interface PollerOptions {
-  /** Connection string (`postgres://…`). One of `connectionString` or `sql` is required. Default: env is not read by the library. */
+  /**
+   * Connection string (`postgres://…`); required. The poller opens its own connections (one for claims,
+   * held by each batch transaction, and one for LISTEN) and closes them on stop. The library never reads env.
+   */
   connectionString?: string
-  /** An existing postgres.js instance; the poller uses it and never closes it. */
-  sql?: Sql
   /** Schema of the outbox table. Default `public`. */
   schema?: string
   /** Name of the outbox table. Default `outbox`. */

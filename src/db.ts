@@ -12,6 +12,8 @@ export interface ConnectOptions {
   max?: number
   /** `application_name` of the connections. */
   applicationName: string
+  /** Called when a connection closes (the poller uses it to notice that its batch transaction is gone). */
+  onclose?: () => void
 }
 
 /**
@@ -24,6 +26,10 @@ export function connect(url: string, options: ConnectOptions): Sql {
     keep_alive: 10,
     connect_timeout: 10,
     onnotice: () => {},
+    onclose: options.onclose,
+    // A connection must never be recycled under an open batch transaction.
+    max_lifetime: 0,
+    idle_timeout: 0,
     connection: {
       application_name: options.applicationName,
       tcp_keepalives_idle: 10,

@@ -1,4 +1,4 @@
-import type { ReservedSql, Sql } from 'postgres'
+import type { Sql } from 'postgres'
 import type { OutboxTable } from './outbox-table.js'
 
 /** A claimed row as it comes from the database; `attempts` counts earlier failures. */
@@ -68,8 +68,11 @@ export function outboxQueries(outbox: OutboxTable): OutboxQueries {
   }
 }
 
-/** Claim a batch: BEGIN and the claim go out together (one round trip). */
-export function outboxClaimBatch(connection: ReservedSql, queries: OutboxQueries, batchSize: number): Promise<ClaimedRow[]> {
+/**
+ * Claim a batch: BEGIN and the claim go out together (one round trip). `connection` must be a pool of
+ * exactly one connection, so that BEGIN, the claim and the settlement share it.
+ */
+export function outboxClaimBatch(connection: Sql, queries: OutboxQueries, batchSize: number): Promise<ClaimedRow[]> {
   const begin = connection.unsafe('begin')
   const claim = connection.unsafe<ClaimedRow[]>(queries.claim, [batchSize], { prepare: true })
   return Promise.all([begin, claim]).then(([, rows]) => rows)
@@ -84,7 +87,7 @@ export interface Settlement {
 }
 
 /** Settle a batch and COMMIT, pipelined (one round trip). Returns the ids that were dead-lettered. */
-export async function outboxSettleBatch(connection: ReservedSql, queries: OutboxQueries, settlement: Settlement): Promise<string[]> {
+export async function outboxSettleBatch(connection: Sql, queries: OutboxQueries, settlement: Settlement): Promise<string[]> {
   const statements: Promise<unknown>[] = []
   if (settlement.processed.length > 0) statements.push(connection.unsafe(queries.markProcessed, [settlement.processed], { prepare: true }))
   let failed: Promise<Array<{ id: string; dead: boolean }>> | undefined
@@ -99,16 +102,16 @@ export async function outboxSettleBatch(connection: ReservedSql, queries: Outbox
   return failed === undefined ? [] : (await failed).filter((row) => row.dead).map((row) => row.id)
 }
 
-export function outboxRollback(connection: ReservedSql): Promise<unknown> {
+export function outboxRollback(connection: Sql): Promise<unknown> {
   return connection.unsafe('rollback')
 }
 
 /** Raise the flag that makes writers NOTIFY. True if this call raised it (then the caller re-checks for work). */
-export async function outboxSetAsleep(sql: Sql | ReservedSql, queries: OutboxQueries): Promise<boolean> {
+export async function outboxSetAsleep(sql: Sql, queries: OutboxQueries): Promise<boolean> {
   const result = await sql.unsafe(queries.setAsleep)
   return result.count > 0
 }
 
-export async function outboxClearAsleep(sql: Sql | ReservedSql, queries: OutboxQueries): Promise<void> {
+export async function outboxClearAsleep(sql: Sql, queries: OutboxQueries): Promise<void> {
   await sql.unsafe(queries.clearAsleep)
 }

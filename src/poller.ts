@@ -1,4 +1,4 @@
-import type { ReservedSql, Sql } from 'postgres'
+import type { Sql } from 'postgres'
 import { retryDelayMs } from './backoff.js'
 import { type PollerOptions, type ResolvedOptions, resolveOptions } from './config.js'
 import { applicationName, connect, describeTarget, waitForDatabase } from './db.js'
@@ -61,8 +61,8 @@ class OutboxPoller implements Poller {
   readonly #connectionString: string | undefined
   readonly #applicationName: string
   #sql: Sql | undefined
-  #ownsSql = false
-  #connection: ReservedSql | undefined
+  /** Counts closed connections: a batch whose connection closed under it has lost its transaction. */
+  #connectionsClosed = 0
   #unlisten: (() => Promise<void>) | undefined
   #starting: Promise<void> | undefined
   #stopping: Promise<void> | undefined
@@ -74,9 +74,8 @@ class OutboxPoller implements Poller {
 
   constructor(input: PollerOptions) {
     this.options = resolveOptions(input)
-    if (input.sql === undefined && !input.connectionString) throw new ConfigError('a connection string (DATABASE_URL) or a postgres.js instance is required')
+    if (!input.connectionString) throw new ConfigError('connectionString is required (e.g. DATABASE_URL)')
     this.#connectionString = input.connectionString
-    this.#sql = input.sql
     this.#applicationName = input.applicationName ?? applicationName('worker')
     this.#registry = new HandlerRegistry(input.handlers)
     this.#log = input.logger ?? silentLogger
@@ -101,12 +100,9 @@ class OutboxPoller implements Poller {
 
   async #start(): Promise<void> {
     if (this.#registry.size === 0) throw new ConfigError('no handlers registered: pass handlers or call poller.on(pattern, handler) before start()')
-    if (this.#sql === undefined) {
-      this.#sql = connect(this.#connectionString!, { max: 1, applicationName: this.#applicationName })
-      this.#ownsSql = true
-    }
-    const sql = this.#sql
-    const target = this.#connectionString === undefined ? 'the database' : describeTarget(this.#connectionString)
+    // One connection: BEGIN, the claim, the settlement and COMMIT are pipelined on it.
+    const sql = (this.#sql = connect(this.#connectionString!, { max: 1, applicationName: this.#applicationName, onclose: () => this.#connectionsClosed++ }))
+    const target = describeTarget(this.#connectionString!)
     try {
       await waitForDatabase(sql, target, this.options.connectTimeoutMs, (error, delayMs) =>
         this.#log.warn({ target, error: errorMessage(error), retry_in_ms: delayMs }, 'database unreachable, retrying'),
@@ -157,9 +153,7 @@ class OutboxPoller implements Poller {
   async #close(): Promise<void> {
     await this.#unlisten?.().catch(() => {})
     this.#unlisten = undefined
-    this.#connection?.release()
-    this.#connection = undefined
-    if (this.#ownsSql) await this.#sql?.end({ timeout: 5 })
+    await this.#sql?.end({ timeout: 5 })
   }
 
   /** Claim → dispatch → settle, again at once after a batch with events; back off while empty. */
@@ -181,14 +175,14 @@ class OutboxPoller implements Poller {
         idleDelay = this.options.intervalMinMs
         if (flagRaised) {
           flagRaised = false
-          await outboxClearAsleep(this.#connection!, this.#queries).catch(() => {})
+          await outboxClearAsleep(this.#sql!, this.#queries).catch(() => {})
         }
         continue
       }
       if (!flagRaised) {
         // Raise the flag, then look once more: an event committed just before the flag was seen never notified.
         flagRaised = true
-        await outboxSetAsleep(this.#connection!, this.#queries).catch(() => (flagRaised = false))
+        await outboxSetAsleep(this.#sql!, this.#queries).catch(() => (flagRaised = false))
         continue
       }
       await this.#sleep(idleDelay)
@@ -198,7 +192,8 @@ class OutboxPoller implements Poller {
 
   /** One batch in one transaction. Returns how many events it claimed. */
   async #batch(): Promise<number> {
-    const connection = (this.#connection ??= await this.#sql!.reserve())
+    const connection = this.#sql!
+    const closedBefore = this.#connectionsClosed
     const rows = await outboxClaimBatch(connection, this.#queries, this.options.batchSize)
     if (rows.length === 0) {
       await connection.unsafe('commit')
@@ -211,6 +206,10 @@ class OutboxPoller implements Poller {
       await outboxRollback(connection).catch(() => {})
       throw error
     }
+    if (this.#connectionsClosed !== closedBefore) {
+      // The server already rolled the claim back; settling now would run outside that transaction.
+      throw new ConnectionLostError('connection closed while the batch was being handled')
+    }
     if (this.#forced) {
       // A forced stop charges no attempt: the whole batch goes back to the queue.
       await outboxRollback(connection)
@@ -221,7 +220,7 @@ class OutboxPoller implements Poller {
     return rows.length
   }
 
-  async #settle(connection: ReservedSql, rows: ClaimedRow[], outcome: BatchOutcome): Promise<void> {
+  async #settle(connection: Sql, rows: ClaimedRow[], outcome: BatchOutcome): Promise<void> {
     const hold = this.options.unmatched === 'hold'
     const processed = outcome.succeeded.map((event) => event.id)
     if (!hold) for (const event of outcome.unmatched) processed.push(event.id)
@@ -251,9 +250,7 @@ class OutboxPoller implements Poller {
   }
 
   async #recover(error: unknown, delayMs: number): Promise<void> {
-    this.#connection?.release()
-    this.#connection = undefined
-    if (isConnectionFailure(error)) this.#log.warn({ error: errorMessage(error), retry_in_ms: delayMs }, 'connection lost: the batch in hand rolled back; reconnecting')
+    if (isConnectionFailure(error) || error instanceof ConnectionLostError) this.#log.warn({ error: errorMessage(error), retry_in_ms: delayMs }, 'connection lost: the batch in hand rolled back; reconnecting')
     else this.#log.error({ error: errorMessage(error), retry_in_ms: delayMs }, 'batch failed and rolled back')
     await this.#sleep(delayMs)
   }
@@ -271,6 +268,8 @@ class OutboxPoller implements Poller {
     })
   }
 }
+
+class ConnectionLostError extends Error {}
 
 function describeError(error: unknown): string {
   const text = error instanceof Error ? (error.name && error.name !== 'Error' ? `${error.name}: ${error.message}` : error.message) : String(error)
