@@ -25,6 +25,8 @@ export interface BatchOutcome {
  */
 export class BatchDispatch {
   readonly #inFlight = new Set<EventContext>()
+  /** Set by a forced stop: no further event of the batch starts. */
+  #aborted = false
 
   constructor(
     private readonly registry: HandlerRegistry,
@@ -35,7 +37,7 @@ export class BatchDispatch {
     const outcome: BatchOutcome = { succeeded: [], failed: [], unmatched: [] }
     let next = 0
     const worker = async () => {
-      while (next < rows.length) {
+      while (next < rows.length && !this.#aborted) {
         const event = toEvent(rows[next++]!)
         const handlers = this.registry.match(event.event_type)
         if (handlers.length === 0) {
@@ -58,6 +60,7 @@ export class BatchDispatch {
 
   /** Fails every handler still running (forced shutdown): their signals abort and their events fail. */
   abortAll(reason: Error): void {
+    this.#aborted = true
     for (const ctx of this.#inFlight) ctx.fail(reason)
   }
 
