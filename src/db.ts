@@ -62,11 +62,12 @@ export async function waitForDatabase(sql: Sql, target: string, timeoutMs: numbe
       return
     } catch (error) {
       const retryable = isConnectionFailure(error)
-      if (!retryable || Date.now() + delay > deadline) {
+      const remaining = deadline - Date.now()
+      if (!retryable || remaining <= 0) {
         throw new ConnectionError(`cannot connect to ${target}: ${errorMessage(error)}${retryable ? ` (gave up after ${Math.round(timeoutMs / 1000)} s)` : ''}`, { cause: error })
       }
-      onRetry?.(error, delay)
-      await new Promise((resolve) => setTimeout(resolve, delay))
+      onRetry?.(error, Math.min(delay, remaining))
+      await new Promise((resolve) => setTimeout(resolve, Math.min(delay, remaining)))
     }
   }
 }
