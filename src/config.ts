@@ -21,7 +21,10 @@ export const defaults = {
   memoryLimitMb: 500,
   memoryCheckIntervalMs: 30_000,
   connectTimeoutMs: 30_000,
-  shutdownTimeoutMs: 40_000,
+  /** Added to the handler timeout when no drain timeout is given. */
+  drainMarginMs: 10_000,
+  crashLimit: 5,
+  crashWindowMs: 60_000,
 } as const
 
 /**
@@ -62,6 +65,16 @@ export interface PollerOptions {
   memoryCheckInterval?: number | string
   /** How long start-up keeps retrying an unreachable database (0 – 1 h). Default 30 s. */
   connectTimeout?: number | string
+  /** How long a stopping worker may take to finish its batch before it is killed (1 ms – 1 d). Default: handler timeout + 10 s. */
+  drainTimeout?: number | string
+  /** Worker crashes within `crashWindow` that make the supervisor give up (1–1000). Default 5. */
+  crashLimit?: number | string
+  /** Window for `crashLimit` (1 s – 1 d). Default 60 s. */
+  crashWindow?: number | string
+  /** Called with the ids of a claimed batch before its handlers run (the supervised worker reports them). */
+  beforeDispatch?: (ids: string[]) => void | Promise<void>
+  /** Called after a batch committed or rolled back. */
+  afterBatch?: () => void
   /** Handlers by event-type pattern (`issue.created`, `issue.*`, `*`), or one function for every event. */
   handlers?: HandlerMap
   /** A pino-compatible logger. Default: silent. */
@@ -86,6 +99,9 @@ export interface ResolvedOptions {
   readonly memoryLimitMb: number
   readonly memoryCheckIntervalMs: number
   readonly connectTimeoutMs: number
+  readonly drainTimeoutMs: number
+  readonly crashLimit: number
+  readonly crashWindowMs: number
 }
 
 /** How an option is named in error messages: the CLI passes `--batch-size` or `OUTBOX_POLLER_BATCH_SIZE`. */
@@ -101,7 +117,7 @@ export function resolveOptions(input: PollerOptions, nameOf: OptionNamer = (key)
   const ms = (key: keyof PollerOptions, fallback: number, min: number, max: number) =>
     durationOption(input[key] as number | string | undefined, nameOf(key), fallback, min, max)
 
-  const resolved: ResolvedOptions = {
+  const resolved: { -readonly [K in keyof ResolvedOptions]: ResolvedOptions[K] } = {
     schema: identifierOption(input.schema, nameOf('schema'), defaults.schema),
     table: identifierOption(input.table, nameOf('table'), defaults.table),
     batchSize: int('batchSize', defaults.batchSize, 1, 10_000),
@@ -116,7 +132,11 @@ export function resolveOptions(input: PollerOptions, nameOf: OptionNamer = (key)
     memoryLimitMb: int('memoryLimitMb', defaults.memoryLimitMb, 16, 1_048_576),
     memoryCheckIntervalMs: ms('memoryCheckInterval', defaults.memoryCheckIntervalMs, 100, DAY),
     connectTimeoutMs: ms('connectTimeout', defaults.connectTimeoutMs, 0, HOUR),
+    drainTimeoutMs: 0,
+    crashLimit: int('crashLimit', defaults.crashLimit, 1, 1000),
+    crashWindowMs: ms('crashWindow', defaults.crashWindowMs, 1000, DAY),
   }
+  resolved.drainTimeoutMs = ms('drainTimeout', resolved.handlerTimeoutMs + defaults.drainMarginMs, 1, DAY)
   if (resolved.intervalMinMs > resolved.intervalMaxMs) {
     throw new ConfigError(`${nameOf('intervalMin')} (${resolved.intervalMinMs} ms) must not exceed ${nameOf('intervalMax')} (${resolved.intervalMaxMs} ms)`)
   }

@@ -30,26 +30,34 @@ export interface OutboxQueries {
   hold: string
   setAsleep: string
   clearAsleep: string
+  chargeCrash: string
 }
 
 export function outboxQueries(outbox: OutboxTable): OutboxQueries {
   const t = outbox.qualified
   const columns = 'id, event_id, event_type, entity_type, entity_id, payload, processed_at, created_at, attempts'
   return {
-    // Due retries first (by due time), then fresh events in id order, at most $1 in all. Each part is an
-    // index scan over its own partial index, so a long retry backlog never slows the claim of fresh rows.
-    // The rows stay locked until the batch transaction ends: a crash rolls back and frees them at once.
+    // A due suspect (see 0002_suspects.sql) alone, in a batch of one; otherwise due retries first (by due
+    // time), then fresh events in id order, at most $1 in all. Each part is an index scan over its own
+    // partial index, so a long retry backlog never slows the claim of fresh rows. The rows stay locked
+    // until the batch transaction ends: a crash rolls back and frees them at once.
     claim: `
-      with retry as (
+      with suspect as (
         select ${columns} from ${t}
-         where processed_at is null and dead_at is null and retry_at is not null and retry_at <= now()
-         order by retry_at limit $1 for update skip locked
+         where processed_at is null and dead_at is null and suspect and retry_at <= now()
+         order by retry_at limit 1 for update skip locked
+      ), room as (
+        select case when exists (select 1 from suspect) then 0 else $1::int end as n
+      ), retry as (
+        select ${columns} from ${t}
+         where processed_at is null and dead_at is null and retry_at is not null and retry_at <= now() and not suspect
+         order by retry_at limit (select n from room) for update skip locked
       ), fresh as (
         select ${columns} from ${t}
          where processed_at is null and dead_at is null and retry_at is null
-         order by id limit $1 - (select count(*) from retry) for update skip locked
+         order by id limit (select n from room) - (select count(*) from retry) for update skip locked
       )
-      select * from retry union all select * from fresh`,
+      select * from suspect union all select * from retry union all select * from fresh`,
     markProcessed: `update ${t} set processed_at = now() where id = any($1::bigint[])`,
     // One statement for every failure of the batch. Dead-lettered rows keep processed_at NULL.
     markFailed: `
@@ -63,6 +71,17 @@ export function outboxQueries(outbox: OutboxTable): OutboxQueries {
       returning o.id::text as id, o.dead_at is not null as dead`,
     // Unmatched events under --unmatched hold: step aside for a while, no attempt charged.
     hold: `update ${t} set retry_at = now() + $2 * interval '1 millisecond' where id = any($1::bigint[])`,
+    // The supervisor's record of a worker that died mid-batch: one attempt charged to each event still
+    // unprocessed, marked suspect and due at once (isolation, not backoff, is what slows it down).
+    chargeCrash: `
+      update ${t}
+         set attempts = attempts + 1,
+             last_error = $2,
+             suspect = true,
+             retry_at = now(),
+             dead_at = case when attempts + 1 >= $3 then now() end
+       where id = any($1::bigint[]) and processed_at is null and dead_at is null
+      returning id::text as id, dead_at is not null as dead`,
     setAsleep: `update ${outbox.wakeup} set asleep = true where not asleep`,
     clearAsleep: `update ${outbox.wakeup} set asleep = false where asleep`,
   }
@@ -114,4 +133,10 @@ export async function outboxSetAsleep(sql: Sql, queries: OutboxQueries): Promise
 
 export async function outboxClearAsleep(sql: Sql, queries: OutboxQueries): Promise<void> {
   await sql.unsafe(queries.clearAsleep)
+}
+
+/** Charges a crash to the events a dead worker was handling. Returns the ids charged and those dead-lettered. */
+export async function outboxChargeCrash(sql: Sql, queries: OutboxQueries, ids: readonly string[], error: string, maxAttempts: number): Promise<{ charged: string[]; dead: string[] }> {
+  const rows = await sql.unsafe<Array<{ id: string; dead: boolean }>>(queries.chargeCrash, [ids as string[], error, maxAttempts])
+  return { charged: rows.map((row) => row.id), dead: rows.filter((row) => row.dead).map((row) => row.id) }
 }

@@ -60,6 +60,7 @@ class OutboxPoller implements Poller {
   readonly #dispatch: BatchDispatch
   readonly #connectionString: string | undefined
   readonly #applicationName: string
+  readonly #hooks: Pick<PollerOptions, 'beforeDispatch' | 'afterBatch'>
   #sql: Sql | undefined
   /** Counts closed connections: a batch whose connection closed under it has lost its transaction. */
   #connectionsClosed = 0
@@ -77,6 +78,7 @@ class OutboxPoller implements Poller {
     if (!input.connectionString) throw new ConfigError('connectionString is required (e.g. DATABASE_URL)')
     this.#connectionString = input.connectionString
     this.#applicationName = input.applicationName ?? applicationName('worker')
+    this.#hooks = { beforeDispatch: input.beforeDispatch, afterBatch: input.afterBatch }
     this.#registry = new HandlerRegistry(input.handlers)
     this.#log = input.logger ?? silentLogger
     this.#outbox = outboxTable(this.options.schema, this.options.table)
@@ -192,6 +194,14 @@ class OutboxPoller implements Poller {
 
   /** One batch in one transaction. Returns how many events it claimed. */
   async #batch(): Promise<number> {
+    try {
+      return await this.#claimAndHandle()
+    } finally {
+      this.#hooks.afterBatch?.()
+    }
+  }
+
+  async #claimAndHandle(): Promise<number> {
     const connection = this.#sql!
     const closedBefore = this.#connectionsClosed
     const rows = await outboxClaimBatch(connection, this.#queries, this.options.batchSize)
@@ -201,6 +211,7 @@ class OutboxPoller implements Poller {
     }
     let outcome: BatchOutcome
     try {
+      await this.#hooks.beforeDispatch?.(rows.map((row) => row.id))
       outcome = await this.#dispatch.run(rows)
     } catch (error) {
       await outboxRollback(connection).catch(() => {})

@@ -21,6 +21,7 @@ function buildProgram(setExitCode: (code: number) => void): Command {
   addPollerFlags(addConnectionFlags(program.command('run', { isDefault: true })))
     .description('run a poller replica (the default command): claim, handle, settle, repeat')
     .addOption(new Option('--handlers <module>', 'module whose default export is a handler function or an object of event-type patterns to handlers').env('OUTBOX_POLLER_HANDLERS'))
+    .option('--no-supervise', 'run the worker alone, without the supervising process (no crash restarts, no poison isolation); over --memory-limit it drains and exits 75 (env: OUTBOX_POLLER_SUPERVISE=false)')
     .addHelpText('after', '\nExample:\n  DATABASE_URL=postgres://localhost/app outbox-poller --batch-size 250 --handlers ./handlers.js')
     .action(action((_options: never, command: never) => runCommand(command)))
 

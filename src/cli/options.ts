@@ -25,6 +25,9 @@ const pollerFlags: FlagSpec[] = [
   { key: 'unmatched', flag: '--unmatched <policy>', env: 'OUTBOX_POLLER_UNMATCHED', help: 'events no handler matches: process (mark processed) or hold (leave for a replica that has a handler)', shownDefault: defaults.unmatched },
   { key: 'memoryLimitMb', flag: '--memory-limit <MB>', env: 'OUTBOX_POLLER_MEMORY_LIMIT_MB', help: 'worker RSS limit in MB (16-1048576)', shownDefault: String(defaults.memoryLimitMb) },
   { key: 'memoryCheckInterval', flag: '--memory-check-interval <duration>', env: 'OUTBOX_POLLER_MEMORY_CHECK_INTERVAL', help: 'how often the worker memory is sampled', shownDefault: formatDuration(defaults.memoryCheckIntervalMs) },
+  { key: 'drainTimeout', flag: '--drain-timeout <duration>', env: 'OUTBOX_POLLER_DRAIN_TIMEOUT', help: 'a stopping or restarting worker still busy after this is killed (its batch rolls back)', shownDefault: 'handler timeout + 10s' },
+  { key: 'crashLimit', flag: '--crash-limit <n>', env: 'OUTBOX_POLLER_CRASH_LIMIT', help: 'worker crashes within --crash-window that make the supervisor give up and exit 1', shownDefault: String(defaults.crashLimit) },
+  { key: 'crashWindow', flag: '--crash-window <duration>', env: 'OUTBOX_POLLER_CRASH_WINDOW', help: 'window counted by --crash-limit', shownDefault: formatDuration(defaults.crashWindowMs) },
   { key: 'connectTimeout', flag: '--connect-timeout <duration>', env: 'OUTBOX_POLLER_CONNECT_TIMEOUT', help: 'how long start-up retries an unreachable database', shownDefault: formatDuration(defaults.connectTimeoutMs) },
 ]
 

@@ -1,0 +1,216 @@
+import type { ChildProcess } from 'node:child_process'
+import pidusage from 'pidusage'
+import type { Sql } from 'postgres'
+import type { ResolvedOptions } from './config.js'
+import { applicationName, connect } from './db.js'
+import { errorMessage } from './errors.js'
+import { outboxTable } from './outbox-table.js'
+import { outboxChargeCrash, outboxQueries } from './outbox-queries.js'
+import type { Logger } from './types.js'
+import type { RestartReason, SupervisorMessage, WorkerMessage } from './worker-protocol.js'
+
+export interface SupervisorOptions {
+  options: ResolvedOptions
+  connectionString: string
+  /** Starts one worker process with an IPC channel (the CLI forks itself with --no-supervise). */
+  spawnWorker: () => ChildProcess
+  log: Logger
+}
+
+/** Exit codes the supervisor ends with. */
+export const SupervisorExit = { ok: 0, crashLoop: 1, startFailure: 1, workerConfigError: 2 } as const
+
+interface Worker {
+  child: ChildProcess
+  startedAt: number
+  /** Ids of the batch being handled, as the worker announced them. */
+  inFlight: string[]
+  ready: boolean
+  retiring?: RestartReason
+  drainTimer?: NodeJS.Timeout
+  killedAfterDrainTimeout?: boolean
+}
+
+/**
+ * Runs one worker process at a time and keeps it healthy: samples its RSS and replaces it (drain, then a
+ * fresh worker) above the memory limit; restarts it with backoff when it crashes; charges a crash to the
+ * events it was handling and marks them suspect, so a poison event is isolated and dead-lettered instead
+ * of crashing every replica forever. Signals are wired by the CLI: stop() on SIGTERM, reload() on SIGHUP.
+ */
+export class Supervisor {
+  readonly restarts: Record<RestartReason, number> = { memory: 0, crash: 0, signal: 0, reload: 0 }
+  /** Exit code when the supervisor is done: 0 after a stop; 1 after a crash loop or a worker that could not reach the database; 2 if the worker had a configuration error. */
+  readonly done: Promise<number>
+  /** Why the supervisor gave up, if it did. */
+  failure: string | undefined
+  readonly #o: SupervisorOptions
+  readonly #workers = new Set<Worker>()
+  readonly #crashes: number[] = []
+  #active: Worker | undefined
+  #memoryTimer: NodeJS.Timeout | undefined
+  #restartTimer: NodeJS.Timeout | undefined
+  #stopping = false
+  #sql: Sql | undefined
+  #finish!: (code: number) => void
+
+  constructor(options: SupervisorOptions) {
+    this.#o = options
+    this.done = new Promise((resolve) => (this.#finish = resolve))
+  }
+
+  start(): void {
+    this.#active = this.#spawn()
+    this.#memoryTimer = setInterval(() => void this.#checkMemory(), this.#o.options.memoryCheckIntervalMs)
+  }
+
+  /** Rolling restart (SIGHUP): a fresh worker starts while the old one finishes its batch. */
+  reload(): void {
+    if (!this.#stopping) this.#replace('reload')
+  }
+
+  /** Graceful: drain every worker, then finish with exit code 0. `force`: workers roll back at once. */
+  stop(options: { force?: boolean } = {}): void {
+    this.#stopping = true
+    clearInterval(this.#memoryTimer)
+    clearTimeout(this.#restartTimer)
+    for (const worker of this.#workers) {
+      if (options.force) {
+        send(worker, { type: 'force' })
+        setTimeout(() => worker.child.kill('SIGKILL'), 5_000).unref()
+      } else if (worker.retiring === undefined) {
+        this.#retire(worker, 'signal')
+      }
+    }
+    if (this.#workers.size === 0) void this.#end(SupervisorExit.ok)
+  }
+
+  #spawn(): Worker {
+    const child = this.#o.spawnWorker()
+    const worker: Worker = { child, startedAt: Date.now(), inFlight: [], ready: false }
+    this.#workers.add(worker)
+    child.on('message', (message: WorkerMessage) => {
+      if (message.type === 'dispatching') worker.inFlight = message.ids
+      else if (message.type === 'settled') worker.inFlight = []
+      else if (message.type === 'ready') worker.ready = true
+    })
+    child.on('exit', (code, signal) => void this.#onExit(worker, code, signal))
+    this.#o.log.info({ worker_pid: child.pid }, 'worker started')
+    return worker
+  }
+
+  #replace(reason: RestartReason): void {
+    const old = this.#active
+    this.restarts[reason]++
+    if (old !== undefined) this.#retire(old, reason)
+    // The old worker stopped claiming when it got the drain message: SKIP LOCKED keeps the two apart.
+    this.#active = this.#spawn()
+    this.#o.log.info({ reason, old_pid: old?.child.pid, worker_pid: this.#active.child.pid, restarts: this.restarts }, 'worker restarted')
+  }
+
+  #retire(worker: Worker, reason: RestartReason): void {
+    worker.retiring = reason
+    send(worker, { type: 'drain', reason })
+    worker.drainTimer = setTimeout(() => {
+      this.#o.log.warn({ worker_pid: worker.child.pid, drain_timeout_ms: this.#o.options.drainTimeoutMs }, 'worker did not drain in time: killing it; its batch rolls back')
+      worker.killedAfterDrainTimeout = true
+      worker.child.kill('SIGKILL')
+    }, this.#o.options.drainTimeoutMs)
+  }
+
+  async #checkMemory(): Promise<void> {
+    const worker = this.#active
+    if (worker?.child.pid === undefined || worker.retiring !== undefined) return
+    try {
+      const { memory } = await pidusage(worker.child.pid)
+      const limit = this.#o.options.memoryLimitMb * 1024 * 1024
+      if (memory > limit && this.#active === worker && !this.#stopping) {
+        this.#o.log.warn({ worker_pid: worker.child.pid, rss_mb: Math.round(memory / 1048576), limit_mb: this.#o.options.memoryLimitMb }, 'worker over its memory limit: draining it and starting a fresh one')
+        this.#replace('memory')
+      }
+    } catch {
+      // the worker exited between the check and the sample; its exit handler takes over
+    }
+  }
+
+  async #onExit(worker: Worker, code: number | null, signal: NodeJS.Signals | null): Promise<void> {
+    clearTimeout(worker.drainTimer)
+    this.#workers.delete(worker)
+    const pid = worker.child.pid
+    const cleanDrain = worker.retiring !== undefined && !worker.killedAfterDrainTimeout && code === 0
+    if (!cleanDrain) {
+      const how = signal !== null ? `signal ${signal}` : `exit code ${code}`
+      if (!worker.ready && worker.retiring === undefined && (code === SupervisorExit.workerConfigError || code === SupervisorExit.startFailure)) {
+        // It already retried the database for --connect-timeout, or its configuration is wrong: restarting won't help.
+        this.failure = `the worker could not start (${how}; see above): not restarting`
+        this.#o.log.error({ worker_pid: pid, code }, 'worker could not start: not restarting')
+        return this.#end(code)
+      }
+      const charged = await this.#chargeCrash(worker, worker.killedAfterDrainTimeout ? `worker killed after --drain-timeout while handling this event` : `worker died (${how}) while handling this event`)
+      if (worker.retiring === undefined) return this.#onCrash(worker, how, charged)
+    }
+    this.#o.log.info({ worker_pid: pid, code, signal }, 'worker exited')
+    if (this.#stopping && this.#workers.size === 0) await this.#end(SupervisorExit.ok)
+  }
+
+  /** An unexpected exit: restart, unless unattributed crashes hit the crash-loop limit. */
+  async #onCrash(worker: Worker, how: string, charged: boolean): Promise<void> {
+    this.#o.log.error({ worker_pid: worker.child.pid, how, suspects_charged: charged }, 'worker crashed')
+    if (this.#active === worker) this.#active = undefined
+    if (this.#stopping) {
+      if (this.#workers.size === 0) await this.#end(SupervisorExit.ok)
+      return
+    }
+    let delayMs = 250
+    if (!charged) {
+      // Crashes charged to events are bounded by --max-attempts; only the others count toward a crash loop.
+      const now = Date.now()
+      this.#crashes.push(now)
+      while (this.#crashes.length > 0 && this.#crashes[0]! < now - this.#o.options.crashWindowMs) this.#crashes.shift()
+      if (this.#crashes.length >= this.#o.options.crashLimit) {
+        this.failure = `the worker crashed ${this.#crashes.length} times within ${this.#o.options.crashWindowMs / 1000} s (last: ${how}); giving up`
+        this.#o.log.error({ crashes: this.#crashes.length, window_ms: this.#o.options.crashWindowMs }, 'crash loop: giving up')
+        this.#stopping = true
+        clearInterval(this.#memoryTimer)
+        return this.#end(SupervisorExit.crashLoop)
+      }
+      delayMs = Math.min(1000 * 2 ** (this.#crashes.length - 1), 30_000)
+    }
+    this.#restartTimer = setTimeout(() => {
+      if (this.#stopping) return
+      this.restarts.crash++
+      this.#active = this.#spawn()
+      this.#o.log.info({ reason: 'crash', worker_pid: this.#active.child.pid, restarts: this.restarts }, 'worker restarted')
+    }, delayMs)
+  }
+
+  /** Records a failed attempt against the events the dead worker was handling and marks them suspect. */
+  async #chargeCrash(worker: Worker, error: string): Promise<boolean> {
+    if (worker.inFlight.length === 0) return false
+    const { schema, table, maxAttempts } = this.#o.options
+    this.#sql ??= connect(this.#o.connectionString, { max: 1, applicationName: applicationName('supervisor') })
+    try {
+      const { charged, dead } = await outboxChargeCrash(this.#sql, outboxQueries(outboxTable(schema, table)), worker.inFlight, error, maxAttempts)
+      this.#o.log.warn({ worker_pid: worker.child.pid, suspects: charged.length }, 'charged the dead worker\'s batch: its events are retried one at a time')
+      for (const id of dead) this.#o.log.error({ id, error }, 'event dead-lettered: it kept killing the worker')
+      return charged.length > 0
+    } catch (cause) {
+      this.#o.log.error({ error: errorMessage(cause) }, 'could not record the crash against its events')
+      return false
+    }
+  }
+
+  async #end(code: number): Promise<void> {
+    for (const worker of this.#workers) worker.child.kill('SIGKILL')
+    clearInterval(this.#memoryTimer)
+    clearTimeout(this.#restartTimer)
+    await this.#sql?.end({ timeout: 5 })
+    this.#sql = undefined
+    await pidusage.clear()
+    this.#o.log.info({ code, restarts: this.restarts }, 'supervisor stopped')
+    this.#finish(code)
+  }
+}
+
+function send(worker: Worker, message: SupervisorMessage): void {
+  if (worker.child.connected) worker.child.send(message, () => {})
+}

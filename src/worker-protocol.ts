@@ -1,0 +1,21 @@
+/** Why a worker was replaced; every restart is logged and counted by reason. */
+export type RestartReason = 'memory' | 'crash' | 'signal' | 'reload'
+
+/** Worker → supervisor. */
+export type WorkerMessage =
+  /** Connected and polling. A worker that exits before this failed to start (it already retried). */
+  | { type: 'ready' }
+  /** Sent (and flushed) before a batch's handlers run: if the worker dies now, these are the suspects. */
+  | { type: 'dispatching'; ids: string[] }
+  /** The batch committed or rolled back. */
+  | { type: 'settled' }
+
+/** Supervisor → worker. */
+export type SupervisorMessage =
+  /** Stop claiming, finish and commit the batch in hand, close the connections, exit 0. */
+  | { type: 'drain'; reason: RestartReason }
+  /** Abort the handlers and roll the batch back, then exit. */
+  | { type: 'force' }
+
+/** Set in a supervised worker's environment. */
+export const workerEnvMarker = 'OUTBOX_POLLER_WORKER'
