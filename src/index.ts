@@ -1,6 +1,7 @@
 export { createPoller, type Poller, type PollerStats } from './poller.js'
 export { migrate, type MigrateOptions, type MigrateResult } from './migrate.js'
 export { captureTable, uncaptureTable, listCaptures, type CaptureOptions, type CapturedTable } from './capture.js'
+export { grantPollerRole, type GrantOptions } from './grant.js'
 export { outboxTable, type OutboxTable } from './outbox-table.js'
 export { defaults, resolveOptions, type PollerOptions, type ResolvedOptions, type UnmatchedPolicy } from './config.js'
 export { parseDuration } from './duration.js'

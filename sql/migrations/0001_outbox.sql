@@ -63,6 +63,7 @@ INSERT INTO {{schema}}.{{name:_wakeup}} DEFAULT VALUES;
 
 CREATE FUNCTION {{schema}}.{{name:_wake_pollers}}() RETURNS trigger
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
@@ -79,8 +80,11 @@ CREATE TRIGGER {{name:_wake_pollers}} AFTER INSERT ON {{outbox}}
 
 -- The generic capture function. Trigger arguments: entity type, key column, ignored columns (a text[] literal).
 -- Any failure fails the business write with it: no EXCEPTION block, no subtransaction, no lost event.
+-- SECURITY DEFINER with a pinned search_path: it runs as the outbox's owner, so application roles that write
+-- captured tables need no privilege on the outbox, and no session setting can redirect its inserts.
 CREATE FUNCTION {{schema}}.{{name:_capture}}() RETURNS trigger
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
@@ -154,3 +158,10 @@ BEGIN
   EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', {{capture_trigger}} || '_update', target);
 END
 $fn$;
+
+-- Only the owner (and roles it grants) may attach the capture function to a table or call the helpers:
+-- a trigger function that writes the outbox as its owner must not be attachable by anyone.
+REVOKE ALL ON FUNCTION {{schema}}.{{name:_capture}}() FROM PUBLIC;
+REVOKE ALL ON FUNCTION {{schema}}.{{name:_wake_pollers}}() FROM PUBLIC;
+REVOKE ALL ON FUNCTION {{schema}}.{{name:_capture_table}}(regclass, text, text, text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION {{schema}}.{{name:_uncapture_table}}(regclass) FROM PUBLIC;

@@ -3,6 +3,7 @@ import type { Sql } from 'postgres'
 import { captureTable, listCaptures, uncaptureTable } from '../capture.js'
 import { resolveOptions } from '../config.js'
 import { applicationName, connect, describeTarget, waitForDatabase } from '../db.js'
+import { grantPollerRole } from '../grant.js'
 import { migrate } from '../migrate.js'
 import { type OutboxTable, outboxTable } from '../outbox-table.js'
 import { ExitCode } from './exit-codes.js'
@@ -55,6 +56,14 @@ export async function capturesCommand(command: Command): Promise<number> {
     if (flags.json) console.log(JSON.stringify(captures))
     else if (captures.length === 0) console.log(`no table is captured into ${outbox.qualified}`)
     else for (const c of captures) console.log(`${c.table}\tentity ${c.entity}\tkey ${c.key}${c.ignoreColumns.length ? `\tignoring ${c.ignoreColumns.join(',')}` : ''}`)
+    return ExitCode.ok
+  })
+}
+
+export async function grantCommand(role: string, command: Command): Promise<number> {
+  const flags = command.opts<{ cleanup?: boolean }>()
+  return withDatabase(command, 'grant', async (sql, outbox) => {
+    for (const statement of await grantPollerRole(sql, outbox, { role, cleanup: flags.cleanup })) console.log(`${statement};`)
     return ExitCode.ok
   })
 }

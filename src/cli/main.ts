@@ -1,6 +1,6 @@
 import { Command, CommanderError, Option } from 'commander'
 import { ConfigError, ConnectionError, errorMessage } from '../errors.js'
-import { captureCommand, capturesCommand, migrateCommand, uncaptureCommand } from './admin-commands.js'
+import { captureCommand, capturesCommand, grantCommand, migrateCommand, uncaptureCommand } from './admin-commands.js'
 import { ExitCode } from './exit-codes.js'
 import { addConnectionFlags, addPollerFlags } from './options.js'
 import { runCommand } from './run-command.js'
@@ -44,6 +44,11 @@ function buildProgram(setExitCode: (code: number) => void): Command {
     .description('list the tables captured into the outbox')
     .option('--json', 'print JSON')
     .action(action((_options: never, command: never) => capturesCommand(command)))
+
+  addConnectionFlags(program.command('grant <role>'))
+    .description("grant a poller role what polling needs (the outbox's schema, SELECT and UPDATE on the outbox and its wake-up flag), nothing more")
+    .option('--cleanup', 'also grant DELETE, for `outbox-poller cleanup`')
+    .action(action((role: never, _options: never, command: never) => grantCommand(role, command)))
 
   for (const command of program.commands) command.exitOverride().showHelpAfterError('(run with --help for usage)')
   return program
