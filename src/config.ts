@@ -73,8 +73,8 @@ export interface PollerOptions {
   crashWindow?: number | string
   /** Called with the ids of a claimed batch before its handlers run (the supervised worker reports them). */
   beforeDispatch?: (ids: string[]) => void | Promise<void>
-  /** Called after a batch committed or rolled back. */
-  afterBatch?: () => void
+  /** Called after a batch committed or rolled back, with how many events it claimed and how long it took (ms). */
+  afterBatch?: (claimed: number, durationMs: number) => void
   /** Handlers by event-type pattern (`issue.created`, `issue.*`, `*`), or one function for every event. */
   handlers?: HandlerMap
   /** A pino-compatible logger. Default: silent. */

@@ -1,18 +1,9 @@
 import type { Sql } from 'postgres'
 import type { OutboxTable } from './outbox-table.js'
+import type { OutboxEvent } from './types.js'
 
-/** A claimed row as it comes from the database; `attempts` counts earlier failures. */
-export interface ClaimedRow {
-  id: string
-  event_id: string
-  event_type: string
-  entity_type: string
-  entity_id: string
-  payload: unknown
-  processed_at: Date | null
-  created_at: Date
-  attempts: number
-}
+/** A claimed row exactly as handlers see it (the claim selects the event's shape, so no copy is made). */
+export type ClaimedRow = OutboxEvent
 
 /** A failed event's settlement. */
 export interface Failure {
@@ -35,7 +26,7 @@ export interface OutboxQueries {
 
 export function outboxQueries(outbox: OutboxTable): OutboxQueries {
   const t = outbox.qualified
-  const columns = 'id, event_id, event_type, entity_type, entity_id, payload, processed_at, created_at, attempts'
+  const columns = 'id, event_id, event_type, entity_type, entity_id, payload, processed_at, created_at, attempts + 1 as attempt'
   return {
     // A due suspect (see 0002_suspects.sql) alone, in a batch of one; otherwise due retries first (by due
     // time), then fresh events in id order, at most $1 in all. Each part is an index scan over its own

@@ -69,7 +69,9 @@ class OutboxPoller implements Poller {
   #stopping: Promise<void> | undefined
   #stopRequested = false
   #forced = false
-  #wake: () => void = () => {}
+  #wake: () => void = () => (this.#wakePending = true)
+  /** A NOTIFY that came while the poller was busy: the next sleep returns at once instead of missing it. */
+  #wakePending = false
   #resolveDone!: () => void
   #rejectDone!: (error: unknown) => void
 
@@ -194,10 +196,13 @@ class OutboxPoller implements Poller {
 
   /** One batch in one transaction. Returns how many events it claimed. */
   async #batch(): Promise<number> {
+    const startedAt = performance.now()
+    let claimed = 0
     try {
-      return await this.#claimAndHandle()
+      claimed = await this.#claimAndHandle()
+      return claimed
     } finally {
-      this.#hooks.afterBatch?.()
+      this.#hooks.afterBatch?.(claimed, performance.now() - startedAt)
     }
   }
 
@@ -267,12 +272,15 @@ class OutboxPoller implements Poller {
   }
 
   #sleep(ms: number): Promise<void> {
-    if (this.#stopRequested) return Promise.resolve()
+    if (this.#stopRequested || this.#wakePending) {
+      this.#wakePending = false
+      return Promise.resolve()
+    }
     return new Promise((resolve) => {
       const timer = setTimeout(() => done(), ms)
       const done = () => {
         clearTimeout(timer)
-        this.#wake = () => {}
+        this.#wake = () => (this.#wakePending = true)
         resolve()
       }
       this.#wake = done

@@ -1,6 +1,8 @@
 import { Command, CommanderError, Option } from 'commander'
 import { ConfigError, ConnectionError, errorMessage } from '../errors.js'
 import { captureCommand, capturesCommand, grantCommand, migrateCommand, uncaptureCommand } from './admin-commands.js'
+import { benchCommand } from './bench-command.js'
+import { demoCommand } from './demo-command.js'
 import { ExitCode } from './exit-codes.js'
 import { addConnectionFlags, addPollerFlags } from './options.js'
 import { runCommand } from './run-command.js'
@@ -49,6 +51,26 @@ function buildProgram(setExitCode: (code: number) => void): Command {
     .description("grant a poller role what polling needs (the outbox's schema, SELECT and UPDATE on the outbox and its wake-up flag), nothing more")
     .option('--cleanup', 'also grant DELETE, for `outbox-poller cleanup`')
     .action(action((role: never, _options: never, command: never) => grantCommand(role, command)))
+
+  program
+    .command('demo')
+    .description('see it work: an embedded PostgreSQL (or a schema of DATABASE_URL), a captured sample table, replicas, a writer; a live line, then a summary that checks every guarantee')
+    .addOption(new Option('--database-url <url>', 'PostgreSQL to use (default: an embedded PostgreSQL)').env('DATABASE_URL'))
+    .option('--duration <duration>', 'how long the writer writes', '20s')
+    .option('--replicas <n>', 'poller replicas (processes)', '3')
+    .option('--rate <n>', 'steady changes per second', '200')
+    .option('--burst <n>', 'inserts written at once, a third of the way in', '20000')
+    .action(action((_options: never, command: never) => demoCommand(command)))
+
+  program
+    .command('bench')
+    .description('measure drain throughput against a bare SKIP LOCKED loop, commit-to-handler latency and capture cost (embedded PostgreSQL unless DATABASE_URL is set; works in a schema of its own, dropped at the end)')
+    .addOption(new Option('--database-url <url>', 'PostgreSQL to measure on (default: an embedded PostgreSQL)').env('DATABASE_URL'))
+    .option('--events <n>', 'events pre-filled for each drain run', '100000')
+    .option('--seconds <n>', 'length of each latency and capture run', '5')
+    .option('--only <parts...>', 'run only some parts: drain, latency, capture')
+    .option('--json', 'print the results as JSON on stdout (progress goes to stderr)')
+    .action(action((_options: never, command: never) => benchCommand(command)))
 
   for (const command of program.commands) command.exitOverride().showHelpAfterError('(run with --help for usage)')
   return program

@@ -137,5 +137,5 @@ function supervisorLink(): Pick<PollerOptions, 'beforeDispatch' | 'afterBatch'> 
       if (!process.connected) return resolve()
       process.send!(message, undefined, {}, () => resolve())
     })
-  return { beforeDispatch: (ids) => send({ type: 'dispatching', ids }), afterBatch: () => void send({ type: 'settled' }) }
+  return { beforeDispatch: (ids) => send({ type: 'dispatching', ids }), afterBatch: (claimed) => void (claimed > 0 && send({ type: 'settled' })) }
 }

@@ -1,0 +1,88 @@
+import { cpus } from 'node:os'
+import type { Command } from 'commander'
+import postgres from 'postgres'
+import { captureBench, type CaptureResult } from '../bench/capture-bench.js'
+import { type DrainResult, drainBench } from '../bench/drain-bench.js'
+import { latencyBench, type LatencyResult } from '../bench/latency-bench.js'
+import { integerOption } from '../config.js'
+import { ConfigError } from '../errors.js'
+import { migrate } from '../migrate.js'
+import { openScratchDatabase } from '../scratch-database.js'
+import { ExitCode } from './exit-codes.js'
+
+const parts = ['drain', 'latency', 'capture'] as const
+type Part = (typeof parts)[number]
+
+interface BenchFlags {
+  databaseUrl?: string
+  events: string
+  seconds: string
+  only?: string[]
+  json?: boolean
+}
+
+/** The whole benchmark: drain throughput against the bare loop, latency, capture cost. */
+export async function benchCommand(command: Command): Promise<number> {
+  const flags = command.opts<BenchFlags>()
+  const events = integerOption(flags.events, '--events', 100_000, 1_000, 10_000_000)
+  const seconds = integerOption(flags.seconds, '--seconds', 5, 1, 600)
+  const only = new Set<Part>((flags.only ?? [...parts]).flatMap((part) => part.split(',')).map((part) => {
+    if (!(parts as readonly string[]).includes(part)) throw new ConfigError(`--only must list parts among ${parts.join(', ')} (got ${JSON.stringify(part)})`)
+    return part as Part
+  }))
+  const say = (line: string) => void (flags.json ? process.stderr : process.stdout).write(`${line}\n`)
+
+  const scratch = await openScratchDatabase('bench', flags.databaseUrl)
+  const sql = postgres(scratch.url, { max: 1, onnotice: () => {} })
+  const drain: DrainResult[] = []
+  const latency: LatencyResult[] = []
+  const capture: CaptureResult[] = []
+  try {
+    await migrate({ sql, schema: scratch.schema })
+    say(`outbox-poller bench on ${scratch.description}, ${cpus().length} CPUs, Node ${process.version}`)
+    if (only.has('drain')) {
+      say(`\ndrain ${events.toLocaleString('en')} pre-filled no-op events (events/s from the first to the last batch)`)
+      const configs: Array<[number, number]> = [[1, 50], [1, 250], [1, 1000], [3, 250], [5, 250]]
+      const bare = new Map<string, DrainResult>()
+      for (const [processes, batch] of configs) {
+        // each configuration next to its baseline, in the same run: only the ratio is steady on a busy machine
+        const baseline = await drainBench(sql, scratch.url, scratch.schema, 'bare', processes, batch, events)
+        const result = await drainBench(sql, scratch.url, scratch.schema, 'poller', processes, batch, events)
+        bare.set(`${processes}/${batch}`, baseline)
+        drain.push(baseline, result)
+        say(formatDrain(baseline))
+        say(`${formatDrain(result)}   ${(result.eventsPerSecond / baseline.eventsPerSecond).toFixed(2)}× the bare loop, RSS ${(result.peakRssMb / baseline.peakRssMb).toFixed(2)}×`)
+      }
+    }
+    if (only.has('latency')) {
+      say('\ncommit-to-handler latency (one poller, single-row transactions)')
+      for (const [name, rate] of [['idle: one every 50 ms', 20], ['loaded: 1,000/s', 1000]] as const) {
+        const result = await latencyBench(scratch.url, scratch.schema, name, rate, seconds)
+        latency.push(result)
+        say(`  ${name.padEnd(24)} ${String(result.events).padStart(6)} events  p50 ${ms(result.p50Ms)}  p95 ${ms(result.p95Ms)}  p99 ${ms(result.p99Ms)}  max ${ms(result.maxMs)}`)
+      }
+    }
+    if (only.has('capture')) {
+      say(`\ncapture cost: writer statements/s into a captured table vs. the same table uncaptured (${seconds} s each)`)
+      for (const wake of ['no poller', 'poller asleep', 'live poller'] as const) {
+        for (const result of await captureBench(scratch.url, scratch.schema, 4, seconds, wake)) {
+          capture.push(result)
+          say(`  ${result.name.padEnd(44)} plain ${Math.round(result.plainPerSecond).toLocaleString('en').padStart(7)}/s  captured ${Math.round(result.capturedPerSecond).toLocaleString('en').padStart(7)}/s  ${result.ratio.toFixed(2)}×`)
+        }
+      }
+    }
+  } finally {
+    await sql.end()
+    await scratch.close()
+  }
+  if (flags.json) console.log(JSON.stringify({ database: scratch.description, cpus: cpus().length, node: process.version, events, drain, latency, capture }, null, 2))
+  return ExitCode.ok
+}
+
+function formatDrain(result: DrainResult): string {
+  return `  ${result.name.padEnd(28)} ${Math.round(result.eventsPerSecond).toLocaleString('en').padStart(8)} events/s  peak RSS ${result.peakRssMb.toFixed(0).padStart(4)} MB  batch p50 ${ms(result.batchP50Ms)} p99 ${ms(result.batchP99Ms)}`
+}
+
+function ms(value: number): string {
+  return `${value.toFixed(1)} ms`.padStart(9)
+}
