@@ -45,16 +45,17 @@ export async function outboxReplayCount(sql: Sql, outbox: OutboxTable, selection
  */
 export async function outboxReplay(sql: Sql, outbox: OutboxTable, options: ReplayOptions): Promise<number> {
   const t = sql.unsafe(outbox.qualified)
+  const selected = parts(options)
   const [clock] = await sql<{ started: Date }[]>`select now() as started`
   let replayed = 0
-  for (const part of parts(options)) {
+  for (const part of selected) {
     const column = sql.unsafe(part === 'dead' ? 'dead_at' : 'processed_at')
     for (;;) {
       const count = await sql.begin(async (tx) => {
         const chunk = await tx`
           with chosen as (
             select id from ${t}
-             where ${condition(tx, part, options, tx`${clock!.started}::timestamptz`)}
+             where ${condition(sql, part, options, sql`${clock!.started}::timestamptz`)}
              order by ${column}
              limit ${options.chunkSize}
                for update skip locked
@@ -63,7 +64,7 @@ export async function outboxReplay(sql: Sql, outbox: OutboxTable, options: Repla
              set processed_at = null, dead_at = null, retry_at = null, attempts = 0, last_error = null, suspect = false
             from chosen
            where o.id = chosen.id`
-        if (chunk.count > 0) await tx`select pg_notify(${outbox.channel}, '') from ${tx.unsafe(outbox.wakeup)} where asleep`
+        if (chunk.count > 0) await tx`select pg_notify(${outbox.channel}, '') from ${sql.unsafe(outbox.wakeup)} where asleep`
         return chunk.count
       })
       replayed += count

@@ -1,0 +1,179 @@
+import type { Command } from 'commander'
+import type { Sql } from 'postgres'
+import { outboxCleanup } from '../cleanup.js'
+import { durationOption, integerOption } from '../config.js'
+import { parseDuration } from '../duration.js'
+import { ConfigError } from '../errors.js'
+import { parseEventTypePattern } from '../event-type-pattern.js'
+import { outboxDeadEvents, outboxStatus } from '../monitor.js'
+import type { OutboxTable } from '../outbox-table.js'
+import { outboxReplay, outboxReplayCount, type ReplaySelection } from '../replay.js'
+import { ExitCode } from './exit-codes.js'
+import { addConnectionFlags } from './options.js'
+import { formatDeadEvents, formatStatus, type StatusLimits, statusViolations } from './status-report.js'
+import { withDatabase } from './with-database.js'
+
+/** main.ts's wrapper: runs a command function and records the exit code it returns. */
+export type CommandAction = (fn: (...args: never[]) => Promise<number>) => (...args: unknown[]) => Promise<void>
+
+/** A replay of more events than this needs --yes. */
+export const replayConfirmLimit = 1000
+
+const clearScreen = '\x1b[H\x1b[2J'
+
+/** Adds `status`, `dead`, `replay` and `cleanup` to the program. */
+export function registerMonitorCommands(program: Command, action: CommandAction): void {
+  addConnectionFlags(program.command('status'))
+    .description('show the backlog, dead events, throughput, lag, latency per event type, and the connected replicas')
+    .option('--json', 'print JSON (with --watch: one line per refresh)')
+    .option('--watch [seconds]', 'refresh in place every <seconds> until Ctrl-C (default: 2)')
+    .option('--max-lag <duration>', 'exit 1 when the oldest pending event is older than this, e.g. 60s')
+    .option('--max-dead <n>', 'exit 1 when more than <n> events are dead')
+    .addHelpText('after', '\nExit codes: 0 within limits; 1 a limit exceeded (the reason on stderr) or the database unreachable; 2 a bad flag.')
+    .action(action((_options: never, command: never) => statusCommand(command)))
+
+  addConnectionFlags(program.command('dead'))
+    .description('list dead-lettered events, most recently dead first')
+    .option('--type <pattern>', "only these event types: 'issue.created', 'issue.*' or '*'")
+    .option('--limit <n>', 'most events listed (1-10000) (default: 50)')
+    .option('--json', 'print JSON')
+    .action(action((_options: never, command: never) => deadCommand(command)))
+
+  addConnectionFlags(program.command('replay'))
+    .description('put dead or processed events back in the queue, as if new (in chunks, safe while pollers run)')
+    .option('--dead', 'replay dead-lettered events')
+    .option('--processed', 'replay processed events')
+    .option('--type <pattern>', "only these event types: 'issue.created', 'issue.*' or '*'")
+    .option('--id <ids...>', 'only these row ids (space or comma separated)')
+    .option('--since <duration>', 'only events that died (--dead) or were processed (--processed) within this long, e.g. 2h')
+    .option('--chunk-size <n>', 'events re-queued per transaction (1-100000) (default: 500)')
+    .option('--yes', `replay even more than ${replayConfirmLimit} events`)
+    .action(action((_options: never, command: never) => replayCommand(command)))
+
+  addConnectionFlags(program.command('cleanup'))
+    .description('delete old processed events (and, if asked, old dead events) in chunks')
+    .requiredOption('--older-than <duration>', 'delete events processed longer ago than this, e.g. 7d')
+    .option('--dead-older-than <duration>', 'also delete events dead longer ago than this, e.g. 30d (default: keep them)')
+    .option('--chunk-size <n>', 'events deleted per transaction (1-100000) (default: 1000)')
+    .action(action((_options: never, command: never) => cleanupCommand(command)))
+
+  for (const name of ['status', 'dead', 'replay', 'cleanup']) {
+    program.commands.find((command) => command.name() === name)!.exitOverride().showHelpAfterError('(run with --help for usage)')
+  }
+}
+
+async function statusCommand(command: Command): Promise<number> {
+  const flags = command.opts<{ json?: boolean; watch?: string | true; maxLag?: string; maxDead?: string }>()
+  const limits: StatusLimits = {
+    maxLagMs: flags.maxLag === undefined ? undefined : parseDuration(flags.maxLag, '--max-lag'),
+    maxDead: flags.maxDead === undefined ? undefined : integerOption(flags.maxDead, '--max-dead', 0, 0, 2_147_483_647),
+  }
+  const watchMs = flags.watch === undefined ? undefined : flags.watch === true ? 2000 : durationOption(flags.watch, '--watch', 2000, 100, 86_400_000)
+  return withDatabase(command, 'status', async (sql, outbox) => {
+    await requireOutbox(sql, outbox)
+    const render = async () => {
+      const status = await outboxStatus(sql, outbox)
+      return { text: flags.json ? `${JSON.stringify(status)}\n` : formatStatus(status, outbox.qualified), violations: statusViolations(status, limits) }
+    }
+    if (watchMs !== undefined) return watchStatus(render, watchMs, !flags.json)
+    const { text, violations } = await render()
+    process.stdout.write(text)
+    if (violations.length === 0) return ExitCode.ok
+    console.error(`outbox-poller: ${violations.join('; ')}`)
+    return ExitCode.failure
+  })
+}
+
+/** Redraws the status every `intervalMs` until SIGINT or SIGTERM, then returns 0 (limits are shown, not enforced). */
+async function watchStatus(render: () => Promise<{ text: string; violations: string[] }>, intervalMs: number, clear: boolean): Promise<number> {
+  let stop = () => {}
+  const stopped = new Promise<void>((resolve) => (stop = resolve))
+  let stopping = false
+  const onSignal = () => {
+    stopping = true
+    stop()
+  }
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+  try {
+    while (!stopping) {
+      const { text, violations } = await render()
+      const warnings = clear ? violations.map((v) => `\n! ${v}`).join('') : ''
+      process.stdout.write(clear ? `${clearScreen}${text}${warnings}${warnings ? '\n' : ''}` : text)
+      let timer: NodeJS.Timeout | undefined
+      await Promise.race([stopped, new Promise((resolve) => (timer = setTimeout(resolve, intervalMs)))])
+      clearTimeout(timer)
+    }
+    return ExitCode.ok
+  } finally {
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
+  }
+}
+
+async function deadCommand(command: Command): Promise<number> {
+  const flags = command.opts<{ type?: string; limit?: string; json?: boolean }>()
+  if (flags.type !== undefined) parseEventTypePattern(flags.type, '--type')
+  const limit = integerOption(flags.limit, '--limit', 50, 1, 10_000)
+  return withDatabase(command, 'status', async (sql, outbox) => {
+    await requireOutbox(sql, outbox)
+    const events = await outboxDeadEvents(sql, outbox, { typePattern: flags.type, limit })
+    if (flags.json) console.log(JSON.stringify(events))
+    else if (events.length === 0) console.log(`no dead events${flags.type ? ` of type ${flags.type}` : ''} in ${outbox.qualified}`)
+    else {
+      process.stdout.write(formatDeadEvents(events))
+      if (events.length === limit) console.log(`(the ${limit} most recent; --limit shows more)`)
+    }
+    return ExitCode.ok
+  })
+}
+
+async function replayCommand(command: Command): Promise<number> {
+  const flags = command.opts<{ dead?: boolean; processed?: boolean; type?: string; id?: string[]; since?: string; chunkSize?: string; yes?: boolean }>()
+  if (Boolean(flags.dead) === Boolean(flags.processed)) throw new ConfigError('replay needs exactly one of --dead and --processed')
+  if (flags.type !== undefined) parseEventTypePattern(flags.type, '--type')
+  const ids = flags.id?.flatMap((item) => item.split(',')).map((item) => item.trim()).filter(Boolean)
+  const badId = ids?.find((id) => !/^\d{1,19}$/.test(id))
+  if (badId !== undefined) throw new ConfigError(`--id must be event row ids (got ${JSON.stringify(badId)})`)
+  const sinceMs = flags.since === undefined ? undefined : parseDuration(flags.since, '--since')
+  const chunkSize = integerOption(flags.chunkSize, '--chunk-size', 500, 1, 100_000)
+  const kind = flags.dead ? 'dead' : 'processed'
+  return withDatabase(command, 'replay', async (sql, outbox) => {
+    await requireOutbox(sql, outbox)
+    const selection: ReplaySelection = { dead: flags.dead, processed: flags.processed, typePattern: flags.type, ids, since: await databaseTimeAgo(sql, sinceMs) }
+    const count = await outboxReplayCount(sql, outbox, selection)
+    if (count > replayConfirmLimit && !flags.yes) {
+      throw new ConfigError(`replay would re-queue ${count} ${kind} events (more than ${replayConfirmLimit}): pass --yes to confirm`)
+    }
+    const replayed = await outboxReplay(sql, outbox, { ...selection, chunkSize })
+    console.log(`re-queued ${replayed} ${kind} event${replayed === 1 ? '' : 's'} in ${outbox.qualified}`)
+    return ExitCode.ok
+  })
+}
+
+async function cleanupCommand(command: Command): Promise<number> {
+  const flags = command.opts<{ olderThan: string; deadOlderThan?: string; chunkSize?: string }>()
+  const olderThanMs = parseDuration(flags.olderThan, '--older-than')
+  const deadOlderThanMs = flags.deadOlderThan === undefined ? undefined : parseDuration(flags.deadOlderThan, '--dead-older-than')
+  const chunkSize = integerOption(flags.chunkSize, '--chunk-size', 1000, 1, 100_000)
+  return withDatabase(command, 'cleanup', async (sql, outbox) => {
+    await requireOutbox(sql, outbox)
+    const deleted = await outboxCleanup(sql, outbox, { olderThanMs, deadOlderThanMs, chunkSize })
+    const dead = deadOlderThanMs === undefined ? '' : ` and ${deleted.dead} dead event${deleted.dead === 1 ? '' : 's'} older than ${flags.deadOlderThan}`
+    console.log(`deleted ${deleted.processed} processed event${deleted.processed === 1 ? '' : 's'} older than ${flags.olderThan}${dead} from ${outbox.qualified}`)
+    return ExitCode.ok
+  })
+}
+
+/** A missing outbox is a user mistake (wrong --schema or --table, or no migration yet), not a crash. */
+async function requireOutbox(sql: Sql, outbox: OutboxTable): Promise<void> {
+  const [row] = await sql<{ exists: boolean }[]>`select to_regclass(${outbox.qualified}) is not null as exists`
+  if (!row!.exists) throw new ConfigError(`outbox table ${outbox.qualified} does not exist: run \`outbox-poller migrate\` first`)
+}
+
+/** `ms` before the database's clock (the clock processed_at and dead_at were written with). */
+async function databaseTimeAgo(sql: Sql, ms: number | undefined): Promise<Date | undefined> {
+  if (ms === undefined) return undefined
+  const [row] = await sql<{ since: Date }[]>`select now() - ${ms}::float8 * interval '1 millisecond' as since`
+  return row!.since
+}
