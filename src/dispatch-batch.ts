@@ -1,3 +1,4 @@
+import { RetryLaterError } from './errors.js'
 import type { HandlerRegistry } from './handler-registry.js'
 import type { ClaimedRow } from './outbox-queries.js'
 import type { Handler, HandlerContext, Logger, OutboxEvent } from './types.js'
@@ -16,6 +17,8 @@ export interface BatchOutcome {
   failed: Array<{ event: OutboxEvent; error: unknown }>
   /** No handler matched. */
   unmatched: OutboxEvent[]
+  /** A handler threw RetryLaterError: back to the queue, no attempt charged. */
+  deferred: OutboxEvent[]
 }
 
 /**
@@ -34,7 +37,7 @@ export class BatchDispatch {
   ) {}
 
   async run(rows: readonly ClaimedRow[]): Promise<BatchOutcome> {
-    const outcome: BatchOutcome = { succeeded: [], failed: [], unmatched: [] }
+    const outcome: BatchOutcome = { succeeded: [], failed: [], unmatched: [], deferred: [] }
     let next = 0
     const worker = async () => {
       while (next < rows.length && !this.#aborted) {
@@ -51,7 +54,8 @@ export class BatchDispatch {
           }
           outcome.succeeded.push(event)
         } catch (error) {
-          outcome.failed.push({ event, error })
+          if (error instanceof RetryLaterError) outcome.deferred.push(event)
+          else outcome.failed.push({ event, error })
         }
       }
     }

@@ -8,6 +8,15 @@ export class ConnectionError extends Error {
   override name = 'ConnectionError'
 }
 
+/**
+ * Thrown by a handler (or a sink) when the event cannot be handled now for a reason that is not the event's
+ * fault, such as a broker that is down. The event goes back to the queue after a backoff with no attempt
+ * charged, so an outage dead-letters nothing; the poller backs off while every event of its batch waits.
+ */
+export class RetryLaterError extends Error {
+  override name = 'RetryLaterError'
+}
+
 /** SQLSTATE codes we react to. */
 export const SqlState = {
   undefinedTable: '42P01',

@@ -60,7 +60,7 @@ export function outboxQueries(outbox: OutboxTable): OutboxQueries {
         from unnest($1::bigint[], $2::text[], $3::float8[]) as f(id, error, delay_ms)
        where o.id = f.id
       returning o.id::text as id, o.dead_at is not null as dead`,
-    // Unmatched events under --unmatched hold: step aside for a while, no attempt charged.
+    // Unmatched events under --unmatched hold, and deferred ones (RetryLaterError): step aside, no attempt charged.
     hold: `update ${t} set retry_at = now() + $2 * interval '1 millisecond' where id = any($1::bigint[])`,
     // The supervisor's record of a worker that died mid-batch: one attempt charged to each event still
     // unprocessed, marked suspect and due at once (isolation, not backoff, is what slows it down).
@@ -93,6 +93,8 @@ export interface Settlement {
   failed: Failure[]
   held: string[]
   holdMs: number
+  deferred: string[]
+  deferMs: number
   maxAttempts: number
 }
 
@@ -107,6 +109,7 @@ export async function outboxSettleBatch(connection: Sql, queries: OutboxQueries,
     statements.push(failed)
   }
   if (settlement.held.length > 0) statements.push(connection.unsafe(queries.hold, [settlement.held, settlement.holdMs], { prepare: true }))
+  if (settlement.deferred.length > 0) statements.push(connection.unsafe(queries.hold, [settlement.deferred, settlement.deferMs], { prepare: true }))
   statements.push(connection.unsafe('commit'))
   await Promise.all(statements)
   return failed === undefined ? [] : (await failed).filter((row) => row.dead).map((row) => row.id)

@@ -62,6 +62,9 @@ class OutboxPoller implements Poller {
   readonly #applicationName: string
   readonly #hooks: Pick<PollerOptions, 'beforeDispatch' | 'afterBatch'>
   #sql: Sql | undefined
+  /** While handlers defer events (a broker is down): how long they step aside, 1 s doubling to 30 s. */
+  #outageDelayMs = 0
+  #allDeferred = false
   /** Counts closed connections: a batch whose connection closed under it has lost its transaction. */
   #connectionsClosed = 0
   #unlisten: (() => Promise<void>) | undefined
@@ -175,6 +178,11 @@ class OutboxPoller implements Poller {
         errorDelay = Math.min(errorDelay * 2, 30_000)
         continue
       }
+      if (claimed > 0 && this.#outageDelayMs > 0 && this.#allDeferred) {
+        // every event of the batch had to wait: do not churn through the backlog while the outage lasts
+        await this.#sleep(this.#outageDelayMs)
+        continue
+      }
       if (claimed > 0) {
         idleDelay = this.options.intervalMinMs
         if (flagRaised) {
@@ -245,18 +253,25 @@ class OutboxPoller implements Poller {
       error: describeError(error),
       delayMs: retryDelayMs(event.attempt, this.options.retryDelayMs, this.options.retryDelayMaxMs),
     }))
+    // Unmatched events under --unmatched hold step aside for --interval-max; deferred ones for the outage backoff.
+    const held = hold ? outcome.unmatched.map((event) => event.id) : []
+    const deferred = outcome.deferred.map((event) => event.id)
+    this.#outageDelayMs = deferred.length === 0 ? 0 : Math.min(Math.max(this.#outageDelayMs * 2, 1000), 30_000)
     const dead = await outboxSettleBatch(connection, this.#queries, {
       processed,
       failed,
-      held: hold ? outcome.unmatched.map((event) => event.id) : [],
+      held,
       holdMs: this.options.intervalMaxMs,
+      deferred,
+      deferMs: this.#outageDelayMs,
       maxAttempts: this.options.maxAttempts,
     })
+    this.#allDeferred = deferred.length === rows.length
     this.stats.batches++
     this.stats.processed += processed.length
     this.stats.failed += failed.length
     this.stats.dead += dead.length
-    this.#log.debug({ claimed: rows.length, processed: processed.length, failed: failed.length, held: hold ? outcome.unmatched.length : 0 }, 'batch settled')
+    this.#log.debug({ claimed: rows.length, processed: processed.length, failed: failed.length, held: held.length, deferred: deferred.length }, 'batch settled')
     for (const { event, error } of outcome.failed) {
       const isDead = dead.includes(event.id)
       const fields = { event_id: event.event_id, id: event.id, event_type: event.event_type, attempt: event.attempt, error: describeError(error) }

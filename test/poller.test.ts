@@ -1,5 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { captureTable } from '../src/capture.js'
+import { RetryLaterError } from '../src/errors.js'
 import { outboxTable } from '../src/outbox-table.js'
 import { createPoller, type Poller } from '../src/poller.js'
 import type { OutboxEvent } from '../src/types.js'
@@ -148,6 +149,19 @@ describe('poller', () => {
     await insertItems(1, 1)
     await waitFor('handled', () => handledAt > 0, 5_000)
     expect(handledAt - writtenAt).toBeLessThan(2_000)
+  })
+
+  it('RetryLaterError (a broker down) defers the event with no attempt charged, however long it lasts', async () => {
+    let calls = 0
+    const poller = startPoller({ maxAttempts: 1, handlers: () => {
+      calls++
+      if (calls <= 3) throw new RetryLaterError('broker unreachable')
+    } })
+    await insertItems(1, 1)
+    await poller.start()
+    await waitFor('processed after the outage', async () => (await outboxState())[0]?.processed, 20_000)
+    expect(calls).toBe(4)
+    expect((await outboxState())[0]).toMatchObject({ attempts: 0, dead: false, last_error: null })
   })
 
   it('events waiting for a retry do not hold back fresh ones', async () => {
