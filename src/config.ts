@@ -1,3 +1,4 @@
+import type { BatchReport } from './batch-report.js'
 import { parseDuration } from './duration.js'
 import { ConfigError } from './errors.js'
 import type { HandlerMap, Logger } from './types.js'
@@ -73,8 +74,10 @@ export interface PollerOptions {
   crashWindow?: number | string
   /** Called with the ids of a claimed batch before its handlers run (the supervised worker reports them). */
   beforeDispatch?: (ids: string[]) => void | Promise<void>
-  /** Called after a batch committed or rolled back, with how many events it claimed and how long it took (ms). */
-  afterBatch?: (claimed: number, durationMs: number) => void
+  /** Called after every claim (empty or not) with what the batch did: the source of metrics. */
+  afterBatch?: (report: BatchReport) => void
+  /** Serve /healthz, /readyz and /metrics on `host:port` (or a bare port, on 127.0.0.1). Default: off. */
+  http?: string
   /** Handlers by event-type pattern (`issue.created`, `issue.*`, `*`), or one function for every event. */
   handlers?: HandlerMap
   /** A pino-compatible logger. Default: silent. */
@@ -102,6 +105,7 @@ export interface ResolvedOptions {
   readonly drainTimeoutMs: number
   readonly crashLimit: number
   readonly crashWindowMs: number
+  readonly http: { readonly host: string; readonly port: number } | undefined
 }
 
 /** How an option is named in error messages: the CLI passes `--batch-size` or `OUTBOX_POLLER_BATCH_SIZE`. */
@@ -135,6 +139,7 @@ export function resolveOptions(input: PollerOptions, nameOf: OptionNamer = (key)
     drainTimeoutMs: 0,
     crashLimit: int('crashLimit', defaults.crashLimit, 1, 1000),
     crashWindowMs: ms('crashWindow', defaults.crashWindowMs, 1000, DAY),
+    http: listenOption(input.http, nameOf('http')),
   }
   resolved.drainTimeoutMs = ms('drainTimeout', resolved.handlerTimeoutMs + defaults.drainMarginMs, 1, DAY)
   if (resolved.intervalMinMs > resolved.intervalMaxMs) {
@@ -179,4 +184,13 @@ export function identifierOption(value: string | undefined, name: string, fallba
     throw new ConfigError(`${name} must be a name of 1 to 63 bytes (got ${JSON.stringify(value)})`)
   }
   return value
+}
+
+/** `9464`, `:9464` (both on 127.0.0.1), `0.0.0.0:9464`, `[::1]:9464`. */
+export function listenOption(value: string | undefined, name: string): { host: string; port: number } | undefined {
+  if (value === undefined || value === '' || value === 'off') return undefined
+  const match = /^(?:(\[[0-9a-fA-F:]+\]|[\w.-]+)?:)?(\d+)$/.exec(value.trim())
+  const port = match ? Number(match[2]) : Number.NaN
+  if (!match || port < 1 || port > 65535) throw new ConfigError(`${name} must be host:port or a port between 1 and 65535 (got ${JSON.stringify(value)})`)
+  return { host: (match[1] ?? '127.0.0.1').replace(/^\[|\]$/g, ''), port }
 }

@@ -19,6 +19,10 @@ export interface BatchOutcome {
   unmatched: OutboxEvent[]
   /** A handler threw RetryLaterError: back to the queue, no attempt charged. */
   deferred: OutboxEvent[]
+  /** Milliseconds from each handled event's created_at (its writer's transaction) to its first handler's start. */
+  latencyMs: number[]
+  /** How long each event's handlers took, in ms, by event type. */
+  handlerMs: Map<string, number[]>
 }
 
 /**
@@ -37,7 +41,7 @@ export class BatchDispatch {
   ) {}
 
   async run(rows: readonly ClaimedRow[]): Promise<BatchOutcome> {
-    const outcome: BatchOutcome = { succeeded: [], failed: [], unmatched: [], deferred: [] }
+    const outcome: BatchOutcome = { succeeded: [], failed: [], unmatched: [], deferred: [], latencyMs: [], handlerMs: new Map() }
     let next = 0
     const worker = async () => {
       while (next < rows.length && !this.#aborted) {
@@ -47,6 +51,9 @@ export class BatchDispatch {
           outcome.unmatched.push(event)
           continue
         }
+        const startedAt = Date.now()
+        const startedMs = performance.now()
+        outcome.latencyMs.push(startedAt - event.created_at.getTime())
         try {
           for (const handler of handlers) {
             const pending = this.#runOne(handler, event)
@@ -57,6 +64,9 @@ export class BatchDispatch {
           if (error instanceof RetryLaterError) outcome.deferred.push(event)
           else outcome.failed.push({ event, error })
         }
+        let durations = outcome.handlerMs.get(event.event_type)
+        if (durations === undefined) outcome.handlerMs.set(event.event_type, (durations = []))
+        durations.push(performance.now() - startedMs)
       }
     }
     const workers: Promise<void>[] = []

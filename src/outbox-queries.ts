@@ -72,7 +72,7 @@ export function outboxQueries(outbox: OutboxTable): OutboxQueries {
              retry_at = now(),
              dead_at = case when attempts + 1 >= $3 then now() end
        where id = any($1::bigint[]) and processed_at is null and dead_at is null
-      returning id::text as id, dead_at is not null as dead`,
+      returning id::text as id, event_type, dead_at is not null as dead`,
     setAsleep: `update ${outbox.wakeup} set asleep = true where not asleep`,
     clearAsleep: `update ${outbox.wakeup} set asleep = false where asleep`,
   }
@@ -129,8 +129,8 @@ export async function outboxClearAsleep(sql: Sql, queries: OutboxQueries): Promi
   await sql.unsafe(queries.clearAsleep)
 }
 
-/** Charges a crash to the events a dead worker was handling. Returns the ids charged and those dead-lettered. */
-export async function outboxChargeCrash(sql: Sql, queries: OutboxQueries, ids: readonly string[], error: string, maxAttempts: number): Promise<{ charged: string[]; dead: string[] }> {
-  const rows = await sql.unsafe<Array<{ id: string; dead: boolean }>>(queries.chargeCrash, [ids as string[], error, maxAttempts])
-  return { charged: rows.map((row) => row.id), dead: rows.filter((row) => row.dead).map((row) => row.id) }
+/** Charges a crash to the events a dead worker was handling. Returns the ids charged and the events dead-lettered. */
+export async function outboxChargeCrash(sql: Sql, queries: OutboxQueries, ids: readonly string[], error: string, maxAttempts: number): Promise<{ charged: string[]; dead: Array<{ id: string; event_type: string }> }> {
+  const rows = await sql.unsafe<Array<{ id: string; event_type: string; dead: boolean }>>(queries.chargeCrash, [ids as string[], error, maxAttempts])
+  return { charged: rows.map((row) => row.id), dead: rows.filter((row) => row.dead) }
 }

@@ -2,6 +2,7 @@ import type { Sql } from 'postgres'
 import { retryDelayMs } from './backoff.js'
 import { type PollerOptions, type ResolvedOptions, resolveOptions } from './config.js'
 import { applicationName, connect, describeTarget, waitForDatabase } from './db.js'
+import { type BatchReport, batchReport, emptyBatchReport } from './batch-report.js'
 import { BatchDispatch, type BatchOutcome } from './dispatch-batch.js'
 import { ConfigError, errorMessage, isConnectionFailure } from './errors.js'
 import { HandlerRegistry } from './handler-registry.js'
@@ -42,6 +43,8 @@ export interface Poller {
   stop(options?: { force?: boolean; timeoutMs?: number }): Promise<void>
   /** Settles when the poller has stopped; rejects if its loop died of an unexpected error. */
   readonly done: Promise<void>
+  /** When the loop last finished a claim (empty or not), ms since the epoch; 0 before the first. */
+  readonly lastLoopAt: number
 }
 
 /** Creates a poller. Nothing connects until `start()`. */
@@ -65,6 +68,8 @@ class OutboxPoller implements Poller {
   /** While handlers defer events (a broker is down): how long they step aside, 1 s doubling to 30 s. */
   #outageDelayMs = 0
   #allDeferred = false
+  #lastReport: BatchReport | undefined
+  #lastLoopAt = 0
   /** Counts closed connections: a batch whose connection closed under it has lost its transaction. */
   #connectionsClosed = 0
   #unlisten: (() => Promise<void>) | undefined
@@ -94,6 +99,10 @@ class OutboxPoller implements Poller {
       this.#rejectDone = reject
     })
     this.done.catch(() => {}) // observed through start()/stop() callers; never an unhandled rejection
+  }
+
+  get lastLoopAt(): number {
+    return this.#lastLoopAt
   }
 
   on(pattern: string, handler: Handler): this {
@@ -205,16 +214,17 @@ class OutboxPoller implements Poller {
   /** One batch in one transaction. Returns how many events it claimed. */
   async #batch(): Promise<number> {
     const startedAt = performance.now()
-    let claimed = 0
+    this.#lastReport = undefined
     try {
-      claimed = await this.#claimAndHandle()
-      return claimed
+      return await this.#claimAndHandle()
     } finally {
-      this.#hooks.afterBatch?.(claimed, performance.now() - startedAt)
+      this.#hooks.afterBatch?.(this.#lastReport ?? emptyBatchReport(performance.now() - startedAt))
+      this.#lastLoopAt = Date.now()
     }
   }
 
   async #claimAndHandle(): Promise<number> {
+    const startedAt = performance.now()
     const connection = this.#sql!
     const closedBefore = this.#connectionsClosed
     const rows = await outboxClaimBatch(connection, this.#queries, this.options.batchSize)
@@ -240,11 +250,13 @@ class OutboxPoller implements Poller {
       this.#log.warn({ events: rows.length }, 'forced stop: batch rolled back, its events return to the queue')
       return rows.length
     }
-    await this.#settle(connection, rows, outcome)
+    const dead = await this.#settle(connection, rows, outcome)
+    this.#lastReport = batchReport(rows.length, performance.now() - startedAt, outcome, dead, this.options.unmatched === 'process')
     return rows.length
   }
 
-  async #settle(connection: Sql, rows: ClaimedRow[], outcome: BatchOutcome): Promise<void> {
+  /** Settles every event of the batch and commits. Returns the ids that were dead-lettered. */
+  async #settle(connection: Sql, rows: ClaimedRow[], outcome: BatchOutcome): Promise<readonly string[]> {
     const hold = this.options.unmatched === 'hold'
     const processed = outcome.succeeded.map((event) => event.id)
     if (!hold) for (const event of outcome.unmatched) processed.push(event.id)
@@ -278,6 +290,7 @@ class OutboxPoller implements Poller {
       if (isDead) this.#log.error(fields, 'event dead-lettered after its last attempt')
       else this.#log.warn(fields, 'event failed, will retry')
     }
+    return dead
   }
 
   async #recover(error: unknown, delayMs: number): Promise<void> {

@@ -6,6 +6,7 @@ import { applicationName, connect } from './db.js'
 import { errorMessage } from './errors.js'
 import { outboxTable } from './outbox-table.js'
 import { outboxChargeCrash, outboxQueries } from './outbox-queries.js'
+import type { OutboxMetrics } from './metrics.js'
 import type { Logger } from './types.js'
 import type { RestartReason, SupervisorMessage, WorkerMessage } from './worker-protocol.js'
 
@@ -15,6 +16,8 @@ export interface SupervisorOptions {
   /** Starts one worker process with an IPC channel (the CLI forks itself with --no-supervise). */
   spawnWorker: () => ChildProcess
   log: Logger
+  /** Fed with the workers' batch reports, RSS samples and restarts, when HTTP metrics are served. */
+  metrics?: OutboxMetrics
 }
 
 /** Exit codes the supervisor ends with. */
@@ -26,6 +29,8 @@ interface Worker {
   /** Ids of the batch being handled, as the worker announced them. */
   inFlight: string[]
   ready: boolean
+  /** When the worker last reported its loop alive (ms since the epoch). */
+  lastLoopAt: number
   retiring?: RestartReason
   drainTimer?: NodeJS.Timeout
   killedAfterDrainTimeout?: boolean
@@ -58,6 +63,16 @@ export class Supervisor {
     this.done = new Promise((resolve) => (this.#finish = resolve))
   }
 
+  /** When the active worker's loop last reported in (0: none yet): for /healthz. */
+  get lastLoopAt(): number {
+    return this.#active?.lastLoopAt ?? 0
+  }
+
+  /** A worker is polling: for /readyz. */
+  get ready(): boolean {
+    return this.#active?.ready === true && !this.#stopping
+  }
+
   start(): void {
     this.#active = this.#spawn()
     this.#memoryTimer = setInterval(() => void this.#checkMemory(), this.#o.options.memoryCheckIntervalMs)
@@ -86,11 +101,15 @@ export class Supervisor {
 
   #spawn(): Worker {
     const child = this.#o.spawnWorker()
-    const worker: Worker = { child, startedAt: Date.now(), inFlight: [], ready: false }
+    const worker: Worker = { child, startedAt: Date.now(), inFlight: [], ready: false, lastLoopAt: 0 }
     this.#workers.add(worker)
     child.on('message', (message: WorkerMessage) => {
       if (message.type === 'dispatching') worker.inFlight = message.ids
-      else if (message.type === 'settled') worker.inFlight = []
+      else if (message.type === 'settled') {
+        worker.inFlight = []
+        worker.lastLoopAt = Date.now()
+        this.#o.metrics?.recordBatch(message.report)
+      } else if (message.type === 'heartbeat') worker.lastLoopAt = Date.now()
       else if (message.type === 'ready') worker.ready = true
     })
     child.on('exit', (code, signal) => void this.#onExit(worker, code, signal))
@@ -101,6 +120,7 @@ export class Supervisor {
   #replace(reason: RestartReason): void {
     const old = this.#active
     this.restarts[reason]++
+    this.#o.metrics?.recordRestart(reason)
     if (old !== undefined) this.#retire(old, reason)
     // The old worker stopped claiming when it got the drain message: SKIP LOCKED keeps the two apart.
     this.#active = this.#spawn()
@@ -122,6 +142,7 @@ export class Supervisor {
     if (worker?.child.pid === undefined || worker.retiring !== undefined) return
     try {
       const { memory } = await pidusage(worker.child.pid)
+      this.#o.metrics?.setWorkerRss(memory)
       const limit = this.#o.options.memoryLimitMb * 1024 * 1024
       if (memory > limit && this.#active === worker && !this.#stopping) {
         this.#o.log.warn({ worker_pid: worker.child.pid, rss_mb: Math.round(memory / 1048576), limit_mb: this.#o.options.memoryLimitMb }, 'worker over its memory limit: draining it and starting a fresh one')
@@ -178,6 +199,7 @@ export class Supervisor {
     this.#restartTimer = setTimeout(() => {
       if (this.#stopping) return
       this.restarts.crash++
+      this.#o.metrics?.recordRestart('crash')
       this.#active = this.#spawn()
       this.#o.log.info({ reason: 'crash', worker_pid: this.#active.child.pid, restarts: this.restarts }, 'worker restarted')
     }, delayMs)
@@ -191,7 +213,10 @@ export class Supervisor {
     try {
       const { charged, dead } = await outboxChargeCrash(this.#sql, outboxQueries(outboxTable(schema, table)), worker.inFlight, error, maxAttempts)
       this.#o.log.warn({ worker_pid: worker.child.pid, suspects: charged.length }, 'charged the dead worker\'s batch: its events are retried one at a time')
-      for (const id of dead) this.#o.log.error({ id, error }, 'event dead-lettered: it kept killing the worker')
+      for (const event of dead) {
+        this.#o.log.error({ id: event.id, event_type: event.event_type, error }, 'event dead-lettered: it kept killing the worker')
+        this.#o.metrics?.recordDead(event.event_type, 1)
+      }
       return charged.length > 0
     } catch (cause) {
       this.#o.log.error({ error: errorMessage(cause) }, 'could not record the crash against its events')

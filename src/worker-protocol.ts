@@ -1,3 +1,5 @@
+import type { BatchReport } from './batch-report.js'
+
 /** Why a worker was replaced; every restart is logged and counted by reason. */
 export type RestartReason = 'memory' | 'crash' | 'signal' | 'reload'
 
@@ -7,8 +9,10 @@ export type WorkerMessage =
   | { type: 'ready' }
   /** Sent (and flushed) before a batch's handlers run: if the worker dies now, these are the suspects. */
   | { type: 'dispatching'; ids: string[] }
-  /** The batch committed or rolled back. */
-  | { type: 'settled' }
+  /** The batch committed or rolled back; what it did feeds the metrics. */
+  | { type: 'settled'; report: BatchReport }
+  /** The loop is alive (sent at most once a second while claims come back empty). */
+  | { type: 'heartbeat' }
 
 /** Supervisor → worker. */
 export type SupervisorMessage =

@@ -43,7 +43,7 @@ async function runPoller(t: Extract<BenchTask, { mode: 'poller' }>): Promise<() 
     schema: t.schema,
     batchSize: t.batchSize,
     handlers: t.recordLatency ? record : () => {},
-    afterBatch: (claimed, ms) => void (claimed > 0 && batchMs.push(ms)),
+    afterBatch: (report) => void (report.claimed > 0 && batchMs.push(report.durationMs)),
   })
   await poller.start()
   return () => poller.stop()

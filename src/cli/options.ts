@@ -28,6 +28,7 @@ const pollerFlags: FlagSpec[] = [
   { key: 'drainTimeout', flag: '--drain-timeout <duration>', env: 'OUTBOX_POLLER_DRAIN_TIMEOUT', help: 'a stopping or restarting worker still busy after this is killed (its batch rolls back)', shownDefault: 'handler timeout + 10s' },
   { key: 'crashLimit', flag: '--crash-limit <n>', env: 'OUTBOX_POLLER_CRASH_LIMIT', help: 'worker crashes within --crash-window that make the supervisor give up and exit 1', shownDefault: String(defaults.crashLimit) },
   { key: 'crashWindow', flag: '--crash-window <duration>', env: 'OUTBOX_POLLER_CRASH_WINDOW', help: 'window counted by --crash-limit', shownDefault: formatDuration(defaults.crashWindowMs) },
+  { key: 'http', flag: '--http <host:port>', env: 'OUTBOX_POLLER_HTTP', help: 'serve /healthz, /readyz and /metrics (a bare port binds 127.0.0.1)', shownDefault: 'off' },
   { key: 'connectTimeout', flag: '--connect-timeout <duration>', env: 'OUTBOX_POLLER_CONNECT_TIMEOUT', help: 'how long start-up retries an unreachable database', shownDefault: formatDuration(defaults.connectTimeoutMs) },
 ]
 

@@ -1,8 +1,14 @@
 import { fork } from 'node:child_process'
 import type { Command } from 'commander'
 import { type PollerOptions, type ResolvedOptions, resolveOptions } from '../config.js'
-import { describeTarget } from '../db.js'
-import { ConfigError } from '../errors.js'
+import type { Server } from 'node:http'
+import type { BatchReport } from '../batch-report.js'
+import { applicationName, connect, describeTarget } from '../db.js'
+import { ConfigError, errorMessage } from '../errors.js'
+import { startHttpServer } from '../http-server.js'
+import { OutboxMetrics } from '../metrics.js'
+import { outboxTable } from '../outbox-table.js'
+import { ReplicaHealth } from '../replica-health.js'
 import { createLogger, type LogLevel } from '../log.js'
 import { createPoller, type Poller } from '../poller.js'
 import { Supervisor } from '../supervisor.js'
@@ -43,10 +49,12 @@ function superviseFrom(flag: boolean | undefined): boolean {
 async function runSupervisor(options: ResolvedOptions, url: string, log: Logger): Promise<number> {
   const supervisorLog = log.child({ role: 'supervisor' })
   const workerArgs = [...process.argv.slice(2), '--no-supervise']
+  const metrics = new OutboxMetrics()
   const supervisor = new Supervisor({
     options,
     connectionString: url,
     log: supervisorLog,
+    metrics,
     spawnWorker: () => fork(process.argv[1]!, workerArgs, { env: { ...process.env, [workerEnvMarker]: '1' }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }),
   })
   let signals = 0
@@ -61,8 +69,11 @@ async function runSupervisor(options: ResolvedOptions, url: string, log: Logger)
     supervisorLog.info('SIGHUP: rolling restart of the worker')
     supervisor.reload()
   })
+  // the supervisor serves HTTP, so health and metrics keep answering across worker restarts
+  const stopHttp = await serveHttp(options, url, metrics, () => supervisor.lastLoopAt, () => supervisor.ready, supervisorLog)
   supervisor.start()
   const code = await supervisor.done
+  await stopHttp()
   if (supervisor.failure !== undefined) console.error(`outbox-poller: ${supervisor.failure}`)
   return code
 }
@@ -86,24 +97,29 @@ interface WorkerSetup {
 async function runWorker(setup: WorkerSetup): Promise<number> {
   const { log, resolved } = setup
   const handlers = await loadHandlers(setup.handlersPath)
-  const link = setup.supervised ? supervisorLink() : {}
+  const metrics = setup.supervised ? undefined : new OutboxMetrics()
+  const link = setup.supervised ? supervisorLink() : { afterBatch: (report: BatchReport) => metrics!.recordBatch(report) }
   const poller = createPoller({ ...setup.options, connectionString: setup.url, handlers, logger: log, ...link })
   log.info({ target: describeTarget(setup.url), handlers: setup.handlersPath, supervised: setup.supervised }, 'starting')
 
-  let stops = 0
+  // Only a second OS signal, or the supervisor's explicit 'force', forces the stop: a drain request that
+  // arrives together with a signal (Ctrl-C and systemd signal the worker and the supervisor at once) drains.
+  let draining = false
+  let signals = 0
   const stop = (why: string, force = false) => {
-    stops++
-    if (stops === 1 && !force) {
+    if (!force && !draining) {
+      draining = true
       log.info({ why }, 'stopping: finishing the batch in hand')
       void poller.stop()
-    } else {
+    } else if (force) {
       log.warn({ why }, 'forcing stop: the batch in hand rolls back')
       void poller.stop({ force: true })
       setTimeout(() => process.exit(ExitCode.failure), 5_000).unref()
     }
   }
-  process.on('SIGTERM', () => stop('SIGTERM'))
-  process.on('SIGINT', () => stop('SIGINT'))
+  const onSignal = (signal: NodeJS.Signals) => stop(signal, ++signals > 1)
+  process.on('SIGTERM', onSignal)
+  process.on('SIGINT', onSignal)
   let memoryExceeded = false
   if (setup.supervised) {
     process.on('message', (message: SupervisorMessage) => stop(message.type === 'drain' ? `supervisor: ${message.reason}` : 'supervisor: force', message.type === 'force'))
@@ -111,6 +127,7 @@ async function runWorker(setup: WorkerSetup): Promise<number> {
   } else {
     setInterval(() => {
       const rss = process.memoryUsage.rss()
+      metrics?.setWorkerRss(rss)
       if (!memoryExceeded && rss > resolved.memoryLimitMb * 1048576) {
         memoryExceeded = true
         log.warn({ rss_mb: Math.round(rss / 1048576), limit_mb: resolved.memoryLimitMb }, 'over the memory limit: draining, then exiting with code 75 for a restart')
@@ -119,9 +136,14 @@ async function runWorker(setup: WorkerSetup): Promise<number> {
     }, resolved.memoryCheckIntervalMs).unref()
   }
 
-  await poller.start()
-  if (setup.supervised) process.send!({ type: 'ready' } satisfies WorkerMessage)
-  await waitUntilStopped(poller)
+  const stopHttp = metrics === undefined ? async () => {} : await serveHttp(resolved, setup.url, metrics, () => poller.lastLoopAt, () => poller.lastLoopAt > 0, log)
+  try {
+    await poller.start()
+    if (setup.supervised) process.send!({ type: 'ready' } satisfies WorkerMessage)
+    await waitUntilStopped(poller)
+  } finally {
+    await stopHttp()
+  }
   return memoryExceeded ? ExitCode.memoryRestart : ExitCode.ok
 }
 
@@ -137,5 +159,42 @@ function supervisorLink(): Pick<PollerOptions, 'beforeDispatch' | 'afterBatch'> 
       if (!process.connected) return resolve()
       process.send!(message, undefined, {}, () => resolve())
     })
-  return { beforeDispatch: (ids) => send({ type: 'dispatching', ids }), afterBatch: (claimed) => void (claimed > 0 && send({ type: 'settled' })) }
+  let lastHeartbeat = 0
+  return {
+    beforeDispatch: (ids) => send({ type: 'dispatching', ids }),
+    afterBatch: (report) => {
+      if (report.claimed > 0) void send({ type: 'settled', report })
+      else if (Date.now() - lastHeartbeat >= 1000) {
+        lastHeartbeat = Date.now()
+        void send({ type: 'heartbeat' })
+      }
+    },
+  }
+}
+
+/** Serves /healthz, /readyz and /metrics when --http is set; returns a function that stops it. */
+async function serveHttp(options: ResolvedOptions, url: string, metrics: OutboxMetrics, lastLoopAt: () => number, ready: () => boolean, log: Logger): Promise<() => Promise<void>> {
+  if (options.http === undefined) return async () => {}
+  const sql = connect(url, { max: 1, applicationName: applicationName('health') })
+  // a batch may take up to the handler timeout, and an idle loop sleeps up to --interval-max between claims
+  const health = new ReplicaHealth(sql, outboxTable(options.schema, options.table), metrics, lastLoopAt, options.handlerTimeoutMs + options.intervalMaxMs + 5_000)
+  health.startSampling()
+  let server: Server
+  try {
+    server = await startHttpServer(options.http.host, options.http.port, {
+      metrics,
+      health: () => health.check(),
+      ready: () => (ready() ? { ok: true } : { ok: false, reason: 'no worker is polling' }),
+    })
+  } catch (error) {
+    health.stop()
+    await sql.end({ timeout: 1 })
+    throw new ConfigError(`--http ${options.http.host}:${options.http.port}: ${errorMessage(error)}`)
+  }
+  log.info({ http: `${options.http.host}:${options.http.port}` }, 'serving /healthz, /readyz and /metrics')
+  return async () => {
+    health.stop()
+    await new Promise<void>((resolve) => server.close(() => resolve()))
+    await sql.end({ timeout: 1 })
+  }
 }

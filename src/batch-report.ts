@@ -1,0 +1,41 @@
+import type { BatchOutcome } from './dispatch-batch.js'
+
+/** Per event type: what a batch did with its events. */
+export interface TypeReport {
+  handled: number
+  failed: number
+  dead: number
+  /** Handler durations (ms). */
+  handlerMs: number[]
+}
+
+/**
+ * What one batch did: plain data, so a supervised worker can send it over IPC to the process that serves
+ * the metrics (the supervisor), and metrics survive worker restarts.
+ */
+export interface BatchReport {
+  claimed: number
+  durationMs: number
+  /** Commit-to-handler latency of each handled event (ms). */
+  latencyMs: number[]
+  types: Record<string, TypeReport>
+}
+
+/** An empty claim. */
+export function emptyBatchReport(durationMs: number): BatchReport {
+  return { claimed: 0, durationMs, latencyMs: [], types: {} }
+}
+
+export function batchReport(claimed: number, durationMs: number, outcome: BatchOutcome, dead: readonly string[], processedUnmatched: boolean): BatchReport {
+  const types: Record<string, TypeReport> = {}
+  const of = (type: string) => (types[type] ??= { handled: 0, failed: 0, dead: 0, handlerMs: [] })
+  for (const event of outcome.succeeded) of(event.event_type).handled++
+  if (processedUnmatched) for (const event of outcome.unmatched) of(event.event_type).handled++
+  const deadIds = new Set(dead)
+  for (const { event } of outcome.failed) {
+    of(event.event_type).failed++
+    if (deadIds.has(event.id)) of(event.event_type).dead++
+  }
+  for (const [type, durations] of outcome.handlerMs) of(type).handlerMs = durations
+  return { claimed, durationMs, latencyMs: outcome.latencyMs, types }
+}
