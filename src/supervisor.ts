@@ -110,7 +110,10 @@ export class Supervisor {
         worker.lastLoopAt = Date.now()
         this.#o.metrics?.recordBatch(message.report)
       } else if (message.type === 'heartbeat') worker.lastLoopAt = Date.now()
-      else if (message.type === 'ready') worker.ready = true
+      else if (message.type === 'ready') {
+        worker.ready = true
+        worker.lastLoopAt = Date.now()
+      }
     })
     child.on('exit', (code, signal) => void this.#onExit(worker, code, signal))
     this.#o.log.info({ worker_pid: child.pid }, 'worker started')

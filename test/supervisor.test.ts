@@ -95,6 +95,19 @@ describe('supervisor', () => {
     expect(charged).toBe(0)
   })
 
+  it('SIGTERM to the worker and the supervisor at once (systemd, Ctrl-C) drains: nothing is forced, no attempt charged', async () => {
+    const file = join(directory, 'both.log')
+    await db.sql`insert into items select n, 'item ' || n from generate_series(1, 30) n`
+    const r = supervised('record-handler.js', ['--batch-size', '30', '--concurrency', '1'], { RECORD_FILE: file, HANDLER_DELAY_MS: '30' })
+    await waitFor('a batch in flight', async () => (await recordedIds(file)).length > 0)
+    process.kill(workerPids(r.output())[0]!, 'SIGTERM')
+    r.child.kill('SIGTERM')
+    expect(await r.exited).toEqual({ code: 0, signal: null })
+    expect(r.output()).not.toMatch(/forcing stop/)
+    expect(await pending()).toBe(0)
+    expect(await recordedIds(file)).toHaveLength(30)
+  })
+
   it('SIGKILL of the worker: its batch rolls back and the next worker handles it', async () => {
     const file = join(directory, 'kill.log')
     await db.sql`insert into items select n, 'item ' || n from generate_series(1, 100) n`
