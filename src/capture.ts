@@ -11,7 +11,18 @@ export interface CaptureOptions {
   key?: string
   /** Columns whose change alone emits no event (e.g. `updated_at`). */
   ignoreColumns?: readonly string[]
+  /** Capture only these columns (the key column always travels too). Default: all. */
+  columns?: readonly string[]
+  /** Columns that never leave the database, in `data` or `previous_attributes` (e.g. `password_hash`). */
+  excludeColumns?: readonly string[]
+  /** An update that sets this column emits `<entity>.deleted`; one that clears it, `<entity>.restored`. */
+  softDeleteColumn?: string
+  /** Which changes to capture. Default: all three. */
+  events?: ReadonlyArray<CaptureEvent>
 }
+
+export type CaptureEvent = 'insert' | 'update' | 'delete'
+export const captureEvents: readonly CaptureEvent[] = ['insert', 'update', 'delete']
 
 export interface CapturedTable {
   /** Qualified, quoted table name. */
@@ -19,6 +30,10 @@ export interface CapturedTable {
   entity: string
   key: string
   ignoreColumns: string[]
+  columns: string[]
+  excludeColumns: string[]
+  softDeleteColumn: string | null
+  events: CaptureEvent[]
 }
 
 /** Attaches the capture triggers to a table (replacing earlier ones). A missing table or key column is a ConfigError. */
@@ -26,14 +41,19 @@ export async function captureTable(sql: Sql, outbox: OutboxTable, options: Captu
   if (options.entity.trim() === '') throw new ConfigError('entity must not be empty')
   const target = await resolveTable(sql, options.table)
   const key = options.key ?? (await primaryKeyColumn(sql, target, options.table))
-  const ignoreColumns = [...(options.ignoreColumns ?? [])]
+  const events = [...(options.events ?? captureEvents)]
+  for (const event of events) if (!captureEvents.includes(event)) throw new ConfigError(`events must be among insert, update, delete (got ${JSON.stringify(event)})`)
+  if (events.length === 0) throw new ConfigError('events must name at least one of insert, update, delete')
+  const list = (values?: readonly string[]) => [...(values ?? [])]
   try {
-    await sql`select ${sql.unsafe(outbox.captureTableFunction)}(${target}::regclass, ${options.entity}, ${key}, ${ignoreColumns}::text[])`
+    await sql`select ${sql.unsafe(outbox.captureTableFunction)}(${target}::regclass, ${options.entity}, ${key}, ${list(options.ignoreColumns)}::text[],
+      ${list(options.columns)}::text[], ${list(options.excludeColumns)}::text[], ${options.softDeleteColumn ?? null}::text, ${events}::text[])`
   } catch (error) {
     if (sqlState(error) === SqlState.undefinedColumn) throw new ConfigError(`cannot capture ${options.table}: ${(error as Error).message}`)
     throw error
   }
-  return { table: await regclassName(sql, target), entity: options.entity, key, ignoreColumns }
+  const name = await regclassName(sql, target)
+  return (await listCaptures(sql, outbox)).find((captured) => captured.table === name)!
 }
 
 /** Removes the capture triggers from a table. Returns false if it was not captured. */
@@ -47,16 +67,24 @@ export async function uncaptureTable(sql: Sql, outbox: OutboxTable, table: strin
 
 /** Tables whose changes flow into this outbox, read from pg_trigger (the triggers are the truth). */
 export async function listCaptures(sql: Sql, outbox: OutboxTable): Promise<CapturedTable[]> {
-  const rows = await sql<{ table: string; args: Buffer }[]>`
-    select t.tgrelid::regclass::text as table, t.tgargs as args
+  const rows = await sql<{ table: string; args: Buffer; type: number }[]>`
+    select t.tgrelid::regclass::text as table, t.tgargs as args, t.tgtype::int as type
       from pg_trigger t
-     where t.tgfoid = ${outbox.captureFunction}::regproc and t.tgname = ${outbox.captureTrigger}
-     order by 1`
-  return rows.map((row) => {
-    // tgargs holds the trigger's arguments, each ended by a NUL byte.
-    const [entity = '', key = '', ignored = '{}'] = row.args.toString('utf8').split('\0')
-    return { table: row.table, entity, key, ignoreColumns: parseTextArray(ignored) }
-  })
+     where t.tgfoid = ${outbox.captureFunction}::regproc and t.tgname in (${outbox.captureTrigger}, ${`${outbox.captureTrigger}_update`})
+       and not t.tgisinternal
+     order by 1, t.tgname`
+  const byTable = new Map<string, CapturedTable>()
+  for (const row of rows) {
+    // tgargs holds the trigger's arguments, each ended by a NUL byte; tgtype's bits say which events fire it.
+    const [entity = '', key = '', ignored = '{}', columns = '{}', excluded = '{}', softDelete = ''] = row.args.toString('utf8').split('\0')
+    const captured = byTable.get(row.table) ?? { table: row.table, entity, key, ignoreColumns: parseTextArray(ignored), columns: parseTextArray(columns), excludeColumns: parseTextArray(excluded), softDeleteColumn: softDelete || null, events: [] }
+    if (row.type & 4) captured.events.push('insert')
+    if (row.type & 16) captured.events.push('update')
+    if (row.type & 8) captured.events.push('delete')
+    byTable.set(row.table, captured)
+  }
+  for (const captured of byTable.values()) captured.events.sort((a, b) => captureEvents.indexOf(a) - captureEvents.indexOf(b))
+  return [...byTable.values()]
 }
 
 /** Resolves a table name as SQL writes it to its oid; PostgreSQL does the parsing, so no name is ever spliced into SQL. */

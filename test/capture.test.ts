@@ -170,3 +170,92 @@ describe('wake-up signal', () => {
     await listener.end()
   })
 })
+
+describe('capture options', () => {
+  it('--columns and --exclude-columns decide what leaves the database, in data and previous_attributes', async () => {
+    await db.sql`create table accounts (id int primary key, email text, password_hash text, token text, plan text)`
+    await captureTable(db.sql, outbox, { table: 'accounts', entity: 'account', excludeColumns: ['password_hash', 'token'] })
+    const since = await lastId()
+    await db.sql`insert into accounts values (1, 'a@example.com', 'secret-hash', 'secret-token', 'free')`
+    await db.sql`update accounts set password_hash = 'new-hash', plan = 'pro' where id = 1`
+    await db.sql`update accounts set token = 'rotated' where id = 1` // only an excluded column: no event
+    const events = await eventsSince(since)
+    expect(events.map((e) => e.event_type)).toEqual(['account.created', 'account.updated'])
+    expect(JSON.stringify(events)).not.toMatch(/secret|new-hash|rotated/)
+    expect(events[1]!.payload.previous_attributes).toEqual({ plan: 'free' })
+
+    await captureTable(db.sql, outbox, { table: 'accounts', entity: 'account', columns: ['plan'] })
+    const next = await lastId()
+    await db.sql`update accounts set email = 'b@example.com' where id = 1` // not a captured column: no event
+    await db.sql`update accounts set plan = 'team' where id = 1`
+    const only = await eventsSince(next)
+    expect(only).toHaveLength(1)
+    expect(only[0]!.payload).toEqual({ data: { id: 1, plan: 'team' }, previous_attributes: { plan: 'pro' } })
+  })
+
+  it('--soft-delete-column turns setting it into .deleted and clearing it into .restored', async () => {
+    await db.sql`create table posts (id int primary key, title text, deleted_at timestamptz)`
+    await captureTable(db.sql, outbox, { table: 'posts', entity: 'post', softDeleteColumn: 'deleted_at' })
+    const since = await lastId()
+    await db.sql`insert into posts values (1, 'hello', null)`
+    await db.sql`update posts set deleted_at = now() where id = 1`
+    await db.sql`update posts set deleted_at = null where id = 1`
+    await db.sql`update posts set title = 'hi' where id = 1`
+    expect((await eventsSince(since)).map((e) => e.event_type)).toEqual(['post.created', 'post.deleted', 'post.restored', 'post.updated'])
+  })
+
+  it('--events captures a subset; capturing again replaces the options; captures shows them', async () => {
+    await db.sql`create table logs (id int primary key, line text)`
+    await captureTable(db.sql, outbox, { table: 'logs', entity: 'log', events: ['insert'] })
+    const since = await lastId()
+    await db.sql`insert into logs values (1, 'a')`
+    await db.sql`update logs set line = 'b'`
+    await db.sql`delete from logs`
+    expect((await eventsSince(since)).map((e) => e.event_type)).toEqual(['log.created'])
+    const replaced = await captureTable(db.sql, outbox, { table: 'logs', entity: 'log', events: ['update', 'delete'], ignoreColumns: [] })
+    expect(replaced).toMatchObject({ table: 'logs', events: ['update', 'delete'] })
+    const next = await lastId()
+    await db.sql`insert into logs values (2, 'c')`
+    await db.sql`update logs set line = 'd'`
+    await db.sql`delete from logs`
+    expect((await eventsSince(next)).map((e) => e.event_type)).toEqual(['log.updated', 'log.deleted'])
+    await expect(captureTable(db.sql, outbox, { table: 'logs', entity: 'log', events: [] })).rejects.toThrow(/at least one/)
+    await expect(captureTable(db.sql, outbox, { table: 'logs', entity: 'log', excludeColumns: ['nope'] })).rejects.toThrow(/has no column nope/)
+  })
+
+  it('works on a partitioned table and survives ADD / DROP COLUMN without re-capturing', async () => {
+    await db.sql`create table measurements (id int, city text, reading int, primary key (id, city)) partition by list (city)`
+    await db.sql`create table measurements_oslo partition of measurements for values in ('oslo')`
+    await db.sql`create table measurements_rome partition of measurements for values in ('rome')`
+    await captureTable(db.sql, outbox, { table: 'measurements', entity: 'measurement', key: 'id' })
+    const since = await lastId()
+    await db.sql`insert into measurements values (1, 'oslo', 3), (2, 'rome', 25)`
+    await db.sql`alter table measurements add column unit text default 'C'`
+    await db.sql`update measurements set reading = reading + 1 where id = 1`
+    await db.sql`alter table measurements drop column unit`
+    await db.sql`delete from measurements where id = 2`
+    const events = await eventsSince(since)
+    expect(events.map((e) => [e.event_type, e.entity_id])).toEqual([
+      ['measurement.created', '1'], ['measurement.created', '2'], ['measurement.updated', '1'], ['measurement.deleted', '2'],
+    ])
+    expect(events[2]!.payload.data).toEqual({ id: 1, city: 'oslo', reading: 4, unit: 'C' })
+    expect(events[3]!.payload.data).toEqual({ id: 2, city: 'rome', reading: 25 })
+    expect((await listCaptures(db.sql, outbox)).find((c) => c.table === 'measurements')).toMatchObject({ entity: 'measurement', key: 'id' })
+  })
+
+  it('copies the transaction-local event context into metadata; an empty setting means absent', async () => {
+    await db.sql`create table if not exists contexts (id int primary key)`
+    await captureTable(db.sql, outbox, { table: 'contexts', entity: 'ctx' })
+    const since = await lastId()
+    await db.sql.begin(async (tx) => {
+      await tx`select set_config('outbox.correlation_id', 'req-42', true), set_config('outbox.actor', 'user:7', true), set_config('outbox.metadata', '{"tenant": "acme"}', true), set_config('outbox.causation_id', '', true)`
+      await tx`insert into contexts values (1)`
+    })
+    await db.sql`insert into contexts values (2)`
+    const rows = await db.sql<{ metadata: Record<string, string> }[]>`select metadata from outbox where id > ${since}::bigint order by id`
+    expect(rows[0]!.metadata).toMatchObject({ correlation_id: 'req-42', actor: 'user:7', tenant: 'acme' })
+    expect(rows[0]!.metadata).not.toHaveProperty('causation_id')
+    expect(rows[0]!.metadata.txid).toMatch(/^\d+$/)
+    expect(Object.keys(rows[1]!.metadata)).toEqual(['txid'])
+  })
+})

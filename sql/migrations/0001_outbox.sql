@@ -25,7 +25,9 @@ CREATE TABLE {{outbox}} (
   retry_at     timestamptz,
   last_error   text,
   -- set when attempts reached --max-attempts: kept, never claimed again; processed_at stays NULL
-  dead_at      timestamptz
+  dead_at      timestamptz,
+  -- event context: correlation_id, causation_id, actor, txid and anything set in outbox.metadata
+  metadata     jsonb
 );
 
 -- Fresh events, in id order: the claim is an index scan over exactly these rows.
@@ -78,72 +80,136 @@ $fn$;
 CREATE TRIGGER {{name:_wake_pollers}} AFTER INSERT ON {{outbox}}
   FOR EACH STATEMENT EXECUTE FUNCTION {{schema}}.{{name:_wake_pollers}}();
 
--- The generic capture function. Trigger arguments: entity type, key column, ignored columns (a text[] literal).
+-- The generic capture function. Trigger arguments (set by {{name:_capture_table}}):
+--   0 entity type, 1 key column, 2 ignored columns, 3 captured columns ('{}': all), 4 excluded columns,
+--   5 soft-delete column ('': none) — the arrays as text[] literals.
 -- Any failure fails the business write with it: no EXCEPTION block, no subtransaction, no lost event.
 -- SECURITY DEFINER with a pinned search_path: it runs as the outbox's owner, so application roles that write
 -- captured tables need no privilege on the outbox, and no session setting can redirect its inserts.
+-- Rows become jsonb with their JSON types kept; ALTER TABLE … ADD/DROP COLUMN needs no re-capture.
 CREATE FUNCTION {{schema}}.{{name:_capture}}() RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-  entity  text := TG_ARGV[0];
-  key     text := TG_ARGV[1];
-  ignored text[] := TG_ARGV[2]::text[];
-  new_row jsonb;
-  old_row jsonb;
-  changed jsonb;
+  entity      text := TG_ARGV[0];
+  key         text := TG_ARGV[1];
+  ignored     text[] := TG_ARGV[2]::text[];
+  columns     text[] := TG_ARGV[3]::text[];
+  excluded    text[] := TG_ARGV[4]::text[];
+  soft_delete text := nullif(TG_ARGV[5], '');
+  new_row     jsonb;
+  old_row     jsonb;
+  entity_id   text;
+  event_type  text;
+  changed     jsonb;
+  context     jsonb;
 BEGIN
-  IF TG_OP = 'INSERT' THEN
-    new_row := to_jsonb(NEW);
-    INSERT INTO {{outbox}} (event_type, entity_type, entity_id, payload)
-    VALUES (entity || '.created', entity, new_row ->> key, jsonb_build_object('data', new_row));
-  ELSIF TG_OP = 'UPDATE' THEN
-    new_row := to_jsonb(NEW);
+  IF TG_OP = 'DELETE' THEN
     old_row := to_jsonb(OLD);
+    entity_id := old_row ->> key;
+    event_type := entity || '.deleted';
+  ELSE
+    new_row := to_jsonb(NEW);
+    entity_id := new_row ->> key;
+    event_type := entity || CASE WHEN TG_OP = 'INSERT' THEN '.created' ELSE '.updated' END;
+    IF TG_OP = 'UPDATE' THEN
+      old_row := to_jsonb(OLD);
+      IF soft_delete IS NOT NULL THEN
+        IF jsonb_typeof(old_row -> soft_delete) = 'null' AND jsonb_typeof(new_row -> soft_delete) <> 'null' THEN
+          event_type := entity || '.deleted';
+        ELSIF jsonb_typeof(old_row -> soft_delete) <> 'null' AND jsonb_typeof(new_row -> soft_delete) = 'null' THEN
+          event_type := entity || '.restored';
+        END IF;
+      END IF;
+    END IF;
+  END IF;
+  -- Only the captured columns, never the excluded ones, leave the database.
+  IF cardinality(columns) > 0 THEN
+    new_row := (SELECT jsonb_object_agg(c.key, c.value) FROM jsonb_each(new_row) AS c WHERE c.key = ANY (columns));
+    old_row := (SELECT jsonb_object_agg(c.key, c.value) FROM jsonb_each(old_row) AS c WHERE c.key = ANY (columns));
+  END IF;
+  IF cardinality(excluded) > 0 THEN
+    new_row := new_row - excluded;
+    old_row := old_row - excluded;
+  END IF;
+  IF TG_OP = 'UPDATE' THEN
     -- One jsonb diff: the old values of the columns that changed, with their JSON types kept.
     SELECT jsonb_object_agg(o.key, o.value) INTO changed
       FROM jsonb_each(old_row) AS o
      WHERE o.value IS DISTINCT FROM new_row -> o.key
        AND o.key <> ALL (ignored);
     IF changed IS NULL THEN
-      RETURN NULL; -- nothing but ignored columns changed
+      RETURN NULL; -- nothing captured changed, or only ignored columns
     END IF;
-    INSERT INTO {{outbox}} (event_type, entity_type, entity_id, payload)
-    VALUES (entity || '.updated', entity, new_row ->> key,
-            jsonb_build_object('data', new_row, 'previous_attributes', changed));
-  ELSE
-    old_row := to_jsonb(OLD);
-    INSERT INTO {{outbox}} (event_type, entity_type, entity_id, payload)
-    VALUES (entity || '.deleted', entity, old_row ->> key, jsonb_build_object('data', old_row));
   END IF;
+  -- Event context: transaction-local settings (SET LOCAL outbox.correlation_id = …); '' means absent.
+  context := jsonb_strip_nulls(jsonb_build_object(
+    'correlation_id', nullif(current_setting('outbox.correlation_id', true), ''),
+    'causation_id', nullif(current_setting('outbox.causation_id', true), ''),
+    'actor', nullif(current_setting('outbox.actor', true), ''),
+    'txid', pg_current_xact_id()::text));
+  IF nullif(current_setting('outbox.metadata', true), '') IS NOT NULL THEN
+    context := current_setting('outbox.metadata', true)::jsonb || context;
+  END IF;
+  INSERT INTO {{outbox}} (event_type, entity_type, entity_id, payload, metadata)
+  VALUES (event_type, entity, entity_id,
+          CASE WHEN TG_OP = 'UPDATE' THEN jsonb_build_object('data', new_row, 'previous_attributes', changed)
+               WHEN TG_OP = 'DELETE' THEN jsonb_build_object('data', old_row)
+               ELSE jsonb_build_object('data', new_row) END,
+          context);
   RETURN NULL;
 END
 $fn$;
 
--- Attaches the capture function to a table: usable from the application's own migrations too,
--- e.g. SELECT public.outbox_capture_table('app.orders', 'order', 'id', '{updated_at}').
--- format() quotes every identifier and literal.
-CREATE FUNCTION {{schema}}.{{name:_capture_table}}(target regclass, entity text, key_column text, ignored_columns text[] DEFAULT '{}')
+-- Attaches the capture function to a table (or replaces the options of a captured one): usable from the
+-- application's own migrations too, e.g. SELECT public.outbox_capture_table('app.orders', 'order', 'id', '{updated_at}').
+-- format() quotes every identifier and literal; every column named must exist.
+CREATE FUNCTION {{schema}}.{{name:_capture_table}}(
+  target regclass, entity text, key_column text,
+  ignored_columns text[] DEFAULT '{}', columns text[] DEFAULT '{}', excluded_columns text[] DEFAULT '{}',
+  soft_delete_column text DEFAULT NULL, events text[] DEFAULT '{insert,update,delete}')
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
   capture_trigger text := {{capture_trigger}};
+  missing text;
+  row_events text;
+  args text;
 BEGIN
   IF entity IS NULL OR entity = '' THEN
     RAISE EXCEPTION 'entity must not be empty' USING ERRCODE = '22023';
   END IF;
-  IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = target AND attname = key_column AND attnum > 0 AND NOT attisdropped) THEN
-    RAISE EXCEPTION 'table % has no column %', target, quote_ident(key_column) USING ERRCODE = '42703';
+  SELECT string_agg(quote_ident(c), ', ') INTO missing
+    FROM unnest(ARRAY[key_column] || ignored_columns || columns || excluded_columns || CASE WHEN soft_delete_column IS NULL THEN '{}'::text[] ELSE ARRAY[soft_delete_column] END) AS c
+   WHERE NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = target AND attname = c AND attnum > 0 AND NOT attisdropped);
+  IF missing IS NOT NULL THEN
+    RAISE EXCEPTION 'table % has no column %', target, missing USING ERRCODE = '42703';
   END IF;
-  EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER INSERT OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION %s(%L, %L, %L)',
-                 capture_trigger, target, {{capture_function}}, entity, key_column, ignored_columns);
-  -- Updates that change nothing never reach the function.
-  EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER UPDATE ON %s FOR EACH ROW WHEN (OLD.* IS DISTINCT FROM NEW.*) EXECUTE FUNCTION %s(%L, %L, %L)',
-                 capture_trigger || '_update', target, {{capture_function}}, entity, key_column, ignored_columns);
+  IF cardinality(columns) > 0 AND NOT key_column = ANY (columns) THEN
+    columns := columns || key_column; -- the entity id always travels with the row
+  END IF;
+  IF events IS NULL OR cardinality(events) = 0 OR NOT events <@ '{insert,update,delete}'::text[] THEN
+    RAISE EXCEPTION 'events must be a non-empty subset of insert, update, delete (got %)', events USING ERRCODE = '22023';
+  END IF;
+  args := format('%L, %L, %L, %L, %L, %L', entity, key_column, ignored_columns, columns, excluded_columns, coalesce(soft_delete_column, ''));
+  row_events := array_to_string(ARRAY(SELECT upper(e) FROM unnest(events) AS e WHERE e IN ('insert', 'delete') ORDER BY 1 DESC), ' OR ');
+  IF row_events <> '' THEN
+    EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER %s ON %s FOR EACH ROW EXECUTE FUNCTION %s(%s)',
+                   capture_trigger, row_events, target, {{capture_function}}, args);
+  ELSE
+    EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', capture_trigger, target);
+  END IF;
+  IF 'update' = ANY (events) THEN
+    -- Updates that change nothing never reach the function.
+    EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER UPDATE ON %s FOR EACH ROW WHEN (OLD.* IS DISTINCT FROM NEW.*) EXECUTE FUNCTION %s(%s)',
+                   capture_trigger || '_update', target, {{capture_function}}, args);
+  ELSE
+    EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', capture_trigger || '_update', target);
+  END IF;
 END
 $fn$;
 
@@ -163,5 +229,5 @@ $fn$;
 -- a trigger function that writes the outbox as its owner must not be attachable by anyone.
 REVOKE ALL ON FUNCTION {{schema}}.{{name:_capture}}() FROM PUBLIC;
 REVOKE ALL ON FUNCTION {{schema}}.{{name:_wake_pollers}}() FROM PUBLIC;
-REVOKE ALL ON FUNCTION {{schema}}.{{name:_capture_table}}(regclass, text, text, text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION {{schema}}.{{name:_capture_table}}(regclass, text, text, text[], text[], text[], text, text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION {{schema}}.{{name:_uncapture_table}}(regclass) FROM PUBLIC;

@@ -1,6 +1,6 @@
 import type { Command } from 'commander'
 import type { Sql } from 'postgres'
-import { captureTable, listCaptures, uncaptureTable } from '../capture.js'
+import { type CapturedTable, type CaptureEvent, captureTable, listCaptures, uncaptureTable } from '../capture.js'
 import { resolveOptions } from '../config.js'
 import { applicationName, connect, describeTarget, waitForDatabase } from '../db.js'
 import { grantPollerRole } from '../grant.js'
@@ -30,15 +30,38 @@ export async function migrateCommand(command: Command): Promise<number> {
   })
 }
 
+/** `a,b c` → ['a', 'b', 'c']: lists are given comma or space separated. */
+function listFlag(values: string[] | undefined): string[] | undefined {
+  return values?.flatMap((item) => item.split(',')).map((item) => item.trim()).filter(Boolean)
+}
+
 export async function captureCommand(table: string, command: Command): Promise<number> {
-  const flags = command.opts<{ entity: string; key?: string; ignoreColumns?: string[] }>()
+  const flags = command.opts<{ entity: string; key?: string; ignoreColumns?: string[]; columns?: string[]; excludeColumns?: string[]; softDeleteColumn?: string; events?: string[] }>()
   return withDatabase(command, 'capture', async (sql, outbox) => {
-    const ignoreColumns = (flags.ignoreColumns ?? []).flatMap((item) => item.split(',')).map((item) => item.trim()).filter(Boolean)
-    const captured = await captureTable(sql, outbox, { table, entity: flags.entity, key: flags.key, ignoreColumns })
-    const ignored = captured.ignoreColumns.length > 0 ? `, ignoring ${captured.ignoreColumns.join(', ')}` : ''
-    console.log(`capturing ${captured.table} as ${captured.entity}.created|updated|deleted (key ${captured.key}${ignored}) into ${outbox.qualified}`)
+    const captured = await captureTable(sql, outbox, {
+      table,
+      entity: flags.entity,
+      key: flags.key,
+      ignoreColumns: listFlag(flags.ignoreColumns),
+      columns: listFlag(flags.columns),
+      excludeColumns: listFlag(flags.excludeColumns),
+      softDeleteColumn: flags.softDeleteColumn,
+      events: listFlag(flags.events) as CaptureEvent[] | undefined,
+    })
+    console.log(`capturing ${describeCapture(captured)} into ${outbox.qualified}`)
     return ExitCode.ok
   })
+}
+
+function describeCapture(c: CapturedTable): string {
+  const types = c.events.map((event) => ({ insert: 'created', update: 'updated', delete: 'deleted' })[event])
+  if (c.softDeleteColumn) types.push('deleted', 'restored')
+  const details = [`key ${c.key}`]
+  if (c.columns.length > 0) details.push(`columns ${c.columns.join(', ')}`)
+  if (c.excludeColumns.length > 0) details.push(`excluding ${c.excludeColumns.join(', ')}`)
+  if (c.ignoreColumns.length > 0) details.push(`ignoring ${c.ignoreColumns.join(', ')}`)
+  if (c.softDeleteColumn) details.push(`soft delete ${c.softDeleteColumn}`)
+  return `${c.table} as ${c.entity}.${[...new Set(types)].join('|')} (${details.join('; ')})`
 }
 
 export async function uncaptureCommand(table: string, command: Command): Promise<number> {
@@ -55,7 +78,7 @@ export async function capturesCommand(command: Command): Promise<number> {
     const captures = await listCaptures(sql, outbox)
     if (flags.json) console.log(JSON.stringify(captures))
     else if (captures.length === 0) console.log(`no table is captured into ${outbox.qualified}`)
-    else for (const c of captures) console.log(`${c.table}\tentity ${c.entity}\tkey ${c.key}${c.ignoreColumns.length ? `\tignoring ${c.ignoreColumns.join(',')}` : ''}`)
+    else for (const c of captures) console.log(describeCapture(c))
     return ExitCode.ok
   })
 }

@@ -32,10 +32,14 @@ function buildProgram(setExitCode: (code: number) => void): Command {
     .action(action((_options: never, command: never) => migrateCommand(command)))
 
   addConnectionFlags(program.command('capture <table>'))
-    .description("capture a table's INSERT / UPDATE / DELETE into the outbox; <table> as SQL writes it: issues, app.orders, '\"Order Items\"'")
+    .description("capture a table's INSERT / UPDATE / DELETE into the outbox (again on a captured table: replace its options); <table> as SQL writes it: issues, app.orders, '\"Order Items\"'")
     .requiredOption('--entity <name>', 'entity type: events are <entity>.created, .updated, .deleted')
     .option('--key <column>', "column holding the entity id (default: the table's primary key)")
     .option('--ignore-columns <columns...>', 'columns whose change alone emits no event (comma or space separated), e.g. updated_at')
+    .option('--columns <columns...>', 'capture only these columns (the key column always travels too)')
+    .option('--exclude-columns <columns...>', 'columns that never leave the database, e.g. password_hash,token')
+    .option('--soft-delete-column <column>', 'an update setting it emits <entity>.deleted; clearing it, <entity>.restored')
+    .option('--events <events...>', 'capture a subset of insert, update, delete (default: all)')
     .action(action((table: never, _options: never, command: never) => captureCommand(table, command)))
 
   addConnectionFlags(program.command('uncapture <table>'))
