@@ -5,6 +5,10 @@ import type { HandlerMap, Logger } from './types.js'
 
 /** What to do with an event that no registered handler matches. */
 export type UnmatchedPolicy = 'process' | 'hold'
+/** `entity`: one entity's events are handled in id order and never two at a time, across all replicas. */
+export type Ordering = 'none' | 'entity'
+/** Under `--ordering entity`, whether a dead event holds back its entity's later events. */
+export type OrderingOnDead = 'continue' | 'block'
 
 /** Defaults: every option's default lives here and nowhere else. */
 export const defaults = {
@@ -21,6 +25,8 @@ export const defaults = {
   unmatched: 'process' as UnmatchedPolicy,
   memoryLimitMb: 500,
   memoryCheckIntervalMs: 30_000,
+  ordering: 'none' as Ordering,
+  orderingOnDead: 'continue' as OrderingOnDead,
   connectTimeoutMs: 30_000,
   /** Added to the handler timeout when no drain timeout is given. */
   drainMarginMs: 10_000,
@@ -60,6 +66,10 @@ export interface PollerOptions {
   retryDelayMax?: number | string
   /** `process`: mark events no handler matches as processed; `hold`: leave them for a replica that has a handler. Default `process`. */
   unmatched?: UnmatchedPolicy | string
+  /** `none`, or `entity`: per-entity order across replicas. A property of the outbox: every replica must agree. Default `none`. */
+  ordering?: Ordering | string
+  /** Under entity ordering: `continue` (a dead event does not hold back its entity) or `block` (its later events wait for a replay). Default `continue`. */
+  orderingOnDead?: OrderingOnDead | string
   /** Worker RSS in MB above which it is restarted (16 – 1048576). Default 500. */
   memoryLimitMb?: number | string
   /** How often the worker's memory is sampled (100 ms – 1 d). Default 30 s. */
@@ -99,6 +109,8 @@ export interface ResolvedOptions {
   readonly retryDelayMs: number
   readonly retryDelayMaxMs: number
   readonly unmatched: UnmatchedPolicy
+  readonly ordering: Ordering
+  readonly orderingOnDead: OrderingOnDead
   readonly memoryLimitMb: number
   readonly memoryCheckIntervalMs: number
   readonly connectTimeoutMs: number
@@ -133,6 +145,8 @@ export function resolveOptions(input: PollerOptions, nameOf: OptionNamer = (key)
     retryDelayMs: ms('retryDelay', defaults.retryDelayMs, 1, 30 * DAY),
     retryDelayMaxMs: ms('retryDelayMax', defaults.retryDelayMaxMs, 1, 30 * DAY),
     unmatched: choiceOption(input.unmatched, nameOf('unmatched'), defaults.unmatched, ['process', 'hold'] as const),
+    ordering: choiceOption(input.ordering, nameOf('ordering'), defaults.ordering, ['none', 'entity'] as const),
+    orderingOnDead: choiceOption(input.orderingOnDead, nameOf('orderingOnDead'), defaults.orderingOnDead, ['continue', 'block'] as const),
     memoryLimitMb: int('memoryLimitMb', defaults.memoryLimitMb, 16, 1_048_576),
     memoryCheckIntervalMs: ms('memoryCheckInterval', defaults.memoryCheckIntervalMs, 100, DAY),
     connectTimeoutMs: ms('connectTimeout', defaults.connectTimeoutMs, 0, HOUR),

@@ -1,7 +1,9 @@
 import { RetryLaterError } from './errors.js'
 import type { HandlerRegistry } from './handler-registry.js'
 import type { ClaimedRow } from './outbox-queries.js'
-import type { Handler, HandlerContext, Logger, OutboxEvent } from './types.js'
+import type { Sql } from 'postgres'
+import { EventContext, SavepointTurns } from './event-context.js'
+import type { Handler, Logger, OutboxEvent } from './types.js'
 
 export interface DispatchOptions {
   concurrency: number
@@ -40,7 +42,9 @@ export class BatchDispatch {
     private readonly options: DispatchOptions,
   ) {}
 
-  async run(rows: readonly ClaimedRow[]): Promise<BatchOutcome> {
+  /** Runs the batch's handlers; `connection` (holding the batch transaction) serves `ctx.tx()`. */
+  async run(rows: readonly ClaimedRow[], connection?: Sql): Promise<BatchOutcome> {
+    const turns = connection === undefined ? undefined : new SavepointTurns(connection)
     const outcome: BatchOutcome = { succeeded: [], failed: [], unmatched: [], deferred: [], latencyMs: [], handlerMs: new Map() }
     let next = 0
     const worker = async () => {
@@ -54,15 +58,24 @@ export class BatchDispatch {
         const startedAt = Date.now()
         const startedMs = performance.now()
         outcome.latencyMs.push(startedAt - event.created_at.getTime())
+        const ctx = new EventContext(event, this.options.log, turns)
+        let succeeded = false
         try {
           for (const handler of handlers) {
-            const pending = this.#runOne(handler, event)
+            const pending = this.#runOne(handler, event, ctx)
             if (pending !== undefined) await pending // a synchronous handler costs no microtask
           }
-          outcome.succeeded.push(event)
+          succeeded = true
         } catch (error) {
           if (error instanceof RetryLaterError) outcome.deferred.push(event)
           else outcome.failed.push({ event, error })
+        }
+        try {
+          await ctx.finish(succeeded)
+          if (succeeded) outcome.succeeded.push(event)
+        } catch (error) {
+          // the savepoint could not be kept: the event's writes are gone with it, so the event fails
+          if (succeeded) outcome.failed.push({ event, error })
         }
         let durations = outcome.handlerMs.get(event.event_type)
         if (durations === undefined) outcome.handlerMs.set(event.event_type, (durations = []))
@@ -81,8 +94,7 @@ export class BatchDispatch {
     for (const ctx of this.#inFlight) ctx.fail(reason)
   }
 
-  #runOne(handler: Handler, event: OutboxEvent): void | Promise<void> {
-    const ctx = new EventContext(event, this.options.log)
+  #runOne(handler: Handler, event: OutboxEvent, ctx: EventContext): void | Promise<void> {
     const result = handler(event, ctx)
     // A synchronous handler needs no timer; an async one races its timeout.
     if (result === undefined || typeof (result as Promise<void>).then !== 'function') return
@@ -102,29 +114,5 @@ export class BatchDispatch {
         (error: unknown) => (settle(), reject(error)),
       )
     })
-  }
-}
-
-/** The handler's context; its signal and child logger are made only when a handler asks for them. */
-class EventContext implements HandlerContext {
-  #controller: AbortController | undefined
-  #log: Logger | undefined
-  fail: (reason: Error) => void = () => {}
-
-  constructor(
-    private readonly event: OutboxEvent,
-    private readonly baseLog: Logger,
-  ) {}
-
-  get signal(): AbortSignal {
-    return (this.#controller ??= new AbortController()).signal
-  }
-
-  get log(): Logger {
-    return (this.#log ??= this.baseLog.child({ event_id: this.event.event_id, event_type: this.event.event_type }))
-  }
-
-  abort(reason: Error): void {
-    ;(this.#controller ??= new AbortController()).abort(reason)
   }
 }

@@ -11,7 +11,7 @@ export interface GrantOptions {
 
 /**
  * Grants a poller role exactly what polling needs: the outbox's schema, SELECT and UPDATE on the outbox
- * and its wake-up flag. Nothing on the entity tables (capture runs as the outbox's owner), no DDL.
+ * and its wake-up flag, and reading (or, first, recording) the outbox's ordering mode. Nothing on the entity tables (capture runs as the outbox's owner), no DDL.
  * Returns the statements it ran.
  */
 export async function grantPollerRole(sql: Sql, outbox: OutboxTable, options: GrantOptions): Promise<string[]> {
@@ -22,6 +22,7 @@ export async function grantPollerRole(sql: Sql, outbox: OutboxTable, options: Gr
     `GRANT USAGE ON SCHEMA ${quoteIdent(outbox.schema)} TO ${role}`,
     `GRANT SELECT, UPDATE${options.cleanup ? ', DELETE' : ''} ON ${outbox.qualified} TO ${role}`,
     `GRANT SELECT, UPDATE ON ${outbox.wakeup} TO ${role}`,
+    `GRANT SELECT, INSERT ON ${outbox.settings} TO ${role}`,
   ]
   await sql.begin(async (tx) => {
     for (const statement of statements) await tx.unsafe(statement)

@@ -24,9 +24,24 @@ export interface OutboxQueries {
   chargeCrash: string
 }
 
-export function outboxQueries(outbox: OutboxTable): OutboxQueries {
+/** How the claim orders events: `none`, or `entity` (one entity's events in id order, one at a time, across replicas). */
+export interface ClaimOrdering {
+  ordering: 'none' | 'entity'
+  /** Whether a dead event holds back the later events of its entity (`block`) or not (`continue`). */
+  onDead: 'continue' | 'block'
+}
+
+export function outboxQueries(outbox: OutboxTable, order: ClaimOrdering = { ordering: 'none', onDead: 'continue' }): OutboxQueries {
   const t = outbox.qualified
-  const columns = 'id, event_id, event_type, entity_type, entity_id, payload, processed_at, created_at, attempts + 1 as attempt'
+  const columns = 'id, event_id, event_type, entity_type, entity_id, payload, metadata, processed_at, created_at, attempts + 1 as attempt'
+  // Ordered mode: only an entity's head — no earlier event of the entity still pending (nor dead, under
+  // block) — may be claimed. A head locked by another replica or waiting for its retry holds back its own
+  // entity only. One probe of the entity index per candidate row.
+  const head =
+    order.ordering === 'entity'
+      ? `and not exists (select 1 from ${t} as earlier where earlier.entity_type = o.entity_type and earlier.entity_id = o.entity_id
+           and earlier.id < o.id and earlier.processed_at is null${order.onDead === 'continue' ? ' and earlier.dead_at is null' : ''})`
+      : ''
   return {
     // A due suspect (see 0002_suspects.sql) alone, in a batch of one; otherwise due retries first (by due
     // time), then fresh events in id order, at most $1 in all. Each part is an index scan over its own
@@ -34,18 +49,18 @@ export function outboxQueries(outbox: OutboxTable): OutboxQueries {
     // until the batch transaction ends: a crash rolls back and frees them at once.
     claim: `
       with suspect as (
-        select ${columns} from ${t}
-         where processed_at is null and dead_at is null and suspect and retry_at <= now()
+        select ${columns} from ${t} as o
+         where processed_at is null and dead_at is null and suspect and retry_at <= now() ${head}
          order by retry_at limit 1 for update skip locked
       ), room as (
         select case when exists (select 1 from suspect) then 0 else $1::int end as n
       ), retry as (
-        select ${columns} from ${t}
-         where processed_at is null and dead_at is null and retry_at is not null and retry_at <= now() and not suspect
+        select ${columns} from ${t} as o
+         where processed_at is null and dead_at is null and retry_at is not null and retry_at <= now() and not suspect ${head}
          order by retry_at limit (select n from room) for update skip locked
       ), fresh as (
-        select ${columns} from ${t}
-         where processed_at is null and dead_at is null and retry_at is null
+        select ${columns} from ${t} as o
+         where processed_at is null and dead_at is null and retry_at is null ${head}
          order by id limit (select n from room) - (select count(*) from retry) for update skip locked
       )
       select * from suspect union all select * from retry union all select * from fresh`,

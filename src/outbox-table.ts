@@ -24,6 +24,10 @@ export interface OutboxTable {
   readonly captureFunction: string
   readonly captureTableFunction: string
   readonly uncaptureTableFunction: string
+  /** `"schema"."table_emit"`: writes an explicit event. */
+  readonly emitFunction: string
+  /** `"schema"."table_settings"`: settings of the outbox itself (the ordering mode). */
+  readonly settings: string
   /** Bookkeeping table of our migrations, in the outbox's schema. */
   readonly migrationTable: string
 }
@@ -40,6 +44,8 @@ export function outboxTable(schema: string, table: string): OutboxTable {
     captureFunction: derived('_capture'),
     captureTableFunction: derived('_capture_table'),
     uncaptureTableFunction: derived('_uncapture_table'),
+    emitFunction: derived('_emit'),
+    settings: derived('_settings'),
     migrationTable: `${table}_poller_migration`,
   }
 }

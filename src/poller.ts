@@ -92,7 +92,7 @@ class OutboxPoller implements Poller {
     this.#registry = new HandlerRegistry(input.handlers)
     this.#log = input.logger ?? silentLogger
     this.#outbox = outboxTable(this.options.schema, this.options.table)
-    this.#queries = outboxQueries(this.#outbox)
+    this.#queries = outboxQueries(this.#outbox, { ordering: this.options.ordering, onDead: this.options.orderingOnDead })
     this.#dispatch = new BatchDispatch(this.#registry, { concurrency: this.options.concurrency, handlerTimeoutMs: this.options.handlerTimeoutMs, log: this.#log })
     this.done = new Promise((resolve, reject) => {
       this.#resolveDone = resolve
@@ -135,8 +135,26 @@ class OutboxPoller implements Poller {
   }
 
   async #checkOutbox(sql: Sql): Promise<void> {
-    const [row] = await sql`select to_regclass(${this.#outbox.qualified}) is not null as exists`
+    const [row] = await sql`select to_regclass(${this.#outbox.qualified}) is not null as exists, to_regclass(${this.#outbox.settings}) is not null as current`
     if (!row!.exists) throw new ConfigError(`outbox table ${this.#outbox.qualified} does not exist: run \`outbox-poller migrate\` first`)
+    if (!row!.current) throw new ConfigError(`outbox table ${this.#outbox.qualified} needs newer migrations: run \`outbox-poller migrate\` first`)
+    await this.#checkOrdering(sql)
+  }
+
+  /** The ordering mode is the outbox's: the first replica records it, and one started with another refuses. */
+  async #checkOrdering(sql: Sql): Promise<void> {
+    const mine = this.options.ordering === 'entity' ? `entity, on dead: ${this.options.orderingOnDead}` : 'none'
+    const [stored] = await sql.unsafe(
+      `with recorded as (insert into ${this.#outbox.settings} (name, value) values ('ordering', $1) on conflict (name) do nothing returning value, set_at)
+       select value, set_at from recorded union all select value, set_at from ${this.#outbox.settings} where name = 'ordering'`,
+      [mine],
+    )
+    if (stored!.value !== mine) {
+      throw new ConfigError(
+        `this outbox runs with ordering "${stored!.value}" (recorded ${(stored!.set_at as Date).toISOString()}), but this replica was started with "${mine}": ` +
+          `start every replica with the same --ordering and --ordering-on-dead, or, with every replica stopped, DELETE FROM ${this.#outbox.settings} WHERE name = 'ordering'`,
+      )
+    }
   }
 
   stop(options: { force?: boolean; timeoutMs?: number } = {}): Promise<void> {
@@ -235,7 +253,7 @@ class OutboxPoller implements Poller {
     let outcome: BatchOutcome
     try {
       await this.#hooks.beforeDispatch?.(rows.map((row) => row.id))
-      outcome = await this.#dispatch.run(rows)
+      outcome = await this.#dispatch.run(rows, connection)
     } catch (error) {
       await outboxRollback(connection).catch(() => {})
       throw error

@@ -1,4 +1,5 @@
 import type { Logger as PinoLogger } from 'pino'
+import type { Sql } from 'postgres'
 
 /** The logger seam: any pino-compatible logger. */
 export type Logger = Pick<PinoLogger, 'debug' | 'info' | 'warn' | 'error' | 'child'>
@@ -15,6 +16,8 @@ export interface OutboxEvent<Payload = unknown> {
   readonly entity_id: string
   /** `{ data }`, and for updates `{ data, previous_attributes }` with the changed columns' old values. */
   readonly payload: Payload
+  /** Event context: correlation_id, causation_id, actor, txid, and whatever outbox.metadata held. */
+  readonly metadata: Record<string, unknown> | null
   /** Always null while the event is being handled. */
   readonly processed_at: Date | null
   /** Time of the transaction that wrote the change. */
@@ -29,6 +32,13 @@ export interface HandlerContext {
   readonly signal: AbortSignal
   /** A child logger bound to the event's id and type. */
   readonly log: Logger
+  /**
+   * A savepoint inside the batch transaction, as a postgres.js instance: what the handler writes through it
+   * commits together with the event's processed_at, or rolls back with the event's failure (exactly-once
+   * effects in the outbox's database). Handlers that use it take turns within a batch; a handler holding
+   * it must honour `signal`.
+   */
+  tx(): Promise<Sql>
 }
 
 /** A handler: throw (or reject) to fail the event; it is then retried with backoff. */
