@@ -28,7 +28,8 @@ export type Executor = Sql | { executeQuery: unknown; selectFrom: unknown }
  */
 export async function emit(tx: Executor, event: ExplicitEvent, outbox: OutboxTable = outboxTable('public', 'outbox')): Promise<string> {
   const text = `select ${outbox.emitFunction}($1, $2, $3, $4::jsonb, $5::jsonb) as event_id`
-  const values = [event.event_type, event.entity_type, event.entity_id, JSON.stringify(event.payload ?? {}), event.metadata === undefined ? null : JSON.stringify(event.metadata)]
+  // postgres.js serializes parameters typed jsonb itself: pass the values, not JSON text
+  const values = [event.event_type, event.entity_type, event.entity_id, event.payload ?? {}, event.metadata ?? null]
   const [row] = await run(tx, text, values)
   return row!.event_id as string
 }
