@@ -8,3 +8,6 @@ export { defaults, resolveOptions, type Ordering, type OrderingOnDead, type Poll
 export { parseDuration } from './duration.js'
 export { ConfigError, ConnectionError, RetryLaterError } from './errors.js'
 export type { Handler, HandlerContext, HandlerMap, Logger, OutboxEvent } from './types.js'
+export { outboxStatus, outboxDeadEvents } from './monitor.js'
+export { outboxReplay, outboxReplayCount } from './replay.js'
+export { outboxCleanup } from './cleanup.js'

@@ -5,10 +5,10 @@
 import postgres from 'postgres'
 import { outboxTable, quoteIdent } from '../outbox-table.js'
 import { createPoller } from '../poller.js'
-import type { OutboxEvent } from '../types.js'
+import type { Handler, OutboxEvent } from '../types.js'
 
 export type BenchTask =
-  | { mode: 'poller'; url: string; schema: string; batchSize: number; recordLatency?: boolean }
+  | { mode: 'poller'; url: string; schema: string; batchSize: number; recordLatency?: boolean; ordering?: 'none' | 'entity'; handler?: 'noop' | 'tx' }
   | { mode: 'bare'; url: string; schema: string; batchSize: number }
   | { mode: 'writer'; url: string; schema: string; table: string; op: 'insert' | 'update' | 'bulk'; seconds: number; rows: number }
 
@@ -38,11 +38,18 @@ function peakRssMb(): number {
 
 async function runPoller(t: Extract<BenchTask, { mode: 'poller' }>): Promise<() => Promise<void>> {
   const record = (event: OutboxEvent) => void latencyMs.push(Date.now() - event.created_at.getTime())
+  const effects = `${quoteIdent(t.schema)}.bench_effects`
+  // one row per event through ctx.tx(): the cost of exactly-once effects in the batch transaction
+  const writeEffect: Handler = async (event, ctx) => {
+    const tx = await ctx.tx()
+    await tx.unsafe(`insert into ${effects} (event_id) values ($1)`, [event.event_id])
+  }
   const poller = createPoller({
     connectionString: t.url,
     schema: t.schema,
     batchSize: t.batchSize,
-    handlers: t.recordLatency ? record : () => {},
+    ordering: t.ordering ?? 'none',
+    handlers: t.recordLatency ? record : t.handler === 'tx' ? writeEffect : () => {},
     afterBatch: (report) => void (report.claimed > 0 && batchMs.push(report.durationMs)),
   })
   await poller.start()

@@ -1,5 +1,5 @@
 import type { Sql } from 'postgres'
-import { outboxTable } from '../outbox-table.js'
+import { outboxTable, quoteIdent } from '../outbox-table.js'
 import { median, percentile } from './percentiles.js'
 import { startBenchProcesses } from './bench-processes.js'
 
@@ -25,12 +25,26 @@ export const samplePayloadSql = `jsonb_build_object('data', jsonb_build_object('
  * how fast they drain it: events / (last batch start − first batch start), both read from processed_at, so
  * process start-up and connection time never count, for the poller and the baseline alike.
  */
-export async function drainBench(sql: Sql, url: string, schema: string, mode: 'poller' | 'bare', processes: number, batchSize: number, events: number): Promise<DrainResult> {
-  const outbox = outboxTable(schema, 'outbox').qualified
+export interface DrainVariant {
+  /** Per-entity ordering, over `entities` entities (events spread round-robin). */
+  ordering?: 'none' | 'entity'
+  entities?: number
+  /** `tx`: each event writes one row through ctx.tx(). */
+  handler?: 'noop' | 'tx'
+  label?: string
+}
+
+export async function drainBench(sql: Sql, url: string, schema: string, mode: 'poller' | 'bare', processes: number, batchSize: number, events: number, variant: DrainVariant = {}): Promise<DrainResult> {
+  const table = outboxTable(schema, 'outbox')
+  const outbox = table.qualified
   await sql.unsafe(`truncate ${outbox}`)
-  const workers = await startBenchProcesses(processes, { mode, url, schema, batchSize })
+  await sql.unsafe(`delete from ${table.settings}`) // each run chooses its own ordering mode
+  await sql.unsafe(`create table if not exists ${quoteIdent(schema)}.bench_effects (event_id uuid primary key)`)
+  await sql.unsafe(`truncate ${quoteIdent(schema)}.bench_effects`)
+  const workers = await startBenchProcesses(processes, mode === 'poller' ? { mode, url, schema, batchSize, ordering: variant.ordering, handler: variant.handler } : { mode, url, schema, batchSize })
   try {
-    await sql.unsafe(`insert into ${outbox} (event_type, entity_type, entity_id, payload) select 'issue.created', 'issue', n::text, ${samplePayloadSql} from generate_series(1, $1::int) n`, [events])
+    const entityId = variant.entities === undefined ? 'n::text' : `(n % ${Math.trunc(variant.entities)})::text`
+    await sql.unsafe(`insert into ${outbox} (event_type, entity_type, entity_id, payload) select 'issue.created', 'issue', ${entityId}, ${samplePayloadSql} from generate_series(1, $1::int) n`, [events])
     await sql.unsafe(`analyze ${outbox}`)
     for (const worker of workers) worker.go() // pollers were already woken by the insert's NOTIFY
     for (;;) {
@@ -42,7 +56,7 @@ export async function drainBench(sql: Sql, url: string, schema: string, mode: 'p
     const reports = await Promise.all(workers.map((worker) => worker.report()))
     const batches = reports.flatMap((report) => report.batchMs)
     return {
-      name: `${processes} ${mode === 'bare' ? 'bare loop' : 'poller'}${processes > 1 ? 's' : ''} × batch ${batchSize}`,
+      name: `${processes} ${mode === 'bare' ? 'bare loop' : 'poller'}${processes > 1 ? 's' : ''} × batch ${batchSize}${variant.label ? `, ${variant.label}` : ''}`,
       mode,
       processes,
       batchSize,

@@ -1,26 +1,9 @@
 import type { Command } from 'commander'
-import type { Sql } from 'postgres'
 import { type CapturedTable, type CaptureEvent, captureTable, listCaptures, uncaptureTable } from '../capture.js'
-import { resolveOptions } from '../config.js'
-import { applicationName, connect, describeTarget, waitForDatabase } from '../db.js'
 import { grantPollerRole } from '../grant.js'
 import { migrate } from '../migrate.js'
-import { type OutboxTable, outboxTable } from '../outbox-table.js'
 import { ExitCode } from './exit-codes.js'
-import { databaseUrlFrom, optionNamer, pollerOptionsFrom } from './options.js'
-
-/** Opens a short-lived connection for an admin command, runs `work`, closes it. */
-async function withDatabase<T>(command: Command, role: string, work: (sql: Sql, outbox: OutboxTable) => Promise<T>): Promise<T> {
-  const options = resolveOptions(pollerOptionsFrom(command), optionNamer(command))
-  const url = databaseUrlFrom(command)
-  const sql = connect(url, { max: 1, applicationName: applicationName(role) })
-  try {
-    await waitForDatabase(sql, describeTarget(url), options.connectTimeoutMs)
-    return await work(sql, outboxTable(options.schema, options.table))
-  } finally {
-    await sql.end({ timeout: 5 })
-  }
-}
+import { withDatabase } from './with-database.js'
 
 export async function migrateCommand(command: Command): Promise<number> {
   return withDatabase(command, 'migrate', async (sql, outbox) => {

@@ -53,6 +53,16 @@ export async function benchCommand(command: Command): Promise<number> {
         say(formatDrain(baseline))
         say(`${formatDrain(result)}   ${(result.eventsPerSecond / baseline.eventsPerSecond).toFixed(2)}× the bare loop, RSS ${(result.peakRssMb / baseline.peakRssMb).toFixed(2)}×`)
       }
+      // per-entity ordering next to unordered, and exactly-once effects through ctx.tx, against the same baseline
+      const entities = Math.max(1, Math.round(events / 50))
+      const unordered = await drainBench(sql, scratch.url, scratch.schema, 'poller', 1, 250, events, { entities, label: `${entities.toLocaleString('en')} entities, unordered` })
+      const ordered = await drainBench(sql, scratch.url, scratch.schema, 'poller', 1, 250, events, { entities, ordering: 'entity', label: `${entities.toLocaleString('en')} entities, --ordering entity` })
+      const withTx = await drainBench(sql, scratch.url, scratch.schema, 'poller', 1, 250, events, { handler: 'tx', label: 'a ctx.tx write per event' })
+      drain.push(unordered, ordered, withTx)
+      say(formatDrain(unordered))
+      say(`${formatDrain(ordered)}   ${(ordered.eventsPerSecond / unordered.eventsPerSecond).toFixed(2)}× unordered`)
+      const noop = bare.get('1/250') && drain.find((r) => r.mode === 'poller' && r.processes === 1 && r.batchSize === 250)
+      say(`${formatDrain(withTx)}${noop ? `   ${(withTx.eventsPerSecond / noop.eventsPerSecond).toFixed(2)}× the no-op handler` : ''}`)
     }
     if (only.has('latency')) {
       say('\ncommit-to-handler latency (one poller, single-row transactions)')
@@ -80,7 +90,7 @@ export async function benchCommand(command: Command): Promise<number> {
 }
 
 function formatDrain(result: DrainResult): string {
-  return `  ${result.name.padEnd(28)} ${Math.round(result.eventsPerSecond).toLocaleString('en').padStart(8)} events/s  peak RSS ${result.peakRssMb.toFixed(0).padStart(4)} MB  batch p50 ${ms(result.batchP50Ms)} p99 ${ms(result.batchP99Ms)}`
+  return `  ${result.name.padEnd(44)} ${Math.round(result.eventsPerSecond).toLocaleString('en').padStart(8)} events/s  peak RSS ${result.peakRssMb.toFixed(0).padStart(4)} MB  batch p50 ${ms(result.batchP50Ms)} p99 ${ms(result.batchP99Ms)}`
 }
 
 function ms(value: number): string {

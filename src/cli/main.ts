@@ -4,6 +4,7 @@ import { captureCommand, capturesCommand, grantCommand, migrateCommand, uncaptur
 import { benchCommand } from './bench-command.js'
 import { demoCommand } from './demo-command.js'
 import { ExitCode } from './exit-codes.js'
+import { registerMonitorCommands } from './monitor-commands.js'
 import { addConnectionFlags, addPollerFlags } from './options.js'
 import { runCommand } from './run-command.js'
 
@@ -75,6 +76,8 @@ function buildProgram(setExitCode: (code: number) => void): Command {
     .option('--only <parts...>', 'run only some parts: drain, latency, capture')
     .option('--json', 'print the results as JSON on stdout (progress goes to stderr)')
     .action(action((_options: never, command: never) => benchCommand(command)))
+
+  registerMonitorCommands(program, action)
 
   for (const command of program.commands) command.exitOverride().showHelpAfterError('(run with --help for usage)')
   return program
