@@ -31,6 +31,7 @@ describe('demo and bench', () => {
     expect(report.drain.map((r: { name: string }) => r.name)).toEqual([
       '1 bare loop × batch 50', '1 poller × batch 50', '1 bare loop × batch 250', '1 poller × batch 250', '1 bare loop × batch 1000', '1 poller × batch 1000',
       '3 bare loops × batch 250', '3 pollers × batch 250', '5 bare loops × batch 250', '5 pollers × batch 250',
+      '1 poller × batch 250, 40 entities, unordered', '1 poller × batch 250, 40 entities, --ordering entity', '1 poller × batch 250, a ctx.tx write per event',
     ])
     for (const run of report.drain) {
       expect(run.eventsPerSecond).toBeGreaterThan(0)
