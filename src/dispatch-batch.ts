@@ -71,7 +71,8 @@ export class BatchDispatch {
           else outcome.failed.push({ event, error })
         }
         try {
-          await ctx.finish(succeeded)
+          const ending = ctx.finish(succeeded)
+          if (ending !== undefined) await ending
           if (succeeded) outcome.succeeded.push(event)
         } catch (error) {
           // the savepoint could not be kept: the event's writes are gone with it, so the event fails

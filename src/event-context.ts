@@ -57,9 +57,12 @@ export class EventContext implements HandlerContext {
     ;(this.#controller ??= new AbortController()).abort(reason)
   }
 
-  /** Ends the event's savepoint, if a handler took one: kept on success, rolled back on failure. */
-  async finish(succeeded: boolean): Promise<void> {
-    if (this.#savepoint === undefined) return
+  /** Ends the event's savepoint, if a handler took one (else undefined: no microtask): kept on success, rolled back on failure. */
+  finish(succeeded: boolean): Promise<void> | undefined {
+    return this.#savepoint === undefined ? undefined : this.#endSavepoint(succeeded)
+  }
+
+  async #endSavepoint(succeeded: boolean): Promise<void> {
     try {
       const connection = await this.#savepoint
       if (!succeeded) await connection.unsafe('rollback to savepoint outbox_handler')
