@@ -59,12 +59,12 @@ export class EventContext implements HandlerContext {
 
   /** Ends the event's savepoint, if a handler took one (else undefined: no microtask): kept on success, rolled back on failure. */
   finish(succeeded: boolean): Promise<void> | undefined {
-    return this.#savepoint === undefined ? undefined : this.#endSavepoint(succeeded)
+    return this.#savepoint === undefined ? undefined : this.#endSavepoint(this.#savepoint, succeeded)
   }
 
-  async #endSavepoint(succeeded: boolean): Promise<void> {
+  async #endSavepoint(savepoint: Promise<Sql>, succeeded: boolean): Promise<void> {
     try {
-      const connection = await this.#savepoint
+      const connection = await savepoint
       if (!succeeded) await connection.unsafe('rollback to savepoint outbox_handler')
       await connection.unsafe('release savepoint outbox_handler')
     } finally {
