@@ -80,6 +80,21 @@ $fn$;
 CREATE TRIGGER {{name:_wake_pollers}} AFTER INSERT ON {{outbox}}
   FOR EACH STATEMENT EXECUTE FUNCTION {{schema}}.{{name:_wake_pollers}}();
 
+-- The event context every event carries in metadata: transaction-local settings (SET LOCAL
+-- outbox.correlation_id = …, outbox.causation_id, outbox.actor, outbox.metadata as a JSON object) and the
+-- transaction id; '' (what a pooled session reads after another transaction's SET LOCAL) means absent.
+-- Plain SQL, so the planner inlines it into its callers.
+CREATE FUNCTION {{schema}}.{{name:_event_context}}() RETURNS jsonb
+LANGUAGE sql VOLATILE
+AS $fn$
+  SELECT coalesce(nullif(current_setting('outbox.metadata', true), '')::jsonb, '{}'::jsonb)
+      || jsonb_strip_nulls(jsonb_build_object(
+           'correlation_id', nullif(current_setting('outbox.correlation_id', true), ''),
+           'causation_id', nullif(current_setting('outbox.causation_id', true), ''),
+           'actor', nullif(current_setting('outbox.actor', true), ''),
+           'txid', pg_current_xact_id()::text))
+$fn$;
+
 -- The generic capture function. Trigger arguments (set by {{name:_capture_table}}):
 --   0 entity type, 1 key column, 2 ignored columns, 3 captured columns ('{}': all), 4 excluded columns,
 --   5 soft-delete column ('': none) — the arrays as text[] literals.
@@ -104,7 +119,6 @@ DECLARE
   entity_id   text;
   event_type  text;
   changed     jsonb;
-  context     jsonb;
 BEGIN
   IF TG_OP = 'DELETE' THEN
     old_row := to_jsonb(OLD);
@@ -144,21 +158,12 @@ BEGIN
       RETURN NULL; -- nothing captured changed, or only ignored columns
     END IF;
   END IF;
-  -- Event context: transaction-local settings (SET LOCAL outbox.correlation_id = …); '' means absent.
-  context := jsonb_strip_nulls(jsonb_build_object(
-    'correlation_id', nullif(current_setting('outbox.correlation_id', true), ''),
-    'causation_id', nullif(current_setting('outbox.causation_id', true), ''),
-    'actor', nullif(current_setting('outbox.actor', true), ''),
-    'txid', pg_current_xact_id()::text));
-  IF nullif(current_setting('outbox.metadata', true), '') IS NOT NULL THEN
-    context := current_setting('outbox.metadata', true)::jsonb || context;
-  END IF;
   INSERT INTO {{outbox}} (event_type, entity_type, entity_id, payload, metadata)
   VALUES (event_type, entity, entity_id,
           CASE WHEN TG_OP = 'UPDATE' THEN jsonb_build_object('data', new_row, 'previous_attributes', changed)
                WHEN TG_OP = 'DELETE' THEN jsonb_build_object('data', old_row)
                ELSE jsonb_build_object('data', new_row) END,
-          context);
+          {{schema}}.{{name:_event_context}}());
   RETURN NULL;
 END
 $fn$;

@@ -23,22 +23,13 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-  context jsonb;
   new_id uuid;
 BEGIN
   IF coalesce(event_type, '') = '' OR coalesce(entity_type, '') = '' OR entity_id IS NULL THEN
     RAISE EXCEPTION 'event_type, entity_type and entity_id are required' USING ERRCODE = '22023';
   END IF;
-  context := jsonb_strip_nulls(jsonb_build_object(
-    'correlation_id', nullif(current_setting('outbox.correlation_id', true), ''),
-    'causation_id', nullif(current_setting('outbox.causation_id', true), ''),
-    'actor', nullif(current_setting('outbox.actor', true), ''),
-    'txid', pg_current_xact_id()::text));
-  IF nullif(current_setting('outbox.metadata', true), '') IS NOT NULL THEN
-    context := current_setting('outbox.metadata', true)::jsonb || context;
-  END IF;
   INSERT INTO {{outbox}} (event_type, entity_type, entity_id, payload, metadata)
-  VALUES (event_type, entity_type, entity_id, coalesce(payload, '{}'::jsonb), coalesce(metadata, '{}'::jsonb) || context)
+  VALUES (event_type, entity_type, entity_id, coalesce(payload, '{}'::jsonb), coalesce(metadata, '{}'::jsonb) || {{schema}}.{{name:_event_context}}())
   RETURNING event_id INTO new_id;
   RETURN new_id;
 END
