@@ -233,3 +233,20 @@ SELECT application_name,
 SELECT n_live_tup, n_dead_tup, last_vacuum, last_autovacuum, last_analyze, last_autoanalyze, autovacuum_count
   FROM pg_stat_user_tables
  WHERE relname = 'outbox';
+
+-- Who caused the last hour's events: grouped by the event context (SET LOCAL outbox.actor / correlation_id
+-- in the writing transaction), with how many are still pending or dead. Healthy: whatever your traffic
+-- looks like; a single actor or correlation id with many dead events points at one bad request or job.
+-- Plan: index scan of `outbox_processed` for the hour's processed rows plus the pending and dead indexes;
+-- time-bounded, so it follows the recent throughput, not the rows kept.
+SELECT metadata->>'actor' AS actor,
+       COUNT(*) AS events,
+       COUNT(DISTINCT metadata->>'correlation_id') AS correlations,
+       COUNT(*) FILTER (WHERE processed_at IS NULL AND dead_at IS NULL) AS pending,
+       COUNT(*) FILTER (WHERE dead_at IS NOT NULL) AS dead
+  FROM outbox
+ WHERE processed_at > NOW() - INTERVAL '1 hour'
+    OR (processed_at IS NULL AND created_at > NOW() - INTERVAL '1 hour')
+ GROUP BY 1
+ ORDER BY events DESC
+ LIMIT 20;
