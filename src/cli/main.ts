@@ -24,6 +24,8 @@ function buildProgram(setExitCode: (code: number) => void): Command {
   addPollerFlags(addConnectionFlags(program.command('run', { isDefault: true })))
     .description('run a poller replica (the default command): claim, handle, settle, repeat')
     .addOption(new Option('--handlers <module>', 'module whose default export is a handler function or an object of event-type patterns to handlers').env('OUTBOX_POLLER_HANDLERS'))
+    .option('--sink <[pattern=]url>', 'relay events to RabbitMQ (amqp://…?exchange=x), NATS JetStream (nats://…?stream=S), Redis Streams (redis://…?stream=s) or a webhook (https://…); repeatable (env: OUTBOX_POLLER_SINKS, one per line or space separated)', (value: string, previous: string[]) => [...previous, value], [] as string[])
+    .addOption(new Option('--sink-secret <secret>', 'webhook signing secret (whsec_… or any text); prefer the env or OUTBOX_POLLER_SINK_SECRET_FILE, which ps does not show').env('OUTBOX_POLLER_SINK_SECRET'))
     .option('--no-supervise', 'run the worker alone, without the supervising process (no crash restarts, no poison isolation); over --memory-limit it drains and exits 75 (env: OUTBOX_POLLER_SUPERVISE=false)')
     .addHelpText('after', '\nExample:\n  DATABASE_URL=postgres://localhost/app outbox-poller --batch-size 250 --handlers ./handlers.js')
     .action(action((_options: never, command: never) => runCommand(command)))

@@ -1,4 +1,5 @@
 import { fork } from 'node:child_process'
+import { readFile } from 'node:fs/promises'
 import type { Command } from 'commander'
 import { type PollerOptions, type ResolvedOptions, resolveOptions } from '../config.js'
 import type { Server } from 'node:http'
@@ -11,6 +12,8 @@ import { outboxTable } from '../outbox-table.js'
 import { ReplicaHealth } from '../replica-health.js'
 import { createLogger, type LogLevel } from '../log.js'
 import { createPoller, type Poller } from '../poller.js'
+import { parseSink, parseSinkList, type SinkSpec } from '../sinks/parse-sink.js'
+import { createSinkHandlers, sinkDefaults } from '../sinks/sink.js'
 import { Supervisor } from '../supervisor.js'
 import type { Logger } from '../types.js'
 import { type SupervisorMessage, type WorkerMessage, workerEnvMarker } from '../worker-protocol.js'
@@ -23,15 +26,30 @@ import { databaseUrlFrom, optionNamer, pollerOptionsFrom } from './options.js'
  * (memory restarts, crash restarts, poison isolation); `--no-supervise` runs the worker alone.
  */
 export async function runCommand(command: Command): Promise<number> {
-  const flags = command.opts<{ handlers?: string; logLevel: LogLevel; supervise?: boolean }>()
+  const flags = command.opts<{ handlers?: string; logLevel: LogLevel; supervise?: boolean; sink: string[]; sinkSecret?: string }>()
   const options = pollerOptionsFrom(command)
   const resolved = resolveOptions(options, optionNamer(command)) // every flag checked before anything else happens
   const url = databaseUrlFrom(command)
-  if (!flags.handlers) throw new ConfigError('no handlers: pass --handlers <module> (or set OUTBOX_POLLER_HANDLERS)')
+  const sinks = [...flags.sink.map((spec) => parseSink(spec)), ...parseSinkList(process.env.OUTBOX_POLLER_SINKS)]
+  if (!flags.handlers && sinks.length === 0) throw new ConfigError('no handlers: pass --handlers <module> or --sink <url> (or set OUTBOX_POLLER_HANDLERS / OUTBOX_POLLER_SINKS)')
   const log = createLogger(flags.logLevel)
-  if (process.env[workerEnvMarker] === '1' && process.send !== undefined) return runWorker({ options, url, handlersPath: flags.handlers, log, supervised: true, resolved })
-  if (!superviseFrom(flags.supervise)) return runWorker({ options, url, handlersPath: flags.handlers, log, supervised: false, resolved })
+  const worker = { options, url, handlersPath: flags.handlers, sinks, sinkSecret: await sinkSecretFrom(flags.sinkSecret), log, resolved }
+  if (process.env[workerEnvMarker] === '1' && process.send !== undefined) return runWorker({ ...worker, supervised: true })
+  if (!superviseFrom(flags.supervise)) return runWorker({ ...worker, supervised: false })
   return runSupervisor(resolved, url, log)
+}
+
+/** The webhook signing secret: --sink-secret, then OUTBOX_POLLER_SINK_SECRET, then the file OUTBOX_POLLER_SINK_SECRET_FILE names. */
+async function sinkSecretFrom(flag: string | undefined): Promise<string | undefined> {
+  if (flag) return flag
+  if (process.env.OUTBOX_POLLER_SINK_SECRET) return process.env.OUTBOX_POLLER_SINK_SECRET
+  const file = process.env.OUTBOX_POLLER_SINK_SECRET_FILE
+  if (!file) return undefined
+  try {
+    return (await readFile(file, 'utf8')).replace(/\r?\n$/, '')
+  } catch (error) {
+    throw new ConfigError(`OUTBOX_POLLER_SINK_SECRET_FILE ${file} cannot be read: ${errorMessage(error)}`)
+  }
 }
 
 function superviseFrom(flag: boolean | undefined): boolean {
@@ -82,7 +100,9 @@ interface WorkerSetup {
   options: PollerOptions
   resolved: ResolvedOptions
   url: string
-  handlersPath: string
+  handlersPath: string | undefined
+  sinks: SinkSpec[]
+  sinkSecret: string | undefined
   log: Logger
   /** Under a supervisor: report batches over IPC, drain on its message or when it disappears. */
   supervised: boolean
@@ -96,11 +116,19 @@ interface WorkerSetup {
  */
 async function runWorker(setup: WorkerSetup): Promise<number> {
   const { log, resolved } = setup
-  const handlers = await loadHandlers(setup.handlersPath)
+  const handlers = setup.handlersPath === undefined ? {} : await loadHandlers(setup.handlersPath)
+  // Sinks are built-in handlers; a publish waits at most 80 % of the handler timeout, so a slow broker
+  // defers the event (no attempt charged) before the handler timeout would charge it.
+  const sinks =
+    setup.sinks.length === 0
+      ? undefined
+      : await createSinkHandlers(setup.sinks, { secret: setup.sinkSecret, log, timeoutMs: Math.max(1, Math.min(sinkDefaults.timeoutMs, Math.floor(resolved.handlerTimeoutMs * 0.8))) })
   const metrics = setup.supervised ? undefined : new OutboxMetrics()
   const link = setup.supervised ? supervisorLink() : { afterBatch: (report: BatchReport) => metrics!.recordBatch(report) }
   const poller = createPoller({ ...setup.options, connectionString: setup.url, handlers, logger: log, ...link })
-  log.info({ target: describeTarget(setup.url), handlers: setup.handlersPath, supervised: setup.supervised }, 'starting')
+  // registered pattern by pattern, so a '*' in the handler module and a '*' sink both run
+  for (const [pattern, handler] of Object.entries(sinks?.handlers ?? {})) poller.on(pattern, handler)
+  log.info({ target: describeTarget(setup.url), handlers: setup.handlersPath, sinks: sinks?.sinks.map((sink) => sink.name), supervised: setup.supervised }, 'starting')
 
   // Only a second OS signal, or the supervisor's explicit 'force', forces the stop: a drain request that
   // arrives together with a signal (Ctrl-C and systemd signal the worker and the supervisor at once) drains.
@@ -142,6 +170,7 @@ async function runWorker(setup: WorkerSetup): Promise<number> {
     if (setup.supervised) process.send!({ type: 'ready' } satisfies WorkerMessage)
     await waitUntilStopped(poller)
   } finally {
+    await sinks?.close()
     await stopHttp()
   }
   return memoryExceeded ? ExitCode.memoryRestart : ExitCode.ok

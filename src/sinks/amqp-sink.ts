@@ -1,0 +1,121 @@
+import { hostname } from 'node:os'
+import amqp, { type ChannelModel, type ConfirmChannel } from 'amqplib'
+import { ConfigError } from '../errors.js'
+import type { Logger, OutboxEvent } from '../types.js'
+import { type BrokerDriver, BrokerSink } from './broker-sink.js'
+import { eventMessage, eventMetadata } from './event-message.js'
+import type { AmqpSinkSpec } from './parse-sink.js'
+import type { Sink } from './sink.js'
+import { sinkErrorMessage } from './sink-errors.js'
+
+/** One connection and its confirm channel, with the returns seen for messages not yet confirmed. */
+interface AmqpLink {
+  model: ChannelModel
+  channel: ConfirmChannel
+  /** Returned (unroutable) messages by message id: the broker sends basic.return before the basic.ack of the same message. */
+  returns: Map<string, { returned?: string }>
+}
+
+/**
+ * RabbitMQ through amqplib. Each event is a persistent message on a confirm channel, published `mandatory`
+ * to the exchange with the event type as routing key: an ack without a return means a queue took it; a
+ * return (no queue bound for that key) or a nack is a failed attempt. The message id is the event id.
+ * A broker that blocks publishers (a memory or disk alarm) stops confirming: the publishes time out, which
+ * counts as the broker being unavailable, not as the events' failure.
+ */
+export function createAmqpSink(spec: AmqpSinkSpec, options: { log: Logger; timeoutMs: number; maxInFlight: number }): Sink {
+  return new BrokerSink(spec, amqpDriver(spec, options.timeoutMs), options)
+}
+
+function amqpDriver(spec: AmqpSinkSpec, timeoutMs: number): BrokerDriver<AmqpLink> {
+  return {
+    async open(lost) {
+      const model = await amqp.connect(spec.connectUrl, { timeout: timeoutMs, clientProperties: { connection_name: `outbox-poller ${hostname()}/${process.pid}` } }).catch((error: unknown) => {
+        throw configOr(error, spec)
+      })
+      try {
+        // 'error' always precedes 'close'; keep the server's reason for the outage message.
+        let reason: string | undefined
+        model.on('error', (error: Error) => (reason = error.message))
+        model.on('close', () => lost(reason ?? 'connection closed'))
+        const channel = await model.createConfirmChannel()
+        channel.on('error', (error: Error) => (reason = error.message))
+        channel.on('close', () => lost(reason ?? 'channel closed'))
+        const returns = new Map<string, { returned?: string }>()
+        channel.on('return', (message: amqp.Message) => {
+          const pending = returns.get(message.properties.messageId as string)
+          const fields = message.fields as unknown as { replyCode: number; replyText: string }
+          if (pending !== undefined) pending.returned = `${fields.replyCode} ${fields.replyText}`
+        })
+        if (spec.declare !== undefined) await channel.assertExchange(spec.exchange, spec.declare, { durable: true })
+        else await channel.checkExchange(spec.exchange)
+        return { model, channel, returns }
+      } catch (error) {
+        await model.close().catch(() => {})
+        throw configOr(error, spec)
+      }
+    },
+
+    async close(link) {
+      await link.model.close()
+    },
+
+    send(link, event) {
+      return new Promise<void>((resolve, reject) => {
+        const pending: { returned?: string } = {}
+        link.returns.set(event.event_id, pending)
+        const settle = (error: unknown) => {
+          link.returns.delete(event.event_id)
+          if (error) reject(error)
+          else if (pending.returned !== undefined) {
+            reject(new Error(`unroutable: returned ${pending.returned} (no queue bound to exchange ${JSON.stringify(spec.exchange)} for routing key ${JSON.stringify(event.event_type)})`))
+          } else resolve()
+        }
+        try {
+          link.channel.publish(spec.exchange, event.event_type, Buffer.from(JSON.stringify(eventMessage(event))), publishOptions(event), (error: unknown) => settle(error))
+        } catch (error) {
+          settle(error) // the channel closed under us: amqplib throws at once
+        }
+      })
+    },
+
+    isConnectionFailure(error) {
+      const message = error instanceof Error ? error.message : ''
+      return message === 'channel closed' || /^(Channel|Connection) closed/.test(message) || (error as Error | undefined)?.name === 'IllegalOperationError'
+    },
+  }
+}
+
+function publishOptions(event: OutboxEvent): amqp.Options.Publish {
+  const headers: Record<string, unknown> = {
+    entity_type: event.entity_type,
+    entity_id: event.entity_id,
+    event_type: event.event_type,
+    created_at: event.created_at.toISOString(),
+  }
+  const metadata = eventMetadata(event)
+  if (metadata !== undefined) headers.metadata = metadata
+  return {
+    persistent: true,
+    mandatory: true,
+    messageId: event.event_id,
+    type: event.event_type,
+    contentType: 'application/json',
+    timestamp: Math.floor(event.created_at.getTime() / 1000),
+    appId: 'outbox-poller',
+    headers,
+  }
+}
+
+/** Refused credentials, an unknown vhost, a missing exchange or one of another type: no retry fixes those. */
+function configOr(error: unknown, spec: AmqpSinkSpec): unknown {
+  const code = (error as { code?: unknown } | null)?.code
+  const message = sinkErrorMessage(error, spec.secrets)
+  if (code === 404 && spec.declare === undefined) {
+    return new ConfigError(`sink ${JSON.stringify(spec.name)}: exchange ${JSON.stringify(spec.exchange)} does not exist (declare it, or add &declare=topic to the URL)`)
+  }
+  if (code === 403 || code === 404 || code === 406 || code === 530 || /ACCESS[_-]REFUSED|NOT[_-]ALLOWED|PRECONDITION[_-]FAILED/.test(message)) {
+    return new ConfigError(`sink ${JSON.stringify(spec.name)}: ${message}`)
+  }
+  return error
+}

@@ -1,0 +1,95 @@
+import { type JetStreamClient, JetStreamApiCodes, jetstream, jetstreamManager } from '@nats-io/jetstream'
+import { connect, headers, type NatsConnection, nanos } from '@nats-io/transport-node'
+import { ConfigError } from '../errors.js'
+import type { Logger } from '../types.js'
+import { type BrokerDriver, BrokerSink } from './broker-sink.js'
+import { eventMessage } from './event-message.js'
+import type { NatsSinkSpec } from './parse-sink.js'
+import type { Sink } from './sink.js'
+import { sinkErrorMessage, sinkUnavailable } from './sink-errors.js'
+
+interface NatsLink {
+  connection: NatsConnection
+  js: JetStreamClient
+}
+
+/**
+ * NATS JetStream through nats.js. Each event is published to `<subject>.<event_type>` and counts once the
+ * stream's ack came back. `Nats-Msg-Id` is the event id, so the stream drops a re-delivery within its
+ * duplicate window (2 minutes unless the stream says otherwise). The client's own reconnect is off: the
+ * sink replaces a lost connection itself, so that an outage fails fast instead of buffering publishes.
+ */
+export function createNatsSink(spec: NatsSinkSpec, options: { log: Logger; timeoutMs: number; maxInFlight: number }): Sink {
+  return new BrokerSink(spec, natsDriver(spec, options.timeoutMs), options)
+}
+
+function natsDriver(spec: NatsSinkSpec, timeoutMs: number): BrokerDriver<NatsLink> {
+  return {
+    async open(lost) {
+      const connection = await connect({ servers: spec.server, user: spec.user, pass: spec.pass, token: spec.token, name: 'outbox-poller', reconnect: false, timeout: timeoutMs }).catch(
+        (error: unknown) => {
+          throw (error as Error).name === 'AuthorizationError' ? new ConfigError(`sink ${JSON.stringify(spec.name)}: ${sinkErrorMessage(error, spec.secrets)}`) : error
+        },
+      )
+      void connection.closed().then((error) => lost(error ? sinkErrorMessage(error, spec.secrets) : 'connection closed'))
+      try {
+        await ensureStream(connection, spec)
+        return { connection, js: jetstream(connection, { timeout: timeoutMs }) }
+      } catch (error) {
+        await connection.close().catch(() => {})
+        throw error
+      }
+    },
+
+    async close(link) {
+      await link.connection.close()
+    },
+
+    async send(link, event) {
+      const h = headers()
+      h.set('Outbox-Event-Type', event.event_type)
+      h.set('Outbox-Entity-Type', event.entity_type)
+      h.set('Outbox-Entity-Id', event.entity_id)
+      try {
+        await link.js.publish(`${spec.subject}.${event.event_type}`, JSON.stringify(eventMessage(event)), { msgID: event.event_id, headers: h, timeout: timeoutMs })
+      } catch (error) {
+        // No responder: no stream listens on the subject right now (JetStream restarting, a stream without
+        // a leader). Not this event's fault, and the connection itself is fine.
+        if ((error as Error).name === 'RequestError' && (error as { isNoResponders?: () => boolean }).isNoResponders?.()) {
+          throw sinkUnavailable(spec.name, `no JetStream stream answers on ${spec.subject}.${event.event_type}`)
+        }
+        throw error
+      }
+    },
+
+    isConnectionFailure(error) {
+      for (let current = error, depth = 0; current instanceof Error && depth < 3; current = current.cause, depth++) {
+        if (['ClosedConnectionError', 'ConnectionError', 'DrainingConnectionError', 'TimeoutError'].includes(current.name)) return true
+      }
+      return false
+    },
+  }
+}
+
+/** Checks the stream exists, or creates it (subjects `<subject>.>`) when the URL says `create=1`. */
+async function ensureStream(connection: NatsConnection, spec: NatsSinkSpec): Promise<void> {
+  let manager
+  try {
+    manager = await jetstreamManager(connection)
+  } catch (error) {
+    if ((error as Error).name === 'JetStreamNotEnabled') throw new ConfigError(`sink ${JSON.stringify(spec.name)}: JetStream is not enabled on the server`)
+    throw error
+  }
+  try {
+    await manager.streams.info(spec.stream)
+  } catch (error) {
+    if ((error as { code?: unknown }).code !== JetStreamApiCodes.StreamNotFound) throw error
+    if (!spec.create) throw new ConfigError(`sink ${JSON.stringify(spec.name)}: stream ${JSON.stringify(spec.stream)} does not exist (create it with subjects "${spec.subject}.>", or add &create=1 to the URL)`)
+    await manager.streams.add({
+      name: spec.stream,
+      subjects: [`${spec.subject}.>`],
+      ...(spec.duplicateWindowMs === undefined ? {} : { duplicate_window: nanos(spec.duplicateWindowMs) }),
+    })
+  }
+}
+

@@ -1,0 +1,56 @@
+import { RetryLaterError } from '../errors.js'
+
+/** Error codes of a network that is down or a peer that went away: the broker is unavailable, not the event at fault. */
+const networkCodes = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ECONNABORTED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'EHOSTDOWN',
+  'ENETUNREACH',
+  'ENETDOWN',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'UND_ERR_SOCKET',
+  'UND_ERR_CONNECT_TIMEOUT',
+])
+
+/** Whether the error, or one of its causes, is a network failure (client libraries wrap the socket's error). */
+export function isNetworkError(error: unknown): boolean {
+  for (let current = error, depth = 0; current instanceof Error && depth < 5; current = current.cause, depth++) {
+    const code = (current as { code?: unknown }).code
+    if (typeof code === 'string' && networkCodes.has(code)) return true
+  }
+  return false
+}
+
+/** The error's message with the sink's secrets masked, so that nothing a client library echoes leaks a credential. */
+export function sinkErrorMessage(error: unknown, secrets: readonly string[]): string {
+  let text = error instanceof Error ? error.message : String(error)
+  if (error instanceof Error && error.cause instanceof Error && !text.includes(error.cause.message)) text = `${text}: ${error.cause.message}`
+  for (const secret of secrets) text = text.split(secret).join('***')
+  return text
+}
+
+/** A sink that cannot take the event now: back to the queue with no attempt charged. */
+export function sinkUnavailable(name: string, reason: string): RetryLaterError {
+  return new RetryLaterError(`${name} is unavailable: ${reason}`)
+}
+
+/** A per-message rejection by the broker or endpoint: the event is charged an attempt and retried with backoff. */
+export function sinkRejected(name: string, reason: string): Error {
+  return new Error(`${name}: ${reason}`)
+}
+
+/** Rejects with `onTimeout()` if `promise` has not settled within `ms`. */
+export function withTimeout<T>(promise: Promise<T>, ms: number, onTimeout: () => Error): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(onTimeout()), ms)
+    promise.then(
+      (value) => (clearTimeout(timer), resolve(value)),
+      (error: unknown) => (clearTimeout(timer), reject(error)),
+    )
+  })
+}

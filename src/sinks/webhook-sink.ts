@@ -1,0 +1,158 @@
+import { retryDelayMs } from '../backoff.js'
+import type { Logger, OutboxEvent } from '../types.js'
+import { eventMessage } from './event-message.js'
+import { OutageLog } from './outage-log.js'
+import type { WebhookSinkSpec } from './parse-sink.js'
+import { Semaphore } from './semaphore.js'
+import type { Sink } from './sink.js'
+import { isNetworkError, sinkErrorMessage, sinkRejected, sinkUnavailable } from './sink-errors.js'
+import { signWebhook, webhookSigningKey } from './webhook-signature.js'
+
+/** Statuses worth another try (the endpoint's trouble, not the event's); they still charge an attempt. */
+const retryableStatuses = new Set([408, 429, 500, 502, 503, 504])
+/** Longest `Retry-After` honoured: a larger one is clamped, so a misconfigured endpoint cannot park the sink for days. */
+const maxRetryAfterMs = 3_600_000
+
+/**
+ * POSTs each event as JSON, signed per Standard Webhooks (`webhook-id` = event id, `webhook-timestamp`,
+ * `webhook-signature`). A 2xx delivers it. Any other status is a failed attempt (retried with backoff,
+ * dead-lettered after the last one); with 408, 429 or 5xx a `Retry-After` also pauses the whole sink until
+ * then: events meanwhile wait with no attempt charged. An endpoint that cannot be reached (connection
+ * refused, DNS, TLS) charges nothing: the sink pauses with backoff, logs the outage once, and lets one
+ * event through as a probe when the pause ends. A request with no response within `timeoutMs` is a
+ * failed attempt, like a 408. Credentials in the URL (`https://user:pass@host/…`) are sent as Basic auth.
+ */
+export function createWebhookSink(spec: WebhookSinkSpec, options: { secret: string; log: Logger; timeoutMs: number; maxInFlight: number }): Sink {
+  return new WebhookSink(spec, webhookSigningKey(options.secret), options)
+}
+
+class WebhookSink implements Sink {
+  readonly name: string
+  readonly pattern: string
+  readonly #outage: OutageLog
+  readonly #slots: Semaphore
+  /** Until then every event is deferred: the endpoint is unreachable, or asked us to wait. */
+  #pausedUntil = 0
+  #pauseReason = ''
+  #unreachable = 0
+  /** After a pause, one event probes the endpoint while the others keep waiting. */
+  #probing = false
+  /** The endpoint without user:password (fetch refuses a URL with credentials); they go in `authorization`. */
+  readonly #target: string
+  readonly #authorization: Record<string, string>
+
+  constructor(
+    private readonly spec: WebhookSinkSpec,
+    private readonly key: Buffer,
+    private readonly options: { log: Logger; timeoutMs: number; maxInFlight: number },
+  ) {
+    this.name = spec.name
+    this.pattern = spec.pattern
+    this.#outage = new OutageLog(options.log, spec.name)
+    this.#slots = new Semaphore(options.maxInFlight)
+    const url = new URL(spec.url)
+    const credentials = url.username === '' && url.password === '' ? undefined : `${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`
+    url.username = ''
+    url.password = ''
+    this.#target = url.toString()
+    this.#authorization = credentials === undefined ? {} : { authorization: `Basic ${Buffer.from(credentials).toString('base64')}` }
+  }
+
+  /** HTTP needs no connection ahead of time. */
+  async connect(): Promise<void> {}
+
+  async close(): Promise<void> {}
+
+  async publish(event: OutboxEvent, signal?: AbortSignal): Promise<void> {
+    const probe = this.#admit()
+    try {
+      await this.#slots.acquire(signal)
+      try {
+        await this.#post(event, signal)
+      } finally {
+        this.#slots.release()
+      }
+    } finally {
+      if (probe) this.#probing = false
+    }
+  }
+
+  /** Throws RetryLaterError while paused; returns whether this event is the probe that ends a pause. */
+  #admit(): boolean {
+    if (Date.now() < this.#pausedUntil) throw sinkUnavailable(this.name, this.#pauseReason)
+    if (!this.#outage.isDown) return false
+    if (this.#probing) throw sinkUnavailable(this.name, this.#pauseReason)
+    this.#probing = true
+    return true
+  }
+
+  async #post(event: OutboxEvent, signal: AbortSignal | undefined): Promise<void> {
+    const body = JSON.stringify(eventMessage(event))
+    const timestamp = Math.floor(Date.now() / 1000)
+    const timeout = AbortSignal.timeout(this.options.timeoutMs)
+    let response: Response
+    try {
+      response = await fetch(this.#target, {
+        method: 'POST',
+        redirect: 'manual',
+        signal: signal === undefined ? timeout : AbortSignal.any([signal, timeout]),
+        headers: {
+          'content-type': 'application/json',
+          'user-agent': 'outbox-poller',
+          'webhook-id': event.event_id,
+          'webhook-timestamp': String(timestamp),
+          'webhook-signature': signWebhook(this.key, event.event_id, timestamp, body),
+          ...this.#authorization,
+        },
+        body,
+      })
+    } catch (error) {
+      if (signal?.aborted) throw signal.reason // the handler timed out or the poller is forced to stop
+      if (timeout.aborted) throw sinkRejected(this.name, `no response within ${this.options.timeoutMs} ms`)
+      throw this.#unreachableNow(error)
+    }
+    this.#unreachable = 0
+    if (response.status >= 200 && response.status < 300) {
+      this.#outage.up()
+      await response.body?.cancel().catch(() => {})
+      return
+    }
+    const excerpt = await bodyExcerpt(response)
+    const status = `HTTP ${response.status}${response.statusText ? ` ${response.statusText}` : ''}${excerpt}`
+    const waitMs = retryableStatuses.has(response.status) ? retryAfterMs(response.headers.get('retry-after')) : undefined
+    if (waitMs !== undefined && waitMs > 0) this.#pause(waitMs, `${status}; Retry-After ${Math.ceil(waitMs / 1000)} s`)
+    else this.#outage.up() // it answered: reachable, and not asking us to wait
+    if (response.status >= 300 && response.status < 400) throw sinkRejected(this.name, `${status} (redirects are not followed)`)
+    throw sinkRejected(this.name, status)
+  }
+
+  #unreachableNow(error: unknown): Error {
+    // Requests that were already in flight when a pause began fail together: they count as one failure.
+    if (Date.now() >= this.#pausedUntil) this.#unreachable++
+    const reason = sinkErrorMessage(error, this.spec.secrets)
+    this.#pause(retryDelayMs(this.#unreachable, 500, 30_000), isNetworkError(error) ? reason : `request failed: ${reason}`)
+    return sinkUnavailable(this.name, reason)
+  }
+
+  #pause(ms: number, reason: string): void {
+    this.#pausedUntil = Math.max(this.#pausedUntil, Date.now() + ms)
+    this.#pauseReason = reason
+    this.#outage.down(reason)
+  }
+}
+
+/** `Retry-After` as delay-seconds or an HTTP date, in ms (at most an hour); undefined when absent or unreadable. */
+export function retryAfterMs(header: string | null, now = Date.now()): number | undefined {
+  if (header === null || header.trim() === '') return undefined
+  const text = header.trim()
+  const ms = /^\d+$/.test(text) ? Number(text) * 1000 : Date.parse(text) - now
+  return Number.isFinite(ms) ? Math.min(Math.max(ms, 0), maxRetryAfterMs) : undefined
+}
+
+/** The start of an error response's body, for `last_error`: what the endpoint said is usually the best clue. */
+async function bodyExcerpt(response: Response): Promise<string> {
+  const text = await response.text().catch(() => '')
+  const line = text.replace(/\s+/g, ' ').trim()
+  if (line === '') return ''
+  return `: ${line.length > 200 ? `${line.slice(0, 200)}…` : line}`
+}
