@@ -4,11 +4,14 @@
  */
 import postgres from 'postgres'
 import { outboxTable, quoteIdent } from '../outbox-table.js'
+import { silentLogger } from '../log.js'
 import { createPoller } from '../poller.js'
+import { parseSink } from '../sinks/parse-sink.js'
+import { createSinkHandlers } from '../sinks/sink.js'
 import type { Handler, OutboxEvent } from '../types.js'
 
 export type BenchTask =
-  | { mode: 'poller'; url: string; schema: string; batchSize: number; recordLatency?: boolean; ordering?: 'none' | 'entity'; handler?: 'noop' | 'tx' }
+  | { mode: 'poller'; url: string; schema: string; batchSize: number; recordLatency?: boolean; ordering?: 'none' | 'entity'; handler?: 'noop' | 'tx'; sink?: string; sinkSecret?: string }
   | { mode: 'bare'; url: string; schema: string; batchSize: number }
   | { mode: 'writer'; url: string; schema: string; table: string; op: 'insert' | 'update' | 'bulk'; seconds: number; rows: number }
 
@@ -49,11 +52,17 @@ async function runPoller(t: Extract<BenchTask, { mode: 'poller' }>): Promise<() 
     schema: t.schema,
     batchSize: t.batchSize,
     ordering: t.ordering ?? 'none',
-    handlers: t.recordLatency ? record : t.handler === 'tx' ? writeEffect : () => {},
+    handlers: t.recordLatency ? record : t.handler === 'tx' ? writeEffect : t.sink ? {} : () => {},
     afterBatch: (report) => void (report.claimed > 0 && batchMs.push(report.durationMs)),
   })
+  // a relay: every event published to the sink and confirmed before it counts as processed
+  const sinks = t.sink ? await createSinkHandlers([parseSink(t.sink, 'bench --sink')], { secret: t.sinkSecret, log: silentLogger }) : undefined
+  for (const [pattern, handler] of Object.entries(sinks?.handlers ?? {})) poller.on(pattern, handler)
   await poller.start()
-  return () => poller.stop()
+  return async () => {
+    await poller.stop()
+    await sinks?.close()
+  }
 }
 
 /** The baseline: BEGIN; SELECT … FOR UPDATE SKIP LOCKED LIMIT n; UPDATE … WHERE id = ANY(…); COMMIT — four round trips. */

@@ -31,6 +31,9 @@ export interface DrainVariant {
   entities?: number
   /** `tx`: each event writes one row through ctx.tx(). */
   handler?: 'noop' | 'tx'
+  /** Relay every event to this sink (a --sink spec) instead of a no-op handler. */
+  sink?: string
+  sinkSecret?: string
   label?: string
 }
 
@@ -41,7 +44,7 @@ export async function drainBench(sql: Sql, url: string, schema: string, mode: 'p
   await sql.unsafe(`delete from ${table.settings}`) // each run chooses its own ordering mode
   await sql.unsafe(`create table if not exists ${quoteIdent(schema)}.bench_effects (event_id uuid primary key)`)
   await sql.unsafe(`truncate ${quoteIdent(schema)}.bench_effects`)
-  const workers = await startBenchProcesses(processes, mode === 'poller' ? { mode, url, schema, batchSize, ordering: variant.ordering, handler: variant.handler } : { mode, url, schema, batchSize })
+  const workers = await startBenchProcesses(processes, mode === 'poller' ? { mode, url, schema, batchSize, ordering: variant.ordering, handler: variant.handler, sink: variant.sink, sinkSecret: variant.sinkSecret } : { mode, url, schema, batchSize })
   try {
     const entityId = variant.entities === undefined ? 'n::text' : `(n % ${Math.trunc(variant.entities)})::text`
     await sql.unsafe(`insert into ${outbox} (event_type, entity_type, entity_id, payload) select 'issue.created', 'issue', ${entityId}, ${samplePayloadSql} from generate_series(1, $1::int) n`, [events])

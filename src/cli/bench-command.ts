@@ -8,6 +8,7 @@ import { integerOption } from '../config.js'
 import { ConfigError } from '../errors.js'
 import { migrate } from '../migrate.js'
 import { openScratchDatabase } from '../scratch-database.js'
+import { parseSink } from '../sinks/parse-sink.js'
 import { ExitCode } from './exit-codes.js'
 
 const parts = ['drain', 'latency', 'capture'] as const
@@ -15,6 +16,8 @@ type Part = (typeof parts)[number]
 
 interface BenchFlags {
   databaseUrl?: string
+  sink: string[]
+  sinkSecret?: string
   events: string
   seconds: string
   only?: string[]
@@ -30,6 +33,7 @@ export async function benchCommand(command: Command): Promise<number> {
     if (!(parts as readonly string[]).includes(part)) throw new ConfigError(`--only must list parts among ${parts.join(', ')} (got ${JSON.stringify(part)})`)
     return part as Part
   }))
+  const sinks = flags.sink.map((spec) => ({ spec, name: parseSink(spec, '--sink').name })) // bad specs fail before anything starts
   const say = (line: string) => void (flags.json ? process.stderr : process.stdout).write(`${line}\n`)
 
   const scratch = await openScratchDatabase('bench', flags.databaseUrl)
@@ -62,7 +66,13 @@ export async function benchCommand(command: Command): Promise<number> {
       say(formatDrain(unordered))
       say(`${formatDrain(ordered)}   ${(ordered.eventsPerSecond / unordered.eventsPerSecond).toFixed(2)}× unordered`)
       const noop = bare.get('1/250') && drain.find((r) => r.mode === 'poller' && r.processes === 1 && r.batchSize === 250)
-      say(`${formatDrain(withTx)}${noop ? `   ${(withTx.eventsPerSecond / noop.eventsPerSecond).toFixed(2)}× the no-op handler` : ''}`)
+      const vsNoop = (result: DrainResult) => (noop ? `   ${(result.eventsPerSecond / noop.eventsPerSecond).toFixed(2)}× the no-op handler` : '')
+      say(`${formatDrain(withTx)}${vsNoop(withTx)}`)
+      for (const sink of sinks) {
+        const relayed = await drainBench(sql, scratch.url, scratch.schema, 'poller', 1, 250, events, { sink: sink.spec, sinkSecret: flags.sinkSecret, label: `relay to ${sink.name}` })
+        drain.push(relayed)
+        say(`${formatDrain(relayed)}${vsNoop(relayed)}`)
+      }
     }
     if (only.has('latency')) {
       say('\ncommit-to-handler latency (one poller, single-row transactions)')

@@ -77,6 +77,8 @@ function buildProgram(setExitCode: (code: number) => void): Command {
     .option('--seconds <n>', 'length of each latency and capture run', '5')
     .option('--only <parts...>', 'run only some parts: drain, latency, capture')
     .option('--json', 'print the results as JSON on stdout (progress goes to stderr)')
+    .option('--sink <[pattern=]url>', 'also drain with every event relayed to this sink, confirmed (repeatable)', (value: string, previous: string[]) => [...previous, value], [] as string[])
+    .addOption(new Option('--sink-secret <secret>', 'webhook signing secret for a webhook --sink').env('OUTBOX_POLLER_SINK_SECRET'))
     .action(action((_options: never, command: never) => benchCommand(command)))
 
   registerMonitorCommands(program, action)
