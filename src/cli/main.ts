@@ -5,7 +5,7 @@ import { benchCommand } from './bench-command.js'
 import { demoCommand } from './demo-command.js'
 import { ExitCode } from './exit-codes.js'
 import { registerMonitorCommands } from './monitor-commands.js'
-import { addConnectionFlags, addPollerFlags } from './options.js'
+import { addConnectionFlags, addPollerFlags, collectValues, scratchDatabaseOption } from './options.js'
 import { runCommand } from './run-command.js'
 
 const exitCodesHelp = `
@@ -24,7 +24,7 @@ function buildProgram(setExitCode: (code: number) => void): Command {
   addPollerFlags(addConnectionFlags(program.command('run', { isDefault: true })))
     .description('run a poller replica (the default command): claim, handle, settle, repeat')
     .addOption(new Option('--handlers <module>', 'module whose default export is a handler function or an object of event-type patterns to handlers').env('OUTBOX_POLLER_HANDLERS'))
-    .option('--sink <[pattern=]url>', 'relay events to RabbitMQ (amqp://…?exchange=x), NATS JetStream (nats://…?stream=S), Redis Streams (redis://…?stream=s) or a webhook (https://…); repeatable (env: OUTBOX_POLLER_SINKS, one per line or space separated)', (value: string, previous: string[]) => [...previous, value], [] as string[])
+    .option('--sink <[pattern=]url>', 'relay events to RabbitMQ (amqp://…?exchange=x), NATS JetStream (nats://…?stream=S), Redis Streams (redis://…?stream=s) or a webhook (https://…); repeatable (env: OUTBOX_POLLER_SINKS, one per line or space separated)', collectValues, [] as string[])
     .addOption(new Option('--sink-secret <secret>', 'webhook signing secret (whsec_… or any text); prefer the env or OUTBOX_POLLER_SINK_SECRET_FILE, which ps does not show').env('OUTBOX_POLLER_SINK_SECRET'))
     .option('--no-supervise', 'run the worker alone, without the supervising process (no crash restarts, no poison isolation); over --memory-limit it drains and exits 75 (env: OUTBOX_POLLER_SUPERVISE=false)')
     .addHelpText('after', '\nExample:\n  DATABASE_URL=postgres://localhost/app outbox-poller --batch-size 250 --handlers ./handlers.js')
@@ -62,7 +62,7 @@ function buildProgram(setExitCode: (code: number) => void): Command {
   program
     .command('demo')
     .description('see it work: an embedded PostgreSQL (or a schema of DATABASE_URL), a captured sample table, replicas, a writer; a live line, then a summary that checks every guarantee')
-    .addOption(new Option('--database-url <url>', 'PostgreSQL to use (default: an embedded PostgreSQL)').env('DATABASE_URL'))
+    .addOption(scratchDatabaseOption())
     .option('--duration <duration>', 'how long the writer writes', '20s')
     .option('--replicas <n>', 'poller replicas (processes)', '3')
     .option('--rate <n>', 'steady changes per second', '200')
@@ -72,12 +72,12 @@ function buildProgram(setExitCode: (code: number) => void): Command {
   program
     .command('bench')
     .description('measure drain throughput against a bare SKIP LOCKED loop, commit-to-handler latency and capture cost (embedded PostgreSQL unless DATABASE_URL is set; works in a schema of its own, dropped at the end)')
-    .addOption(new Option('--database-url <url>', 'PostgreSQL to measure on (default: an embedded PostgreSQL)').env('DATABASE_URL'))
+    .addOption(scratchDatabaseOption())
     .option('--events <n>', 'events pre-filled for each drain run', '100000')
     .option('--seconds <n>', 'length of each latency and capture run', '5')
     .option('--only <parts...>', 'run only some parts: drain, latency, capture')
     .option('--json', 'print the results as JSON on stdout (progress goes to stderr)')
-    .option('--sink <[pattern=]url>', 'also drain with every event relayed to this sink, confirmed (repeatable)', (value: string, previous: string[]) => [...previous, value], [] as string[])
+    .option('--sink <[pattern=]url>', 'also drain with every event relayed to this sink, confirmed (repeatable)', collectValues, [] as string[])
     .addOption(new Option('--sink-secret <secret>', 'webhook signing secret for a webhook --sink').env('OUTBOX_POLLER_SINK_SECRET'))
     .action(action((_options: never, command: never) => benchCommand(command)))
 

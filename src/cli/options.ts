@@ -86,3 +86,13 @@ export function databaseUrlFrom(command: Command): string {
   if (!url) throw new ConfigError('no database: set DATABASE_URL or pass --database-url postgres://user@host:5432/db')
   return url
 }
+
+/** For repeatable flags (`--sink a --sink b`): commander's argument parser that collects every value. */
+export function collectValues(value: string, previous: string[]): string[] {
+  return [...previous, value]
+}
+
+/** `--database-url` of the commands that start an embedded PostgreSQL when it is not given. */
+export function scratchDatabaseOption(): Option {
+  return new Option('--database-url <url>', 'PostgreSQL to use, in a schema of its own dropped at the end (default: an embedded PostgreSQL)').env('DATABASE_URL')
+}
