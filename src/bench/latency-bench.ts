@@ -43,7 +43,8 @@ export async function latencyBench(url: string, schema: string, name: string, ra
       const due = started + tick * tickMs
       const wait = due - performance.now()
       if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait))
-      for (let i = 0; i < perTick && written < events; i++, written++) writes.push(sql.unsafe(`insert into ${table} (name) values ('x')`))
+      // postgres.js sends a query only once it is awaited (or then'd): start each write now
+      for (let i = 0; i < perTick && written < events; i++, written++) writes.push(sql.unsafe(`insert into ${table} (name) values ('x')`).execute())
     }
     await Promise.all(writes)
     for (;;) {
