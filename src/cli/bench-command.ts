@@ -37,6 +37,10 @@ export async function benchCommand(command: Command): Promise<number> {
   const say = (line: string) => void (flags.json ? process.stderr : process.stdout).write(`${line}\n`)
 
   const scratch = await openScratchDatabase('bench', flags.databaseUrl)
+  // Ctrl-C or a kill still drops the scratch schema (or stops the embedded server)
+  const onSignal = () => void scratch.close().finally(() => process.exit(130))
+  process.once('SIGINT', onSignal)
+  process.once('SIGTERM', onSignal)
   const sql = postgres(scratch.url, { max: 1, onnotice: () => {} })
   const drain: DrainResult[] = []
   const latency: LatencyResult[] = []
@@ -92,6 +96,8 @@ export async function benchCommand(command: Command): Promise<number> {
       }
     }
   } finally {
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
     await sql.end()
     await scratch.close()
   }
