@@ -21,9 +21,9 @@ export interface BatchReport {
   types: Record<string, TypeReport>
 }
 
-/** An empty claim. */
-export function emptyBatchReport(durationMs: number): BatchReport {
-  return { claimed: 0, durationMs, latencyMs: [], types: {} }
+/** An empty claim, or a batch that rolled back (`claimed` > 0, nothing settled). */
+export function emptyBatchReport(durationMs: number, claimed = 0): BatchReport {
+  return { claimed, durationMs, latencyMs: [], types: {} }
 }
 
 export function batchReport(claimed: number, durationMs: number, outcome: BatchOutcome, dead: readonly string[], processedUnmatched: boolean): BatchReport {

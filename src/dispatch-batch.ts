@@ -100,16 +100,17 @@ export class BatchDispatch {
     // A synchronous handler needs no timer; an async one races its timeout.
     if (result === undefined || typeof (result as Promise<void>).then !== 'function') return
     return new Promise<void>((resolve, reject) => {
+      const settle = () => {
+        clearTimeout(timer)
+        this.#inFlight.delete(ctx)
+      }
       ctx.fail = (reason) => {
+        settle()
         ctx.abort(reason)
         reject(reason)
       }
       const timer = setTimeout(() => ctx.fail(new Error(`handler timed out after ${this.options.handlerTimeoutMs} ms`)), this.options.handlerTimeoutMs)
       this.#inFlight.add(ctx)
-      const settle = () => {
-        clearTimeout(timer)
-        this.#inFlight.delete(ctx)
-      }
       result.then(
         () => (settle(), resolve()),
         (error: unknown) => (settle(), reject(error)),

@@ -65,8 +65,16 @@ export class EventContext implements HandlerContext {
   async #endSavepoint(savepoint: Promise<Sql>, succeeded: boolean): Promise<void> {
     try {
       const connection = await savepoint
-      if (!succeeded) await connection.unsafe('rollback to savepoint outbox_handler')
-      await connection.unsafe('release savepoint outbox_handler')
+      try {
+        if (!succeeded) await connection.unsafe('rollback to savepoint outbox_handler')
+        await connection.unsafe('release savepoint outbox_handler')
+      } catch (error) {
+        // e.g. the handler caught its own SQL error, leaving the transaction aborted: undo its writes so the
+        // batch's other events can still settle, and fail this event
+        await connection.unsafe('rollback to savepoint outbox_handler')
+        await connection.unsafe('release savepoint outbox_handler')
+        throw error
+      }
     } finally {
       this.#endTurn?.()
     }

@@ -69,6 +69,9 @@ class OutboxPoller implements Poller {
   #outageDelayMs = 0
   #allDeferred = false
   #lastReport: BatchReport | undefined
+  #claimedNow = 0
+  /** This poller raised the wake-up flag and has not lowered it. */
+  #flagRaised = false
   #lastLoopAt = 0
   /** Counts closed connections: a batch whose connection closed under it has lost its transaction. */
   #connectionsClosed = 0
@@ -128,6 +131,7 @@ class OutboxPoller implements Poller {
       this.#unlisten = listener.unlisten
     } catch (error) {
       await this.#close()
+      this.#resolveDone() // nothing runs: a later stop() returns at once
       throw error
     }
     this.#log.info({ outbox: `${this.options.schema}.${this.options.table}`, target, options: this.options }, 'poller started')
@@ -161,7 +165,7 @@ class OutboxPoller implements Poller {
     if (options.force) this.#force()
     this.#stopRequested = true
     this.#wake()
-    return (this.#stopping ??= this.#stop(options.timeoutMs ?? this.options.handlerTimeoutMs + 10_000))
+    return (this.#stopping ??= this.#stop(options.timeoutMs ?? this.options.drainTimeoutMs))
   }
 
   async #stop(timeoutMs: number): Promise<void> {
@@ -185,6 +189,11 @@ class OutboxPoller implements Poller {
   }
 
   async #close(): Promise<void> {
+    if (this.#flagRaised) {
+      // a stopped poller must not leave writers notifying for nobody
+      this.#flagRaised = false
+      await outboxClearAsleep(this.#sql!, this.#queries).catch(() => {})
+    }
     await this.#unlisten?.().catch(() => {})
     this.#unlisten = undefined
     await this.#sql?.end({ timeout: 5 })
@@ -193,7 +202,6 @@ class OutboxPoller implements Poller {
   /** Claim → dispatch → settle, again at once after a batch with events; back off while empty. */
   async #loop(): Promise<void> {
     let idleDelay = this.options.intervalMinMs
-    let flagRaised = false
     let errorDelay = this.options.intervalMinMs
     while (!this.#stopRequested) {
       let claimed: number
@@ -212,16 +220,16 @@ class OutboxPoller implements Poller {
       }
       if (claimed > 0) {
         idleDelay = this.options.intervalMinMs
-        if (flagRaised) {
-          flagRaised = false
+        if (this.#flagRaised) {
+          this.#flagRaised = false
           await outboxClearAsleep(this.#sql!, this.#queries).catch(() => {})
         }
         continue
       }
-      if (!flagRaised) {
+      if (!this.#flagRaised) {
         // Raise the flag, then look once more: an event committed just before the flag was seen never notified.
-        flagRaised = true
-        await outboxSetAsleep(this.#sql!, this.#queries).catch(() => (flagRaised = false))
+        this.#flagRaised = true
+        await outboxSetAsleep(this.#sql!, this.#queries).catch(() => (this.#flagRaised = false))
         continue
       }
       await this.#sleep(idleDelay)
@@ -233,11 +241,14 @@ class OutboxPoller implements Poller {
   async #batch(): Promise<number> {
     const startedAt = performance.now()
     this.#lastReport = undefined
+    this.#claimedNow = 0
     try {
-      return await this.#claimAndHandle()
-    } finally {
-      this.#hooks.afterBatch?.(this.#lastReport ?? emptyBatchReport(performance.now() - startedAt))
+      const claimed = await this.#claimAndHandle()
       this.#lastLoopAt = Date.now()
+      return claimed
+    } finally {
+      // a batch that rolled back still reports how many it had claimed, so the supervisor forgets them
+      this.#hooks.afterBatch?.(this.#lastReport ?? emptyBatchReport(performance.now() - startedAt, this.#claimedNow))
     }
   }
 
@@ -246,6 +257,7 @@ class OutboxPoller implements Poller {
     const connection = this.#sql!
     const closedBefore = this.#connectionsClosed
     const rows = await outboxClaimBatch(connection, this.#queries, this.options.batchSize)
+    this.#claimedNow = rows.length
     if (rows.length === 0) {
       await connection.unsafe('commit')
       return 0
@@ -312,6 +324,8 @@ class OutboxPoller implements Poller {
   }
 
   async #recover(error: unknown, delayMs: number): Promise<void> {
+    // a claim or settlement that failed without losing the connection leaves its transaction aborted
+    await this.#sql?.unsafe('rollback').catch(() => {})
     if (isConnectionFailure(error) || error instanceof ConnectionLostError) this.#log.warn({ error: errorMessage(error), retry_in_ms: delayMs }, 'connection lost: the batch in hand rolled back; reconnecting')
     else this.#log.error({ error: errorMessage(error), retry_in_ms: delayMs }, 'batch failed and rolled back')
     await this.#sleep(delayMs)
@@ -337,6 +351,7 @@ class OutboxPoller implements Poller {
 class ConnectionLostError extends Error {}
 
 function describeError(error: unknown): string {
-  const text = error instanceof Error ? (error.name && error.name !== 'Error' ? `${error.name}: ${error.message}` : error.message) : String(error)
+  // text columns cannot hold NUL: a message with one would make the whole settlement fail
+  const text = (error instanceof Error ? (error.name && error.name !== 'Error' ? `${error.name}: ${error.message}` : error.message) : String(error)).replaceAll('\0', '\\0')
   return text.length > 2000 ? `${text.slice(0, 2000)}…` : text
 }

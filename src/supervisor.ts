@@ -122,6 +122,7 @@ export class Supervisor {
 
   #replace(reason: RestartReason): void {
     const old = this.#active
+    clearTimeout(this.#restartTimer) // a pending crash restart is replaced by this one
     this.restarts[reason]++
     this.#o.metrics?.recordRestart(reason)
     if (old !== undefined) this.#retire(old, reason)
@@ -169,8 +170,10 @@ export class Supervisor {
         this.#o.log.error({ worker_pid: pid, code }, 'worker could not start: not restarting')
         return this.#end(code)
       }
-      const charged = await this.#chargeCrash(worker, worker.killedAfterDrainTimeout ? `worker killed after --drain-timeout while handling this event` : `worker died (${how}) while handling this event`)
-      if (worker.retiring === undefined) return this.#onCrash(worker, how, charged)
+      // A worker we were stopping (and killed after --drain-timeout or a forced stop) charges nothing:
+      // a stop never costs an event an attempt; its batch simply rolls back.
+      if (worker.retiring === undefined) return this.#onCrash(worker, how, await this.#chargeCrash(worker, `worker died (${how}) while handling this event`))
+      this.#o.log.warn({ worker_pid: pid, how }, 'stopped worker ended without finishing its batch: it rolled back, no attempt charged')
     }
     this.#o.log.info({ worker_pid: pid, code, signal }, 'worker exited')
     if (this.#stopping && this.#workers.size === 0) await this.#end(SupervisorExit.ok)

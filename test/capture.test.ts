@@ -204,6 +204,16 @@ describe('capture options', () => {
     expect((await eventsSince(since)).map((e) => e.event_type)).toEqual(['post.created', 'post.deleted', 'post.restored', 'post.updated'])
   })
 
+  it('tables with json, xml or point columns can be captured and updated (no equality operator needed)', async () => {
+    await db.sql`create table shapes (id int primary key, doc json, spot point, note text)`
+    await captureTable(db.sql, outbox, { table: 'shapes', entity: 'shape' })
+    const since = await lastId()
+    await db.sql`insert into shapes values (1, '{"a": 1}', point(1, 2), 'x')`
+    await db.sql`update shapes set note = 'y' where id = 1`
+    await db.sql`update shapes set note = note where id = 1`
+    expect((await eventsSince(since)).map((e) => e.event_type)).toEqual(['shape.created', 'shape.updated'])
+  })
+
   it('--events captures a subset; capturing again replaces the options; captures shows them', async () => {
     await db.sql`create table logs (id int primary key, line text)`
     await captureTable(db.sql, outbox, { table: 'logs', entity: 'log', events: ['insert'] })

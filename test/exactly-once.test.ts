@@ -51,6 +51,25 @@ describe('ctx.tx: effects in the batch transaction', () => {
     expect(flaky).toEqual({ attempts: 1, last_error: 'after the write' })
   })
 
+  it('a handler that swallows its own SQL error inside ctx.tx fails only its event; the batch still settles', async () => {
+    const poller = startPoller({
+      maxAttempts: 1,
+      handlers: async (event, ctx) => {
+        const tx = await ctx.tx()
+        await tx`insert into effects (event_id) values (${event.event_id})`
+        // an idempotency check gone wrong: the error is caught, but the transaction is aborted
+        if (event.entity_id === 'swallow') await tx`select 1/0`.catch(() => {})
+      },
+    })
+    await emit(db.sql, { event_type: 'job.ran', entity_type: 'job', entity_id: 'swallow' })
+    for (let i = 0; i < 5; i++) await emit(db.sql, { event_type: 'job.ran', entity_type: 'job', entity_id: String(i) })
+    await poller.start()
+    await waitFor('settled', async () => (await db.sql`select count(*)::int as n from outbox where processed_at is not null or dead_at is not null`)[0]!.n === 6)
+    expect((await db.sql`select count(*)::int as n from outbox where processed_at is not null`)[0]!.n).toBe(5)
+    expect((await db.sql`select count(*)::int as n from effects`)[0]!.n).toBe(5)
+    expect((await db.sql`select last_error from outbox where entity_id = 'swallow'`)[0]!.last_error).toMatch(/aborted|division/)
+  })
+
   it('a poller killed mid-batch leaves neither the write nor the mark', async () => {
     await emit(db.sql, { event_type: 'job.ran', entity_type: 'job', entity_id: 'killed' })
     const replica = startReplica(['--handlers', fixturePath('tx-handler.js'), '--no-supervise', '--interval-max', '500ms'], { DATABASE_URL: db.url, HANG_MS: '60000' })

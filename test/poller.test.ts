@@ -164,6 +164,31 @@ describe('poller', () => {
     expect((await outboxState())[0]).toMatchObject({ attempts: 0, dead: false, last_error: null })
   })
 
+  it('an error message with a NUL byte is stored (text cannot hold NUL) and the batch settles', async () => {
+    const poller = startPoller({ maxAttempts: 1, handlers: () => {
+      throw new Error('bad\u0000byte')
+    } })
+    await insertItems(1, 2)
+    await poller.start()
+    await waitFor('both dead', async () => (await outboxState()).every((row) => row.dead))
+    expect((await outboxState())[0]!.last_error).toBe('bad\\0byte')
+  })
+
+  it('stop() after a failed start() returns at once', async () => {
+    const poller = createPoller({ connectionString: db.url, table: 'no_such_outbox', handlers: () => {} })
+    await expect(poller.start()).rejects.toThrow(/does not exist/)
+    await poller.stop()
+  })
+
+  it('a poller stopped while asleep lowers the wake-up flag it raised', async () => {
+    const poller = startPoller({ handlers: () => {} })
+    await poller.start()
+    await waitFor('flag raised', async () => (await db.sql`select asleep from outbox_wakeup`)[0]?.asleep)
+    await poller.stop()
+    running.delete(poller)
+    expect((await db.sql`select asleep from outbox_wakeup`)[0]!.asleep).toBe(false)
+  })
+
   it('events waiting for a retry do not hold back fresh ones', async () => {
     const poller = startPoller({ retryDelay: 60_000, retryDelayMax: 60_000, handlers: (event) => {
       if (event.entity_id === '1') throw new Error('later')

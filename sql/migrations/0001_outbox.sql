@@ -209,8 +209,9 @@ BEGIN
     EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', capture_trigger, target);
   END IF;
   IF 'update' = ANY (events) THEN
-    -- Updates that change nothing never reach the function.
-    EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER UPDATE ON %s FOR EACH ROW WHEN (OLD.* IS DISTINCT FROM NEW.*) EXECUTE FUNCTION %s(%s)',
+    -- Updates that change nothing never reach the function. *<> compares the row images byte by byte, so
+    -- it works for every column type (json, xml and point have no equality operator for IS DISTINCT FROM).
+    EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER UPDATE ON %s FOR EACH ROW WHEN (OLD.* *<> NEW.*) EXECUTE FUNCTION %s(%s)',
                    capture_trigger || '_update', target, {{capture_function}}, args);
   ELSE
     EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', capture_trigger || '_update', target);
