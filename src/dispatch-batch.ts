@@ -42,9 +42,9 @@ export class BatchDispatch {
     private readonly options: DispatchOptions,
   ) {}
 
-  /** Runs the batch's handlers; `connection` (holding the batch transaction while `stillInBatch()`) serves `ctx.tx()`. */
-  async run(rows: readonly ClaimedRow[], connection?: Sql, stillInBatch: () => boolean = () => true): Promise<BatchOutcome> {
-    const turns = connection === undefined ? undefined : new SavepointTurns(connection, stillInBatch)
+  /** Runs the batch's handlers; `connection` (holding the batch transaction) serves `ctx.tx()`. */
+  async run(rows: readonly ClaimedRow[], connection?: Sql): Promise<BatchOutcome> {
+    const turns = connection === undefined ? undefined : new SavepointTurns(connection)
     const outcome: BatchOutcome = { succeeded: [], failed: [], unmatched: [], deferred: [], latencyMs: [], handlerMs: new Map() }
     let next = 0
     const worker = async () => {

@@ -4,16 +4,8 @@ import type { HandlerContext, Logger, OutboxEvent } from './types.js'
 /** Handlers that use `ctx.tx()` take turns: a batch transaction has one connection. */
 export class SavepointTurns {
   #tail: Promise<void> = Promise.resolve()
-  readonly connection: Sql
 
-  /**
-   * `stillInBatch` says whether the batch's connection is still the one that holds its transaction: after a
-   * reconnect, postgres.js would run a handler's statements in autocommit on a new connection, committing
-   * writes whose batch rolled back. The handler's instance refuses them instead.
-   */
-  constructor(connection: Sql, stillInBatch: () => boolean) {
-    this.connection = guardConnection(connection, stillInBatch)
-  }
+  constructor(readonly connection: Sql) {}
 
   /** Resolves when it is the caller's turn, with the function that ends it. */
   take(): Promise<() => void> {
@@ -87,25 +79,4 @@ export class EventContext implements HandlerContext {
       this.#endTurn?.()
     }
   }
-}
-
-/** A postgres.js instance whose queries fail once `stillInBatch()` is false. */
-function guardConnection(sql: Sql, stillInBatch: () => boolean): Sql {
-  const check = () => {
-    if (!stillInBatch()) throw new Error('the batch connection was lost: its transaction rolled back, so this statement would run outside it')
-  }
-  return new Proxy(sql, {
-    apply(target, thisArg, args) {
-      check()
-      return Reflect.apply(target, thisArg, args)
-    },
-    get(target, property, receiver) {
-      const value = Reflect.get(target, property, receiver)
-      if (property !== 'unsafe' || typeof value !== 'function') return value
-      return (...args: unknown[]) => {
-        check()
-        return (value as (...a: unknown[]) => unknown).apply(target, args)
-      }
-    },
-  })
 }

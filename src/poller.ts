@@ -265,7 +265,7 @@ class OutboxPoller implements Poller {
     let outcome: BatchOutcome
     try {
       await this.#hooks.beforeDispatch?.(rows.map((row) => row.id))
-      outcome = await this.#dispatch.run(rows, connection, () => this.#connectionsClosed === closedBefore)
+      outcome = await this.#dispatch.run(rows, connection)
     } catch (error) {
       await outboxRollback(connection).catch(() => {})
       throw error
