@@ -2,10 +2,8 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { captureTable } from '../src/capture.js'
-import { outboxTable } from '../src/outbox-table.js'
-import { fixturePath, type Replica, startReplica } from './support/cli.js'
-import { createTestDatabase, type TestDatabase } from './support/database.js'
+import { fixturePath, killReplicas, type Replica, startReplica } from './support/cli.js'
+import { createItemsTable, createTestDatabase, type TestDatabase } from './support/database.js'
 import { waitFor } from './support/wait-for.js'
 
 let db: TestDatabase
@@ -15,14 +13,10 @@ const replicas: Replica[] = []
 beforeAll(async () => {
   db = await createTestDatabase()
   directory = await mkdtemp(join(tmpdir(), 'outbox-replicas-'))
-  await db.sql`create table items (id int primary key, name text)`
-  await captureTable(db.sql, outboxTable('public', 'outbox'), { table: 'items', entity: 'item' })
+  await createItemsTable(db)
 })
 afterEach(async () => {
-  for (const replica of replicas.splice(0)) {
-    if (replica.child.exitCode === null && replica.child.signalCode === null) replica.child.kill('SIGKILL')
-    await replica.exited
-  }
+  await killReplicas(replicas)
   await db.sql`truncate items, outbox`
 })
 afterAll(async () => {

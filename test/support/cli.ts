@@ -49,3 +49,11 @@ export function startReplica(args: string[], env: Record<string, string>): Repli
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('close', (code, signal) => resolve({ code, signal })))
   return { child, output: () => output, exited }
 }
+
+/** Ends every replica a test started (SIGKILL if still running) and waits for each to exit; empties the list. */
+export async function killReplicas(replicas: Replica[]): Promise<void> {
+  for (const replica of replicas.splice(0)) {
+    if (replica.child.exitCode === null && replica.child.signalCode === null) replica.child.kill('SIGKILL')
+    await replica.exited
+  }
+}

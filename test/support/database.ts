@@ -1,7 +1,9 @@
 import { randomBytes } from 'node:crypto'
 import postgres, { type Sql } from 'postgres'
 import { inject } from 'vitest'
+import { captureTable } from '../../src/capture.js'
 import { migrate } from '../../src/migrate.js'
+import { outboxTable } from '../../src/outbox-table.js'
 
 export interface TestDatabase {
   /** Connection string of this file's own database. */
@@ -36,4 +38,10 @@ function withDatabase(url: string, database: string): string {
   const parsed = new URL(url)
   parsed.pathname = `/${database}`
   return parsed.toString()
+}
+
+/** The table most process tests write to: `items (id, name)`, captured as entity `item` into public.outbox. */
+export async function createItemsTable(db: TestDatabase): Promise<void> {
+  await db.sql`create table items (id int primary key, name text)`
+  await captureTable(db.sql, outboxTable('public', 'outbox'), { table: 'items', entity: 'item' })
 }
