@@ -1,4 +1,5 @@
 import { ConfigError } from './errors.js'
+import { parseEventTypePattern } from './event-type-pattern.js'
 import type { Handler, HandlerMap } from './types.js'
 
 /**
@@ -17,10 +18,8 @@ export class HandlerRegistry {
   /** Registers one handler for a pattern. */
   add(pattern: string, handler: Handler): void {
     if (typeof handler !== 'function') throw new ConfigError(`handler for ${JSON.stringify(pattern)} must be a function (got ${typeof handler})`)
-    if (pattern === '' || (pattern.includes('*') && pattern !== '*' && !/^[^*]+\.\*$/.test(pattern))) {
-      throw new ConfigError(`handler pattern ${JSON.stringify(pattern)} must be an event type, 'prefix.*' or '*'`)
-    }
-    const prefix = pattern === '*' ? '' : pattern.endsWith('.*') ? pattern.slice(0, -1) : null
+    const parsed = parseEventTypePattern(pattern, 'handler pattern')
+    const prefix = parsed.kind === 'all' ? '' : parsed.kind === 'prefix' ? parsed.prefix : null
     this.#routes.push({ pattern, prefix, handler })
     this.#cache.clear()
   }

@@ -325,7 +325,7 @@ class OutboxPoller implements Poller {
 
   async #recover(error: unknown, delayMs: number): Promise<void> {
     // a claim or settlement that failed without losing the connection leaves its transaction aborted
-    await this.#sql?.unsafe('rollback').catch(() => {})
+    if (this.#sql) await outboxRollback(this.#sql).catch(() => {})
     if (isConnectionFailure(error) || error instanceof ConnectionLostError) this.#log.warn({ error: errorMessage(error), retry_in_ms: delayMs }, 'connection lost: the batch in hand rolled back; reconnecting')
     else this.#log.error({ error: errorMessage(error), retry_in_ms: delayMs }, 'batch failed and rolled back')
     await this.#sleep(delayMs)
