@@ -1,6 +1,6 @@
 import { RetryLaterError } from './errors.js'
 import type { HandlerRegistry } from './handler-registry.js'
-import type { ClaimedRow } from './outbox-queries.js'
+import type { ClaimedEvent } from './claimed-event.js'
 import type { Sql } from 'postgres'
 import { EventContext, SavepointTurns } from './event-context.js'
 import type { Handler, Logger, OutboxEvent } from './types.js'
@@ -43,7 +43,7 @@ export class BatchDispatch {
   ) {}
 
   /** Runs the batch's handlers; `connection` (holding the batch transaction) serves `ctx.tx()`. */
-  async run(rows: readonly ClaimedRow[], connection?: Sql): Promise<BatchOutcome> {
+  async run(rows: readonly ClaimedEvent[], connection?: Sql): Promise<BatchOutcome> {
     const turns = connection === undefined ? undefined : new SavepointTurns(connection)
     const outcome: BatchOutcome = { succeeded: [], failed: [], unmatched: [], deferred: [], latencyMs: [], handlerMs: new Map() }
     let next = 0

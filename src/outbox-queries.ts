@@ -1,9 +1,6 @@
 import type { Sql } from 'postgres'
+import { ClaimedEvent, type ClaimedRow } from './claimed-event.js'
 import type { OutboxTable } from './outbox-table.js'
-import type { OutboxEvent } from './types.js'
-
-/** A claimed row exactly as handlers see it (the claim selects the event's shape, so no copy is made). */
-export type ClaimedRow = OutboxEvent
 
 /** A failed event's settlement. */
 export interface Failure {
@@ -33,7 +30,7 @@ export interface ClaimOrdering {
 
 export function outboxQueries(outbox: OutboxTable, order: ClaimOrdering = { ordering: 'none', onDead: 'continue' }): OutboxQueries {
   const t = outbox.qualified
-  const columns = 'id, event_id, event_type, entity_type, entity_id, payload, metadata, processed_at, created_at, attempts + 1 as attempt'
+  const columns = 'id, event_id, event_type, entity_type, entity_id, payload::text as payload, metadata, processed_at, created_at, attempts + 1 as attempt'
   // Ordered mode: only an entity's head — no earlier event of the entity still pending (nor dead, under
   // block) — may be claimed. A head locked by another replica or waiting for its retry holds back its own
   // entity only. One probe of the entity index per candidate row.
@@ -97,10 +94,10 @@ export function outboxQueries(outbox: OutboxTable, order: ClaimOrdering = { orde
  * Claim a batch: BEGIN and the claim go out together (one round trip). `connection` must be a pool of
  * exactly one connection, so that BEGIN, the claim and the settlement share it.
  */
-export function outboxClaimBatch(connection: Sql, queries: OutboxQueries, batchSize: number): Promise<ClaimedRow[]> {
+export function outboxClaimBatch(connection: Sql, queries: OutboxQueries, batchSize: number): Promise<ClaimedEvent[]> {
   const begin = connection.unsafe('begin')
   const claim = connection.unsafe<ClaimedRow[]>(queries.claim, [batchSize], { prepare: true })
-  return Promise.all([begin, claim]).then(([, rows]) => rows)
+  return Promise.all([begin, claim]).then(([, rows]) => rows.map((row) => new ClaimedEvent(row)))
 }
 
 export interface Settlement {

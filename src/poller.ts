@@ -3,13 +3,13 @@ import { retryDelayMs } from './backoff.js'
 import { type PollerOptions, type ResolvedOptions, resolveOptions } from './config.js'
 import { applicationName, connect, describeTarget, waitForDatabase } from './db.js'
 import { type BatchReport, batchReport, emptyBatchReport } from './batch-report.js'
+import type { ClaimedEvent } from './claimed-event.js'
 import { BatchDispatch, type BatchOutcome } from './dispatch-batch.js'
 import { ConfigError, errorMessage, isConnectionFailure } from './errors.js'
 import { HandlerRegistry } from './handler-registry.js'
 import { silentLogger } from './log.js'
 import { type OutboxTable, outboxTable } from './outbox-table.js'
 import {
-  type ClaimedRow,
   type OutboxQueries,
   outboxClaimBatch,
   outboxClearAsleep,
@@ -286,7 +286,7 @@ class OutboxPoller implements Poller {
   }
 
   /** Settles every event of the batch and commits. Returns the ids that were dead-lettered. */
-  async #settle(connection: Sql, rows: ClaimedRow[], outcome: BatchOutcome): Promise<readonly string[]> {
+  async #settle(connection: Sql, rows: ClaimedEvent[], outcome: BatchOutcome): Promise<readonly string[]> {
     const hold = this.options.unmatched === 'hold'
     const processed = outcome.succeeded.map((event) => event.id)
     if (!hold) for (const event of outcome.unmatched) processed.push(event.id)
