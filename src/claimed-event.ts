@@ -1,3 +1,4 @@
+import { parseForRestringify, parseLosslessJson } from './lossless-json.js'
 import type { OutboxEvent } from './types.js'
 
 /** A claimed row as the claim returns it: the payload still as the stored JSON text. */
@@ -18,7 +19,8 @@ const unparsed = Symbol('unparsed')
 
 /**
  * An event as handlers and sinks see it. The payload arrives as the stored JSON text (`payloadText`, relayed
- * byte for byte by sinks) and is parsed only when a handler reads `payload`.
+ * byte for byte by sinks) and is parsed only when a handler reads `payload`, without losing a number
+ * (see lossless-json.ts).
  */
 export class ClaimedEvent implements OutboxEvent {
   readonly id: string
@@ -47,12 +49,13 @@ export class ClaimedEvent implements OutboxEvent {
   }
 
   get payload(): unknown {
-    if (this.#payload === unparsed) this.#payload = JSON.parse(this.payloadText)
+    if (this.#payload === unparsed) this.#payload = parseLosslessJson(this.payloadText)
     return this.#payload
   }
 
+  /** For JSON.stringify(event): the payload with every number as stored (a BigInt would make it throw). */
   toJSON(): Record<string, unknown> {
     const { payloadText: _text, ...fields } = this
-    return { ...fields, payload: this.payload }
+    return { ...fields, payload: parseForRestringify(this.payloadText) }
   }
 }

@@ -1,4 +1,5 @@
 import type { Sql } from 'postgres'
+import { stringifyLosslessJson } from './lossless-json.js'
 import { type OutboxTable, outboxTable } from './outbox-table.js'
 
 /** An event that is not a row change. */
@@ -24,12 +25,15 @@ export type Executor = Sql | { executeQuery: unknown; selectFrom: unknown }
 
 /**
  * Writes an explicit event in the caller's transaction (same shape and guarantees as a captured change).
- * Returns its event_id. Works on a postgres.js transaction or a Kysely transaction.
+ * Returns its event_id. Works on a postgres.js transaction or a Kysely transaction. A BigInt in the payload
+ * is written as a JSON number with all its digits (a handler then gets it back as a BigInt).
  */
 export async function emit(tx: Executor, event: ExplicitEvent, outbox: OutboxTable = outboxTable('public', 'outbox')): Promise<string> {
-  const text = `select ${outbox.emitFunction}($1, $2, $3, $4::jsonb, $5::jsonb) as event_id`
-  // postgres.js serializes parameters typed jsonb itself: pass the values, not JSON text
-  const values = [event.event_type, event.entity_type, event.entity_id, event.payload ?? {}, event.metadata ?? null]
+  // Payload and metadata go as JSON text we wrote: a BigInt becomes its digits, where postgres.js's own
+  // serialization of a jsonb parameter would throw.
+  const text = `select ${outbox.emitFunction}($1, $2, $3, $4::text::jsonb, $5::text::jsonb) as event_id`
+  const metadata = event.metadata === undefined ? null : stringifyLosslessJson(event.metadata)
+  const values = [event.event_type, event.entity_type, event.entity_id, stringifyLosslessJson(event.payload ?? {}), metadata]
   const [row] = await run(tx, text, values)
   return row!.event_id as string
 }
@@ -40,7 +44,7 @@ export async function withEventContext(tx: Executor, context: EventContextValues
     context.correlationId ?? '',
     context.causationId ?? '',
     context.actor ?? '',
-    context.metadata === undefined ? '' : JSON.stringify(context.metadata),
+    context.metadata === undefined ? '' : stringifyLosslessJson(context.metadata),
   ])
 }
 

@@ -14,8 +14,15 @@ export interface OutboxEvent<Payload = unknown> {
   readonly event_type: string
   readonly entity_type: string
   readonly entity_id: string
-  /** `{ data }`, and for updates `{ data, previous_attributes }` with the changed columns' old values. */
+  /**
+   * `{ data }`, and for updates `{ data, previous_attributes }` with the changed columns' old values. Parsed
+   * from `payloadText` on first read, without silent loss: an integer beyond ±Number.MAX_SAFE_INTEGER is a
+   * BigInt, any other number a double cannot hold exactly is its exact decimal text (a string); every other
+   * number is a number.
+   */
   readonly payload: Payload
+  /** The payload as stored: PostgreSQL's JSON text of the jsonb value. Sinks relay it byte for byte. */
+  readonly payloadText: string
   /** Event context: correlation_id, causation_id, actor, txid, and whatever outbox.metadata held. */
   readonly metadata: Record<string, unknown> | null
   /** Always null while the event is being handled. */

@@ -60,7 +60,7 @@ async function processedCount(): Promise<number> {
 
 /** An event as the poller would hand it over, for calling a sink directly. */
 function fakeEvent(eventId: string): OutboxEvent {
-  return { id: '1', event_id: eventId, event_type: 'item.created', entity_type: 'item', entity_id: '1', payload: { data: { id: 1 } }, metadata: null, processed_at: null, created_at: new Date(), attempt: 1 } as OutboxEvent
+  return { id: '1', event_id: eventId, event_type: 'item.created', entity_type: 'item', entity_id: '1', payload: { data: { id: 1 } }, payloadText: '{"data": {"id": 1}}', metadata: null, processed_at: null, created_at: new Date(), attempt: 1 } as OutboxEvent
 }
 
 describe('sink specs', () => {

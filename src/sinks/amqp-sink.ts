@@ -3,7 +3,7 @@ import amqp, { type ChannelModel, type ConfirmChannel } from 'amqplib'
 import { ConfigError } from '../errors.js'
 import type { Logger, OutboxEvent } from '../types.js'
 import { type BrokerDriver, BrokerSink } from './broker-sink.js'
-import { eventMessage, eventMetadata } from './event-message.js'
+import { eventMessageJson, eventMetadata } from './event-message.js'
 import type { AmqpSinkSpec } from './parse-sink.js'
 import type { Sink } from './sink.js'
 import { sinkErrorMessage } from './sink-errors.js'
@@ -72,7 +72,7 @@ function amqpDriver(spec: AmqpSinkSpec, timeoutMs: number): BrokerDriver<AmqpLin
           } else resolve()
         }
         try {
-          link.channel.publish(spec.exchange, event.event_type, Buffer.from(JSON.stringify(eventMessage(event))), publishOptions(event), (error: unknown) => settle(error))
+          link.channel.publish(spec.exchange, event.event_type, Buffer.from(eventMessageJson(event)), publishOptions(event), (error: unknown) => settle(error))
         } catch (error) {
           settle(error) // the channel closed under us: amqplib throws at once
         }

@@ -3,7 +3,7 @@ import { connect, headers, type NatsConnection, nanos } from '@nats-io/transport
 import { ConfigError } from '../errors.js'
 import type { Logger } from '../types.js'
 import { type BrokerDriver, BrokerSink } from './broker-sink.js'
-import { eventMessage } from './event-message.js'
+import { eventMessageJson } from './event-message.js'
 import type { NatsSinkSpec } from './parse-sink.js'
 import type { Sink } from './sink.js'
 import { sinkErrorMessage, sinkUnavailable } from './sink-errors.js'
@@ -51,7 +51,7 @@ function natsDriver(spec: NatsSinkSpec, timeoutMs: number): BrokerDriver<NatsLin
       h.set('Outbox-Entity-Type', event.entity_type)
       h.set('Outbox-Entity-Id', event.entity_id)
       try {
-        await link.js.publish(`${spec.subject}.${event.event_type}`, JSON.stringify(eventMessage(event)), { msgID: event.event_id, headers: h, timeout: timeoutMs })
+        await link.js.publish(`${spec.subject}.${event.event_type}`, eventMessageJson(event), { msgID: event.event_id, headers: h, timeout: timeoutMs })
       } catch (error) {
         // No responder: no stream listens on the subject right now (JetStream restarting, a stream without
         // a leader). Not this event's fault, and the connection itself is fine.

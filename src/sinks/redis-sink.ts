@@ -2,7 +2,7 @@ import { createClient } from 'redis'
 import { ConfigError } from '../errors.js'
 import type { Logger, OutboxEvent } from '../types.js'
 import { type BrokerDriver, BrokerSink } from './broker-sink.js'
-import { eventMessage } from './event-message.js'
+import { eventMessageFields } from './event-message.js'
 import type { RedisSinkSpec } from './parse-sink.js'
 import type { Sink } from './sink.js'
 import { sinkErrorMessage, sinkUnavailable } from './sink-errors.js'
@@ -39,8 +39,8 @@ const transientReplies = /^(BUSY|LOADING|MASTERDOWN|READONLY|TRYAGAIN|CLUSTERDOW
 
 /**
  * Redis Streams through node-redis. Fields: event_id, event_type, entity_type, entity_id, created_at,
- * payload (JSON) and metadata (JSON, when the event has it). Offline queueing and the client's reconnect
- * are off: the sink replaces a lost connection itself and fails fast in between.
+ * payload (its JSON text as stored) and metadata (JSON, when the event has it). Offline queueing and the
+ * client's reconnect are off: the sink replaces a lost connection itself and fails fast in between.
  */
 export function createRedisSink(spec: RedisSinkSpec, options: { log: Logger; timeoutMs: number; maxInFlight: number }): Sink {
   return new BrokerSink(spec, redisDriver(spec, options.timeoutMs), options)
@@ -101,14 +101,14 @@ function newClient(url: string, timeoutMs: number) {
 }
 
 function streamFields(event: OutboxEvent): string[] {
-  const message = eventMessage(event)
+  const message = eventMessageFields(event)
   const fields = [
     'event_id', message.event_id,
     'event_type', message.event_type,
     'entity_type', message.entity_type,
     'entity_id', message.entity_id,
     'created_at', message.created_at,
-    'payload', JSON.stringify(message.payload),
+    'payload', event.payloadText,
   ]
   if (message.metadata !== undefined) fields.push('metadata', JSON.stringify(message.metadata))
   return fields

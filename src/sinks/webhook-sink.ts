@@ -1,6 +1,6 @@
 import { retryDelayMs } from '../backoff.js'
 import type { Logger, OutboxEvent } from '../types.js'
-import { eventMessage } from './event-message.js'
+import { eventMessageJson } from './event-message.js'
 import { OutageLog } from './outage-log.js'
 import type { WebhookSinkSpec } from './parse-sink.js'
 import { Semaphore } from './semaphore.js'
@@ -87,7 +87,7 @@ class WebhookSink implements Sink {
   }
 
   async #post(event: OutboxEvent, signal: AbortSignal | undefined): Promise<void> {
-    const body = JSON.stringify(eventMessage(event))
+    const body = eventMessageJson(event)
     const timestamp = Math.floor(Date.now() / 1000)
     const timeout = AbortSignal.timeout(this.options.timeoutMs)
     let response: Response

@@ -143,6 +143,8 @@ export interface WebhookDelivery {
   timestamp: string
   signatureValid: boolean
   body: Record<string, unknown>
+  /** The body as sent, before any parse. */
+  text: string
   headers: IncomingHttpHeaders
   at: number
   status: number
@@ -167,7 +169,7 @@ export async function startReceiver(
       const id = String(request.headers['webhook-id'])
       const timestamp = String(request.headers['webhook-timestamp'])
       const signatureValid = verifyWebhookSignature(key, { id, timestamp, signature: String(request.headers['webhook-signature'] ?? ''), body: text })
-      const delivery: WebhookDelivery = { id, timestamp, signatureValid, body: JSON.parse(text), headers: request.headers, at: Date.now(), status: 0 }
+      const delivery: WebhookDelivery = { id, timestamp, signatureValid, body: JSON.parse(text), text, headers: request.headers, at: Date.now(), status: 0 }
       const count = (seen.get(id) ?? 0) + 1
       seen.set(id, count)
       const answer = signatureValid ? respond(delivery, count) : { status: 401 }
