@@ -1,6 +1,7 @@
+import { createConnection } from 'node:net'
 import { hostname } from 'node:os'
 import postgres, { type Sql } from 'postgres'
-import { ConnectionError, errorMessage, isConnectionFailure } from './errors.js'
+import { ConfigError, ConnectionError, errorMessage, isConnectionFailure, sqlState } from './errors.js'
 
 /** The role a connection plays, shown in pg_stat_activity as `outbox-poller/<host>/<pid>/<role>`. */
 export function applicationName(role: string): string {
@@ -50,9 +51,14 @@ export function describeTarget(url: string): string {
   }
 }
 
+/** SQLSTATE too_many_connections: max_connections, or a role's or database's CONNECTION LIMIT, is reached. */
+const tooManyConnections = '53300'
+
 /**
- * Waits until the database answers, retrying connection failures with backoff (0.25 s doubling to 5 s)
- * for at most `timeoutMs`. Other errors (bad password, missing database) fail at once.
+ * Waits until the database answers, retrying connection failures and "too many connections" with backoff
+ * (0.25 s doubling to 5 s) for at most `timeoutMs`. Other errors (bad password, missing database) fail at
+ * once, and so does a connection string that demands TLS of a server that does not offer it (a ConfigError:
+ * no retry fixes it). Every message starts with `target`.
  */
 export async function waitForDatabase(sql: Sql, target: string, timeoutMs: number, onRetry?: (error: unknown, delayMs: number) => void): Promise<void> {
   const deadline = Date.now() + timeoutMs
@@ -61,7 +67,8 @@ export async function waitForDatabase(sql: Sql, target: string, timeoutMs: numbe
       await sql`select 1`
       return
     } catch (error) {
-      const retryable = isConnectionFailure(error)
+      const retryable = isConnectionFailure(error) || sqlState(error) === tooManyConnections
+      if (retryable) await refuseTlsMismatch(sql, target)
       const remaining = deadline - Date.now()
       if (!retryable || remaining <= 0) {
         throw new ConnectionError(`cannot connect to ${target}: ${errorMessage(error)}${retryable ? ` (gave up after ${Math.round(timeoutMs / 1000)} s)` : ''}`, { cause: error })
@@ -70,4 +77,32 @@ export async function waitForDatabase(sql: Sql, target: string, timeoutMs: numbe
       await new Promise((resolve) => setTimeout(resolve, Math.min(delay, remaining)))
     }
   }
+}
+
+/**
+ * postgres.js falls back to plain text only with sslmode=prefer; with any other TLS mode a server without
+ * TLS just drops the connection, which looks like an outage. Ask the server itself (an SSLRequest) and turn
+ * its "no" into a ConfigError.
+ */
+async function refuseTlsMismatch(sql: Sql, target: string): Promise<void> {
+  const { ssl, host, port, path } = sql.options as unknown as { ssl: unknown; host: string[]; port: number[]; path: string | false }
+  if (!ssl || ssl === 'prefer' || path) return
+  if ((await offersTls(host[0]!, port[0]!)) !== false) return
+  const mode = typeof ssl === 'string' ? `sslmode=${ssl}` : 'TLS'
+  throw new ConfigError(`cannot connect to ${target}: the connection string asks for ${mode}, but the server does not offer TLS (enable ssl on the server, or use sslmode=prefer or disable)`)
+}
+
+/** The server's answer to an SSLRequest: true ('S'), false ('N'), or undefined when it cannot be asked. */
+function offersTls(host: string, port: number): Promise<boolean | undefined> {
+  return new Promise((resolve) => {
+    const socket = createConnection({ host, port })
+    const done = (answer: boolean | undefined) => {
+      socket.destroy()
+      resolve(answer)
+    }
+    socket.setTimeout(5_000, () => done(undefined))
+    socket.once('error', () => done(undefined))
+    socket.once('connect', () => socket.write(Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]))) // length 8, code 80877103
+    socket.once('data', (data: Buffer) => done(data[0] === 0x53 ? true : data[0] === 0x4e ? false : undefined))
+  })
 }

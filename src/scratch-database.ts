@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import postgres from 'postgres'
+import { defaults } from './config.js'
+import { describeTarget, waitForDatabase } from './db.js'
 import { startEmbeddedPostgres } from './embedded-postgres.js'
 import { quoteIdent } from './outbox-table.js'
 
@@ -23,6 +25,7 @@ export async function openScratchDatabase(purpose: string, url?: string, postgre
   if (url) {
     const sql = postgres(url, { max: 1, onnotice: () => {} })
     try {
+      await waitForDatabase(sql, describeTarget(url), defaults.connectTimeoutMs)
       await sql.unsafe(`create schema ${quoteIdent(schema)}`)
       const [{ version }] = await sql<{ version: string }[]>`select current_setting('server_version') as version`
       const target = new URL(url)

@@ -9,13 +9,13 @@ import { ConfigError } from '../errors.js'
 import { migrate } from '../migrate.js'
 import { openScratchDatabase } from '../scratch-database.js'
 import { parseSink } from '../sinks/parse-sink.js'
+import { checkedDatabaseUrl } from './database-url-option.js'
 import { ExitCode } from './exit-codes.js'
 
 const parts = ['drain', 'latency', 'capture'] as const
 type Part = (typeof parts)[number]
 
 interface BenchFlags {
-  databaseUrl?: string
   sink: string[]
   sinkSecret?: string
   events: string
@@ -34,9 +34,10 @@ export async function benchCommand(command: Command): Promise<number> {
     return part as Part
   }))
   const sinks = flags.sink.map((spec) => ({ spec, name: parseSink(spec, '--sink').name })) // bad specs fail before anything starts
+  const databaseUrl = checkedDatabaseUrl(command)
   const say = (line: string) => void (flags.json ? process.stderr : process.stdout).write(`${line}\n`)
 
-  const scratch = await openScratchDatabase('bench', flags.databaseUrl)
+  const scratch = await openScratchDatabase('bench', databaseUrl)
   // Ctrl-C or a kill still drops the scratch schema (or stops the embedded server)
   const onSignal = () => void scratch.close().finally(() => process.exit(130))
   process.once('SIGINT', onSignal)

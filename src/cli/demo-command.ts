@@ -13,13 +13,13 @@ import { parseDuration } from '../duration.js'
 import { migrate } from '../migrate.js'
 import { type OutboxTable, outboxTable, quoteIdent } from '../outbox-table.js'
 import { openScratchDatabase } from '../scratch-database.js'
+import { checkedDatabaseUrl } from './database-url-option.js'
 import { ExitCode } from './exit-codes.js'
 
 const binPath = fileURLToPath(new URL('../../bin/outbox-poller.js', import.meta.url))
 const handlerPath = fileURLToPath(new URL('../demo-handler.js', import.meta.url))
 
 interface DemoFlags {
-  databaseUrl?: string
   duration: string
   replicas: string
   rate: string
@@ -61,10 +61,11 @@ export async function demoCommand(command: Command): Promise<number> {
   const replicas = integerOption(flags.replicas, '--replicas', 3, 1, 16)
   const rate = integerOption(flags.rate, '--rate', 200, 1, 100_000)
   const burst = integerOption(flags.burst, '--burst', 20_000, 0, 1_000_000)
+  const databaseUrl = checkedDatabaseUrl(command)
   const tty = process.stdout.isTTY === true
 
-  console.log(flags.databaseUrl ? 'demo: using DATABASE_URL, in a schema of its own (dropped at the end)' : 'demo: starting an embedded PostgreSQL (no DATABASE_URL set)…')
-  const scratch = await openScratchDatabase('demo', flags.databaseUrl)
+  console.log(databaseUrl ? 'demo: using DATABASE_URL, in a schema of its own (dropped at the end)' : 'demo: starting an embedded PostgreSQL (no DATABASE_URL set)…')
+  const scratch = await openScratchDatabase('demo', databaseUrl)
   const directory = await mkdtemp(join(tmpdir(), 'outbox-demo-'))
   const sql = postgres(scratch.url, { max: 8, onnotice: () => {} })
   const outbox = outboxTable(scratch.schema, 'outbox')

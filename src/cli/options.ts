@@ -2,6 +2,7 @@ import { type Command, Option } from 'commander'
 import { defaults, type PollerOptions } from '../config.js'
 import { formatDuration } from '../duration.js'
 import { ConfigError } from '../errors.js'
+import { checkedDatabaseUrl } from './database-url-option.js'
 import { logLevels } from '../log.js'
 
 /** Every poller flag: its option key, flag, env variable, help and default shown in --help. */
@@ -81,8 +82,9 @@ export function pollerOptionsFrom(command: Command): PollerOptions {
   return options as PollerOptions
 }
 
+/** The connection string, checked; errors name DATABASE_URL or --database-url, whichever the user gave. */
 export function databaseUrlFrom(command: Command): string {
-  const url = command.opts<{ databaseUrl?: string }>().databaseUrl
+  const url = checkedDatabaseUrl(command)
   if (!url) throw new ConfigError('no database: set DATABASE_URL or pass --database-url postgres://user@host:5432/db')
   return url
 }

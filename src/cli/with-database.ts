@@ -2,6 +2,7 @@ import type { Command } from 'commander'
 import type { Sql } from 'postgres'
 import { resolveOptions } from '../config.js'
 import { applicationName, connect, describeTarget, waitForDatabase } from '../db.js'
+import { errorMessage } from '../errors.js'
 import { type OutboxTable, outboxTable } from '../outbox-table.js'
 import { databaseUrlFrom, optionNamer, pollerOptionsFrom } from './options.js'
 
@@ -9,13 +10,19 @@ import { databaseUrlFrom, optionNamer, pollerOptionsFrom } from './options.js'
  * Opens a short-lived connection for a one-shot command (`migrate`, `status`, `cleanup`, …), named
  * `outbox-poller/<host>/<pid>/<role>` in pg_stat_activity, runs `work`, and closes it whatever happens.
  * Reads only the flags the command has (connection, schema, table), so no poller setting can break it.
+ * While the database cannot be reached yet, says so once on stderr.
  */
 export async function withDatabase<T>(command: Command, role: string, work: (sql: Sql, outbox: OutboxTable) => Promise<T>): Promise<T> {
   const options = resolveOptions(pollerOptionsFrom(command), optionNamer(command))
   const url = databaseUrlFrom(command)
   const sql = connect(url, { max: 1, applicationName: applicationName(role) })
   try {
-    await waitForDatabase(sql, describeTarget(url), options.connectTimeoutMs)
+    const target = describeTarget(url)
+    let told = false
+    await waitForDatabase(sql, target, options.connectTimeoutMs, (error) => {
+      if (!told) console.error(`outbox-poller: cannot connect to ${target} yet (${errorMessage(error)}): retrying for up to ${Math.round(options.connectTimeoutMs / 1000)} s`)
+      told = true
+    })
     return await work(sql, outboxTable(options.schema, options.table))
   } finally {
     await sql.end({ timeout: 5 })
