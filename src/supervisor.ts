@@ -1,6 +1,7 @@
 import type { ChildProcess } from 'node:child_process'
 import pidusage from 'pidusage'
 import type { Sql } from 'postgres'
+import type { BatchReport } from './batch-report.js'
 import type { ResolvedOptions } from './config.js'
 import { applicationName, connect } from './db.js'
 import { errorMessage } from './errors.js'
@@ -26,14 +27,18 @@ export const SupervisorExit = { ok: 0, crashLoop: 1, startFailure: 1, workerConf
 interface Worker {
   child: ChildProcess
   startedAt: number
-  /** Ids of the batch being handled, as the worker announced them. */
-  inFlight: string[]
+  /** Ids the worker announced and has not reported finished: the suspects if it dies now. */
+  inFlight: Set<string>
+  /** The worker's batch, as it reported it: being handled, or how the last one ended. */
+  batch?: 'in hand' | 'committed' | 'rolled back'
   ready: boolean
   /** When the worker last reported its loop alive (ms since the epoch). */
   lastLoopAt: number
   retiring?: RestartReason
   drainTimer?: NodeJS.Timeout
   killedAfterDrainTimeout?: boolean
+  /** Over the memory limit while a retired worker still drains: it is replaced once that one has exited. */
+  replacementHeld?: boolean
 }
 
 /**
@@ -101,12 +106,16 @@ export class Supervisor {
 
   #spawn(): Worker {
     const child = this.#o.spawnWorker()
-    const worker: Worker = { child, startedAt: Date.now(), inFlight: [], ready: false, lastLoopAt: 0 }
+    const worker: Worker = { child, startedAt: Date.now(), inFlight: new Set(), ready: false, lastLoopAt: 0 }
     this.#workers.add(worker)
     child.on('message', (message: WorkerMessage) => {
-      if (message.type === 'dispatching') worker.inFlight = message.ids
-      else if (message.type === 'settled') {
-        worker.inFlight = []
+      if (message.type === 'dispatching') {
+        worker.batch = 'in hand'
+        for (const id of message.ids) worker.inFlight.add(id)
+        for (const id of message.finished) worker.inFlight.delete(id)
+      } else if (message.type === 'settled') {
+        worker.inFlight.clear()
+        worker.batch = committed(message.report) ? 'committed' : 'rolled back'
         worker.lastLoopAt = Date.now()
         this.#o.metrics?.recordBatch(message.report)
       } else if (message.type === 'heartbeat') worker.lastLoopAt = Date.now()
@@ -135,7 +144,7 @@ export class Supervisor {
     worker.retiring = reason
     send(worker, { type: 'drain', reason })
     worker.drainTimer = setTimeout(() => {
-      this.#o.log.warn({ worker_pid: worker.child.pid, drain_timeout_ms: this.#o.options.drainTimeoutMs }, 'worker did not drain in time: killing it; its batch rolls back')
+      this.#o.log.warn({ worker_pid: worker.child.pid, drain_timeout_ms: this.#o.options.drainTimeoutMs }, `worker did not exit within --drain-timeout: killing it; ${batchState(worker)}`)
       worker.killedAfterDrainTimeout = true
       worker.child.kill('SIGKILL')
     }, this.#o.options.drainTimeoutMs)
@@ -149,6 +158,13 @@ export class Supervisor {
       this.#o.metrics?.setWorkerRss(memory)
       const limit = this.#o.options.memoryLimitMb * 1024 * 1024
       if (memory > limit && this.#active === worker && !this.#stopping) {
+        if (this.#workers.size > 1) {
+          // One retiree at a time: its exit checks again at once (a fresh worker beside two draining ones
+          // could hold three batches in memory).
+          if (!worker.replacementHeld) this.#o.log.warn({ worker_pid: worker.child.pid, rss_mb: Math.round(memory / 1048576), limit_mb: this.#o.options.memoryLimitMb }, 'worker over its memory limit: replacing it once the previous worker has exited')
+          worker.replacementHeld = true
+          return
+        }
         this.#o.log.warn({ worker_pid: worker.child.pid, rss_mb: Math.round(memory / 1048576), limit_mb: this.#o.options.memoryLimitMb }, 'worker over its memory limit: draining it and starting a fresh one')
         this.#replace('memory')
       }
@@ -161,22 +177,23 @@ export class Supervisor {
     clearTimeout(worker.drainTimer)
     this.#workers.delete(worker)
     const pid = worker.child.pid
-    const cleanDrain = worker.retiring !== undefined && !worker.killedAfterDrainTimeout && code === 0
-    if (!cleanDrain) {
-      const how = signal !== null ? `signal ${signal}` : `exit code ${code}`
-      if (!worker.ready && worker.retiring === undefined && (code === SupervisorExit.workerConfigError || code === SupervisorExit.startFailure)) {
+    const how = signal !== null ? `signal ${signal}` : `exit code ${code}`
+    this.#o.log.info({ worker_pid: pid, code, signal }, 'worker exited')
+    if (worker.retiring === undefined) {
+      if (!worker.ready && (code === SupervisorExit.workerConfigError || code === SupervisorExit.startFailure)) {
         // It already retried the database for --connect-timeout, or its configuration is wrong: restarting won't help.
         this.failure = `the worker could not start (${how}; see above): not restarting`
         this.#o.log.error({ worker_pid: pid, code }, 'worker could not start: not restarting')
         return this.#end(code)
       }
-      // A worker we were stopping (and killed after --drain-timeout or a forced stop) charges nothing:
-      // a stop never costs an event an attempt; its batch simply rolls back.
-      if (worker.retiring === undefined) return this.#onCrash(worker, how, await this.#chargeCrash(worker, `worker died (${how}) while handling this event`))
-      this.#o.log.warn({ worker_pid: pid, how }, 'stopped worker ended without finishing its batch: it rolled back, no attempt charged')
+      return this.#onCrash(worker, how, await this.#chargeCrash(worker, `worker died (${how}) while handling this event`))
     }
-    this.#o.log.info({ worker_pid: pid, code, signal }, 'worker exited')
-    if (this.#stopping && this.#workers.size === 0) await this.#end(SupervisorExit.ok)
+    // A worker we were stopping (and killed after --drain-timeout or a forced stop) charges nothing:
+    // a stop never costs an event an attempt.
+    if (code !== 0 || worker.killedAfterDrainTimeout) this.#o.log.warn({ worker_pid: pid, how }, `stopped worker ended by ${how}: ${batchState(worker)}`)
+    if (this.#stopping) {
+      if (this.#workers.size === 0) await this.#end(SupervisorExit.ok)
+    } else if (this.#active?.replacementHeld) void this.#checkMemory()
   }
 
   /** An unexpected exit: restart, unless unattributed crashes hit the crash-loop limit. */
@@ -213,12 +230,12 @@ export class Supervisor {
 
   /** Records a failed attempt against the events the dead worker was handling and marks them suspect. */
   async #chargeCrash(worker: Worker, error: string): Promise<boolean> {
-    if (worker.inFlight.length === 0) return false
+    if (worker.inFlight.size === 0) return false
     const { schema, table, maxAttempts } = this.#o.options
     this.#sql ??= connect(this.#o.connectionString, { max: 1, applicationName: applicationName('supervisor') })
     try {
-      const { charged, dead } = await outboxChargeCrash(this.#sql, outboxQueries(outboxTable(schema, table)), worker.inFlight, error, maxAttempts)
-      this.#o.log.warn({ worker_pid: worker.child.pid, suspects: charged.length }, 'charged the dead worker\'s batch: its events are retried one at a time')
+      const { charged, dead } = await outboxChargeCrash(this.#sql, outboxQueries(outboxTable(schema, table)), [...worker.inFlight], error, maxAttempts)
+      this.#o.log.warn({ worker_pid: worker.child.pid, suspects: charged.length }, 'charged the events the dead worker had in flight: they are retried one at a time')
       for (const event of dead) {
         this.#o.log.error({ id: event.id, event_type: event.event_type, error }, 'event dead-lettered: it kept killing the worker')
         this.#o.metrics?.recordDead(event.event_type, 1)
@@ -240,6 +257,17 @@ export class Supervisor {
     this.#o.log.info({ code, restarts: this.restarts }, 'supervisor stopped')
     this.#finish(code)
   }
+}
+
+/** What became of a stopped worker's work, from what it reported: said truthfully in the logs. */
+function batchState(worker: Worker): string {
+  if (worker.batch === 'in hand') return 'its batch in hand rolls back, no attempt charged'
+  return worker.batch === undefined ? 'it had no batch in hand' : `it had no batch in hand (its last batch ${worker.batch})`
+}
+
+/** A batch report says whether its batch committed. */
+function committed(report: BatchReport): boolean {
+  return 'committed' in report ? report.committed === true : Object.keys(report.types).length > 0
 }
 
 function send(worker: Worker, message: SupervisorMessage): void {

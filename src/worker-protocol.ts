@@ -7,9 +7,13 @@ export type RestartReason = 'memory' | 'crash' | 'signal' | 'reload'
 export type WorkerMessage =
   /** Connected and polling. A worker that exits before this failed to start (it already retried). */
   | { type: 'ready' }
-  /** Sent (and flushed) before a batch's handlers run: if the worker dies now, these are the suspects. */
-  | { type: 'dispatching'; ids: string[] }
-  /** The batch committed or rolled back; what it did feeds the metrics. */
+  /**
+   * Sent (and flushed) before the handlers of `ids` start, possibly several times per batch: `finished`
+   * lists the events of the batch whose handlers all ended since the previous message. If the worker dies,
+   * the suspects are the events announced and not finished.
+   */
+  | { type: 'dispatching'; ids: string[]; finished: string[] }
+  /** The batch committed or rolled back (`report.committed`); what it did feeds the metrics. */
   | { type: 'settled'; report: BatchReport }
   /** The loop is alive (sent at most once a second while claims come back empty). */
   | { type: 'heartbeat' }

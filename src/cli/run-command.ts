@@ -15,10 +15,10 @@ import { createPoller, type Poller } from '../poller.js'
 import { parseSink, parseSinkList, type SinkSpec } from '../sinks/parse-sink.js'
 import { createSinkHandlers, sinkDefaults } from '../sinks/sink.js'
 import { Supervisor } from '../supervisor.js'
-import type { Logger } from '../types.js'
+import type { HandlerMap, Logger } from '../types.js'
 import { type SupervisorMessage, type WorkerMessage, workerEnvMarker } from '../worker-protocol.js'
 import { ExitCode } from './exit-codes.js'
-import { loadHandlers } from './load-handlers.js'
+import { type HandlerModule, loadHandlers } from './load-handlers.js'
 import { databaseUrlFrom, optionNamer, pollerOptionsFrom } from './options.js'
 
 /**
@@ -34,9 +34,22 @@ export async function runCommand(command: Command): Promise<number> {
   if (!flags.handlers && sinks.length === 0) throw new ConfigError('no handlers: pass --handlers <module> or --sink <url> (or set OUTBOX_POLLER_HANDLERS / OUTBOX_POLLER_SINKS)')
   const log = createLogger(flags.logLevel)
   const worker = { options, url, handlersPath: flags.handlers, sinks, sinkSecret: await sinkSecretFrom(flags.sinkSecret), log, resolved }
-  if (process.env[workerEnvMarker] === '1' && process.send !== undefined) return runWorker({ ...worker, supervised: true })
-  if (!superviseFrom(flags.supervise)) return runWorker({ ...worker, supervised: false })
+  if (process.env[workerEnvMarker] === '1' && process.send !== undefined) return exitWhenDone(runWorker({ ...worker, supervised: true }))
+  if (!superviseFrom(flags.supervise)) return exitWhenDone(runWorker({ ...worker, supervised: false }))
   return runSupervisor(resolved, url, log)
+}
+
+/**
+ * A worker process ends once its poller has stopped and its handler module was closed, whatever handles
+ * remain (a pool the module never ended, a timer): nothing can claim any more, and a process that lingers
+ * holds up systemd's stop and the supervisor's drain. The delay lets the exit code be set and the error printed.
+ */
+async function exitWhenDone(run: Promise<number>): Promise<number> {
+  try {
+    return await run
+  } finally {
+    setTimeout(() => process.exit(), 1_000).unref()
+  }
 }
 
 /** The webhook signing secret: --sink-secret, then OUTBOX_POLLER_SINK_SECRET, then the file OUTBOX_POLLER_SINK_SECRET_FILE names. */
@@ -115,8 +128,37 @@ interface WorkerSetup {
  * Alone, the worker watches its own memory and drains with exit code 75 above the limit.
  */
 async function runWorker(setup: WorkerSetup): Promise<number> {
+  const module = setup.handlersPath === undefined ? undefined : await loadHandlers(setup.handlersPath)
+  try {
+    return await runPoller(setup, module?.handlers ?? {})
+  } finally {
+    // after the poller has stopped: nothing of the module runs any more
+    await closeHandlerModule(module, setup.log)
+  }
+}
+
+/** How long a handler module's close() may take once the poller has stopped. */
+const handlerModuleCloseTimeoutMs = 5_000
+
+/** Awaits the handler module's close(), at most handlerModuleCloseTimeoutMs; a failure is logged, never thrown. */
+async function closeHandlerModule(module: HandlerModule | undefined, log: Logger): Promise<void> {
+  if (module?.close === undefined) return
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), handlerModuleCloseTimeoutMs)))
+  try {
+    const outcome = await Promise.race([Promise.resolve().then(module.close), timeout])
+    if (outcome === 'timeout') log.warn({ timeout_ms: handlerModuleCloseTimeoutMs }, 'the handler module\'s close() did not finish in time: exiting anyway')
+    else log.info('handler module closed')
+  } catch (error) {
+    log.warn({ error: errorMessage(error) }, 'the handler module\'s close() failed: exiting anyway')
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+/** Runs the poller (with the sinks and, alone, the HTTP server) until it has stopped; returns the exit code. */
+async function runPoller(setup: WorkerSetup, handlers: HandlerMap): Promise<number> {
   const { log, resolved } = setup
-  const handlers = setup.handlersPath === undefined ? {} : await loadHandlers(setup.handlersPath)
   // Sinks are built-in handlers; a publish waits at most 80 % of the handler timeout, so a slow broker
   // defers the event (no attempt charged) before the handler timeout would charge it.
   const sinks =
@@ -190,7 +232,7 @@ function supervisorLink(): Pick<PollerOptions, 'beforeDispatch' | 'afterBatch'> 
     })
   let lastHeartbeat = 0
   return {
-    beforeDispatch: (ids) => send({ type: 'dispatching', ids }),
+    beforeDispatch: (ids: string[], finished?: string[]) => send({ type: 'dispatching', ids, finished: finished ?? [] }),
     afterBatch: (report) => {
       if (report.claimed > 0) void send({ type: 'settled', report })
       else if (Date.now() - lastHeartbeat >= 1000) {
