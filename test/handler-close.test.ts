@@ -100,6 +100,18 @@ describe('a handler module that holds its own postgres pool', () => {
     expect(await lines(f.CLOSE_FILE)).toEqual([`closed ${r.child.pid}`])
   })
 
+  it('a stopped worker killed at --drain-timeout after its batch committed is reported as such, not as rolled back', async () => {
+    const f = files('hung-close')
+    await db.sql`insert into items select n, 'item ' || n from generate_series(1, 30) n`
+    const r = replica('pool-handler.js', ['--batch-size', '30', '--concurrency', '1', '--drain-timeout', '3s'], { ...f, HANDLER_DELAY_MS: '10', CLOSE_HANGS: '1' })
+    await waitFor('a batch in flight', async () => (await lines(f.RECORD_FILE)).length > 0)
+    r.child.kill('SIGTERM')
+    expect(await exitOf(r)).toEqual({ code: 0, signal: null })
+    expect(await pending()).toBe(0)
+    expect(r.output()).toMatch(/"msg":"worker did not exit within --drain-timeout: killing it; it had no batch in hand \(its last batch committed\)"/)
+    expect(r.output()).not.toMatch(/rolls back|rolled back/)
+  })
+
   it('after kill -9 of the supervisor, the orphaned worker finishes its batch, honours SIGTERM, closes the module and exits', async () => {
     const f = files('orphan')
     await db.sql`insert into items select n, 'item ' || n from generate_series(1, 30) n`
