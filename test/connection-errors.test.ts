@@ -104,11 +104,16 @@ describe('connecting at start', () => {
 })
 
 describe('a closed stdout', () => {
-  /** Runs the CLI with its stdout closed before it writes, like `outbox-poller … | head -1` once head has exited. */
-  function runWithClosedStdout(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stderr: string }> {
+  /**
+   * Runs the CLI and closes its stdout once `linesRead` lines arrived (0: before it writes), like
+   * `outbox-poller … | head -1` once head has exited.
+   */
+  function runWithClosedStdout(args: string[], env: Record<string, string> = {}, linesRead = 0): Promise<{ code: number | null; stderr: string }> {
     return new Promise((resolve, reject) => {
       const child = spawn(process.execPath, [binPath, ...args], { env: { PATH: process.env.PATH ?? '', ...env } })
-      child.stdout.destroy()
+      let stdout = ''
+      if (linesRead === 0) child.stdout.destroy()
+      else child.stdout.on('data', (chunk) => (stdout += chunk).split('\n').length > linesRead && child.stdout.destroy())
       let stderr = ''
       child.stderr.on('data', (chunk) => (stderr += chunk))
       child.on('error', reject)
@@ -122,4 +127,11 @@ describe('a closed stdout', () => {
       expect(result.code).toBe(0)
     }
   })
+
+  it('interrupts demo as Ctrl-C does: it stops its replicas and drops its schema, exit 0', async () => {
+    const result = await runWithClosedStdout(['demo', '--duration', '20s', '--burst', '100', '--rate', '20', '--replicas', '1'], { DATABASE_URL: db.url }, 1)
+    expect(result.stderr).toBe('')
+    expect(result.code).toBe(0)
+    expect(await db.sql`select nspname from pg_namespace where nspname like 'outbox_demo_%'`).toHaveLength(0)
+  }, 60_000)
 })
