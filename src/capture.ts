@@ -56,28 +56,53 @@ export async function captureTable(sql: Sql, outbox: OutboxTable, options: Captu
   return (await listCaptures(sql, outbox)).find((captured) => captured.table === name)!
 }
 
-/** Removes the capture triggers from a table. Returns false if it was not captured. */
+/**
+ * Removes the capture triggers from a table and forgets it. A table that no longer exists is only forgotten
+ * (the registry stops reporting it). Returns false if it was not captured.
+ */
 export async function uncaptureTable(sql: Sql, outbox: OutboxTable, table: string): Promise<boolean> {
-  const target = await resolveTable(sql, table)
+  const target = await findTable(sql, table)
+  if (target === undefined) {
+    if (await forgetCapture(sql, outbox, table)) return true
+    throw new ConfigError(`table ${table} does not exist`)
+  }
   const before = await listCaptures(sql, outbox)
   const name = await regclassName(sql, target)
+  const registered = await sql`
+    select 1 from ${sql.unsafe(outbox.captured)} as r join pg_class c on c.oid = ${target}::oid join pg_namespace n on n.oid = c.relnamespace
+     where r.relid = c.oid or (r.table_schema, r.table_name) = (n.nspname, c.relname)`
   await sql`select ${sql.unsafe(outbox.uncaptureTableFunction)}(${target}::regclass)`
-  return before.some((captured) => captured.table === name)
+  return before.some((captured) => captured.table === name) || registered.length > 0
 }
 
-/** Tables whose changes flow into this outbox, read from pg_trigger (the triggers are the truth). */
+/** Forgets a registered table that no longer exists, named as SQL writes it. Returns whether one was registered. */
+async function forgetCapture(sql: Sql, outbox: OutboxTable, table: string): Promise<boolean> {
+  const rows = await sql`
+    delete from ${sql.unsafe(outbox.captured)} as r
+     using (select parse_ident(${table}) as part) as name
+     where case cardinality(name.part)
+             when 1 then r.table_name = name.part[1] and r.table_schema = any (current_schemas(false))
+             when 2 then (r.table_schema, r.table_name) = (name.part[1], name.part[2])
+             else false end
+    returning 1`
+  return rows.length > 0
+}
+
+/**
+ * Tables whose changes flow into this outbox, read from pg_trigger (the triggers are the truth), with their
+ * columns' current names: the triggers hold column numbers, so options follow RENAME COLUMN.
+ */
 export async function listCaptures(sql: Sql, outbox: OutboxTable): Promise<CapturedTable[]> {
-  const rows = await sql<{ table: string; args: Buffer; type: number }[]>`
-    select t.tgrelid::regclass::text as table, t.tgargs as args, t.tgtype::int as type
+  const rows = await sql<{ table: string; args: Buffer; type: number; names: Record<string, string> | null }[]>`
+    select t.tgrelid::regclass::text as table, t.tgargs as args, t.tgtype::int as type,
+           (select json_object_agg(a.attnum, a.attname) from pg_attribute a where a.attrelid = t.tgrelid and a.attnum > 0 and not a.attisdropped) as names
       from pg_trigger t
      where t.tgfoid = ${outbox.captureFunction}::regproc and t.tgname in (${outbox.captureTrigger}, ${`${outbox.captureTrigger}_update`})
-       and not t.tgisinternal
+       and t.tgparentid = 0
      order by 1, t.tgname`
   const byTable = new Map<string, CapturedTable>()
   for (const row of rows) {
-    // tgargs holds the trigger's arguments, each ended by a NUL byte; tgtype's bits say which events fire it.
-    const [entity = '', key = '', ignored = '{}', columns = '{}', excluded = '{}', softDelete = ''] = row.args.toString('utf8').split('\0')
-    const captured = byTable.get(row.table) ?? { table: row.table, entity, key, ignoreColumns: parseTextArray(ignored), columns: parseTextArray(columns), excludeColumns: parseTextArray(excluded), softDeleteColumn: softDelete || null, events: [] }
+    const captured = byTable.get(row.table) ?? { table: row.table, ...readTriggerArguments(row.args, row.names ?? {}), events: [] }
     if (row.type & 4) captured.events.push('insert')
     if (row.type & 16) captured.events.push('update')
     if (row.type & 8) captured.events.push('delete')
@@ -87,8 +112,33 @@ export async function listCaptures(sql: Sql, outbox: OutboxTable): Promise<Captu
   return [...byTable.values()]
 }
 
+/**
+ * tgargs holds the trigger's arguments, each ended by a NUL byte (see the capture function in
+ * sql/migrations/0004_capture_follows_columns.sql); column numbers become the columns' current names.
+ */
+function readTriggerArguments(args: Buffer, names: Record<string, string>): Omit<CapturedTable, 'table' | 'events'> {
+  const [entity = '', , key = '0', keyName = '', ignored = '{}', columns = '', excluded = '{}', excludedNames = '{}', softDelete = ''] = args.toString('utf8').split('\0')
+  const named = (numbers: string) => parseTextArray(numbers).flatMap((n) => (names[n] === undefined ? [] : [names[n]!]))
+  return {
+    entity,
+    key: names[key] ?? keyName,
+    ignoreColumns: named(ignored),
+    columns: columns === '' ? [] : named(columns),
+    // excluded by number, and by the names they had: shown when a column has such a name now
+    excludeColumns: [...new Set([...named(excluded), ...parseTextArray(excludedNames).filter((name) => Object.values(names).includes(name))])],
+    softDeleteColumn: softDelete === '' ? null : (names[softDelete] ?? null),
+  }
+}
+
 /** Resolves a table name as SQL writes it to its oid; PostgreSQL does the parsing, so no name is ever spliced into SQL. */
 async function resolveTable(sql: Sql, table: string): Promise<string> {
+  const oid = await findTable(sql, table)
+  if (oid === undefined) throw new ConfigError(`table ${table} does not exist`)
+  return oid
+}
+
+/** The table's oid, or undefined when no such table exists; an invalid name or another kind of relation is a ConfigError. */
+async function findTable(sql: Sql, table: string): Promise<string | undefined> {
   try {
     const [row] = await sql<{ oid: string }[]>`select ${table}::regclass::oid::text as oid`
     const [kind] = await sql<{ relkind: string }[]>`select relkind from pg_class where oid = ${row!.oid}::oid`
@@ -96,7 +146,7 @@ async function resolveTable(sql: Sql, table: string): Promise<string> {
     return row!.oid
   } catch (error) {
     const state = sqlState(error)
-    if (state === SqlState.undefinedTable || state === SqlState.invalidSchemaName) throw new ConfigError(`table ${table} does not exist`)
+    if (state === SqlState.undefinedTable || state === SqlState.invalidSchemaName) return undefined
     if (state === SqlState.invalidName || state === SqlState.syntaxError) {
       throw new ConfigError(`${JSON.stringify(table)} is not a valid table name (write it as SQL does: issues, app.orders, '"Order Items"')`)
     }

@@ -5,6 +5,8 @@ export interface HealthCheck {
   ok: boolean
   /** Why not, for the 503's JSON body. */
   reason?: string
+  /** What is wrong without making the replica unhealthy (a lost captured table), in the body either way. */
+  warnings?: string[]
 }
 
 export interface HttpEndpoints {
@@ -32,7 +34,8 @@ export async function startHttpServer(host: string, port: number, endpoints: Htt
         return
       }
       response.writeHead(check.ok ? 200 : 503, { 'content-type': 'application/json' })
-      response.end(JSON.stringify(check.ok ? { status: 'ok' } : { status: 'unavailable', reason: check.reason }))
+      const warnings = check.warnings !== undefined && check.warnings.length > 0 ? { warnings: check.warnings } : {}
+      response.end(JSON.stringify(check.ok ? { status: 'ok', ...warnings } : { status: 'unavailable', reason: check.reason, ...warnings }))
     } catch (error) {
       response.writeHead(500, { 'content-type': 'application/json' })
       response.end(JSON.stringify({ status: 'error', reason: error instanceof Error ? error.message : String(error) }))

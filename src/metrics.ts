@@ -1,5 +1,6 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
 import type { BatchReport } from './batch-report.js'
+import type { LostCapture } from './capture-registry.js'
 import type { RestartReason } from './worker-protocol.js'
 
 /**
@@ -19,6 +20,8 @@ export class OutboxMetrics {
   readonly #pending = new Gauge({ name: 'outbox_pending_events', help: 'Events not yet processed nor dead (sampled every 10 s).', registers: [this.registry] })
   readonly #oldest = new Gauge({ name: 'outbox_oldest_pending_age_seconds', help: 'Age of the oldest pending event: the lag (sampled every 10 s).', registers: [this.registry] })
   readonly #rss = new Gauge({ name: 'outbox_worker_rss_bytes', help: "The worker process's resident set size.", registers: [this.registry] })
+  readonly #lostCaptures = new Gauge({ name: 'outbox_captured_tables_lost', help: 'Captured tables dropped, re-created or stripped of their triggers, or without their key column (sampled every 10 s).', registers: [this.registry] })
+  readonly #lostCapture = new Gauge({ name: 'outbox_captured_table_lost', help: 'One per lost captured table, by table and problem (sampled every 10 s).', labelNames: ['table', 'problem'], registers: [this.registry] })
   readonly #restarts = new Counter({ name: 'outbox_worker_restarts_total', help: 'Worker restarts, by reason.', labelNames: ['reason'], registers: [this.registry] })
 
   constructor() {
@@ -48,6 +51,12 @@ export class OutboxMetrics {
 
   setWorkerRss(bytes: number): void {
     this.#rss.set(bytes)
+  }
+
+  setLostCaptures(lost: readonly LostCapture[]): void {
+    this.#lostCaptures.set(lost.length)
+    this.#lostCapture.reset()
+    for (const capture of lost) this.#lostCapture.set({ table: capture.table, problem: capture.problem }, 1)
   }
 
   setBacklog(pending: number, oldestAgeSeconds: number): void {

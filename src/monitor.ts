@@ -1,4 +1,5 @@
 import type { Sql } from 'postgres'
+import { type LostCapture, lostCaptures } from './capture-registry.js'
 import { eventTypeCondition } from './event-type-pattern.js'
 import type { OutboxTable } from './outbox-table.js'
 
@@ -26,6 +27,8 @@ export interface OutboxStatus {
   types: EventTypeStatus[]
   /** Connections named `outbox-poller/…` to this database, this one excepted. */
   replicas: ReplicaConnection[]
+  /** Captured tables that were dropped, re-created or lost their triggers, or lost their key column. */
+  lostCaptures: LostCapture[]
 }
 
 export interface EventTypeStatus {
@@ -109,6 +112,7 @@ export async function outboxStatus(sql: Sql, outbox: OutboxTable, options: Outbo
         from pg_stat_activity
        where application_name like ${'outbox-poller/%'} and datname = current_database() and pid <> pg_backend_pid()
        order by application_name, pid`
+    const lost = await lostCaptures(tx, outbox)
     const c = counts!
     const [p50 = null, p95 = null, p99 = null] = latency?.p ?? []
     return {
@@ -124,6 +128,7 @@ export async function outboxStatus(sql: Sql, outbox: OutboxTable, options: Outbo
       latency: { p50, p95, p99 },
       types: types.map((row) => ({ eventType: row.event_type, pending: row.pending, dead: row.dead, processedLastHour: row.processed, p95: row.p95 })),
       replicas: replicas.map((row) => ({ applicationName: row.application_name, role: row.role, pid: row.pid, state: row.state, since: row.since })),
+      lostCaptures: lost,
     }
   })
 }

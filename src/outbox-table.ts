@@ -26,6 +26,8 @@ export interface OutboxTable {
   readonly uncaptureTableFunction: string
   /** `"schema"."table_emit"`: writes an explicit event. */
   readonly emitFunction: string
+  /** `"schema"."table_captured"`: the registry of captured tables, as they were when captured. */
+  readonly captured: string
   /** `"schema"."table_settings"`: settings of the outbox itself (the ordering mode). */
   readonly settings: string
   /** Bookkeeping table of our migrations, in the outbox's schema. */
@@ -45,6 +47,7 @@ export function outboxTable(schema: string, table: string): OutboxTable {
     captureTableFunction: derived('_capture_table'),
     uncaptureTableFunction: derived('_uncapture_table'),
     emitFunction: derived('_emit'),
+    captured: derived('_captured'),
     settings: derived('_settings'),
     migrationTable: `${table}_poller_migration`,
   }
@@ -73,6 +76,8 @@ export function fillPlaceholders(sqlText: string, outbox: OutboxTable): string {
         return quoteLiteral(outbox.captureTrigger)
       case 'capture_function':
         return quoteLiteral(outbox.captureFunction)
+      case 'qualified_literal':
+        return quoteLiteral(`${quoteIdent(outbox.schema)}.${quoteIdent(outbox.table + (suffix ?? ''))}`)
       default:
         throw new Error(`unknown placeholder ${whole} in a migration`)
     }

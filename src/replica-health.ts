@@ -1,4 +1,5 @@
 import type { Sql } from 'postgres'
+import { type LostCapture, lostCaptures } from './capture-registry.js'
 import { errorMessage } from './errors.js'
 import type { HealthCheck } from './http-server.js'
 import type { OutboxMetrics } from './metrics.js'
@@ -7,10 +8,12 @@ import type { OutboxTable } from './outbox-table.js'
 /**
  * Health of a replica, from the process that serves HTTP: the poll loop finished a claim recently (a batch
  * may legitimately take up to the handler timeout) and the database answers within 2 s. Also samples the
- * backlog gauges every 10 s, so a scrape never runs a query.
+ * backlog gauges and the lost captured tables every 10 s, so a scrape never runs a query. A lost capture is a
+ * warning in the /healthz body, not a failure: the pollers themselves are healthy.
  */
 export class ReplicaHealth {
   #timer: NodeJS.Timeout | undefined
+  #lostCaptures: LostCapture[] = []
 
   constructor(
     private readonly sql: Sql,
@@ -33,6 +36,12 @@ export class ReplicaHealth {
       } catch {
         // the health check reports a database that does not answer
       }
+      try {
+        this.#lostCaptures = await lostCaptures(this.sql, this.outbox)
+        this.metrics.setLostCaptures(this.#lostCaptures)
+      } catch {
+        // same: the health check reports it; an outbox not yet migrated has no registry
+      }
     }
     void sample()
     this.#timer = setInterval(() => void sample(), everyMs)
@@ -44,15 +53,16 @@ export class ReplicaHealth {
   }
 
   async check(): Promise<HealthCheck> {
+    const warnings = this.#lostCaptures.map((lost) => `captured table ${lost.table} ${lost.reason}; capture it again: ${lost.recapture.command}`)
     const last = this.lastLoopAt()
     const age = Date.now() - last
-    if (last === 0) return { ok: false, reason: 'the poll loop has not run yet' }
-    if (age > this.staleAfterMs) return { ok: false, reason: `the poll loop has not finished a claim for ${Math.round(age / 1000)} s` }
+    if (last === 0) return { ok: false, reason: 'the poll loop has not run yet', warnings }
+    if (age > this.staleAfterMs) return { ok: false, reason: `the poll loop has not finished a claim for ${Math.round(age / 1000)} s`, warnings }
     try {
       await Promise.race([this.sql`select 1`, new Promise((_, reject) => setTimeout(() => reject(new Error('no answer within 2 s')), 2_000).unref())])
-      return { ok: true }
+      return { ok: true, warnings }
     } catch (error) {
-      return { ok: false, reason: `database: ${errorMessage(error)}` }
+      return { ok: false, reason: `database: ${errorMessage(error)}`, warnings }
     }
   }
 }

@@ -1,5 +1,6 @@
 import type { Command } from 'commander'
 import { type CapturedTable, type CaptureEvent, captureTable, listCaptures, uncaptureTable } from '../capture.js'
+import { type LostCapture, lostCaptures } from '../capture-registry.js'
 import { grantPollerRole } from '../grant.js'
 import { migrate } from '../migrate.js'
 import { ExitCode } from './exit-codes.js'
@@ -47,6 +48,11 @@ function describeCapture(c: CapturedTable): string {
   return `${c.table} as ${c.entity}.${[...new Set(types)].join('|')} (${details.join('; ')})`
 }
 
+/** A lost capture and the two ways to renew it: the command, and the SQL call for the migration that re-creates the table. */
+export function describeLostCapture(c: LostCapture): string {
+  return [`${c.table} ${c.reason}`, `  capture it again: ${c.recapture.command}`, `  or, in the migration that re-creates it: ${c.recapture.sql};`].join('\n')
+}
+
 export async function uncaptureCommand(table: string, command: Command): Promise<number> {
   return withDatabase(command, 'capture', async (sql, outbox) => {
     const removed = await uncaptureTable(sql, outbox, table)
@@ -59,9 +65,13 @@ export async function capturesCommand(command: Command): Promise<number> {
   const flags = command.opts<{ json?: boolean }>()
   return withDatabase(command, 'capture', async (sql, outbox) => {
     const captures = await listCaptures(sql, outbox)
-    if (flags.json) console.log(JSON.stringify(captures))
-    else if (captures.length === 0) console.log(`no table is captured into ${outbox.qualified}`)
-    else for (const c of captures) console.log(describeCapture(c))
+    const lost = await lostCaptures(sql, outbox)
+    // a live capture with a problem (restored, key dropped) is one entry; a lost one is its own entry
+    const entries: Array<CapturedTable | LostCapture> = captures.map((c) => lost.find((l) => l.table === c.table) ?? c)
+    entries.push(...lost.filter((l) => !captures.some((c) => c.table === l.table)))
+    if (flags.json) console.log(JSON.stringify(entries))
+    else if (entries.length === 0) console.log(`no table is captured into ${outbox.qualified}`)
+    else for (const c of entries) console.log('problem' in c ? describeLostCapture(c) : describeCapture(c))
     return ExitCode.ok
   })
 }

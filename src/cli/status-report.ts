@@ -36,6 +36,7 @@ export function formatStatus(status: OutboxStatus, outboxName: string): string {
     `  lag        ${formatSeconds(status.oldestPendingSeconds)}  (oldest pending event)`,
     `  latency    p50 ${p(latency.p50)}  p95 ${p(latency.p95)}  p99 ${p(latency.p99)}  (last 5 minutes)`,
   ]
+  for (const lost of status.lostCaptures) lines.push(`  capture    ${lost.table} ${lost.reason}`, `             capture it again: ${lost.recapture.command}`)
   if (status.types.length > 0) {
     lines.push('', ...table(['event type', 'pending', 'dead', 'processed 1h', 'p95 5m'], status.types.map((t) => [t.eventType, t.pending, t.dead, t.processedLastHour, p(t.p95)])))
   }
