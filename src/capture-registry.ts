@@ -37,18 +37,18 @@ interface RegistryRow {
 export async function lostCaptures(sql: Sql | TransactionSql, outbox: OutboxTable): Promise<LostCapture[]> {
   const rows = await sql<RegistryRow[]>`
     select coalesce(current.oid::regclass::text, registered.name) as table, r.entity, r.options, state.problem,
-           format('SELECT %s(%L, %L, %L, %L, %L, %L, %L, %L)', ${outbox.captureTableFunction}, registered.name, r.entity,
+           format('SELECT %s(%L, %L, %L, %L, %L, %L, %L, %L)', ${outbox.captureTableFunction}::text, registered.name, r.entity,
                   case when state.problem = 'key-dropped' then '<column>' else r.options ->> 'key' end,
                   array(select jsonb_array_elements_text(r.options -> 'ignore_columns')),
-                  array(select jsonb_array_elements_text(coalesce(r.options -> 'columns', '[]'))),
+                  array(select jsonb_array_elements_text(coalesce(nullif(r.options -> 'columns', 'null'), '[]'))),
                   array(select jsonb_array_elements_text(r.options -> 'exclude_columns')), r.options ->> 'soft_delete_column',
                   array(select jsonb_array_elements_text(r.options -> 'events'))) as sql
       from ${sql.unsafe(outbox.captured)} as r
      cross join lateral (select format('%I.%I', r.table_schema, r.table_name) as name) as registered
       left join lateral (
            -- the same table (perhaps renamed), else a table now under the registered name
-           select c.oid, exists (select 1 from pg_trigger t where t.tgrelid = c.oid and t.tgfoid = ${outbox.captureFunction}::regproc
-                                    and t.tgname in (${outbox.captureTrigger}, ${`${outbox.captureTrigger}_update`})) as triggered
+           select c.oid, exists (select 1 from pg_trigger t where t.tgrelid = c.oid and t.tgfoid = ${outbox.captureFunction}::text::regproc
+                                    and t.tgname in (${outbox.captureTrigger}::text, ${`${outbox.captureTrigger}_update`}::text)) as triggered
              from pg_class c
             where c.oid = coalesce((select oid from pg_class where oid = r.relid), to_regclass(registered.name)::oid)) as current on true
      cross join lateral (select case

@@ -16,6 +16,8 @@ export interface MigrateOptions {
   schema?: string
   /** Default `outbox`. */
   table?: string
+  /** Stop after this migration (e.g. `0003_ordering_and_emit`). Default: apply all. For staged upgrades. */
+  target?: string
 }
 
 export interface MigrateResult {
@@ -38,7 +40,7 @@ export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
     migrationTableName: outbox.migrationTable,
     migrationLockTableName: `${outbox.migrationTable}_lock`,
   })
-  const { error, results } = await migrator.migrateToLatest()
+  const { error, results } = options.target === undefined ? await migrator.migrateToLatest() : await migrator.migrateTo(options.target)
   if (error !== undefined) {
     const failed = results?.find((result) => result.status === 'Error')
     throw new Error(`migration ${failed?.migrationName ?? ''} failed: ${(error as Error).message ?? String(error)}`, { cause: error })

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { captureTable, listCaptures, uncaptureTable } from '../src/capture.js'
+import { lostCaptures } from '../src/capture-registry.js'
 import { ConfigError } from '../src/errors.js'
 import { migrate } from '../src/migrate.js'
 import { outboxTable } from '../src/outbox-table.js'
@@ -267,5 +268,153 @@ describe('capture options', () => {
     expect(rows[0]!.metadata).not.toHaveProperty('causation_id')
     expect(rows[0]!.metadata.txid).toMatch(/^\d+$/)
     expect(Object.keys(rows[1]!.metadata)).toEqual(['txid'])
+  })
+})
+
+describe('capture options survive renames and drops', () => {
+  it('a renamed excluded column never leaks, nor one dropped and re-added under its name; a dropped one is just gone', async () => {
+    await db.sql`create table users (id int primary key, email text, password_hash text)`
+    await captureTable(db.sql, outbox, { table: 'users', entity: 'user', excludeColumns: ['password_hash'] })
+    const since = await lastId()
+    await db.sql`alter table users rename column password_hash to pw_hash`
+    await db.sql`insert into users values (1, 'a@example.com', 'SECRET1')`
+    await db.sql`update users set pw_hash = 'SECRET2', email = 'b@example.com' where id = 1`
+    await db.sql`update users set pw_hash = 'SECRET3' where id = 1` // only the excluded column: no event
+    expect((await listCaptures(db.sql, outbox)).find((c) => c.table === 'users')!.excludeColumns).toEqual(['pw_hash'])
+    await db.sql`alter table users add column password_hash text` // a new column under the excluded name
+    await db.sql`insert into users values (2, 'c@example.com', 'SECRET4', 'SECRET5')`
+    await db.sql`alter table users drop column pw_hash`
+    await db.sql`insert into users values (3, 'd@example.com', 'SECRET6')`
+    const events = await eventsSince(since)
+    expect(events.map((e) => [e.event_type, e.entity_id])).toEqual([['user.created', '1'], ['user.updated', '1'], ['user.created', '2'], ['user.created', '3']])
+    expect(JSON.stringify(events)).not.toMatch(/SECRET|pw_hash|password_hash/)
+    expect(events[1]!.payload.previous_attributes).toEqual({ email: 'a@example.com' })
+  })
+
+  it('ignored, captured and soft-delete columns follow renames; captures shows the current names', async () => {
+    await db.sql`create table docs (id int primary key, title text, body text, touched_at timestamptz, gone_at timestamptz)`
+    await captureTable(db.sql, outbox, { table: 'docs', entity: 'doc', columns: ['title', 'touched_at', 'gone_at'], ignoreColumns: ['touched_at'], softDeleteColumn: 'gone_at' })
+    await db.sql`alter table docs rename column title to heading`
+    await db.sql`alter table docs rename column touched_at to seen_at`
+    await db.sql`alter table docs rename column gone_at to removed_at`
+    expect((await listCaptures(db.sql, outbox)).find((c) => c.table === 'docs')).toMatchObject({
+      key: 'id', columns: ['id', 'heading', 'seen_at', 'removed_at'], ignoreColumns: ['seen_at'], softDeleteColumn: 'removed_at',
+    })
+    await db.sql`insert into docs values (1, 'hello', 'not captured', now(), null)`
+    const since = await lastId()
+    await db.sql`update docs set seen_at = now() + interval '1 minute'` // only ignored: no event
+    await db.sql`update docs set body = 'still not captured'` // not a captured column: no event
+    await db.sql`update docs set removed_at = now()`
+    const events = await eventsSince(since)
+    expect(events.map((e) => e.event_type)).toEqual(['doc.deleted'])
+    expect(Object.keys(events[0]!.payload.data).sort()).toEqual(['heading', 'id', 'removed_at', 'seen_at'])
+  })
+
+  it('the key follows a rename; a dropped key fails the write with the table, the column and the fixing command', async () => {
+    await db.sql`create table parts (id int primary key, sku text unique, name text)`
+    await captureTable(db.sql, outbox, { table: 'parts', entity: 'part' })
+    await db.sql`alter table parts rename column id to part_id`
+    const since = await lastId()
+    await db.sql`insert into parts values (1, 'P-1', 'bolt')`
+    await db.sql`update parts set name = 'nut'`
+    await db.sql`delete from parts`
+    expect((await eventsSince(since)).map((e) => [e.event_type, e.entity_id])).toEqual([['part.created', '1'], ['part.updated', '1'], ['part.deleted', '1']])
+    expect((await listCaptures(db.sql, outbox)).find((c) => c.table === 'parts')!.key).toBe('part_id')
+
+    await db.sql`alter table parts drop column part_id`
+    const failed = db.sql`insert into parts values ('P-2', 'washer')`
+    await expect(failed).rejects.toThrow('captured table public.parts has no key column id any more (dropped): capture it again with another key: outbox-poller capture public.parts --entity part --key <column>, or SELECT "public"."outbox_capture_table"(\'public.parts\', \'part\', \'<column>\')')
+    expect((await lostCaptures(db.sql, outbox)).find((c) => c.table === 'parts')).toMatchObject({ problem: 'key-dropped', recapture: { command: 'outbox-poller capture parts --entity part --key <column>' } })
+    await captureTable(db.sql, outbox, { table: 'parts', entity: 'part', key: 'sku' })
+    await db.sql`insert into parts values ('P-2', 'washer')`
+    expect((await eventsSince(since)).at(-1)).toMatchObject({ event_type: 'part.created', entity_id: 'P-2' })
+    expect((await lostCaptures(db.sql, outbox)).map((c) => c.table)).not.toContain('parts')
+  })
+})
+
+describe('registry of captured tables', () => {
+  it('reports a table dropped and re-created, one that lost its triggers and one dropped; uncapture forgets them', async () => {
+    await db.sql`create table orders (id int primary key, total int)`
+    await db.sql`create table carts (id int primary key)`
+    await db.sql`create table baskets (id int primary key)`
+    for (const [table, entity] of [['orders', 'order'], ['carts', 'cart'], ['baskets', 'basket']]) await captureTable(db.sql, outbox, { table: table!, entity: entity!, ignoreColumns: table === 'orders' ? ['total'] : [] })
+    await db.sql`drop table orders`
+    await db.sql`create table orders (id int primary key, total int)`
+    await db.sql`drop trigger public_outbox_capture on carts`
+    await db.sql`drop trigger public_outbox_capture_update on carts`
+    await db.sql`drop table baskets`
+    const lost = await lostCaptures(db.sql, outbox)
+    expect(lost.map((c) => [c.table, c.problem])).toEqual([['carts', 'untriggered'], ['orders', 'recreated'], ['public.baskets', 'dropped']])
+    expect(lost[1]!.recapture).toEqual({
+      command: 'outbox-poller capture orders --entity order --key id --ignore-columns total',
+      sql: `SELECT "public"."outbox_capture_table"('public.orders', 'order', 'id', '{total}', '{}', '{}', NULL, '{insert,update,delete}')`,
+    })
+    await db.sql.unsafe(lost[1]!.recapture.sql) // the SQL call renews it, as a migration that re-creates the table would
+    expect(await uncaptureTable(db.sql, outbox, 'carts')).toBe(true)
+    expect(await uncaptureTable(db.sql, outbox, 'baskets')).toBe(true) // gone: only forgotten
+    await expect(uncaptureTable(db.sql, outbox, 'baskets')).rejects.toThrow(new ConfigError('table baskets does not exist'))
+    expect((await lostCaptures(db.sql, outbox)).map((c) => c.table)).toEqual([])
+    const since = await lastId()
+    await db.sql`insert into orders values (1, 10)`
+    expect((await eventsSince(since)).map((e) => e.event_type)).toEqual(['order.created'])
+  })
+})
+
+describe('payload values', () => {
+  it('a json value jsonb refuses (\\u0000, a number beyond numeric) is carried as its JSON text; the write is never rejected', async () => {
+    await db.sql`create table blobs (id int primary key, doc json, docs json[], note text)`
+    await captureTable(db.sql, outbox, { table: 'blobs', entity: 'blob' })
+    const since = await lastId()
+    // literals, so the driver cannot turn the text into a JSON string
+    await db.sql.unsafe(`insert into blobs values (1, '{"s": "a\\u0000b"}', null, 'x')`)
+    await db.sql`update blobs set note = 'y'`
+    await db.sql.unsafe(`insert into blobs values (2, '1e1000000', array['{"t": "\\u0000"}'::json], 'z')`)
+    await db.sql`insert into blobs values (3, '{"fine": [1, 2]}', null, 'w')`
+    await db.sql`delete from blobs where id = 1`
+    const events = await eventsSince(since)
+    expect(events.map((e) => e.event_type)).toEqual(['blob.created', 'blob.updated', 'blob.created', 'blob.created', 'blob.deleted'])
+    expect(events[0]!.payload.data).toEqual({ id: 1, doc: '{"s": "a\\u0000b"}', docs: null, note: 'x' })
+    expect(events[1]!.payload.previous_attributes).toEqual({ note: 'x' })
+    expect(events[2]!.payload.data).toEqual({ id: 2, doc: '1e1000000', docs: '[{"t": "\\u0000"}]', note: 'z' })
+    expect(events[3]!.payload.data.doc).toEqual({ fine: [1, 2] })
+    expect(events[4]!.payload.data.doc).toBe('{"s": "a\\u0000b"}')
+  })
+
+  it('the payload is the same whatever the writing session sets; its settings are left as they were', async () => {
+    await db.sql`create table samples (id int primary key, at timestamptz, span interval, raw bytea, ratio float8, day date, period tstzrange)`
+    await captureTable(db.sql, outbox, { table: 'samples', entity: 'sample' })
+    const since = await lastId()
+    const values = (id: number) => db.sql`(${id}, '2026-03-01 12:00:00+00', '1 day 02:03:04', '\\x00ff', 1::float8 / 3, '2026-03-01', tstzrange('2026-03-01 00:00+00', '2026-03-02 00:00+00'))`
+    await db.sql`insert into samples values ${values(1)}`
+    const settings = ["TimeZone = 'Asia/Tokyo'", "IntervalStyle = 'iso_8601'", "bytea_output = 'escape'", "DateStyle = 'SQL, DMY'", 'extra_float_digits = 0']
+    const shown = await db.sql.begin(async (tx) => {
+      for (const setting of settings) await tx.unsafe(`set local ${setting}`)
+      await tx`insert into samples values ${values(2)}`
+      return tx`select current_setting('TimeZone') as tz, current_setting('IntervalStyle') as style, current_setting('bytea_output') as bytea, current_setting('DateStyle') as dates, current_setting('extra_float_digits') as digits`
+    })
+    expect(shown[0]).toEqual({ tz: 'Asia/Tokyo', style: 'iso_8601', bytea: 'escape', dates: 'SQL, DMY', digits: '0' })
+    const [first, second] = await eventsSince(since)
+    expect(second!.payload).toEqual({ data: { ...first!.payload.data, id: 2 } })
+    expect(first!.payload.data).toEqual({
+      id: 1, at: '2026-03-01T12:00:00+00:00', span: '1 day 02:03:04', raw: '\\x00ff', ratio: 0.3333333333333333, day: '2026-03-01',
+      period: '["2026-03-01 00:00:00+00","2026-03-02 00:00:00+00")',
+    })
+  })
+})
+
+describe('event context', () => {
+  it('outbox.metadata that is not a JSON object fails the write with an error naming the setting', async () => {
+    await db.sql`create table if not exists contexts (id int primary key)`
+    await captureTable(db.sql, outbox, { table: 'contexts', entity: 'ctx' })
+    for (const metadata of ['{bad', '[1,2]', '"x"', 'null', '42']) {
+      const write = db.sql.begin(async (tx) => {
+        await tx`select set_config('outbox.metadata', ${metadata}, true)`
+        await tx`insert into contexts values (100)`
+      })
+      await expect(write, metadata).rejects.toThrow(/^outbox\.metadata must be a JSON object \(got /)
+    }
+    await expect(db.sql`select outbox_emit('a.b', 'a', '1', '{}', '[1]')`).rejects.toThrow(/^metadata must be a JSON object/)
+    const [{ count }] = await db.sql`select count(*)::int as count from contexts where id = 100`
+    expect(count).toBe(0)
   })
 })

@@ -238,8 +238,9 @@ DECLARE
   args text;
   row_events text;
 BEGIN
-  IF columns IS NOT NULL AND key_attnum IS NOT NULL AND NOT key_attnum = ANY (columns) THEN
-    columns := columns || key_attnum; -- the entity id always travels with the row
+  IF columns IS NOT NULL THEN
+    -- the entity id always travels with the row
+    columns := ARRAY(SELECT DISTINCT c FROM unnest(columns || key_attnum) AS c WHERE c IS NOT NULL ORDER BY c);
   END IF;
   args := format('%L, %L, %L, %L, %L, %L, %L, %L, %L', entity, target::oid, coalesce(key_attnum, 0), key_name, ignored,
                  coalesce(columns::text, ''), excluded, excluded_names, coalesce(soft_delete::text, ''));
