@@ -90,6 +90,27 @@ describe('HTTP health and metrics', () => {
     await sql`delete from outbox`
   })
 
+  it('a captured table dropped and re-created is reported in the /healthz body and the metrics, without a 503', async () => {
+    await sql`create table carts (id int primary key)`
+    await captureTable(sql, outboxTable('public', 'outbox'), { table: 'carts', entity: 'cart' })
+    await sql`drop table carts`
+    await sql`create table carts (id int primary key)`
+    const port = await freePort()
+    replicas.push(startReplica(['--handlers', fixturePath('record-handler.js'), '--http', String(port), '--interval-max', '500ms'], { DATABASE_URL: server.url, RECORD_FILE: '/dev/null' }))
+    const health = await waitFor('a healthy replica that warns', async () => {
+      const answer = await get(port, '/healthz').catch(() => ({ status: 0, body: {} }))
+      return answer.status === 200 && answer.body.warnings ? answer : undefined
+    }, 20_000, 250)
+    expect(health.body).toEqual({
+      status: 'ok',
+      warnings: ['captured table carts was dropped and re-created without its capture triggers: its changes are not captured; capture it again: outbox-poller capture carts --entity cart --key id'],
+    })
+    const families = await scrape(port)
+    expect(counter(families, 'outbox_captured_tables_lost')).toBe(1)
+    expect(counter(families, 'outbox_captured_table_lost', { table: 'carts', problem: 'recreated' })).toBe(1)
+    await captureTable(sql, outboxTable('public', 'outbox'), { table: 'carts', entity: 'cart' })
+  })
+
   it('a port already in use is a clear configuration error', async () => {
     const busy = createServer().listen(0, '127.0.0.1')
     await new Promise((resolve) => busy.once('listening', resolve))

@@ -197,6 +197,29 @@ describe('status', () => {
   })
 })
 
+describe('lost captures', () => {
+  it('status and captures report a captured table dropped and re-created, with the command and the SQL that renew it', async () => {
+    await db.sql`create table invoices (id int primary key, total int, updated_at timestamptz)`
+    expect((await cli(['capture', 'invoices', '--entity', 'invoice', '--ignore-columns', 'updated_at'])).code).toBe(0)
+    await db.sql`drop table invoices`
+    await db.sql`create table invoices (id int primary key, total int, updated_at timestamptz)`
+    const status = await outboxStatus(db.sql, outbox)
+    expect(status.lostCaptures.map((c) => [c.table, c.problem])).toEqual([['invoices', 'recreated']])
+    const command = 'outbox-poller capture invoices --entity invoice --key id --ignore-columns updated_at'
+    const text = await cli(['status'])
+    expect(text.code).toBe(0) // reported, not a failed check
+    expect(text.stdout).toContain(`  capture    invoices was dropped and re-created without its capture triggers: its changes are not captured\n             capture it again: ${command}\n`)
+    expect(JSON.parse((await cli(['status', '--json'])).stdout).lostCaptures).toMatchObject([{ table: 'invoices', problem: 'recreated' }])
+    const captures = await cli(['captures'])
+    expect(captures.stdout).toContain(`invoices was dropped and re-created without its capture triggers: its changes are not captured\n  capture it again: ${command}\n`)
+    expect(captures.stdout).toContain(`  or, in the migration that re-creates it: SELECT "public"."outbox_capture_table"('public.invoices', 'invoice', 'id', '{updated_at}', '{}', '{}', NULL, '{insert,update,delete}');`)
+    expect(JSON.parse((await cli(['captures', '--json'])).stdout)).toMatchObject([{ table: 'invoices', entity: 'invoice', key: 'id', problem: 'recreated', recapture: { command } }])
+    expect((await cli(command.split(' ').slice(1))).code).toBe(0)
+    expect((await outboxStatus(db.sql, outbox)).lostCaptures).toEqual([])
+    expect((await cli(['status'])).stdout).not.toContain('capture ')
+  })
+})
+
 describe('dead', () => {
   async function deadFixtures() {
     const at = await databaseNow()

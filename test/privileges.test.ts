@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import postgres from 'postgres'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { captureTable } from '../src/capture.js'
+import { lostCaptures } from '../src/capture-registry.js'
 import { outboxTable } from '../src/outbox-table.js'
 import { fixturePath, runCli, startReplica } from './support/cli.js'
 import { createTestDatabase, type TestDatabase } from './support/database.js'
@@ -75,6 +76,19 @@ describe('least privilege', () => {
     replica.child.kill('SIGTERM')
     expect((await replica.exited).code).toBe(0)
     expect((await readFile(file, 'utf8')).trim().split('\n')).toHaveLength(3)
+  })
+
+  it("the pollers' role reads the registry of captured tables, for /healthz and the metrics", async () => {
+    await db.sql`create table gone (id int primary key)`
+    await captureTable(db.sql, outboxTable('public', 'outbox'), { table: 'gone', entity: 'gone' })
+    await db.sql`drop table gone`
+    const poller = postgres(urlAs(pollerRole), { max: 1, onnotice: () => {} })
+    try {
+      expect((await lostCaptures(poller, outboxTable('public', 'outbox'))).map((c) => [c.table, c.problem])).toEqual([['public.gone', 'dropped']])
+      await expect(poller`delete from outbox_captured`).rejects.toThrow(/permission denied/)
+    } finally {
+      await poller.end()
+    }
   })
 
   it('the capture function cannot be attached by a role the owner did not allow', async () => {
