@@ -76,6 +76,45 @@ describe('supervisor', () => {
     expect(await r.exited).toEqual({ code: 0, signal: null })
   })
 
+  it('after one crash only the events in flight are charged and marked suspect; their batch-mates and fresh events are handled at once', async () => {
+    const file = join(directory, 'narrow.log')
+    await db.sql`insert into items select n, 'item ' || n from generate_series(1, 300) n`
+    const r = supervised('poison-handler.js', ['--batch-size', '250', '--concurrency', '4', '--max-attempts', '2'], { RECORD_FILE: file, POISON_ENTITY_ID: '40', POISON_SIGNAL: 'SIGKILL', HANDLER_DELAY_MS: '20' })
+    await waitFor('the first crash charged', () => logLines(r.output()).some((line) => line.msg === 'worker crashed'), 30_000)
+    await db.sql`insert into items select n, 'item ' || n from generate_series(301, 350) n` // fresh events, after the crash
+    await waitFor('the poison event dead-lettered', async () => (await db.sql`select 1 from outbox where entity_id = '40' and dead_at is not null`).length > 0, 60_000, 100)
+    await waitFor('everything else processed', async () => (await pending()) === 0, 30_000, 100)
+    // A crash charges only what the dead worker had announced and not finished: a few windows of
+    // --concurrency events, never the whole batch of 250 (which would be claimed one at a time afterwards).
+    const charged = await db.sql`select entity_id, attempts, suspect from outbox where attempts > 0 and entity_id <> '40'`
+    expect(charged.length).toBeLessThanOrEqual(25)
+    expect(charged.every((row) => row.attempts === 1)).toBe(true)
+    expect(new Set(await recordedIds(file)).size).toBe(349)
+    r.child.kill('SIGTERM')
+    expect(await r.exited).toEqual({ code: 0, signal: null })
+  })
+
+  it('a memory restart never runs more than one draining worker beside the fresh one', async () => {
+    const file = join(directory, 'one-retiree.log')
+    await db.sql`insert into items select n, 'item ' || n from generate_series(1, 1000) n`
+    // each batch leaks 200 MB over about 6 s: a fresh worker passes the limit while its predecessor still drains
+    const r = supervised('leaky-handler.js', ['--memory-limit', '100', '--memory-check-interval', '1s', '--batch-size', '200', '--concurrency', '8'], { RECORD_FILE: file, LEAK_KB: '1024', HANDLER_DELAY_MS: '250' })
+    await waitFor('the outbox drained', async () => (await pending()) === 0, 120_000, 200)
+    let alive = 0
+    let most = 0
+    for (const line of logLines(r.output())) {
+      if (line.msg === 'worker started') most = Math.max(most, ++alive)
+      else if (line.msg === 'worker exited') alive--
+    }
+    expect(logLines(r.output()).filter((line) => line.msg === 'worker restarted' && line.reason === 'memory').length).toBeGreaterThanOrEqual(2)
+    expect(most).toBe(2)
+    const ids = await recordedIds(file)
+    expect(ids).toHaveLength(1000)
+    expect(new Set(ids).size).toBe(1000)
+    r.child.kill('SIGTERM')
+    expect(await r.exited).toEqual({ code: 0, signal: null })
+  }, 150_000)
+
   it('SIGTERM during a batch under the supervisor: the batch completes and commits, exit 0', async () => {
     const file = join(directory, 'term.log')
     await db.sql`insert into items select n, 'item ' || n from generate_series(1, 30) n`
