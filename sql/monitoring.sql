@@ -250,3 +250,17 @@ SELECT metadata->>'actor' AS actor,
  GROUP BY 1
  ORDER BY events DESC
  LIMIT 20;
+
+-- Captured tables whose capture was lost: dropped, or dropped and re-created without their capture triggers
+-- (a DROP TABLE takes the triggers with it, silently), or stripped of them. Healthy: no row. `outbox-poller
+-- captures` says the same, with the command that captures each again.
+-- Plan: a scan of the small registry, one catalog probe per registered table; well under 1 ms.
+SELECT r.table_schema, r.table_name, r.entity, r.captured_at,
+       CASE WHEN c.oid IS NULL THEN 'dropped'
+            WHEN c.oid <> r.relid THEN 're-created'
+            ELSE 'lost its triggers' END AS problem
+  FROM outbox_captured r
+  LEFT JOIN pg_class c ON c.oid = COALESCE((SELECT oid FROM pg_class WHERE oid = r.relid), to_regclass(format('%I.%I', r.table_schema, r.table_name))::oid)
+ WHERE c.oid IS NULL
+    OR NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgfoid = 'outbox_capture'::regproc)
+ ORDER BY 1, 2;
