@@ -15,18 +15,22 @@ export interface TypeReport {
  */
 export interface BatchReport {
   claimed: number
+  /** Stored bytes of the claimed events' payloads and metadata (what `batchMaxBytes` bounds). */
+  bytes: number
+  /** The batch's settlement committed (an empty claim commits too); false when it rolled back. */
+  committed: boolean
   durationMs: number
   /** Commit-to-handler latency of each handled event (ms). */
   latencyMs: number[]
   types: Record<string, TypeReport>
 }
 
-/** An empty claim, or a batch that rolled back (`claimed` > 0, nothing settled). */
-export function emptyBatchReport(durationMs: number, claimed = 0): BatchReport {
-  return { claimed, durationMs, latencyMs: [], types: {} }
+/** An empty claim (committed), or a batch that rolled back (`claimed` > 0, nothing settled). */
+export function emptyBatchReport(durationMs: number, claimed = 0, bytes = 0, committed = claimed === 0): BatchReport {
+  return { claimed, bytes, committed, durationMs, latencyMs: [], types: {} }
 }
 
-export function batchReport(claimed: number, durationMs: number, outcome: BatchOutcome, dead: readonly string[], processedUnmatched: boolean): BatchReport {
+export function batchReport(claimed: number, bytes: number, durationMs: number, outcome: BatchOutcome, dead: readonly string[], processedUnmatched: boolean): BatchReport {
   const types: Record<string, TypeReport> = {}
   const of = (type: string) => (types[type] ??= { handled: 0, failed: 0, dead: 0, handlerMs: [] })
   for (const event of outcome.succeeded) of(event.event_type).handled++
@@ -37,5 +41,5 @@ export function batchReport(claimed: number, durationMs: number, outcome: BatchO
     if (deadIds.has(event.id)) of(event.event_type).dead++
   }
   for (const [type, durations] of outcome.handlerMs) of(type).handlerMs = durations
-  return { claimed, durationMs, latencyMs: outcome.latencyMs, types }
+  return { claimed, bytes, committed: true, durationMs, latencyMs: outcome.latencyMs, types }
 }

@@ -1,4 +1,5 @@
 import type { BatchReport } from './batch-report.js'
+import { parseByteSize } from './byte-size.js'
 import { parseDuration } from './duration.js'
 import { ConfigError } from './errors.js'
 import type { HandlerMap, Logger } from './types.js'
@@ -15,6 +16,7 @@ export const defaults = {
   schema: 'public',
   table: 'outbox',
   batchSize: 250,
+  batchMaxBytes: 64 * 1024 * 1024,
   concurrency: 32,
   intervalMinMs: 250,
   intervalMaxMs: 2_000,
@@ -50,6 +52,12 @@ export interface PollerOptions {
   table?: string
   /** Most events claimed per batch (1–10000). Default 250. */
   batchSize?: number | string
+  /**
+   * Most bytes of payload and metadata claimed per batch, as PostgreSQL stores them (`pg_column_size`, after
+   * compression); an event bigger than this is claimed alone. Bytes, or a size with a unit (`64MB`, `512kB`;
+   * powers of 1024), 1 kB – 1 TB. Default 64 MB.
+   */
+  batchMaxBytes?: number | string
   /** Handlers running at once within a batch (1–10000). Default 32. */
   concurrency?: number | string
   /** Wait after the first empty poll (1 ms – 1 h). Default 250 ms. */
@@ -82,9 +90,16 @@ export interface PollerOptions {
   crashLimit?: number | string
   /** Window for `crashLimit` (1 s – 1 d). Default 60 s. */
   crashWindow?: number | string
-  /** Called with the ids of a claimed batch before its handlers run (the supervised worker reports them). */
-  beforeDispatch?: (ids: string[]) => void | Promise<void>
-  /** Called after every claim (empty or not) with what the batch did: the source of metrics. */
+  /**
+   * Awaited before the handlers of these events may start. The poller announces a batch's events in windows
+   * (ahead of the dispatch, so it rarely waits), never starting an event it has not announced; `finished`
+   * lists the events whose handlers all ended since the previous call. After a crash, the suspects are the
+   * announced events not yet finished: the events of the batch that never started are not charged. A window
+   * is `concurrency` events, doubled while the dispatch keeps catching up with it (fast handlers), so at most
+   * about `concurrency` + 1.5 windows are suspect. The supervised worker reports them to its supervisor.
+   */
+  beforeDispatch?: (ids: string[], finished: string[]) => void | Promise<void>
+  /** Called once per claim (empty or not) after it committed or rolled back, with what the batch did: the source of metrics. */
   afterBatch?: (report: BatchReport) => void
   /** Serve /healthz, /readyz and /metrics on `host:port` (or a bare port, on 127.0.0.1). Default: off. */
   http?: string
@@ -101,6 +116,7 @@ export interface ResolvedOptions {
   readonly schema: string
   readonly table: string
   readonly batchSize: number
+  readonly batchMaxBytes: number
   readonly concurrency: number
   readonly intervalMinMs: number
   readonly intervalMaxMs: number
@@ -115,6 +131,13 @@ export interface ResolvedOptions {
   readonly memoryCheckIntervalMs: number
   readonly connectTimeoutMs: number
   readonly drainTimeoutMs: number
+  /** Derived, set with SET LOCAL in every batch transaction: the drain timeout, so no statement outlives a drain. */
+  readonly statementTimeoutMs: number
+  /**
+   * Derived, set with SET LOCAL in every batch transaction: the longest a batch can sit idle while its handlers
+   * run (batch ÷ concurrency, rounded up, × handler timeout) plus 10 s; 0 (off) past PostgreSQL's maximum.
+   */
+  readonly idleInTransactionTimeoutMs: number
   readonly crashLimit: number
   readonly crashWindowMs: number
   readonly http: { readonly host: string; readonly port: number } | undefined
@@ -125,6 +148,8 @@ export type OptionNamer = (key: keyof PollerOptions) => string
 
 const HOUR = 3_600_000
 const DAY = 24 * HOUR
+/** The largest value PostgreSQL accepts for its timeout settings (INT_MAX ms, about 24.8 days). */
+const POSTGRES_MAX_TIMEOUT_MS = 2_147_483_647
 
 /** Applies defaults, validates every value and returns a frozen object. Errors name the option, the range and the value. */
 export function resolveOptions(input: PollerOptions, nameOf: OptionNamer = (key) => key): ResolvedOptions {
@@ -137,6 +162,7 @@ export function resolveOptions(input: PollerOptions, nameOf: OptionNamer = (key)
     schema: identifierOption(input.schema, nameOf('schema'), defaults.schema),
     table: identifierOption(input.table, nameOf('table'), defaults.table),
     batchSize: int('batchSize', defaults.batchSize, 1, 10_000),
+    batchMaxBytes: bytesOption(input.batchMaxBytes, nameOf('batchMaxBytes'), defaults.batchMaxBytes, 1024, 1024 ** 4),
     concurrency: int('concurrency', defaults.concurrency, 1, 10_000),
     intervalMinMs: ms('intervalMin', defaults.intervalMinMs, 1, HOUR),
     intervalMaxMs: ms('intervalMax', defaults.intervalMaxMs, 1, HOUR),
@@ -151,11 +177,16 @@ export function resolveOptions(input: PollerOptions, nameOf: OptionNamer = (key)
     memoryCheckIntervalMs: ms('memoryCheckInterval', defaults.memoryCheckIntervalMs, 100, DAY),
     connectTimeoutMs: ms('connectTimeout', defaults.connectTimeoutMs, 0, HOUR),
     drainTimeoutMs: 0,
+    statementTimeoutMs: 0,
+    idleInTransactionTimeoutMs: 0,
     crashLimit: int('crashLimit', defaults.crashLimit, 1, 1000),
     crashWindowMs: ms('crashWindow', defaults.crashWindowMs, 1000, DAY),
     http: listenOption(input.http, nameOf('http')),
   }
   resolved.drainTimeoutMs = ms('drainTimeout', resolved.handlerTimeoutMs + defaults.drainMarginMs, 1, DAY)
+  resolved.statementTimeoutMs = resolved.drainTimeoutMs
+  const idleMs = Math.ceil(resolved.batchSize / resolved.concurrency) * resolved.handlerTimeoutMs + defaults.drainMarginMs
+  resolved.idleInTransactionTimeoutMs = idleMs > POSTGRES_MAX_TIMEOUT_MS ? 0 : idleMs
   if (resolved.intervalMinMs > resolved.intervalMaxMs) {
     throw new ConfigError(`${nameOf('intervalMin')} (${resolved.intervalMinMs} ms) must not exceed ${nameOf('intervalMax')} (${resolved.intervalMaxMs} ms)`)
   }
@@ -181,6 +212,15 @@ export function durationOption(value: number | string | undefined, name: string,
     throw new ConfigError(`${name} must be between ${min} ms and ${max} ms (got ${JSON.stringify(value)})`)
   }
   return ms
+}
+
+export function bytesOption(value: number | string | undefined, name: string, fallback: number, min: number, max: number): number {
+  if (value === undefined) return fallback
+  const bytes = typeof value === 'number' ? value : parseByteSize(value, name)
+  if (!Number.isInteger(bytes) || bytes < min || bytes > max) {
+    throw new ConfigError(`${name} must be between ${min} and ${max} bytes (got ${JSON.stringify(value)})`)
+  }
+  return bytes
 }
 
 export function choiceOption<T extends string>(value: string | undefined, name: string, fallback: T, choices: readonly T[]): T {

@@ -2,6 +2,7 @@ import { RetryLaterError } from './errors.js'
 import type { HandlerRegistry } from './handler-registry.js'
 import type { ClaimedEvent } from './claimed-event.js'
 import type { Sql } from 'postgres'
+import type { BatchAnnouncements } from './announce-window.js'
 import { EventContext, SavepointTurns } from './event-context.js'
 import type { Handler, Logger, OutboxEvent } from './types.js'
 
@@ -27,38 +28,58 @@ export interface BatchOutcome {
   handlerMs: Map<string, number[]>
 }
 
+/** One batch's dispatch: which events are running, and whether the batch was stopped. */
+interface BatchRun {
+  /** Why the batch stopped (connection lost, forced stop, a failed announcement): no further event starts. */
+  stopped: Error | undefined
+  /** Events whose handlers started and have not all ended, with their contexts. */
+  readonly running: Map<string, EventContext>
+}
+
 /**
  * Runs the handlers of a batch, at most `concurrency` events at a time, so one slow handler does not hold
  * the whole batch's locks for batch × timeout. An event's handlers run one after another; the first
  * failure fails the event (it is retried whole). A failure never touches the other events of the batch.
  */
 export class BatchDispatch {
-  readonly #inFlight = new Set<EventContext>()
-  /** Set by a forced stop: no further event of the batch starts. */
-  #aborted = false
+  #run: BatchRun | undefined
+  /** Set by a forced stop: no event of this or a later batch starts. */
+  #forced: Error | undefined
 
   constructor(
     private readonly registry: HandlerRegistry,
     private readonly options: DispatchOptions,
   ) {}
 
-  /** Runs the batch's handlers; `connection` (holding the batch transaction) serves `ctx.tx()`. */
-  async run(rows: readonly ClaimedEvent[], connection?: Sql): Promise<BatchOutcome> {
+  /**
+   * Runs the batch's handlers; `connection` (holding the batch transaction) serves `ctx.tx()`. With
+   * `announcements`, an event starts only once announced. Resolves with `stopped` set if the batch was stopped.
+   */
+  async run(rows: readonly ClaimedEvent[], connection?: Sql, announcements?: BatchAnnouncements): Promise<BatchOutcome & { stopped: Error | undefined }> {
     const turns = connection === undefined ? undefined : new SavepointTurns(connection)
     const outcome: BatchOutcome = { succeeded: [], failed: [], unmatched: [], deferred: [], latencyMs: [], handlerMs: new Map() }
+    const run: BatchRun = (this.#run = { stopped: this.#forced, running: new Map() })
     let next = 0
     const worker = async () => {
-      while (next < rows.length && !this.#aborted) {
-        const event = rows[next++]!
+      while (next < rows.length && run.stopped === undefined) {
+        const index = next++
+        const event = rows[index]!
+        if (announcements !== undefined) {
+          const ready = announcements.ready(index)
+          if (ready !== undefined) await ready
+          if (run.stopped !== undefined) break
+        }
         const handlers = this.registry.match(event.event_type)
         if (handlers.length === 0) {
           outcome.unmatched.push(event)
+          announcements?.finished(event.id)
           continue
         }
         const startedAt = Date.now()
         const startedMs = performance.now()
         outcome.latencyMs.push(startedAt - event.created_at.getTime())
         const ctx = new EventContext(event, this.options.log, turns)
+        run.running.set(event.id, ctx)
         let succeeded = false
         try {
           for (const handler of handlers) {
@@ -78,6 +99,8 @@ export class BatchDispatch {
           // the savepoint could not be kept: the event's writes are gone with it, so the event fails
           if (succeeded) outcome.failed.push({ event, error })
         }
+        run.running.delete(event.id)
+        announcements?.finished(event.id)
         let durations = outcome.handlerMs.get(event.event_type)
         if (durations === undefined) outcome.handlerMs.set(event.event_type, (durations = []))
         durations.push(performance.now() - startedMs)
@@ -86,13 +109,29 @@ export class BatchDispatch {
     const workers: Promise<void>[] = []
     for (let i = 0; i < Math.min(this.options.concurrency, rows.length); i++) workers.push(worker())
     await Promise.all(workers)
-    return outcome
+    if (this.#run === run) this.#run = undefined
+    return { ...outcome, stopped: run.stopped }
   }
 
-  /** Fails every handler still running (forced shutdown): their signals abort and their events fail. */
+  /**
+   * Stops the batch in hand: no further event of it starts, and the handlers still running fail with
+   * `reason` (their signals abort). Returns the ids of the events that were running.
+   */
+  abortBatch(reason: Error): string[] {
+    const run = this.#run
+    if (run === undefined) return []
+    run.stopped ??= reason
+    for (const ctx of run.running.values()) {
+      ctx.fail(reason)
+      ctx.abort(reason)
+    }
+    return [...run.running.keys()]
+  }
+
+  /** Forced shutdown: the batch in hand is aborted, and no later batch starts an event. */
   abortAll(reason: Error): void {
-    this.#aborted = true
-    for (const ctx of this.#inFlight) ctx.fail(reason)
+    this.#forced = reason
+    this.abortBatch(reason)
   }
 
   #runOne(handler: Handler, event: OutboxEvent, ctx: EventContext): void | Promise<void> {
@@ -102,7 +141,7 @@ export class BatchDispatch {
     return new Promise<void>((resolve, reject) => {
       const settle = () => {
         clearTimeout(timer)
-        this.#inFlight.delete(ctx)
+        ctx.fail = () => {}
       }
       ctx.fail = (reason) => {
         settle()
@@ -110,7 +149,6 @@ export class BatchDispatch {
         reject(reason)
       }
       const timer = setTimeout(() => ctx.fail(new Error(`handler timed out after ${this.options.handlerTimeoutMs} ms`)), this.options.handlerTimeoutMs)
-      this.#inFlight.add(ctx)
       result.then(
         () => (settle(), resolve()),
         (error: unknown) => (settle(), reject(error)),

@@ -46,6 +46,15 @@ export function isConnectionFailure(error: unknown): boolean {
   )
 }
 
+/**
+ * The server's own words for an error it sent (`57014: canceling statement due to statement timeout`,
+ * `57P01: terminating connection due to administrator command`); undefined for client-side errors.
+ */
+export function serverReason(error: unknown): string | undefined {
+  const fields = error as { severity?: unknown; code?: unknown; message?: unknown } | null
+  return typeof fields?.severity === 'string' ? `${String(fields.code)}: ${String(fields.message)}` : undefined
+}
+
 export function errorMessage(error: unknown): string {
   return error instanceof Error ? error.message : String(error)
 }

@@ -2,15 +2,18 @@ import type { Sql } from 'postgres'
 import { retryDelayMs } from './backoff.js'
 import { type PollerOptions, type ResolvedOptions, resolveOptions } from './config.js'
 import { applicationName, connect, describeTarget, waitForDatabase } from './db.js'
+import { AnnounceWindow } from './announce-window.js'
 import { type BatchReport, batchReport, emptyBatchReport } from './batch-report.js'
+import { BatchDeaths } from './batch-deaths.js'
 import type { ClaimedEvent } from './claimed-event.js'
 import { BatchDispatch, type BatchOutcome } from './dispatch-batch.js'
-import { ConfigError, errorMessage, isConnectionFailure } from './errors.js'
+import { ConfigError, errorMessage, isConnectionFailure, serverReason } from './errors.js'
 import { HandlerRegistry } from './handler-registry.js'
 import { silentLogger } from './log.js'
 import { type OutboxTable, outboxTable } from './outbox-table.js'
 import {
   type OutboxQueries,
+  outboxChargeCrash,
   outboxClaimBatch,
   outboxClearAsleep,
   outboxQueries,
@@ -63,18 +66,22 @@ class OutboxPoller implements Poller {
   readonly #dispatch: BatchDispatch
   readonly #connectionString: string | undefined
   readonly #applicationName: string
-  readonly #hooks: Pick<PollerOptions, 'beforeDispatch' | 'afterBatch'>
+  readonly #afterBatch: PollerOptions['afterBatch']
+  readonly #announcer: AnnounceWindow | undefined
+  readonly #deaths: BatchDeaths
   #sql: Sql | undefined
   /** While handlers defer events (a broker is down): how long they step aside, 1 s doubling to 30 s. */
   #outageDelayMs = 0
   #allDeferred = false
   #lastReport: BatchReport | undefined
-  #claimedNow = 0
+  /** The batch in hand (from its claim to its settlement), and the last one, for #recover. */
+  #active: ActiveBatch | undefined
+  #lastBatch: ActiveBatch | undefined
+  /** Suspects are claimed (alone) at most every other claim, so fresh events never wait behind them. */
+  #suspectTurn = true
   /** This poller raised the wake-up flag and has not lowered it. */
   #flagRaised = false
   #lastLoopAt = 0
-  /** Counts closed connections: a batch whose connection closed under it has lost its transaction. */
-  #connectionsClosed = 0
   #unlisten: (() => Promise<void>) | undefined
   #starting: Promise<void> | undefined
   #stopping: Promise<void> | undefined
@@ -91,11 +98,13 @@ class OutboxPoller implements Poller {
     if (!input.connectionString) throw new ConfigError('connectionString is required (e.g. DATABASE_URL)')
     this.#connectionString = input.connectionString
     this.#applicationName = input.applicationName ?? applicationName('worker')
-    this.#hooks = { beforeDispatch: input.beforeDispatch, afterBatch: input.afterBatch }
+    this.#afterBatch = input.afterBatch
+    this.#announcer = input.beforeDispatch && new AnnounceWindow(input.beforeDispatch, this.options.concurrency)
+    this.#deaths = new BatchDeaths(this.options.batchSize)
     this.#registry = new HandlerRegistry(input.handlers)
     this.#log = input.logger ?? silentLogger
     this.#outbox = outboxTable(this.options.schema, this.options.table)
-    this.#queries = outboxQueries(this.#outbox, { ordering: this.options.ordering, onDead: this.options.orderingOnDead })
+    this.#queries = outboxQueries(this.#outbox, { ordering: this.options.ordering, onDead: this.options.orderingOnDead }, this.options)
     this.#dispatch = new BatchDispatch(this.#registry, { concurrency: this.options.concurrency, handlerTimeoutMs: this.options.handlerTimeoutMs, log: this.#log })
     this.done = new Promise((resolve, reject) => {
       this.#resolveDone = resolve
@@ -120,7 +129,7 @@ class OutboxPoller implements Poller {
   async #start(): Promise<void> {
     if (this.#registry.size === 0) throw new ConfigError('no handlers registered: pass handlers or call poller.on(pattern, handler) before start()')
     // One connection: BEGIN, the claim, the settlement and COMMIT are pipelined on it.
-    const sql = (this.#sql = connect(this.#connectionString!, { max: 1, applicationName: this.#applicationName, onclose: () => this.#connectionsClosed++ }))
+    const sql = (this.#sql = connect(this.#connectionString!, { max: 1, applicationName: this.#applicationName, onclose: () => this.#onConnectionClosed() }))
     const target = describeTarget(this.#connectionString!)
     try {
       await waitForDatabase(sql, target, this.options.connectTimeoutMs, (error, delayMs) =>
@@ -213,6 +222,8 @@ class OutboxPoller implements Poller {
         errorDelay = Math.min(errorDelay * 2, 30_000)
         continue
       }
+      // a claim that skipped the suspects came back empty: the next one may take a suspect at once
+      if (claimed === 0 && this.#lastBatch!.skippedSuspects) continue
       if (claimed > 0 && this.#outageDelayMs > 0 && this.#allDeferred) {
         // every event of the batch had to wait: do not churn through the backlog while the outage lasts
         await this.#sleep(this.#outageDelayMs)
@@ -237,51 +248,65 @@ class OutboxPoller implements Poller {
     }
   }
 
+  /**
+   * The batch's connection closed: its transaction is gone on the server. No further handler of the batch
+   * starts and the running ones are aborted, so nothing keeps working on events another replica now claims.
+   */
+  #onConnectionClosed(): void {
+    const batch = this.#active
+    if (batch === undefined || batch.lost !== undefined) return
+    const error = new ConnectionLostError('the batch connection closed: its transaction rolled back')
+    batch.lost = error
+    batch.inFlight = this.#dispatch.abortBatch(error)
+  }
+
   /** One batch in one transaction. Returns how many events it claimed. */
   async #batch(): Promise<number> {
     const startedAt = performance.now()
     this.#lastReport = undefined
-    this.#claimedNow = 0
+    const batch: ActiveBatch = (this.#active = this.#lastBatch = { claimed: 0, bytes: 0, suspect: false, skippedSuspects: !this.#suspectTurn, startedAt, inFlight: [], lost: undefined })
     try {
-      const claimed = await this.#claimAndHandle()
+      const claimed = await this.#claimAndHandle(batch)
       this.#lastLoopAt = Date.now()
       return claimed
     } finally {
+      this.#active = undefined
       // a batch that rolled back still reports how many it had claimed, so the supervisor forgets them
-      this.#hooks.afterBatch?.(this.#lastReport ?? emptyBatchReport(performance.now() - startedAt, this.#claimedNow))
+      this.#afterBatch?.(this.#lastReport ?? emptyBatchReport(performance.now() - startedAt, batch.claimed, batch.bytes, false))
     }
   }
 
-  async #claimAndHandle(): Promise<number> {
-    const startedAt = performance.now()
+  async #claimAndHandle(batch: ActiveBatch): Promise<number> {
     const connection = this.#sql!
-    const closedBefore = this.#connectionsClosed
-    const rows = await outboxClaimBatch(connection, this.#queries, this.options.batchSize)
-    this.#claimedNow = rows.length
+    const claim = await outboxClaimBatch(connection, this.#queries, { batchSize: this.#deaths.batchSize, maxBytes: this.options.batchMaxBytes, suspects: this.#suspectTurn })
+    const rows = claim.events
+    Object.assign(batch, { claimed: rows.length, bytes: claim.bytes, suspect: claim.suspect })
+    this.#suspectTurn = !claim.suspect
+    if (batch.lost !== undefined) throw batch.lost
     if (rows.length === 0) {
       await connection.unsafe('commit')
+      this.#lastReport = emptyBatchReport(performance.now() - batch.startedAt, 0, 0, true)
       return 0
     }
-    let outcome: BatchOutcome
+    const announcements = this.#announcer?.open(rows, (error) => this.#dispatch.abortBatch(new Error(`beforeDispatch failed: ${errorMessage(error)}`, { cause: error })))
+    let outcome: BatchOutcome & { stopped: Error | undefined }
     try {
-      await this.#hooks.beforeDispatch?.(rows.map((row) => row.id))
-      outcome = await this.#dispatch.run(rows, connection)
-    } catch (error) {
-      await outboxRollback(connection).catch(() => {})
-      throw error
+      outcome = await this.#dispatch.run(rows, connection, announcements)
+    } finally {
+      if (announcements !== undefined) this.#announcer!.close(announcements)
     }
-    if (this.#connectionsClosed !== closedBefore) {
-      // The server already rolled the claim back; settling now would run outside that transaction.
-      throw new ConnectionLostError('connection closed while the batch was being handled')
-    }
+    // The server already rolled the claim back; settling now would run outside that transaction.
+    if (batch.lost !== undefined) throw batch.lost
     if (this.#forced) {
       // A forced stop charges no attempt: the whole batch goes back to the queue.
       await outboxRollback(connection)
       this.#log.warn({ events: rows.length }, 'forced stop: batch rolled back, its events return to the queue')
       return rows.length
     }
+    if (outcome.stopped !== undefined) throw outcome.stopped
     const dead = await this.#settle(connection, rows, outcome)
-    this.#lastReport = batchReport(rows.length, performance.now() - startedAt, outcome, dead, this.options.unmatched === 'process')
+    this.#deaths.committed()
+    this.#lastReport = batchReport(rows.length, claim.bytes, performance.now() - batch.startedAt, outcome, dead, this.options.unmatched === 'process')
     return rows.length
   }
 
@@ -323,12 +348,36 @@ class OutboxPoller implements Poller {
     return dead
   }
 
+  /**
+   * After a failed claim or batch: roll back, shrink the next batch, charge the events that were running if
+   * the batch keeps dying (see BatchDeaths), and log the incident once, with the server's reason when known.
+   */
   async #recover(error: unknown, delayMs: number): Promise<void> {
-    // a claim or settlement that failed without losing the connection leaves its transaction aborted
-    if (this.#sql) await outboxRollback(this.#sql).catch(() => {})
-    if (isConnectionFailure(error) || error instanceof ConnectionLostError) this.#log.warn({ error: errorMessage(error), retry_in_ms: delayMs }, 'connection lost: the batch in hand rolled back; reconnecting')
-    else this.#log.error({ error: errorMessage(error), retry_in_ms: delayMs }, 'batch failed and rolled back')
+    const batch = this.#lastBatch
+    const lost = batch?.lost !== undefined || isConnectionFailure(error)
+    // postgres.js hands the server's FATAL error (why it closed the connection) to the next statement, not to
+    // the one it interrupted: this probe reconnects and collects it. A claim or settlement that failed without
+    // losing the connection leaves its transaction aborted instead: roll it back.
+    const reason = lost ? (serverReason(error) ?? (await this.#sql!`select 1`.then(() => undefined, (probe: unknown) => serverReason(probe) ?? errorMessage(probe)))) : serverReason(error)
+    if (!lost) await outboxRollback(this.#sql!).catch(() => {})
+    const death = batch !== undefined && batch.claimed > 0 ? this.#deaths.died(batch.suspect, batch.inFlight) : undefined
+    const fields = { error: errorMessage(error), reason, events: batch?.claimed, in_flight: batch?.inFlight.length, next_batch_size: this.#deaths.batchSize, retry_in_ms: delayMs }
+    if (lost) this.#log.warn(fields, 'connection lost: the batch in hand rolled back; reconnecting')
+    else this.#log.error(fields, 'batch failed and rolled back')
+    if (death !== undefined && death.charge.length > 0) await this.#charge(death.charge, `its batch died (${reason ?? errorMessage(error)}) while this event was being handled`)
     await this.#sleep(delayMs)
+  }
+
+  /** Charges an attempt to the events that were running when their batch died, and marks them suspect. */
+  async #charge(ids: string[], error: string): Promise<void> {
+    try {
+      const { charged, dead } = await outboxChargeCrash(this.#sql!, this.#queries, ids, error, this.options.maxAttempts)
+      this.stats.dead += dead.length
+      this.#log.warn({ suspects: charged.length }, 'the batch keeps dying: charged the events that were running, which are now retried alone')
+      for (const event of dead) this.#log.error({ id: event.id, event_type: event.event_type, error }, 'event dead-lettered: its batch kept dying while it ran')
+    } catch (cause) {
+      this.#log.error({ error: errorMessage(cause), events: ids.length }, 'could not charge the events of the dying batch')
+    }
   }
 
   #sleep(ms: number): Promise<void> {
@@ -349,6 +398,20 @@ class OutboxPoller implements Poller {
 }
 
 class ConnectionLostError extends Error {}
+
+/** The batch in hand, as the connection-close handler and #recover see it. */
+interface ActiveBatch {
+  claimed: number
+  bytes: number
+  /** One suspect event, claimed alone. */
+  suspect: boolean
+  /** The claim was not allowed to take a suspect. */
+  skippedSuspects: boolean
+  startedAt: number
+  /** Ids of the events whose handlers were running when the batch was lost. */
+  inFlight: string[]
+  lost: ConnectionLostError | undefined
+}
 
 function describeError(error: unknown): string {
   // text columns cannot hold NUL: a message with one would make the whole settlement fail

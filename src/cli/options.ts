@@ -1,4 +1,5 @@
 import { type Command, Option } from 'commander'
+import { formatByteSize } from '../byte-size.js'
 import { defaults, type PollerOptions } from '../config.js'
 import { formatDuration } from '../duration.js'
 import { ConfigError } from '../errors.js'
@@ -16,6 +17,7 @@ interface FlagSpec {
 
 const pollerFlags: FlagSpec[] = [
   { key: 'batchSize', flag: '--batch-size <n>', env: 'OUTBOX_POLLER_BATCH_SIZE', help: 'most events claimed per batch (1-10000)', shownDefault: String(defaults.batchSize) },
+  { key: 'batchMaxBytes', flag: '--batch-max-bytes <size>', env: 'OUTBOX_POLLER_BATCH_MAX_BYTES', help: 'most payload and metadata bytes claimed per batch, as stored (512kB, 64MB, 1048576); a bigger event is claimed alone', shownDefault: formatByteSize(defaults.batchMaxBytes) },
   { key: 'concurrency', flag: '--concurrency <n>', env: 'OUTBOX_POLLER_CONCURRENCY', help: 'handlers running at once within a batch (1-10000)', shownDefault: String(defaults.concurrency) },
   { key: 'intervalMin', flag: '--interval-min <duration>', env: 'OUTBOX_POLLER_INTERVAL_MIN', help: 'wait after the first empty poll; doubles while idle', shownDefault: formatDuration(defaults.intervalMinMs) },
   { key: 'intervalMax', flag: '--interval-max <duration>', env: 'OUTBOX_POLLER_INTERVAL_MAX', help: 'longest wait between polls while idle (a missed wake-up delays an event at most this long)', shownDefault: formatDuration(defaults.intervalMaxMs) },

@@ -1,0 +1,82 @@
+import type { ClaimedEvent } from './claimed-event.js'
+
+/** The `beforeDispatch` hook: see PollerOptions. */
+export type AnnounceHook = (ids: string[], finished: string[]) => void | Promise<void>
+
+/**
+ * Announces a batch's events to the hook in windows, ahead of the dispatch, so that after a crash the
+ * suspects are the events in flight and a window, not the whole batch. A window starts at `minSize` events
+ * (the concurrency); it doubles after a batch whose dispatch had to wait for an announcement (fast handlers:
+ * fewer calls) and halves back after one that never waited. The size is kept from batch to batch.
+ */
+export class AnnounceWindow {
+  #size: number
+
+  constructor(
+    private readonly hook: AnnounceHook,
+    private readonly minSize: number,
+  ) {
+    this.#size = minSize
+  }
+
+  /** Announcements for one batch. */
+  open(rows: readonly ClaimedEvent[], onFailure: (error: unknown) => void): BatchAnnouncements {
+    return new BatchAnnouncements(rows, this.hook, this.#size, onFailure)
+  }
+
+  /** Adapts the window to how the batch went. */
+  close(batch: BatchAnnouncements): void {
+    this.#size = batch.waited ? Math.min(this.#size * 2, 10_000) : Math.max(this.minSize, this.#size >> 1)
+  }
+}
+
+export class BatchAnnouncements {
+  /** Rows [0, announced) were handed to the hook; [0, confirmed) may start. */
+  #announced = 0
+  #confirmed = 0
+  #pending: Promise<void> = Promise.resolve()
+  #finished: string[] = []
+  /** The dispatch had to wait for an announcement after the first. */
+  waited = false
+
+  constructor(
+    private readonly rows: readonly ClaimedEvent[],
+    private readonly hook: AnnounceHook,
+    private readonly size: number,
+    private readonly onFailure: (error: unknown) => void,
+  ) {}
+
+  /**
+   * Call before starting the event at `index` (in order). Undefined when it may start now (no microtask);
+   * otherwise a promise that resolves once it may. The next window goes out when the dispatch reaches the
+   * middle of the current one, so it is usually confirmed before it is needed.
+   */
+  ready(index: number): Promise<void> | undefined {
+    if (this.#announced < this.rows.length && index >= this.#announced - (this.size >> 1)) this.#announce()
+    if (index < this.#confirmed) return undefined
+    if (this.#confirmed > 0) this.waited = true // waiting for the first window is not waiting behind the dispatch
+    return this.#pending
+  }
+
+  /** The event's handlers all ended. */
+  finished(id: string): void {
+    this.#finished.push(id)
+  }
+
+  #announce(): void {
+    const end = Math.min(this.rows.length, this.#announced + this.size)
+    const ids: string[] = []
+    for (let i = this.#announced; i < end; i++) ids.push(this.rows[i]!.id)
+    this.#announced = end
+    this.#pending = this.#pending.then(async () => {
+      const finished = this.#finished
+      this.#finished = []
+      try {
+        await this.hook(ids, finished)
+        this.#confirmed = end
+      } catch (error) {
+        this.onFailure(error) // the batch stops: nothing it has not announced may start
+      }
+    })
+  }
+}
