@@ -1,7 +1,6 @@
 import type { ChildProcess } from 'node:child_process'
 import pidusage from 'pidusage'
 import type { Sql } from 'postgres'
-import type { BatchReport } from './batch-report.js'
 import type { ResolvedOptions } from './config.js'
 import { applicationName, connect } from './db.js'
 import { errorMessage } from './errors.js'
@@ -115,7 +114,7 @@ export class Supervisor {
         for (const id of message.finished) worker.inFlight.delete(id)
       } else if (message.type === 'settled') {
         worker.inFlight.clear()
-        worker.batch = committed(message.report) ? 'committed' : 'rolled back'
+        worker.batch = message.report.committed ? 'committed' : 'rolled back'
         worker.lastLoopAt = Date.now()
         this.#o.metrics?.recordBatch(message.report)
       } else if (message.type === 'heartbeat') worker.lastLoopAt = Date.now()
@@ -263,11 +262,6 @@ export class Supervisor {
 function batchState(worker: Worker): string {
   if (worker.batch === 'in hand') return 'its batch in hand rolls back, no attempt charged'
   return worker.batch === undefined ? 'it had no batch in hand' : `it had no batch in hand (its last batch ${worker.batch})`
-}
-
-/** A batch report says whether its batch committed. */
-function committed(report: BatchReport): boolean {
-  return 'committed' in report ? report.committed === true : Object.keys(report.types).length > 0
 }
 
 function send(worker: Worker, message: SupervisorMessage): void {

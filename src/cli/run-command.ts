@@ -232,7 +232,7 @@ function supervisorLink(): Pick<PollerOptions, 'beforeDispatch' | 'afterBatch'> 
     })
   let lastHeartbeat = 0
   return {
-    beforeDispatch: (ids: string[], finished?: string[]) => send({ type: 'dispatching', ids, finished: finished ?? [] }),
+    beforeDispatch: (ids, finished) => send({ type: 'dispatching', ids, finished }),
     afterBatch: (report) => {
       if (report.claimed > 0) void send({ type: 'settled', report })
       else if (Date.now() - lastHeartbeat >= 1000) {
