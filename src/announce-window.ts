@@ -6,11 +6,12 @@ export type AnnounceHook = (ids: string[], finished: string[]) => void | Promise
 /**
  * Announces a batch's events to the hook in windows, ahead of the dispatch, so that after a crash the
  * suspects are the events in flight and a window, not the whole batch. A window starts at `minSize` events
- * (the concurrency); it doubles after a batch whose dispatch had to wait for an announcement (fast handlers:
- * fewer calls) and halves back after one that never waited. The size is kept from batch to batch.
+ * (the concurrency); it doubles each time the dispatch has to wait for an announcement (fast handlers: fewer
+ * calls) and halves back after four batches in a row that never waited. Kept from batch to batch.
  */
 export class AnnounceWindow {
   #size: number
+  #calm = 0
 
   constructor(
     private readonly hook: AnnounceHook,
@@ -26,7 +27,9 @@ export class AnnounceWindow {
 
   /** Adapts the window to how the batch went. */
   close(batch: BatchAnnouncements): void {
-    this.#size = batch.waited ? Math.min(this.#size * 2, 10_000) : Math.max(this.minSize, this.#size >> 1)
+    this.#calm = batch.waited ? 0 : this.#calm + 1
+    if (batch.waited) this.#size = batch.size
+    else if (this.#calm % 4 === 0) this.#size = Math.max(this.minSize, this.#size >> 1)
   }
 }
 
@@ -42,7 +45,8 @@ export class BatchAnnouncements {
   constructor(
     private readonly rows: readonly ClaimedEvent[],
     private readonly hook: AnnounceHook,
-    private readonly size: number,
+    /** Events per announcement; doubled whenever the dispatch catches up with the announcements. */
+    public size: number,
     private readonly onFailure: (error: unknown) => void,
   ) {}
 
@@ -54,7 +58,11 @@ export class BatchAnnouncements {
   ready(index: number): Promise<void> | undefined {
     if (this.#announced < this.rows.length && index >= this.#announced - (this.size >> 1)) this.#announce()
     if (index < this.#confirmed) return undefined
-    if (this.#confirmed > 0) this.waited = true // waiting for the first window is not waiting behind the dispatch
+    if (this.#confirmed > 0) {
+      // waiting for the first window is not waiting behind the dispatch; waiting for a later one is
+      if (!this.waited || index === this.#confirmed) this.size = Math.min(this.size * 2, 10_000)
+      this.waited = true
+    }
     return this.#pending
   }
 

@@ -92,7 +92,8 @@ export class BatchDispatch {
           else outcome.failed.push({ event, error })
         }
         try {
-          const ending = ctx.finish(succeeded)
+          // a stopped batch rolls back whole (or has lost its transaction): its savepoints need no statement
+          const ending = run.stopped === undefined ? ctx.finish(succeeded) : ctx.abandon()
           if (ending !== undefined) await ending
           if (succeeded) outcome.succeeded.push(event)
         } catch (error) {

@@ -62,6 +62,11 @@ export class EventContext implements HandlerContext {
     return this.#savepoint === undefined ? undefined : this.#endSavepoint(this.#savepoint, succeeded)
   }
 
+  /** The batch was stopped (its transaction is gone or rolls back whole): end the turn without a statement. */
+  abandon(): void {
+    this.#endTurn?.()
+  }
+
   async #endSavepoint(savepoint: Promise<Sql>, succeeded: boolean): Promise<void> {
     try {
       const connection = await savepoint
