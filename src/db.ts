@@ -43,9 +43,14 @@ export function connect(url: string, options: ConnectOptions): Sql {
 /** Host, port and database of a connection string, never its password: for messages and logs. */
 export function describeTarget(url: string): string {
   try {
-    const parsed = new URL(url)
+    // Several hosts (`h1:5432,h2:5433`) are not a URL's host: read them as postgres.js does, then the rest.
+    const authority = url.slice(url.indexOf('://') + 3).split(/[?/]/)[0]!
+    const hosts = authority.slice(authority.lastIndexOf('@') + 1) // the last @: a password never shows
+    const parsed = new URL(url.replace(hosts, hosts.split(',')[0]!))
+    const database = decodeURIComponent(parsed.pathname.slice(1))
+    if (hosts.includes(',')) return `${hosts}/${database}`
     const host = parsed.searchParams.get('host') ?? (parsed.hostname || 'localhost')
-    return `${host}:${parsed.port || '5432'}/${decodeURIComponent(parsed.pathname.slice(1))}`
+    return `${host}:${parsed.port || '5432'}/${database}`
   } catch {
     return 'the database (connection string could not be parsed)'
   }

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describeTarget } from '../src/db.js'
 import { grantPollerRole } from '../src/grant.js'
 import { outboxTable } from '../src/outbox-table.js'
 import { binPath, fixturePath, killReplicas, type Replica, runCli, startReplica } from './support/cli.js'
@@ -67,6 +68,12 @@ describe('a malformed connection string', () => {
 })
 
 describe('connecting at start', () => {
+  it('messages name the target by host, port and database: every host of a list, never the password', () => {
+    expect(describeTarget('postgres://app:s3cret@db.internal:6432/my%20app')).toBe('db.internal:6432/my app')
+    expect(describeTarget('postgres://app:s3@cret@h1:5432,h2:5433/app')).toBe('h1:5432,h2:5433/app')
+    expect(describeTarget('postgres:///app?host=/var/run/postgresql')).toBe('/var/run/postgresql:5432/app')
+  })
+
   it('"too many connections" is retried within --connect-timeout, and the poller starts once a slot is free', async () => {
     await db.sql.unsafe(`alter role ${role} connection limit 0`)
     const replica = startReplica([...handlers, '--no-supervise', '--connect-timeout', '60s'], { DATABASE_URL: urlAs(role) })
