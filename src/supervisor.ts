@@ -36,7 +36,7 @@ interface Worker {
   retiring?: RestartReason
   drainTimer?: NodeJS.Timeout
   killedAfterDrainTimeout?: boolean
-  /** Over the memory limit while a retired worker still drains: it is replaced once that one has exited. */
+  /** Found over the memory limit while a retired worker still drained: checked again once that one has exited. */
   replacementHeld?: boolean
 }
 
@@ -94,6 +94,7 @@ export class Supervisor {
     clearTimeout(this.#restartTimer)
     for (const worker of this.#workers) {
       if (options.force) {
+        worker.retiring ??= 'signal' // a stop, not a crash: nothing is charged
         send(worker, { type: 'force' })
         setTimeout(() => worker.child.kill('SIGKILL'), 5_000).unref()
       } else if (worker.retiring === undefined) {
@@ -192,7 +193,10 @@ export class Supervisor {
     if (code !== 0 || worker.killedAfterDrainTimeout) this.#o.log.warn({ worker_pid: pid, how }, `stopped worker ended by ${how}: ${batchState(worker)}`)
     if (this.#stopping) {
       if (this.#workers.size === 0) await this.#end(SupervisorExit.ok)
-    } else if (this.#active?.replacementHeld) void this.#checkMemory()
+    } else if (this.#active?.replacementHeld) {
+      this.#active.replacementHeld = false
+      void this.#checkMemory()
+    }
   }
 
   /** An unexpected exit: restart, unless unattributed crashes hit the crash-loop limit. */
