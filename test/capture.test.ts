@@ -330,6 +330,20 @@ describe('capture options survive renames and drops', () => {
     expect((await eventsSince(since)).at(-1)).toMatchObject({ event_type: 'part.created', entity_id: 'P-2' })
     expect((await lostCaptures(db.sql, outbox)).map((c) => c.table)).not.toContain('parts')
   })
+
+  it("a partition whose column numbers differ from its parent's follows the parent's options through renames", async () => {
+    await db.sql`create table ledger (id int, region text, secret text, amount int, primary key (id, region)) partition by list (region)`
+    await db.sql`create table ledger_eu (amount int, filler int, secret text, region text not null, id int not null)` // another order, a dropped column
+    await db.sql`alter table ledger_eu drop column filler`
+    await db.sql`alter table ledger attach partition ledger_eu for values in ('eu')`
+    await captureTable(db.sql, outbox, { table: 'ledger', entity: 'entry', key: 'id', excludeColumns: ['secret'] })
+    await db.sql`alter table ledger rename column secret to hidden`
+    await db.sql`alter table ledger rename column id to entry_id`
+    const since = await lastId()
+    await db.sql`insert into ledger values (1, 'eu', 'SECRET', 5)`
+    const events = await eventsSince(since)
+    expect(events.map((e) => [e.event_type, e.entity_id, e.payload.data])).toEqual([['entry.created', '1', { entry_id: 1, region: 'eu', amount: 5 }]])
+  })
 })
 
 describe('registry of captured tables', () => {

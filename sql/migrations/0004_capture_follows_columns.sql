@@ -102,6 +102,16 @@ BEGIN
 END
 $fn$;
 
+-- A column's current name by number; NULL once dropped. Plain SQL over two catalog-cache lookups, inlined into
+-- the capture function: about 2 µs, where a query on pg_attribute costs 3 to 8 µs and, with an array parameter,
+-- may be planned again on every row.
+CREATE FUNCTION {{schema}}.{{name:_column_name}}(rel oid, attnum int2) RETURNS text
+LANGUAGE sql STABLE
+AS $fn$
+  SELECT CASE WHEN has_column_privilege(rel, attnum, 'SELECT') IS NOT NULL -- NULL: no such column (dropped)
+              THEN (pg_identify_object_as_address('pg_class'::regclass, rel, attnum)).object_names[3] END
+$fn$;
+
 -- The capture function, reading its options by column number. Trigger arguments (set by {{name:_capture_attach}}):
 --   0 entity type, 1 the captured table's oid, 2 key column number, 3 key column name (for the error when it is
 --   dropped), 4 ignored column numbers, 5 captured column numbers ('': all), 6 excluded column numbers,
@@ -128,6 +138,7 @@ DECLARE
   columns     text[];
   excluded    text[] := '{}';
   soft_delete text;
+  attnum      int2;
   session     text[];
   new_row     jsonb;
   old_row     jsonb;
@@ -140,20 +151,19 @@ BEGIN
     -- from a dump (a new oid: its own numbers)
     rel := CASE WHEN rel IN (SELECT relid FROM pg_partition_ancestors(TG_RELID)) THEN rel ELSE TG_RELID END;
   END IF;
-  -- one index probe per option in use: an aggregate over the table's columns would cost several times more
-  SELECT a.attname INTO key FROM pg_attribute a WHERE a.attrelid = rel AND a.attnum = TG_ARGV[2]::int2 AND NOT a.attisdropped;
-  IF TG_OP = 'UPDATE' AND TG_ARGV[4] <> '{}' THEN
-    ignored := ARRAY(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = rel AND a.attnum = ANY (TG_ARGV[4]::int2[]) AND NOT a.attisdropped);
+  -- a dropped column becomes '', a name no column can have (NULL would spoil <> ALL)
+  IF TG_OP = 'UPDATE' THEN
+    FOREACH attnum IN ARRAY TG_ARGV[4]::int2[] LOOP ignored := ignored || coalesce({{schema}}.{{name:_column_name}}(rel, attnum), ''); END LOOP;
+    soft_delete := {{schema}}.{{name:_column_name}}(rel, nullif(TG_ARGV[8], '')::int2);
   END IF;
+  key := {{schema}}.{{name:_column_name}}(rel, TG_ARGV[2]::int2);
   IF TG_ARGV[5] <> '' THEN
-    columns := ARRAY(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = rel AND a.attnum = ANY (TG_ARGV[5]::int2[]) AND NOT a.attisdropped);
+    columns := '{}';
+    FOREACH attnum IN ARRAY TG_ARGV[5]::int2[] LOOP columns := columns || coalesce({{schema}}.{{name:_column_name}}(rel, attnum), ''); END LOOP;
   END IF;
   IF TG_ARGV[7] <> '{}' THEN
-    excluded := ARRAY(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = rel AND a.attnum = ANY (TG_ARGV[6]::int2[]) AND NOT a.attisdropped)
-                || TG_ARGV[7]::text[];
-  END IF;
-  IF TG_OP = 'UPDATE' AND TG_ARGV[8] <> '' THEN
-    SELECT a.attname INTO soft_delete FROM pg_attribute a WHERE a.attrelid = rel AND a.attnum = TG_ARGV[8]::int2 AND NOT a.attisdropped;
+    excluded := TG_ARGV[7]::text[];
+    FOREACH attnum IN ARRAY TG_ARGV[6]::int2[] LOOP excluded := excluded || coalesce({{schema}}.{{name:_column_name}}(rel, attnum), ''); END LOOP;
   END IF;
   IF key IS NULL THEN
     -- the one case where failing the write is right: the event could not say which entity changed
