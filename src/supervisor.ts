@@ -186,6 +186,11 @@ export class Supervisor {
         this.#o.log.error({ worker_pid: pid, code }, 'worker could not start: not restarting')
         return this.#end(code)
       }
+      if (code === 0 && worker.batch !== 'in hand') {
+        // It drained and stopped by itself (a SIGTERM or SIGINT sent to the worker alone): not a crash.
+        this.#o.log.warn({ worker_pid: pid }, 'worker stopped by itself after draining: starting a fresh one')
+        return this.#restartAfter(worker, 250, 'signal')
+      }
       return this.#onCrash(worker, how, await this.#chargeCrash(worker, `worker died (${how}) while handling this event`))
     }
     // A worker we were stopping (and killed after --drain-timeout or a forced stop) charges nothing:
@@ -202,13 +207,8 @@ export class Supervisor {
   /** An unexpected exit: restart, unless unattributed crashes hit the crash-loop limit. */
   async #onCrash(worker: Worker, how: string, charged: boolean): Promise<void> {
     this.#o.log.error({ worker_pid: worker.child.pid, how, suspects_charged: charged }, 'worker crashed')
-    if (this.#active === worker) this.#active = undefined
-    if (this.#stopping) {
-      if (this.#workers.size === 0) await this.#end(SupervisorExit.ok)
-      return
-    }
     let delayMs = 250
-    if (!charged) {
+    if (!charged && !this.#stopping) {
       // Crashes charged to events are bounded by --max-attempts; only the others count toward a crash loop.
       const now = Date.now()
       this.#crashes.push(now)
@@ -222,12 +222,22 @@ export class Supervisor {
       }
       delayMs = Math.min(1000 * 2 ** (this.#crashes.length - 1), 30_000)
     }
+    return this.#restartAfter(worker, delayMs, 'crash')
+  }
+
+  /** Starts a fresh worker after `delayMs` in place of one that ended by itself (unless stopping). */
+  async #restartAfter(worker: Worker, delayMs: number, reason: RestartReason): Promise<void> {
+    if (this.#active === worker) this.#active = undefined
+    if (this.#stopping) {
+      if (this.#workers.size === 0) await this.#end(SupervisorExit.ok)
+      return
+    }
     this.#restartTimer = setTimeout(() => {
       if (this.#stopping) return
-      this.restarts.crash++
-      this.#o.metrics?.recordRestart('crash')
+      this.restarts[reason]++
+      this.#o.metrics?.recordRestart(reason)
       this.#active = this.#spawn()
-      this.#o.log.info({ reason: 'crash', worker_pid: this.#active.child.pid, restarts: this.restarts }, 'worker restarted')
+      this.#o.log.info({ reason, worker_pid: this.#active.child.pid, restarts: this.restarts }, 'worker restarted')
     }, delayMs)
   }
 

@@ -141,6 +141,20 @@ describe('supervisor', () => {
     expect(await recordedIds(file)).toHaveLength(30)
   })
 
+  it('a worker stopped by a SIGTERM of its own drains and is replaced, without counting as a crash', async () => {
+    const file = join(directory, 'own-term.log')
+    const r = supervised('record-handler.js', ['--crash-limit', '1'], { RECORD_FILE: file })
+    await waitFor('a worker polling', () => logLines(r.output()).some((line) => line.msg === 'poller started'))
+    process.kill(workerPids(r.output())[0]!, 'SIGTERM')
+    await waitFor('a second worker', () => workerPids(r.output()).length >= 2, 10_000)
+    expect(logLines(r.output()).some((line) => line.msg === 'worker restarted' && line.reason === 'signal')).toBe(true)
+    expect(r.output()).not.toMatch(/worker crashed|crash loop/)
+    await db.sql`insert into items values (1, 'after the restart')`
+    await waitFor('the new worker handles events', async () => (await pending()) === 0)
+    r.child.kill('SIGTERM')
+    expect(await r.exited).toEqual({ code: 0, signal: null })
+  })
+
   it('SIGKILL of the worker: its batch rolls back and the next worker handles it', async () => {
     const file = join(directory, 'kill.log')
     await db.sql`insert into items select n, 'item ' || n from generate_series(1, 100) n`
