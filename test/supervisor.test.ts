@@ -76,7 +76,7 @@ describe('supervisor', () => {
     expect(await r.exited).toEqual({ code: 0, signal: null })
   })
 
-  it('after one crash only the events in flight are charged and marked suspect; their batch-mates and fresh events are handled at once', async () => {
+  it('after one crash only the events in flight are charged and marked suspect, not the whole batch; the rest and fresh events are handled normally', async () => {
     const file = join(directory, 'narrow.log')
     await db.sql`insert into items select n, 'item ' || n from generate_series(1, 300) n`
     const r = supervised('poison-handler.js', ['--batch-size', '250', '--concurrency', '4', '--max-attempts', '2'], { RECORD_FILE: file, POISON_ENTITY_ID: '40', POISON_SIGNAL: 'SIGKILL', HANDLER_DELAY_MS: '20' })
