@@ -35,6 +35,16 @@ describe('options', () => {
   })
 })
 
+describe('batch transaction timeouts', () => {
+  it('derives the SET LOCAL timeouts from the drain timeout and the longest a batch can wait for its handlers', () => {
+    // drain timeout 30 s + 10 s; ceil(250 / 32) = 8 rounds of 30 s, + 10 s
+    expect(resolveOptions({})).toMatchObject({ statementTimeoutMs: 40_000, idleInTransactionTimeoutMs: 250_000 })
+    expect(resolveOptions({ drainTimeout: '2m', batchSize: 100, concurrency: 100, handlerTimeout: '5s' })).toMatchObject({ statementTimeoutMs: 120_000, idleInTransactionTimeoutMs: 15_000 })
+    // past PostgreSQL's largest timeout (about 24.8 days): off
+    expect(resolveOptions({ batchSize: 10_000, concurrency: 1, handlerTimeout: '1h' }).idleInTransactionTimeoutMs).toBe(0)
+  })
+})
+
 describe('handler routing', () => {
   it('matches exact types, prefix wildcards and *, in registration order', () => {
     const a = () => {}
