@@ -361,7 +361,7 @@ class OutboxPoller implements Poller {
     const reason = lost ? (serverReason(error) ?? (await this.#sql!`select 1`.then(() => undefined, (probe: unknown) => serverReason(probe) ?? errorMessage(probe)))) : serverReason(error)
     if (!lost) await outboxRollback(this.#sql!).catch(() => {})
     const death = batch !== undefined && batch.claimed > 0 ? this.#deaths.died(batch.suspect, batch.inFlight) : undefined
-    const fields = { error: errorMessage(error), reason, events: batch?.claimed, in_flight: batch?.inFlight.length, next_batch_size: this.#deaths.batchSize, retry_in_ms: delayMs }
+    const fields = { error: errorMessage(error), reason, events: batch?.claimed, in_flight: batch?.inFlight.length, batch_ms: batch && Math.round(performance.now() - batch.startedAt), next_batch_size: this.#deaths.batchSize, retry_in_ms: delayMs }
     if (lost) this.#log.warn(fields, 'connection lost: the batch in hand rolled back; reconnecting')
     else this.#log.error(fields, 'batch failed and rolled back')
     if (death !== undefined && death.charge.length > 0) await this.#charge(death.charge, `its batch died (${reason ?? errorMessage(error)}) while this event was being handled`)
