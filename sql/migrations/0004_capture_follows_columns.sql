@@ -23,7 +23,6 @@ GRANT SELECT ON {{schema}}.{{name:_captured}} TO PUBLIC;
 -- that read keys unescape every string, so the columns are read one by one, by name.
 CREATE FUNCTION {{schema}}.{{name:_row_jsonb}}(row_value anyelement) RETURNS jsonb
 LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
   result jsonb := '{}';
@@ -46,10 +45,10 @@ END
 $fn$;
 
 -- outbox.metadata must be a JSON object: anything else fails the write with an error that names the setting.
--- Called only when the setting is not empty.
+-- Called only when the setting is not empty. Like the other helpers here it has no SET clause (a settings save and
+-- restore on every call): its callers pin the search_path.
 CREATE FUNCTION {{schema}}.{{name:_metadata_setting}}(setting text) RETURNS jsonb
 LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
   value jsonb;
