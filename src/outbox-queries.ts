@@ -39,7 +39,7 @@ export interface BatchTimeouts {
 export function outboxQueries(outbox: OutboxTable, order: ClaimOrdering = { ordering: 'none', onDead: 'continue' }, timeouts?: BatchTimeouts): OutboxQueries {
   const t = outbox.qualified
   // The payload stays jsonb (a TOAST pointer) until a row is known to fit: rows past the budget are never read.
-  const columns = 'id, event_id, event_type, entity_type, entity_id, payload, metadata, processed_at, created_at, attempts, retry_at, pg_column_size(payload) + coalesce(pg_column_size(metadata), 0) as size'
+  const columns = 'id, event_id, event_type, entity_type, entity_id, payload, metadata, processed_at, created_at, attempts, pg_column_size(payload) + coalesce(pg_column_size(metadata), 0) as size'
   // Ordered mode: only an entity's head — no earlier event of the entity still pending (nor dead, under
   // block) — may be claimed. A head locked by another replica or waiting for its retry holds back its own
   // entity only. One probe of the entity index per candidate row.
