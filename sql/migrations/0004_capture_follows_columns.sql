@@ -181,9 +181,11 @@ BEGIN
     rel := CASE WHEN rel IN (SELECT relid FROM pg_partition_ancestors(TG_RELID)) THEN rel ELSE TG_RELID END;
   END IF;
   -- a dropped column becomes '', a name no column can have (NULL would spoil <> ALL)
-  IF TG_OP = 'UPDATE' THEN
+  IF TG_OP = 'UPDATE' AND TG_ARGV[4] <> '{}' THEN
     FOREACH attnum IN ARRAY TG_ARGV[4]::int2[] LOOP ignored := ignored || coalesce({{schema}}.{{name:_column_name}}(rel, attnum), ''); END LOOP;
-    soft_delete := {{schema}}.{{name:_column_name}}(rel, nullif(TG_ARGV[8], '')::int2);
+  END IF;
+  IF TG_OP = 'UPDATE' AND TG_ARGV[8] <> '' THEN
+    soft_delete := {{schema}}.{{name:_column_name}}(rel, TG_ARGV[8]::int2);
   END IF;
   key := {{schema}}.{{name:_column_name}}(rel, TG_ARGV[2]::int2);
   IF TG_ARGV[5] <> '' THEN
