@@ -372,6 +372,15 @@ describe('registry of captured tables', () => {
     await db.sql`insert into orders values (1, 10)`
     expect((await eventsSince(since)).map((e) => e.event_type)).toEqual(['order.created'])
   })
+
+  it('reports a table restored from a dump (a new oid, its triggers restored with it), to be captured again', async () => {
+    await db.sql`create table restored (id int primary key)`
+    await captureTable(db.sql, outbox, { table: 'restored', entity: 'restored' })
+    await db.sql`update outbox_captured set relid = 1 where table_name = 'restored'` // what pg_restore leaves: the old oid
+    expect((await lostCaptures(db.sql, outbox)).map((c) => [c.table, c.problem])).toEqual([['restored', 'restored']])
+    await captureTable(db.sql, outbox, { table: 'restored', entity: 'restored' })
+    expect(await lostCaptures(db.sql, outbox)).toEqual([])
+  })
 })
 
 describe('payload values', () => {
