@@ -48,7 +48,7 @@ describe('demo and bench', () => {
     for (const run of report.capture) expect(run.ratio).toBeGreaterThan(0)
     const schemas = await db.sql`select nspname from pg_namespace where nspname like 'outbox_bench_%'`
     expect(schemas).toHaveLength(0)
-  })
+  }, 240_000)
 
   it('bench rejects bad input with exit code 2', async () => {
     const bad = await runCli(['bench', '--only', 'speed'], { DATABASE_URL: db.url })
