@@ -26,7 +26,7 @@ interface RegistryRow {
   table: string
   entity: string
   options: { key: string; ignore_columns: string[]; columns: string[] | null; exclude_columns: string[]; soft_delete_column: string | null; events: CapturedTable['events'] }
-  problem: LostCaptureProblem | null
+  problem: LostCaptureProblem
   sql: string
 }
 
@@ -59,11 +59,11 @@ export async function lostCaptures(sql: Sql | TransactionSql, outbox: OutboxTabl
            end as problem) as state
      where state.problem is not null
      order by 1`
-  return rows.map((row) => lostCapture(row, row.problem!))
+  return rows.map(lostCapture)
 }
 
-function lostCapture(row: RegistryRow, problem: LostCaptureProblem): LostCapture {
-  const o = row.options
+function lostCapture(row: RegistryRow): LostCapture {
+  const { options: o, problem } = row
   const captured: CapturedTable = {
     table: row.table,
     entity: row.entity,
