@@ -49,7 +49,7 @@ function describeCapture(c: CapturedTable): string {
 }
 
 /** A lost capture and the two ways to renew it: the command, and the SQL call for the migration that re-creates the table. */
-export function describeLostCapture(c: LostCapture): string {
+function describeLostCapture(c: LostCapture): string {
   return [`${c.table} ${c.reason}`, `  capture it again: ${c.recapture.command}`, `  or, in the migration that re-creates it: ${c.recapture.sql};`].join('\n')
 }
 
