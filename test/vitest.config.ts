@@ -1,13 +1,14 @@
 import { defineConfig } from 'vitest/config'
 
+// test/db and test/process: each file gets its own database on the server global-setup finds, so files
+// run in parallel; process tests spawn the real CLI. test/outages stops the shared RabbitMQ, NATS and
+// Redis: it runs alone, after the rest (OUTBOX_TEST_OUTAGES=1, see package.json). test/unit has its own
+// config and needs no database.
 export default defineConfig({
   test: {
     root: new URL('..', import.meta.url).pathname,
-    // sink-outages stops the shared RabbitMQ, NATS and Redis: it runs alone, after the rest (see package.json)
-    include: process.env.OUTBOX_TEST_OUTAGES ? ['test/sink-outages.test.ts'] : ['test/**/*.test.ts'],
-    exclude: process.env.OUTBOX_TEST_OUTAGES ? [] : ['test/sink-outages.test.ts', '**/node_modules/**'],
+    include: process.env.OUTBOX_TEST_OUTAGES ? ['test/outages/**/*.test.ts'] : ['test/db/**/*.test.ts', 'test/process/**/*.test.ts'],
     globalSetup: ['test/support/global-setup.ts'],
-    // Each file gets its own database, so files run in parallel; process tests spawn real replicas.
     pool: 'forks',
     testTimeout: 60_000,
     hookTimeout: 120_000,

@@ -1,8 +1,8 @@
 import type { Command } from 'commander'
-import { type CapturedTable, type CaptureEvent, captureTable, listCaptures, uncaptureTable } from '../capture.js'
-import { type LostCapture, lostCaptures } from '../capture-registry.js'
-import { grantPollerRole } from '../grant.js'
-import { migrate } from '../migrate.js'
+import { type CapturedTable, type CaptureEvent, captureTable, listCaptures, uncaptureTable } from '../capture/capture.js'
+import { type LostCapture, lostCaptures } from '../capture/capture-registry.js'
+import { grantPollerRole } from '../outbox/grant.js'
+import { migrate } from '../outbox/migrate.js'
 import { ExitCode } from './exit-codes.js'
 import { withDatabase } from './with-database.js'
 

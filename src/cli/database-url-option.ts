@@ -1,5 +1,5 @@
 import type { Command } from 'commander'
-import { checkDatabaseUrl } from '../database-url.js'
+import { checkDatabaseUrl } from '../database/database-url.js'
 
 /**
  * The command's `--database-url` (or DATABASE_URL), checked, or undefined when neither is set. A mistake

@@ -6,18 +6,18 @@ import { fileURLToPath } from 'node:url'
 import type { Command } from 'commander'
 import pidusage from 'pidusage'
 import postgres, { type Sql } from 'postgres'
-import { percentile } from '../bench/percentiles.js'
-import { captureTable } from '../capture.js'
-import { integerOption } from '../config.js'
+import { percentile } from '../tools/bench/percentiles.js'
+import { captureTable } from '../capture/capture.js'
+import { integerOption } from '../poller/poller-options.js'
 import { parseDuration } from '../duration.js'
-import { migrate } from '../migrate.js'
-import { type OutboxTable, outboxTable, quoteIdent } from '../outbox-table.js'
-import { openScratchDatabase } from '../scratch-database.js'
+import { migrate } from '../outbox/migrate.js'
+import { type OutboxTable, outboxTable, quoteIdent } from '../outbox/outbox-table.js'
+import { openScratchDatabase } from '../database/scratch-database.js'
 import { checkedDatabaseUrl } from './database-url-option.js'
 import { ExitCode } from './exit-codes.js'
 
 const binPath = fileURLToPath(new URL('../../bin/outbox-poller.js', import.meta.url))
-const handlerPath = fileURLToPath(new URL('../demo-handler.js', import.meta.url))
+const handlerPath = fileURLToPath(new URL('../tools/demo-handler.js', import.meta.url))
 
 interface DemoFlags {
   duration: string

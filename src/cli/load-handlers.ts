@@ -2,7 +2,7 @@ import { access } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { ConfigError, errorMessage } from '../errors.js'
-import { HandlerRegistry } from '../handler-registry.js'
+import { HandlerRegistry } from '../poller/handler-registry.js'
 import type { HandlerMap } from '../types.js'
 
 /** A loaded handler module: its handlers, and the function that closes what it opened, if it has one. */

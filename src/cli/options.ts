@@ -1,6 +1,6 @@
 import { type Command, Option } from 'commander'
 import { formatByteSize } from '../byte-size.js'
-import { defaults, type PollerOptions } from '../config.js'
+import { defaults, type PollerOptions } from '../poller/poller-options.js'
 import { formatDuration } from '../duration.js'
 import { ConfigError } from '../errors.js'
 import { checkedDatabaseUrl } from './database-url-option.js'

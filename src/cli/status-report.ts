@@ -1,4 +1,4 @@
-import type { DeadEvent, OutboxStatus } from '../monitor.js'
+import type { DeadEvent, OutboxStatus } from '../ops/monitor.js'
 
 /** Seconds as people read them: `0.25 s`, `3.2 s`, `312 s`. */
 export function formatSeconds(seconds: number): string {

@@ -1,9 +1,9 @@
 import type { Command } from 'commander'
 import type { Sql } from 'postgres'
-import { resolveOptions } from '../config.js'
-import { applicationName, connect, describeTarget, waitForDatabase } from '../db.js'
+import { resolveOptions } from '../poller/poller-options.js'
+import { applicationName, connect, describeTarget, waitForDatabase } from '../database/connect.js'
 import { errorMessage } from '../errors.js'
-import { type OutboxTable, outboxTable } from '../outbox-table.js'
+import { type OutboxTable, outboxTable } from '../outbox/outbox-table.js'
 import { databaseUrlFrom, optionNamer, pollerOptionsFrom } from './options.js'
 
 /**

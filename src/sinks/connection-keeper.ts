@@ -1,4 +1,4 @@
-import { retryDelayMs } from '../backoff.js'
+import { retryDelayMs } from '../poller/backoff.js'
 import { ConfigError } from '../errors.js'
 import type { OutageLog } from './outage-log.js'
 import { sinkErrorMessage, sinkUnavailable, withTimeout } from './sink-errors.js'

@@ -1,6 +1,6 @@
 import { parseDuration } from '../duration.js'
 import { ConfigError } from '../errors.js'
-import { parseEventTypePattern } from '../event-type-pattern.js'
+import { parseEventTypePattern } from '../poller/event-type-pattern.js'
 
 /** Fields every sink spec has. */
 interface SinkSpecBase {

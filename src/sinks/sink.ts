@@ -1,4 +1,4 @@
-import { integerOption } from '../config.js'
+import { integerOption } from '../poller/poller-options.js'
 import { ConfigError, RetryLaterError } from '../errors.js'
 import type { Handler, Logger, OutboxEvent } from '../types.js'
 import type { SinkSpec } from './parse-sink.js'

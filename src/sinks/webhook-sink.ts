@@ -1,4 +1,4 @@
-import { retryDelayMs } from '../backoff.js'
+import { retryDelayMs } from '../poller/backoff.js'
 import type { Logger, OutboxEvent } from '../types.js'
 import { eventMessageJson } from './event-message.js'
 import { OutageLog } from './outage-log.js'

@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto'
 import postgres, { type Sql } from 'postgres'
 import { inject } from 'vitest'
-import { captureTable } from '../../src/capture.js'
-import { migrate } from '../../src/migrate.js'
-import { outboxTable } from '../../src/outbox-table.js'
+import { captureTable } from '../../src/capture/capture.js'
+import { migrate } from '../../src/outbox/migrate.js'
+import { outboxTable } from '../../src/outbox/outbox-table.js'
 
 export interface TestDatabase {
   /** Connection string of this file's own database. */

@@ -1,5 +1,5 @@
 import type { TestProject } from 'vitest/node'
-import { startEmbeddedPostgres } from '../../src/embedded-postgres.js'
+import { startEmbeddedPostgres } from '../../src/database/embedded-postgres.js'
 
 declare module 'vitest' {
   export interface ProvidedContext {

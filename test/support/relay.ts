@@ -1,5 +1,5 @@
 import pino from 'pino'
-import { createPoller, type Poller } from '../../src/poller.js'
+import { createPoller, type Poller } from '../../src/poller/poller.js'
 import { parseSink } from '../../src/sinks/parse-sink.js'
 import { createSinkHandlers, type SinkHandlers, type SinkOptions } from '../../src/sinks/sink.js'
 import type { Handler } from '../../src/types.js'

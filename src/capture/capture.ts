@@ -1,0 +1,181 @@
+import type { Sql } from 'postgres'
+import { ConfigError, SqlState, sqlState } from '../errors.js'
+import type { OutboxTable } from '../outbox/outbox-table.js'
+
+export interface CaptureOptions {
+  /** The table as SQL writes it, optionally schema-qualified: `issues`, `app.orders`, `"Order Items"`. */
+  table: string
+  /** Entity type: events are `<entity>.created|updated|deleted`. */
+  entity: string
+  /** Column whose value becomes `entity_id`. Default: the table's single-column primary key. */
+  key?: string
+  /** Columns whose change alone emits no event (e.g. `updated_at`). */
+  ignoreColumns?: readonly string[]
+  /** Capture only these columns (the key column always travels too). Default: all. */
+  columns?: readonly string[]
+  /** Columns that never leave the database, in `data` or `previous_attributes` (e.g. `password_hash`). */
+  excludeColumns?: readonly string[]
+  /** An update that sets this column emits `<entity>.deleted`; one that clears it, `<entity>.restored`. */
+  softDeleteColumn?: string
+  /** Which changes to capture. Default: all three. */
+  events?: ReadonlyArray<CaptureEvent>
+}
+
+export type CaptureEvent = 'insert' | 'update' | 'delete'
+export const captureEvents: readonly CaptureEvent[] = ['insert', 'update', 'delete']
+
+export interface CapturedTable {
+  /** Qualified, quoted table name. */
+  table: string
+  entity: string
+  key: string
+  ignoreColumns: string[]
+  columns: string[]
+  excludeColumns: string[]
+  softDeleteColumn: string | null
+  events: CaptureEvent[]
+}
+
+/** Attaches the capture triggers to a table (replacing earlier ones). A missing table or key column is a ConfigError. */
+export async function captureTable(sql: Sql, outbox: OutboxTable, options: CaptureOptions): Promise<CapturedTable> {
+  if (options.entity.trim() === '') throw new ConfigError('entity must not be empty')
+  const target = await resolveTable(sql, options.table)
+  const key = options.key ?? (await primaryKeyColumn(sql, target, options.table))
+  const events = [...(options.events ?? captureEvents)]
+  for (const event of events) if (!captureEvents.includes(event)) throw new ConfigError(`events must be among insert, update, delete (got ${JSON.stringify(event)})`)
+  if (events.length === 0) throw new ConfigError('events must name at least one of insert, update, delete')
+  const list = (values?: readonly string[]) => [...(values ?? [])]
+  try {
+    await sql`select ${sql.unsafe(outbox.captureTableFunction)}(${target}::regclass, ${options.entity}, ${key}, ${list(options.ignoreColumns)}::text[],
+      ${list(options.columns)}::text[], ${list(options.excludeColumns)}::text[], ${options.softDeleteColumn ?? null}::text, ${events}::text[])`
+  } catch (error) {
+    if (sqlState(error) === SqlState.undefinedColumn) throw new ConfigError(`cannot capture ${options.table}: ${(error as Error).message}`)
+    throw error
+  }
+  const name = await regclassName(sql, target)
+  return (await listCaptures(sql, outbox)).find((captured) => captured.table === name)!
+}
+
+/**
+ * Removes the capture triggers from a table and forgets it. A table that no longer exists is only forgotten
+ * (the registry stops reporting it). Returns false if it was not captured.
+ */
+export async function uncaptureTable(sql: Sql, outbox: OutboxTable, table: string): Promise<boolean> {
+  const target = await findTable(sql, table)
+  if (target === undefined) {
+    if (await forgetCapture(sql, outbox, table)) return true
+    throw new ConfigError(`table ${table} does not exist`)
+  }
+  const before = await listCaptures(sql, outbox)
+  const name = await regclassName(sql, target)
+  const registered = await sql`
+    select 1 from ${sql.unsafe(outbox.captured)} as r join pg_class c on c.oid = ${target}::oid join pg_namespace n on n.oid = c.relnamespace
+     where r.relid = c.oid or (r.table_schema, r.table_name) = (n.nspname, c.relname)`
+  await sql`select ${sql.unsafe(outbox.uncaptureTableFunction)}(${target}::regclass)`
+  return before.some((captured) => captured.table === name) || registered.length > 0
+}
+
+/** Forgets a registered table that no longer exists, named as SQL writes it. Returns whether one was registered. */
+async function forgetCapture(sql: Sql, outbox: OutboxTable, table: string): Promise<boolean> {
+  const rows = await sql`
+    delete from ${sql.unsafe(outbox.captured)} as r
+     using (select parse_ident(${table}) as part) as name
+     where case cardinality(name.part)
+             when 1 then r.table_name = name.part[1] and r.table_schema = any (current_schemas(false))
+             when 2 then (r.table_schema, r.table_name) = (name.part[1], name.part[2])
+             else false end
+    returning 1`
+  return rows.length > 0
+}
+
+/**
+ * Tables whose changes flow into this outbox, read from pg_trigger (the triggers are the truth), with their
+ * columns' current names: the triggers hold column numbers, so options follow RENAME COLUMN.
+ */
+export async function listCaptures(sql: Sql, outbox: OutboxTable): Promise<CapturedTable[]> {
+  const rows = await sql<{ table: string; args: Buffer; type: number; names: Record<string, string> | null }[]>`
+    select t.tgrelid::regclass::text as table, t.tgargs as args, t.tgtype::int as type,
+           (select json_object_agg(a.attnum, a.attname) from pg_attribute a where a.attrelid = t.tgrelid and a.attnum > 0 and not a.attisdropped) as names
+      from pg_trigger t
+     where t.tgfoid = ${outbox.captureFunction}::regproc and t.tgname in (${outbox.captureTrigger}, ${`${outbox.captureTrigger}_update`})
+       and t.tgparentid = 0
+     order by 1, t.tgname`
+  const byTable = new Map<string, CapturedTable>()
+  for (const row of rows) {
+    const captured = byTable.get(row.table) ?? { table: row.table, ...readTriggerArguments(row.args, row.names ?? {}), events: [] }
+    if (row.type & 4) captured.events.push('insert')
+    if (row.type & 16) captured.events.push('update')
+    if (row.type & 8) captured.events.push('delete')
+    byTable.set(row.table, captured)
+  }
+  for (const captured of byTable.values()) captured.events.sort((a, b) => captureEvents.indexOf(a) - captureEvents.indexOf(b))
+  return [...byTable.values()]
+}
+
+/**
+ * tgargs holds the trigger's arguments, each ended by a NUL byte (see the capture function in
+ * sql/migrations/0004_capture_follows_columns.sql); column numbers become the columns' current names.
+ */
+function readTriggerArguments(args: Buffer, names: Record<string, string>): Omit<CapturedTable, 'table' | 'events'> {
+  const [entity = '', , key = '0', keyName = '', ignored = '{}', columns = '', excluded = '{}', excludedNames = '{}', softDelete = ''] = args.toString('utf8').split('\0')
+  const named = (numbers: string) => parseTextArray(numbers).flatMap((n) => (names[n] === undefined ? [] : [names[n]!]))
+  return {
+    entity,
+    key: names[key] ?? keyName,
+    ignoreColumns: named(ignored),
+    columns: columns === '' ? [] : named(columns),
+    // excluded by number, and by the names they had: shown when a column has such a name now
+    excludeColumns: [...new Set([...named(excluded), ...parseTextArray(excludedNames).filter((name) => Object.values(names).includes(name))])],
+    softDeleteColumn: softDelete === '' ? null : (names[softDelete] ?? null),
+  }
+}
+
+/** Resolves a table name as SQL writes it to its oid; PostgreSQL does the parsing, so no name is ever spliced into SQL. */
+async function resolveTable(sql: Sql, table: string): Promise<string> {
+  const oid = await findTable(sql, table)
+  if (oid === undefined) throw new ConfigError(`table ${table} does not exist`)
+  return oid
+}
+
+/** The table's oid, or undefined when no such table exists; an invalid name or another kind of relation is a ConfigError. */
+async function findTable(sql: Sql, table: string): Promise<string | undefined> {
+  try {
+    const [row] = await sql<{ oid: string }[]>`select ${table}::regclass::oid::text as oid`
+    const [kind] = await sql<{ relkind: string }[]>`select relkind from pg_class where oid = ${row!.oid}::oid`
+    if (!['r', 'p'].includes(kind!.relkind)) throw new ConfigError(`${table} is not a table`)
+    return row!.oid
+  } catch (error) {
+    const state = sqlState(error)
+    if (state === SqlState.undefinedTable || state === SqlState.invalidSchemaName) return undefined
+    if (state === SqlState.invalidName || state === SqlState.syntaxError) {
+      throw new ConfigError(`${JSON.stringify(table)} is not a valid table name (write it as SQL does: issues, app.orders, '"Order Items"')`)
+    }
+    throw error
+  }
+}
+
+async function regclassName(sql: Sql, oid: string): Promise<string> {
+  const [row] = await sql<{ name: string }[]>`select ${oid}::oid::regclass::text as name`
+  return row!.name
+}
+
+async function primaryKeyColumn(sql: Sql, oid: string, table: string): Promise<string> {
+  const columns = await sql<{ name: string }[]>`
+    select a.attname as name
+      from pg_index i join pg_attribute a on a.attrelid = i.indrelid and a.attnum = any(i.indkey)
+     where i.indrelid = ${oid}::oid and i.indisprimary`
+  if (columns.length !== 1) {
+    throw new ConfigError(`table ${table} has ${columns.length === 0 ? 'no primary key' : 'a composite primary key'}: name the entity id column with --key`)
+  }
+  return columns[0]!.name
+}
+
+/** Reads a one-dimensional text[] literal such as {updated_at,"Odd ""name"""}. */
+function parseTextArray(literal: string): string[] {
+  const inner = literal.replace(/^\{|\}$/g, '')
+  if (inner === '') return []
+  const items: string[] = []
+  const pattern = /"((?:[^"\\]|\\.)*)"|([^,]+)/g
+  for (const match of inner.matchAll(pattern)) items.push(match[1] !== undefined ? match[1].replace(/\\(.)/g, '$1') : match[2]!)
+  return items
+}

@@ -1,0 +1,60 @@
+import type { Sql } from 'postgres'
+import { stringifyLosslessJson } from '../poller/lossless-json.js'
+import { type OutboxTable, outboxTable } from '../outbox/outbox-table.js'
+
+/** An event that is not a row change. */
+export interface ExplicitEvent {
+  event_type: string
+  entity_type: string
+  entity_id: string
+  payload?: unknown
+  metadata?: Record<string, unknown>
+}
+
+/** The event context a transaction's events carry in `metadata`. */
+export interface EventContextValues {
+  correlationId?: string
+  causationId?: string
+  actor?: string
+  /** Anything else, as a JSON object. */
+  metadata?: Record<string, unknown>
+}
+
+/** A postgres.js transaction (or instance), or a Kysely transaction. */
+export type Executor = Sql | { executeQuery: unknown; selectFrom: unknown }
+
+/**
+ * Writes an explicit event in the caller's transaction (same shape and guarantees as a captured change).
+ * Returns its event_id. Works on a postgres.js transaction or a Kysely transaction. A BigInt in the payload
+ * is written as a JSON number with all its digits (a handler then gets it back as a BigInt).
+ */
+export async function emit(tx: Executor, event: ExplicitEvent, outbox: OutboxTable = outboxTable('public', 'outbox')): Promise<string> {
+  // Payload and metadata go as JSON text we wrote: a BigInt becomes its digits, where postgres.js's own
+  // serialization of a jsonb parameter would throw.
+  const text = `select ${outbox.emitFunction}($1, $2, $3, $4::text::jsonb, $5::text::jsonb) as event_id`
+  const metadata = event.metadata === undefined ? null : stringifyLosslessJson(event.metadata)
+  const values = [event.event_type, event.entity_type, event.entity_id, stringifyLosslessJson(event.payload ?? {}), metadata]
+  const [row] = await run(tx, text, values)
+  return row!.event_id as string
+}
+
+/** Attaches context to every event the transaction writes (captured or emitted): SET LOCAL outbox.*. */
+export async function withEventContext(tx: Executor, context: EventContextValues): Promise<void> {
+  await run(tx, `select set_config('outbox.correlation_id', $1, true), set_config('outbox.causation_id', $2, true), set_config('outbox.actor', $3, true), set_config('outbox.metadata', $4, true)`, [
+    context.correlationId ?? '',
+    context.causationId ?? '',
+    context.actor ?? '',
+    context.metadata === undefined ? '' : stringifyLosslessJson(context.metadata),
+  ])
+}
+
+async function run(tx: Executor, text: string, values: unknown[]): Promise<Array<Record<string, unknown>>> {
+  if (typeof (tx as Sql).unsafe === 'function') return (tx as Sql).unsafe(text, values as never[]) as unknown as Array<Record<string, unknown>>
+  // Kysely has no positional raw parameters: rebuild the query as a template with its values.
+  const { sql } = await import('kysely')
+  const parts = text.split(/\$\d+/)
+  const order = [...text.matchAll(/\$(\d+)/g)].map((match) => values[Number(match[1]) - 1])
+  const template = Object.assign([...parts], { raw: [...parts] }) as unknown as TemplateStringsArray
+  const result = await sql<Record<string, unknown>>(template, ...order).execute(tx as never)
+  return result.rows
+}

@@ -1,0 +1,113 @@
+import { createConnection } from 'node:net'
+import { hostname } from 'node:os'
+import postgres, { type Sql } from 'postgres'
+import { ConfigError, ConnectionError, errorMessage, isConnectionFailure, sqlState } from '../errors.js'
+
+/** The role a connection plays, shown in pg_stat_activity as `outbox-poller/<host>/<pid>/<role>`. */
+export function applicationName(role: string): string {
+  return `outbox-poller/${hostname()}/${process.pid}/${role}`.slice(0, 63)
+}
+
+export interface ConnectOptions {
+  /** Most connections in the pool. */
+  max?: number
+  /** `application_name` of the connections. */
+  applicationName: string
+  /** Called when a connection closes (the poller uses it to notice that its batch transaction is gone). */
+  onclose?: () => void
+}
+
+/**
+ * Opens a postgres.js pool. Keepalives run on both ends: if a poller's host dies mid-batch the
+ * server notices within seconds (idle 10 s + 3 × 5 s probes), rolls back, and the rows go to another replica.
+ */
+export function connect(url: string, options: ConnectOptions): Sql {
+  return postgres(url, {
+    max: options.max ?? 1,
+    keep_alive: 10,
+    connect_timeout: 10,
+    onnotice: () => {},
+    onclose: options.onclose,
+    // A connection must never be recycled under an open batch transaction.
+    max_lifetime: 0,
+    idle_timeout: 0,
+    connection: {
+      application_name: options.applicationName,
+      tcp_keepalives_idle: 10,
+      tcp_keepalives_interval: 5,
+      tcp_keepalives_count: 3,
+    } as Record<string, unknown> as { application_name: string },
+  })
+}
+
+/** Host, port and database of a connection string, never its password: for messages and logs. */
+export function describeTarget(url: string): string {
+  try {
+    // Several hosts (`h1:5432,h2:5433`) are not a URL's host: read them as postgres.js does, then the rest.
+    const authority = url.slice(url.indexOf('://') + 3).split(/[?/]/)[0]!
+    const hosts = authority.slice(authority.lastIndexOf('@') + 1) // the last @: a password never shows
+    const parsed = new URL(url.replace(hosts, hosts.split(',')[0]!))
+    const database = decodeURIComponent(parsed.pathname.slice(1))
+    if (hosts.includes(',')) return `${hosts}/${database}`
+    const host = parsed.searchParams.get('host') ?? (parsed.hostname || 'localhost')
+    return `${host}:${parsed.port || '5432'}/${database}`
+  } catch {
+    return 'the database (connection string could not be parsed)'
+  }
+}
+
+/** SQLSTATE too_many_connections: max_connections, or a role's or database's CONNECTION LIMIT, is reached. */
+const tooManyConnections = '53300'
+
+/**
+ * Waits until the database answers, retrying connection failures and "too many connections" with backoff
+ * (0.25 s doubling to 5 s) for at most `timeoutMs`. Other errors (bad password, missing database) fail at
+ * once, and so does a connection string that demands TLS of a server that does not offer it (a ConfigError:
+ * no retry fixes it). Every message starts with `target`.
+ */
+export async function waitForDatabase(sql: Sql, target: string, timeoutMs: number, onRetry?: (error: unknown, delayMs: number) => void): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  for (let delay = 250; ; delay = Math.min(delay * 2, 5_000)) {
+    try {
+      await sql`select 1`
+      return
+    } catch (error) {
+      const retryable = isConnectionFailure(error) || sqlState(error) === tooManyConnections
+      if (retryable) await refuseTlsMismatch(sql, target)
+      const remaining = deadline - Date.now()
+      if (!retryable || remaining <= 0) {
+        throw new ConnectionError(`cannot connect to ${target}: ${errorMessage(error)}${retryable ? ` (gave up after ${Math.round(timeoutMs / 1000)} s)` : ''}`, { cause: error })
+      }
+      onRetry?.(error, Math.min(delay, remaining))
+      await new Promise((resolve) => setTimeout(resolve, Math.min(delay, remaining)))
+    }
+  }
+}
+
+/**
+ * postgres.js falls back to plain text only with sslmode=prefer; with any other TLS mode a server without
+ * TLS just drops the connection, which looks like an outage. Ask the server itself (an SSLRequest) and turn
+ * its "no" into a ConfigError.
+ */
+async function refuseTlsMismatch(sql: Sql, target: string): Promise<void> {
+  const { ssl, host, port, path } = sql.options as unknown as { ssl: unknown; host: string[]; port: number[]; path: string | false }
+  if (!ssl || ssl === 'prefer' || path) return
+  if ((await offersTls(host[0]!, port[0]!)) !== false) return
+  const mode = typeof ssl === 'string' ? `sslmode=${ssl}` : 'TLS'
+  throw new ConfigError(`cannot connect to ${target}: the connection string asks for ${mode}, but the server does not offer TLS (enable ssl on the server, or use sslmode=prefer or disable)`)
+}
+
+/** The server's answer to an SSLRequest: true ('S'), false ('N'), or undefined when it cannot be asked. */
+function offersTls(host: string, port: number): Promise<boolean | undefined> {
+  return new Promise((resolve) => {
+    const socket = createConnection({ host, port })
+    const done = (answer: boolean | undefined) => {
+      socket.destroy()
+      resolve(answer)
+    }
+    socket.setTimeout(5_000, () => done(undefined))
+    socket.once('error', () => done(undefined))
+    socket.once('connect', () => socket.write(Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]))) // length 8, code 80877103
+    socket.once('data', (data: Buffer) => done(data[0] === 0x53 ? true : data[0] === 0x4e ? false : undefined))
+  })
+}

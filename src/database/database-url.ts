@@ -1,0 +1,35 @@
+import { ConfigError } from '../errors.js'
+
+const example = 'postgres://user:password@host:5432/database'
+const sslModes = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full']
+
+/**
+ * Checks a PostgreSQL connection string the way postgres.js will read it, so a mistake is one line naming
+ * `name` (`DATABASE_URL` or `--database-url`, as the user gave it) instead of `Invalid URL` later. The
+ * message never repeats the string: it may hold a password.
+ */
+export function checkDatabaseUrl(url: string, name: string): void {
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(url)?.[1]
+  if (scheme === undefined) throw new ConfigError(`${name} must be a PostgreSQL URL such as ${example}`)
+  if (!/^postgres(ql)?$/i.test(scheme)) throw new ConfigError(`${name} must be a postgres:// or postgresql:// URL (got ${scheme}://…)`)
+  // The host list as postgres.js reads it: after the scheme and the first @, up to the first / or ?.
+  const authority = url.slice(scheme.length + 3).split(/[?/]/)[0]!
+  const hosts = authority.slice(authority.indexOf('@') + 1)
+  for (const host of hosts.split(',')) {
+    const port = /:(\d+)$/.exec(host)?.[1]
+    if (port !== undefined && (Number(port) < 1 || Number(port) > 65535)) throw new ConfigError(`${name} has port ${port}: a port is between 1 and 65535`)
+  }
+  let parsed: URL
+  try {
+    parsed = new URL(url.replace(hosts, hosts.split(',')[0]!))
+  } catch {
+    throw new ConfigError(`${name} is not a valid URL (expected ${example}; a reserved character in the password is written %-escaped, e.g. @ as %40)`)
+  }
+  try {
+    for (const part of [hosts, parsed.username, parsed.password, parsed.pathname]) decodeURIComponent(part)
+  } catch {
+    throw new ConfigError(`${name} has a malformed %-escape in its user, password, host or database (a literal % is written %25)`)
+  }
+  const sslmode = parsed.searchParams.get('sslmode')
+  if (sslmode !== null && !sslModes.includes(sslmode)) throw new ConfigError(`${name} has sslmode=${sslmode}: use one of ${sslModes.join(', ')}`)
+}

@@ -1,0 +1,66 @@
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
+import type { BatchReport } from '../poller/batch-report.js'
+import type { LostCapture } from '../capture/capture-registry.js'
+import type { RestartReason } from '../supervisor/worker-protocol.js'
+
+/**
+ * The Prometheus metrics of one replica. Fed with batch reports (from the worker in the same process, or
+ * over IPC from the supervised worker), so they live in the process that serves /metrics and survive
+ * worker restarts.
+ */
+export class OutboxMetrics {
+  readonly registry = new Registry()
+  readonly #handled = new Counter({ name: 'outbox_events_handled_total', help: 'Events whose handlers all succeeded (or unmatched events marked processed).', labelNames: ['event_type'], registers: [this.registry] })
+  readonly #failed = new Counter({ name: 'outbox_events_failed_total', help: 'Failed attempts (handler threw, rejected or timed out).', labelNames: ['event_type'], registers: [this.registry] })
+  readonly #dead = new Counter({ name: 'outbox_events_dead_total', help: 'Events dead-lettered after their last attempt.', labelNames: ['event_type'], registers: [this.registry] })
+  readonly #batchSize = new Histogram({ name: 'outbox_batch_size', help: 'Events per non-empty batch.', buckets: [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000], registers: [this.registry] })
+  readonly #batchSeconds = new Histogram({ name: 'outbox_batch_duration_seconds', help: 'Claim, handlers and settle of a non-empty batch.', buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers: [this.registry] })
+  readonly #handlerSeconds = new Histogram({ name: 'outbox_handler_duration_seconds', help: "An event's handlers, by event type.", labelNames: ['event_type'], buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30], registers: [this.registry] })
+  readonly #latency = new Histogram({ name: 'outbox_commit_to_handler_seconds', help: "From the writer's transaction to the first handler's start.", buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60], registers: [this.registry] })
+  readonly #pending = new Gauge({ name: 'outbox_pending_events', help: 'Events not yet processed nor dead (sampled every 10 s).', registers: [this.registry] })
+  readonly #oldest = new Gauge({ name: 'outbox_oldest_pending_age_seconds', help: 'Age of the oldest pending event: the lag (sampled every 10 s).', registers: [this.registry] })
+  readonly #rss = new Gauge({ name: 'outbox_worker_rss_bytes', help: "The worker process's resident set size.", registers: [this.registry] })
+  readonly #lostCaptures = new Gauge({ name: 'outbox_captured_tables_lost', help: 'Captured tables dropped, re-created or stripped of their triggers, or without their key column (sampled every 10 s).', registers: [this.registry] })
+  readonly #lostCapture = new Gauge({ name: 'outbox_captured_table_lost', help: 'One per lost captured table, by table and problem (sampled every 10 s).', labelNames: ['table', 'problem'], registers: [this.registry] })
+  readonly #restarts = new Counter({ name: 'outbox_worker_restarts_total', help: 'Worker restarts, by reason.', labelNames: ['reason'], registers: [this.registry] })
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry, prefix: 'outbox_poller_' })
+  }
+
+  recordBatch(report: BatchReport): void {
+    if (report.claimed === 0) return
+    this.#batchSize.observe(report.claimed)
+    this.#batchSeconds.observe(report.durationMs / 1000)
+    for (const latency of report.latencyMs) this.#latency.observe(latency / 1000)
+    for (const [type, counts] of Object.entries(report.types)) {
+      if (counts.handled > 0) this.#handled.inc({ event_type: type }, counts.handled)
+      if (counts.failed > 0) this.#failed.inc({ event_type: type }, counts.failed)
+      if (counts.dead > 0) this.#dead.inc({ event_type: type }, counts.dead)
+      for (const ms of counts.handlerMs) this.#handlerSeconds.observe({ event_type: type }, ms / 1000)
+    }
+  }
+
+  recordDead(eventType: string, count: number): void {
+    this.#dead.inc({ event_type: eventType }, count)
+  }
+
+  recordRestart(reason: RestartReason): void {
+    this.#restarts.inc({ reason })
+  }
+
+  setWorkerRss(bytes: number): void {
+    this.#rss.set(bytes)
+  }
+
+  setLostCaptures(lost: readonly LostCapture[]): void {
+    this.#lostCaptures.set(lost.length)
+    this.#lostCapture.reset()
+    for (const capture of lost) this.#lostCapture.set({ table: capture.table, problem: capture.problem }, 1)
+  }
+
+  setBacklog(pending: number, oldestAgeSeconds: number): void {
+    this.#pending.set(pending)
+    this.#oldest.set(oldestAgeSeconds)
+  }
+}

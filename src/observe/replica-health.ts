@@ -1,0 +1,68 @@
+import type { Sql } from 'postgres'
+import { type LostCapture, lostCaptures } from '../capture/capture-registry.js'
+import { errorMessage } from '../errors.js'
+import type { HealthCheck } from './http-server.js'
+import type { OutboxMetrics } from './metrics.js'
+import type { OutboxTable } from '../outbox/outbox-table.js'
+
+/**
+ * Health of a replica, from the process that serves HTTP: the poll loop finished a claim recently (a batch
+ * may legitimately take up to the handler timeout) and the database answers within 2 s. Also samples the
+ * backlog gauges and the lost captured tables every 10 s, so a scrape never runs a query. A lost capture is a
+ * warning in the /healthz body, not a failure: the pollers themselves are healthy.
+ */
+export class ReplicaHealth {
+  #timer: NodeJS.Timeout | undefined
+  #lostCaptures: LostCapture[] = []
+
+  constructor(
+    private readonly sql: Sql,
+    private readonly outbox: OutboxTable,
+    private readonly metrics: OutboxMetrics,
+    /** When the loop last finished a claim (ms since the epoch, 0: not yet). */
+    private readonly lastLoopAt: () => number,
+    /** Longest a healthy loop goes without finishing a claim. */
+    private readonly staleAfterMs: number,
+  ) {}
+
+  startSampling(everyMs = 10_000): void {
+    const sample = async () => {
+      try {
+        const [row] = await this.sql.unsafe(
+          `select count(*)::int as pending, coalesce(extract(epoch from now() - min(created_at)), 0)::float8 as oldest
+             from ${this.outbox.qualified} where processed_at is null and dead_at is null`,
+        )
+        this.metrics.setBacklog(row!.pending as number, row!.oldest as number)
+      } catch {
+        // the health check reports a database that does not answer
+      }
+      try {
+        this.#lostCaptures = await lostCaptures(this.sql, this.outbox)
+        this.metrics.setLostCaptures(this.#lostCaptures)
+      } catch {
+        // same: the health check reports it; an outbox not yet migrated has no registry
+      }
+    }
+    void sample()
+    this.#timer = setInterval(() => void sample(), everyMs)
+    this.#timer.unref()
+  }
+
+  stop(): void {
+    clearInterval(this.#timer)
+  }
+
+  async check(): Promise<HealthCheck> {
+    const warnings = this.#lostCaptures.map((lost) => `captured table ${lost.table} ${lost.reason}; capture it again: ${lost.recapture.command}`)
+    const last = this.lastLoopAt()
+    const age = Date.now() - last
+    if (last === 0) return { ok: false, reason: 'the poll loop has not run yet', warnings }
+    if (age > this.staleAfterMs) return { ok: false, reason: `the poll loop has not finished a claim for ${Math.round(age / 1000)} s`, warnings }
+    try {
+      await Promise.race([this.sql`select 1`, new Promise((_, reject) => setTimeout(() => reject(new Error('no answer within 2 s')), 2_000).unref())])
+      return { ok: true, warnings }
+    } catch (error) {
+      return { ok: false, reason: `database: ${errorMessage(error)}`, warnings }
+    }
+  }
+}

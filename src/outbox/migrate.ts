@@ -1,0 +1,65 @@
+import { readdir, readFile } from 'node:fs/promises'
+import { fileURLToPath } from 'node:url'
+import { Kysely, sql as rawSql } from 'kysely'
+import { type Migration, Migrator } from 'kysely/migration'
+import { PostgresJSDialect } from 'kysely-postgres-js'
+import type { Sql } from 'postgres'
+import { fillPlaceholders, outboxTable } from './outbox-table.js'
+
+const bodyTag = '$outbox_poller_migration$'
+const migrationsDirectory = fileURLToPath(new URL('../../sql/migrations/', import.meta.url))
+
+export interface MigrateOptions {
+  /** A postgres.js instance; not closed. */
+  sql: Sql
+  /** Default `public`. */
+  schema?: string
+  /** Default `outbox`. */
+  table?: string
+  /** Stop after this migration (e.g. `0003_ordering_and_emit`). Default: apply all. For staged upgrades. */
+  target?: string
+}
+
+export interface MigrateResult {
+  /** Names of the migrations applied by this call (empty when already up to date). */
+  applied: string[]
+}
+
+/**
+ * Applies the pending files of sql/migrations/ in order, in one transaction, under Kysely's advisory
+ * lock, so replicas that start together migrate once. Bookkeeping lives in `<table>_poller_migration`
+ * in the outbox's schema, apart from the application's own Kysely migrations.
+ */
+export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
+  const outbox = outboxTable(options.schema ?? 'public', options.table ?? 'outbox')
+  const db = new Kysely<unknown>({ dialect: new PostgresJSDialect({ postgres: options.sql }) })
+  const migrator = new Migrator({
+    db,
+    provider: { getMigrations: () => loadMigrations((text) => fillPlaceholders(text, outbox)) },
+    migrationTableSchema: outbox.schema,
+    migrationTableName: outbox.migrationTable,
+    migrationLockTableName: `${outbox.migrationTable}_lock`,
+  })
+  const { error, results } = options.target === undefined ? await migrator.migrateToLatest() : await migrator.migrateTo(options.target)
+  if (error !== undefined) {
+    const failed = results?.find((result) => result.status === 'Error')
+    throw new Error(`migration ${failed?.migrationName ?? ''} failed: ${(error as Error).message ?? String(error)}`, { cause: error })
+  }
+  return { applied: (results ?? []).filter((result) => result.status === 'Success').map((result) => result.migrationName) }
+}
+
+/**
+ * The migration files (frozen: they never import app code). Kysely's driver sends one statement per
+ * query, so a file runs as one plpgsql EXECUTE, which accepts several statements in one string.
+ */
+async function loadMigrations(fill: (text: string) => string): Promise<Record<string, Migration>> {
+  const files = (await readdir(migrationsDirectory)).filter((name) => name.endsWith('.sql')).sort()
+  const migrations: Record<string, Migration> = {}
+  for (const file of files) {
+    const text = fill(await readFile(migrationsDirectory + file, 'utf8'))
+    if (text.includes(bodyTag)) throw new Error(`migration ${file} must not contain ${bodyTag}`)
+    const statement = `DO $outbox_poller_do$ BEGIN EXECUTE ${bodyTag}${text}${bodyTag}; END $outbox_poller_do$`
+    migrations[file.replace(/\.sql$/, '')] = { up: (db) => rawSql.raw(statement).execute(db).then(() => undefined) }
+  }
+  return migrations
+}

@@ -1,0 +1,61 @@
+import { parseForRestringify, parseLosslessJson } from './lossless-json.js'
+import type { OutboxEvent } from '../types.js'
+
+/** A claimed row as the claim returns it: the payload still as the stored JSON text. */
+export interface ClaimedRow {
+  id: string
+  event_id: string
+  event_type: string
+  entity_type: string
+  entity_id: string
+  payload: string
+  metadata: Record<string, unknown> | null
+  processed_at: Date | null
+  created_at: Date
+  attempt: number
+}
+
+const unparsed = Symbol('unparsed')
+
+/**
+ * An event as handlers and sinks see it. The payload arrives as the stored JSON text (`payloadText`, relayed
+ * byte for byte by sinks) and is parsed only when a handler reads `payload`, without losing a number
+ * (see lossless-json.ts).
+ */
+export class ClaimedEvent implements OutboxEvent {
+  readonly id: string
+  readonly event_id: string
+  readonly event_type: string
+  readonly entity_type: string
+  readonly entity_id: string
+  readonly payloadText: string
+  readonly metadata: Record<string, unknown> | null
+  readonly processed_at: Date | null
+  readonly created_at: Date
+  readonly attempt: number
+  #payload: unknown = unparsed
+
+  constructor(row: ClaimedRow) {
+    this.id = row.id
+    this.event_id = row.event_id
+    this.event_type = row.event_type
+    this.entity_type = row.entity_type
+    this.entity_id = row.entity_id
+    this.payloadText = row.payload
+    this.metadata = row.metadata
+    this.processed_at = row.processed_at
+    this.created_at = row.created_at
+    this.attempt = row.attempt
+  }
+
+  get payload(): unknown {
+    if (this.#payload === unparsed) this.#payload = parseLosslessJson(this.payloadText)
+    return this.#payload
+  }
+
+  /** For JSON.stringify(event): the payload with every number as stored (a BigInt would make it throw). */
+  toJSON(): Record<string, unknown> {
+    const { payloadText: _text, ...fields } = this
+    return { ...fields, payload: parseForRestringify(this.payloadText) }
+  }
+}

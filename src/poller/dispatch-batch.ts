@@ -1,0 +1,159 @@
+import { RetryLaterError } from '../errors.js'
+import type { HandlerRegistry } from './handler-registry.js'
+import type { ClaimedEvent } from './claimed-event.js'
+import type { Sql } from 'postgres'
+import type { BatchAnnouncements } from './announce-window.js'
+import { EventContext, SavepointTurns } from './handler-context.js'
+import type { Handler, Logger, OutboxEvent } from '../types.js'
+
+export interface DispatchOptions {
+  concurrency: number
+  handlerTimeoutMs: number
+  log: Logger
+}
+
+/** What happened to each event of a batch. */
+export interface BatchOutcome {
+  /** Every matching handler succeeded. */
+  succeeded: OutboxEvent[]
+  /** A handler threw, rejected or timed out. */
+  failed: Array<{ event: OutboxEvent; error: unknown }>
+  /** No handler matched. */
+  unmatched: OutboxEvent[]
+  /** A handler threw RetryLaterError: back to the queue, no attempt charged. */
+  deferred: OutboxEvent[]
+  /** Milliseconds from each handled event's created_at (its writer's transaction) to its first handler's start. */
+  latencyMs: number[]
+  /** How long each event's handlers took, in ms, by event type. */
+  handlerMs: Map<string, number[]>
+}
+
+/** One batch's dispatch: which events are running, and whether the batch was stopped. */
+interface BatchRun {
+  /** Why the batch stopped (connection lost, forced stop, a failed announcement): no further event starts. */
+  stopped: Error | undefined
+  /** Events whose handlers started and have not all ended, with their contexts. */
+  readonly running: Map<string, EventContext>
+}
+
+/**
+ * Runs the handlers of a batch, at most `concurrency` events at a time, so one slow handler does not hold
+ * the whole batch's locks for batch × timeout. An event's handlers run one after another; the first
+ * failure fails the event (it is retried whole). A failure never touches the other events of the batch.
+ */
+export class BatchDispatch {
+  #run: BatchRun | undefined
+  /** Set by a forced stop: no event of this or a later batch starts. */
+  #forced: Error | undefined
+
+  constructor(
+    private readonly registry: HandlerRegistry,
+    private readonly options: DispatchOptions,
+  ) {}
+
+  /**
+   * Runs the batch's handlers; `connection` (holding the batch transaction) serves `ctx.tx()`. With
+   * `announcements`, an event starts only once announced. Resolves with `stopped` set if the batch was stopped.
+   */
+  async run(rows: readonly ClaimedEvent[], connection?: Sql, announcements?: BatchAnnouncements): Promise<BatchOutcome & { stopped: Error | undefined }> {
+    const turns = connection === undefined ? undefined : new SavepointTurns(connection)
+    const outcome: BatchOutcome = { succeeded: [], failed: [], unmatched: [], deferred: [], latencyMs: [], handlerMs: new Map() }
+    const run: BatchRun = (this.#run = { stopped: this.#forced, running: new Map() })
+    let next = 0
+    const worker = async () => {
+      while (next < rows.length && run.stopped === undefined) {
+        const index = next++
+        const event = rows[index]!
+        if (announcements !== undefined) {
+          const ready = announcements.ready(index)
+          if (ready !== undefined) await ready
+          if (run.stopped !== undefined) break
+        }
+        const handlers = this.registry.match(event.event_type)
+        if (handlers.length === 0) {
+          outcome.unmatched.push(event)
+          announcements?.finished(event.id)
+          continue
+        }
+        const startedAt = Date.now()
+        const startedMs = performance.now()
+        outcome.latencyMs.push(startedAt - event.created_at.getTime())
+        const ctx = new EventContext(event, this.options.log, turns)
+        run.running.set(event.id, ctx)
+        let succeeded = false
+        try {
+          for (const handler of handlers) {
+            const pending = this.#runOne(handler, event, ctx)
+            if (pending !== undefined) await pending // a synchronous handler costs no microtask
+          }
+          succeeded = true
+        } catch (error) {
+          if (error instanceof RetryLaterError) outcome.deferred.push(event)
+          else outcome.failed.push({ event, error })
+        }
+        try {
+          // a stopped batch rolls back whole (or has lost its transaction): its savepoints need no statement
+          const ending = run.stopped === undefined ? ctx.finish(succeeded) : ctx.abandon()
+          if (ending !== undefined) await ending
+          if (succeeded) outcome.succeeded.push(event)
+        } catch (error) {
+          // the savepoint could not be kept: the event's writes are gone with it, so the event fails
+          if (succeeded) outcome.failed.push({ event, error })
+        }
+        run.running.delete(event.id)
+        announcements?.finished(event.id)
+        let durations = outcome.handlerMs.get(event.event_type)
+        if (durations === undefined) outcome.handlerMs.set(event.event_type, (durations = []))
+        durations.push(performance.now() - startedMs)
+      }
+    }
+    const workers: Promise<void>[] = []
+    for (let i = 0; i < Math.min(this.options.concurrency, rows.length); i++) workers.push(worker())
+    await Promise.all(workers)
+    if (this.#run === run) this.#run = undefined
+    return { ...outcome, stopped: run.stopped }
+  }
+
+  /**
+   * Stops the batch in hand: no further event of it starts, and the handlers still running fail with
+   * `reason` (their signals abort). Returns the ids of the events that were running.
+   */
+  abortBatch(reason: Error): string[] {
+    const run = this.#run
+    if (run === undefined) return []
+    run.stopped ??= reason
+    for (const ctx of run.running.values()) {
+      ctx.fail(reason)
+      ctx.abort(reason)
+    }
+    return [...run.running.keys()]
+  }
+
+  /** Forced shutdown: the batch in hand is aborted, and no later batch starts an event. */
+  abortAll(reason: Error): void {
+    this.#forced = reason
+    this.abortBatch(reason)
+  }
+
+  #runOne(handler: Handler, event: OutboxEvent, ctx: EventContext): void | Promise<void> {
+    const result = handler(event, ctx)
+    // A synchronous handler needs no timer; an async one races its timeout.
+    if (result === undefined || typeof (result as Promise<void>).then !== 'function') return
+    return new Promise<void>((resolve, reject) => {
+      const settle = () => {
+        clearTimeout(timer)
+        ctx.fail = () => {}
+      }
+      ctx.fail = (reason) => {
+        settle()
+        ctx.abort(reason)
+        reject(reason)
+      }
+      const timer = setTimeout(() => ctx.fail(new Error(`handler timed out after ${this.options.handlerTimeoutMs} ms`)), this.options.handlerTimeoutMs)
+      result.then(
+        () => (settle(), resolve()),
+        (error: unknown) => (settle(), reject(error)),
+      )
+    })
+  }
+}

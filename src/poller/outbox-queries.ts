@@ -1,0 +1,216 @@
+import type { Sql } from 'postgres'
+import { ClaimedEvent, type ClaimedRow } from './claimed-event.js'
+import type { OutboxTable } from '../outbox/outbox-table.js'
+
+/** A failed event's settlement. */
+export interface Failure {
+  id: string
+  error: string
+  /** Milliseconds until the next attempt (ignored if the event is dead-lettered). */
+  delayMs: number
+}
+
+/** SQL text of the runtime queries, built once per outbox (identifiers quoted once, values always parameters). */
+export interface OutboxQueries {
+  begin: string
+  claim: string
+  relock: string
+  markProcessed: string
+  markFailed: string
+  hold: string
+  setAsleep: string
+  clearAsleep: string
+  chargeCrash: string
+}
+
+/** How the claim orders events: `none`, or `entity` (one entity's events in id order, one at a time, across replicas). */
+export interface ClaimOrdering {
+  ordering: 'none' | 'entity'
+  /** Whether a dead event holds back the later events of its entity (`block`) or not (`continue`). */
+  onDead: 'continue' | 'block'
+}
+
+/** What a batch transaction sets with SET LOCAL (ms; 0 is off), so it holds behind a transaction pooler too. */
+export interface BatchTimeouts {
+  statementTimeoutMs: number
+  idleInTransactionTimeoutMs: number
+}
+
+export function outboxQueries(outbox: OutboxTable, order: ClaimOrdering = { ordering: 'none', onDead: 'continue' }, timeouts?: BatchTimeouts): OutboxQueries {
+  const t = outbox.qualified
+  // The payload stays jsonb (a TOAST pointer) until a row is known to fit: rows past the budget are never read.
+  const columns = 'id, event_id, event_type, entity_type, entity_id, payload, metadata, processed_at, created_at, attempts, pg_column_size(payload) + coalesce(pg_column_size(metadata), 0) as size'
+  // Ordered mode: only an entity's head — no earlier event of the entity still pending (nor dead, under
+  // block) — may be claimed. A head locked by another replica or waiting for its retry holds back its own
+  // entity only. One probe of the entity index per candidate row.
+  const head =
+    order.ordering === 'entity'
+      ? `and not exists (select 1 from ${t} as earlier where earlier.entity_type = o.entity_type and earlier.entity_id = o.entity_id
+           and earlier.id < o.id and earlier.processed_at is null${order.onDead === 'continue' ? ' and earlier.dead_at is null' : ''})`
+      : ''
+  // The parts in claim order (a window without ORDER BY keeps it, and costs no sort), then what the caller reads.
+  const parts = 'select true as suspect_batch, * from suspect union all select false, * from retry union all select false, * from fresh'
+  const output = (payload: string) => `id, event_id, event_type, entity_type, entity_id, ${payload} as payload, metadata, processed_at, created_at, attempts + 1 as attempt, size, suspect_batch as suspect`
+  const settings = timeouts === undefined ? '' : `; set local statement_timeout = ${Math.trunc(timeouts.statementTimeoutMs)}; set local idle_in_transaction_session_timeout = ${Math.trunc(timeouts.idleInTransactionTimeoutMs)}`
+  return {
+    // One simple-protocol message, pipelined with the claim: the settings cost no round trip.
+    begin: `begin${settings}`,
+    // When $3 allows it, a due suspect (see 0002_suspects.sql) alone, in a batch of one; otherwise due
+    // retries first (by due time), then fresh events in id order, at most $1 in all. Each part is an index
+    // scan over its own partial index, so a long retry backlog never slows the claim of fresh rows. Then
+    // the byte budget $2 on the rows' stored sizes. Usually the whole claim fits, which one sum tells; else a
+    // running total in claim order keeps the rows that fit (the first always does). FOR UPDATE cannot share
+    // a query level with a window function, so the window runs over the locked rows. Rows past the budget
+    // stay unread; the first of them comes back without its payload, telling the caller that rows past the
+    // budget were locked too (see outboxClaimBatch).
+    // The rows stay locked until the batch transaction ends: a crash rolls back and frees them at once.
+    claim: `
+      with suspect as (
+        select ${columns} from ${t} as o
+         where $3::boolean and processed_at is null and dead_at is null and suspect and retry_at <= now() ${head}
+         order by retry_at limit 1 for update skip locked
+      ), room as (
+        select case when exists (select 1 from suspect) then 0 else $1::int end as n
+      ), retry as (
+        select ${columns} from ${t} as o
+         where processed_at is null and dead_at is null and retry_at is not null and retry_at <= now() and not suspect ${head}
+         order by retry_at limit (select n from room) for update skip locked
+      ), fresh as (
+        select ${columns} from ${t} as o
+         where processed_at is null and dead_at is null and retry_at is null ${head}
+         order by id limit (select n from room) - (select count(*) from retry) for update skip locked
+      ), total as (
+        select (select coalesce(sum(size), 0) from suspect) + (select coalesce(sum(size), 0) from retry) + (select coalesce(sum(size), 0) from fresh) as bytes
+      )
+      select ${output('payload::text')} from (${parts}) as c where (select bytes from total) <= $2::bigint
+      union all
+      select ${output('case when running <= $2::bigint or running = size then payload::text end')}
+        from (select *, sum(size) over (rows between unbounded preceding and current row) as running from (${parts}) as c
+               where (select bytes from total) > $2::bigint) as m
+       where running - size < $2::bigint`,
+    // After a claim that locked rows past the budget and rolled back: lock again those within it that are
+    // still as claimed (another replica may have taken, failed or processed one in between).
+    relock: `
+      select o.id::text as id from ${t} as o join unnest($1::bigint[], $2::int[]) as c(id, attempts) on o.id = c.id
+       where o.attempts = c.attempts and o.processed_at is null and o.dead_at is null and (o.retry_at is null or o.retry_at <= now())
+         for update of o skip locked`,
+    markProcessed: `update ${t} set processed_at = now() where id = any($1::bigint[])`,
+    // One statement for every failure of the batch. Dead-lettered rows keep processed_at NULL.
+    markFailed: `
+      update ${t} as o
+         set attempts = o.attempts + 1,
+             last_error = f.error,
+             retry_at = now() + f.delay_ms * interval '1 millisecond',
+             dead_at = case when o.attempts + 1 >= $4 then now() end
+        from unnest($1::bigint[], $2::text[], $3::float8[]) as f(id, error, delay_ms)
+       where o.id = f.id
+      returning o.id::text as id, o.dead_at is not null as dead`,
+    // Unmatched events under --unmatched hold, and deferred ones (RetryLaterError): step aside, no attempt charged.
+    hold: `update ${t} set retry_at = now() + $2 * interval '1 millisecond' where id = any($1::bigint[])`,
+    // The supervisor's record of a worker that died mid-batch: one attempt charged to each event still
+    // unprocessed, marked suspect and due at once (isolation, not backoff, is what slows it down).
+    chargeCrash: `
+      update ${t}
+         set attempts = attempts + 1,
+             last_error = $2,
+             suspect = true,
+             retry_at = now(),
+             dead_at = case when attempts + 1 >= $3 then now() end
+       where id = any($1::bigint[]) and processed_at is null and dead_at is null
+      returning id::text as id, event_type, dead_at is not null as dead`,
+    setAsleep: `update ${outbox.wakeup} set asleep = true where not asleep`,
+    clearAsleep: `update ${outbox.wakeup} set asleep = false where asleep`,
+  }
+}
+
+export interface ClaimLimits {
+  /** Most events. */
+  batchSize: number
+  /** Most stored bytes of payload and metadata; the first event is claimed whatever its size. */
+  maxBytes: number
+  /** Whether a due suspect may be claimed (alone). */
+  suspects: boolean
+}
+
+/** A claimed batch. */
+export interface ClaimedBatch {
+  events: ClaimedEvent[]
+  /** Stored bytes of the events' payloads and metadata. */
+  bytes: number
+  /** The batch is one suspect event, claimed alone. */
+  suspect: boolean
+}
+
+type MeasuredRow = Omit<ClaimedRow, 'payload'> & { payload: string | null; size: number; suspect: boolean }
+
+/**
+ * Claim a batch: BEGIN (with the batch's settings) and the claim go out together (one round trip).
+ * `connection` must be a pool of exactly one connection, so that BEGIN, the claim and the settlement share it.
+ * When the claim had to lock rows past the byte budget (rare: big rows), a second round trip rolls back,
+ * freeing every row, and locks again only those within the budget, so no row sits locked unclaimed.
+ */
+export async function outboxClaimBatch(connection: Sql, queries: OutboxQueries, limits: ClaimLimits): Promise<ClaimedBatch> {
+  const begin = connection.unsafe(queries.begin)
+  const claim = connection.unsafe<MeasuredRow[]>(queries.claim, [limits.batchSize, limits.maxBytes, limits.suspects], { prepare: true })
+  let [, rows] = await Promise.all([begin, claim])
+  if (rows.length > 0 && rows.at(-1)!.payload === null) {
+    const fits = rows.slice(0, -1)
+    const [, , relocked] = await Promise.all([
+      connection.unsafe('rollback'),
+      connection.unsafe(queries.begin),
+      connection.unsafe<Array<{ id: string }>>(queries.relock, [fits.map((row) => row.id), fits.map((row) => row.attempt - 1)], { prepare: true }),
+    ])
+    const kept = new Set(relocked.map((row) => row.id))
+    rows = fits.filter((row) => kept.has(row.id)) as typeof rows
+  }
+  let bytes = 0
+  for (const row of rows) bytes += row.size
+  return { events: rows.map((row) => new ClaimedEvent(row as ClaimedRow)), bytes, suspect: rows[0]?.suspect === true }
+}
+
+export interface Settlement {
+  processed: string[]
+  failed: Failure[]
+  held: string[]
+  holdMs: number
+  deferred: string[]
+  deferMs: number
+  maxAttempts: number
+}
+
+/** Settle a batch and COMMIT, pipelined (one round trip). Returns the ids that were dead-lettered. */
+export async function outboxSettleBatch(connection: Sql, queries: OutboxQueries, settlement: Settlement): Promise<string[]> {
+  const statements: Promise<unknown>[] = []
+  if (settlement.processed.length > 0) statements.push(connection.unsafe(queries.markProcessed, [settlement.processed], { prepare: true }))
+  let failed: Promise<Array<{ id: string; dead: boolean }>> | undefined
+  if (settlement.failed.length > 0) {
+    const f = settlement.failed
+    failed = connection.unsafe(queries.markFailed, [f.map((x) => x.id), f.map((x) => x.error), f.map((x) => x.delayMs), settlement.maxAttempts], { prepare: true })
+    statements.push(failed)
+  }
+  if (settlement.held.length > 0) statements.push(connection.unsafe(queries.hold, [settlement.held, settlement.holdMs], { prepare: true }))
+  if (settlement.deferred.length > 0) statements.push(connection.unsafe(queries.hold, [settlement.deferred, settlement.deferMs], { prepare: true }))
+  statements.push(connection.unsafe('commit'))
+  await Promise.all(statements)
+  return failed === undefined ? [] : (await failed).filter((row) => row.dead).map((row) => row.id)
+}
+
+export function outboxRollback(connection: Sql): Promise<unknown> {
+  return connection.unsafe('rollback')
+}
+
+/** Raise the flag that makes writers NOTIFY. True if this call raised it (then the caller re-checks for work). */
+export async function outboxSetAsleep(sql: Sql, queries: OutboxQueries): Promise<boolean> {
+  const result = await sql.unsafe(queries.setAsleep)
+  return result.count > 0
+}
+
+export async function outboxClearAsleep(sql: Sql, queries: OutboxQueries): Promise<void> {
+  await sql.unsafe(queries.clearAsleep)
+}
+
+/** Charges a crash to the events a dead worker was handling. Returns the ids charged and the events dead-lettered. */
+export async function outboxChargeCrash(sql: Sql, queries: OutboxQueries, ids: readonly string[], error: string, maxAttempts: number): Promise<{ charged: string[]; dead: Array<{ id: string; event_type: string }> }> {
+  const rows = await sql.unsafe<Array<{ id: string; event_type: string; dead: boolean }>>(queries.chargeCrash, [ids as string[], error, maxAttempts])
+  return { charged: rows.map((row) => row.id), dead: rows.filter((row) => row.dead) }
+}

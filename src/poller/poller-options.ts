@@ -1,0 +1,250 @@
+import type { BatchReport } from './batch-report.js'
+import { parseByteSize } from '../byte-size.js'
+import { parseDuration } from '../duration.js'
+import { ConfigError } from '../errors.js'
+import type { HandlerMap, Logger } from '../types.js'
+
+/** What to do with an event that no registered handler matches. */
+export type UnmatchedPolicy = 'process' | 'hold'
+/** `entity`: one entity's events are handled in id order and never two at a time, across all replicas. */
+export type Ordering = 'none' | 'entity'
+/** Under `--ordering entity`, whether a dead event holds back its entity's later events. */
+export type OrderingOnDead = 'continue' | 'block'
+
+/** Defaults: every option's default lives here and nowhere else. */
+export const defaults = {
+  schema: 'public',
+  table: 'outbox',
+  batchSize: 250,
+  batchMaxBytes: 64 * 1024 * 1024,
+  concurrency: 32,
+  intervalMinMs: 250,
+  intervalMaxMs: 2_000,
+  handlerTimeoutMs: 30_000,
+  maxAttempts: 10,
+  retryDelayMs: 1_000,
+  retryDelayMaxMs: 3_600_000,
+  unmatched: 'process' as UnmatchedPolicy,
+  memoryLimitMb: 500,
+  memoryCheckIntervalMs: 30_000,
+  ordering: 'none' as Ordering,
+  orderingOnDead: 'continue' as OrderingOnDead,
+  connectTimeoutMs: 30_000,
+  /** Added to the handler timeout when no drain timeout is given. */
+  drainMarginMs: 10_000,
+  crashLimit: 5,
+  crashWindowMs: 60_000,
+} as const
+
+/**
+ * Options of a poller. Durations are milliseconds when given as numbers; as strings they are read by
+ * `parseDuration` (a bare number is seconds: `'0.25'`, or with a unit: `'250ms'`, `'30s'`).
+ */
+export interface PollerOptions {
+  /**
+   * Connection string (`postgres://…`); required. The poller opens its own connections (one for claims,
+   * held by each batch transaction, and one for LISTEN) and closes them on stop. The library never reads env.
+   */
+  connectionString?: string
+  /** Schema of the outbox table. Default `public`. */
+  schema?: string
+  /** Name of the outbox table. Default `outbox`. */
+  table?: string
+  /** Most events claimed per batch (1–10000). Default 250. */
+  batchSize?: number | string
+  /**
+   * Most bytes of payload and metadata claimed per batch, as PostgreSQL stores them (`pg_column_size`, after
+   * compression); an event bigger than this is claimed alone. Bytes, or a size with a unit (`64MB`, `512kB`;
+   * powers of 1024), 1 kB – 1 TB. Default 64 MB.
+   */
+  batchMaxBytes?: number | string
+  /** Handlers running at once within a batch (1–10000). Default 32. */
+  concurrency?: number | string
+  /** Wait after the first empty poll (1 ms – 1 h). Default 250 ms. */
+  intervalMin?: number | string
+  /** Longest wait between polls when idle; also bounds the delay of a missed wake-up (1 ms – 1 h). Default 2 s. */
+  intervalMax?: number | string
+  /** A handler still running after this fails its event (1 ms – 1 h). Default 30 s. */
+  handlerTimeout?: number | string
+  /** Failed attempts after which an event is dead-lettered (1–1000). Default 10. */
+  maxAttempts?: number | string
+  /** Delay before the first retry; doubles per attempt, with jitter (1 ms – 30 d). Default 1 s. */
+  retryDelay?: number | string
+  /** Longest delay between retries (1 ms – 30 d). Default 1 h. */
+  retryDelayMax?: number | string
+  /** `process`: mark events no handler matches as processed; `hold`: leave them for a replica that has a handler. Default `process`. */
+  unmatched?: UnmatchedPolicy | string
+  /** `none`, or `entity`: per-entity order across replicas. A property of the outbox: every replica must agree. Default `none`. */
+  ordering?: Ordering | string
+  /** Under entity ordering: `continue` (a dead event does not hold back its entity) or `block` (its later events wait for a replay). Default `continue`. */
+  orderingOnDead?: OrderingOnDead | string
+  /** Worker RSS in MB above which it is restarted (16 – 1048576). Default 500. */
+  memoryLimitMb?: number | string
+  /** How often the worker's memory is sampled (100 ms – 1 d). Default 30 s. */
+  memoryCheckInterval?: number | string
+  /** How long start-up keeps retrying an unreachable database (0 – 1 h). Default 30 s. */
+  connectTimeout?: number | string
+  /** How long a stopping worker may take to finish its batch before it is killed (1 ms – 1 d). Default: handler timeout + 10 s. */
+  drainTimeout?: number | string
+  /** Worker crashes within `crashWindow` that make the supervisor give up (1–1000). Default 5. */
+  crashLimit?: number | string
+  /** Window for `crashLimit` (1 s – 1 d). Default 60 s. */
+  crashWindow?: number | string
+  /**
+   * Awaited before the handlers of these events may start. The poller announces a batch's events in windows
+   * (ahead of the dispatch, so it rarely waits), never starting an event it has not announced; `finished`
+   * lists the events whose handlers all ended since the previous call. After a crash, the suspects are the
+   * announced events not yet finished: the events of the batch that never started are not charged. A window
+   * is `concurrency` events, doubled while the dispatch keeps catching up with it (fast handlers), so at most
+   * about `concurrency` + 1.5 windows are suspect. The supervised worker reports them to its supervisor.
+   */
+  beforeDispatch?: (ids: string[], finished: string[]) => void | Promise<void>
+  /** Called once per claim (empty or not) after it committed or rolled back, with what the batch did: the source of metrics. */
+  afterBatch?: (report: BatchReport) => void
+  /** Serve /healthz, /readyz and /metrics on `host:port` (or a bare port, on 127.0.0.1). Default: off. */
+  http?: string
+  /** Handlers by event-type pattern (`issue.created`, `issue.*`, `*`), or one function for every event. */
+  handlers?: HandlerMap
+  /** A pino-compatible logger. Default: silent. */
+  logger?: Logger
+  /** `application_name` of the poller's connections. Default `outbox-poller/<host>/<pid>/worker`. */
+  applicationName?: string
+}
+
+/** Options after defaults and validation. Durations in milliseconds. */
+export interface ResolvedOptions {
+  readonly schema: string
+  readonly table: string
+  readonly batchSize: number
+  readonly batchMaxBytes: number
+  readonly concurrency: number
+  readonly intervalMinMs: number
+  readonly intervalMaxMs: number
+  readonly handlerTimeoutMs: number
+  readonly maxAttempts: number
+  readonly retryDelayMs: number
+  readonly retryDelayMaxMs: number
+  readonly unmatched: UnmatchedPolicy
+  readonly ordering: Ordering
+  readonly orderingOnDead: OrderingOnDead
+  readonly memoryLimitMb: number
+  readonly memoryCheckIntervalMs: number
+  readonly connectTimeoutMs: number
+  readonly drainTimeoutMs: number
+  /** Derived, set with SET LOCAL in every batch transaction: the drain timeout, so no statement outlives a drain. */
+  readonly statementTimeoutMs: number
+  /**
+   * Derived, set with SET LOCAL in every batch transaction: the longest a batch can sit idle while its handlers
+   * run (batch ÷ concurrency, rounded up, × handler timeout) plus 10 s; 0 (off) past PostgreSQL's maximum.
+   */
+  readonly idleInTransactionTimeoutMs: number
+  readonly crashLimit: number
+  readonly crashWindowMs: number
+  readonly http: { readonly host: string; readonly port: number } | undefined
+}
+
+/** How an option is named in error messages: the CLI passes `--batch-size` or `OUTBOX_POLLER_BATCH_SIZE`. */
+export type OptionNamer = (key: keyof PollerOptions) => string
+
+const HOUR = 3_600_000
+const DAY = 24 * HOUR
+/** The largest value PostgreSQL accepts for its timeout settings (INT_MAX ms, about 24.8 days). */
+const POSTGRES_MAX_TIMEOUT_MS = 2_147_483_647
+
+/** Applies defaults, validates every value and returns a frozen object. Errors name the option, the range and the value. */
+export function resolveOptions(input: PollerOptions, nameOf: OptionNamer = (key) => key): ResolvedOptions {
+  const int = (key: keyof PollerOptions, fallback: number, min: number, max: number) =>
+    integerOption(input[key] as number | string | undefined, nameOf(key), fallback, min, max)
+  const ms = (key: keyof PollerOptions, fallback: number, min: number, max: number) =>
+    durationOption(input[key] as number | string | undefined, nameOf(key), fallback, min, max)
+
+  const resolved: { -readonly [K in keyof ResolvedOptions]: ResolvedOptions[K] } = {
+    schema: identifierOption(input.schema, nameOf('schema'), defaults.schema),
+    table: identifierOption(input.table, nameOf('table'), defaults.table),
+    batchSize: int('batchSize', defaults.batchSize, 1, 10_000),
+    batchMaxBytes: bytesOption(input.batchMaxBytes, nameOf('batchMaxBytes'), defaults.batchMaxBytes, 1024, 1024 ** 4),
+    concurrency: int('concurrency', defaults.concurrency, 1, 10_000),
+    intervalMinMs: ms('intervalMin', defaults.intervalMinMs, 1, HOUR),
+    intervalMaxMs: ms('intervalMax', defaults.intervalMaxMs, 1, HOUR),
+    handlerTimeoutMs: ms('handlerTimeout', defaults.handlerTimeoutMs, 1, HOUR),
+    maxAttempts: int('maxAttempts', defaults.maxAttempts, 1, 1000),
+    retryDelayMs: ms('retryDelay', defaults.retryDelayMs, 1, 30 * DAY),
+    retryDelayMaxMs: ms('retryDelayMax', defaults.retryDelayMaxMs, 1, 30 * DAY),
+    unmatched: choiceOption(input.unmatched, nameOf('unmatched'), defaults.unmatched, ['process', 'hold'] as const),
+    ordering: choiceOption(input.ordering, nameOf('ordering'), defaults.ordering, ['none', 'entity'] as const),
+    orderingOnDead: choiceOption(input.orderingOnDead, nameOf('orderingOnDead'), defaults.orderingOnDead, ['continue', 'block'] as const),
+    memoryLimitMb: int('memoryLimitMb', defaults.memoryLimitMb, 16, 1_048_576),
+    memoryCheckIntervalMs: ms('memoryCheckInterval', defaults.memoryCheckIntervalMs, 100, DAY),
+    connectTimeoutMs: ms('connectTimeout', defaults.connectTimeoutMs, 0, HOUR),
+    drainTimeoutMs: 0,
+    statementTimeoutMs: 0,
+    idleInTransactionTimeoutMs: 0,
+    crashLimit: int('crashLimit', defaults.crashLimit, 1, 1000),
+    crashWindowMs: ms('crashWindow', defaults.crashWindowMs, 1000, DAY),
+    http: listenOption(input.http, nameOf('http')),
+  }
+  resolved.drainTimeoutMs = ms('drainTimeout', resolved.handlerTimeoutMs + defaults.drainMarginMs, 1, DAY)
+  resolved.statementTimeoutMs = resolved.drainTimeoutMs
+  const idleMs = Math.ceil(resolved.batchSize / resolved.concurrency) * resolved.handlerTimeoutMs + defaults.drainMarginMs
+  resolved.idleInTransactionTimeoutMs = idleMs > POSTGRES_MAX_TIMEOUT_MS ? 0 : idleMs
+  if (resolved.intervalMinMs > resolved.intervalMaxMs) {
+    throw new ConfigError(`${nameOf('intervalMin')} (${resolved.intervalMinMs} ms) must not exceed ${nameOf('intervalMax')} (${resolved.intervalMaxMs} ms)`)
+  }
+  if (resolved.retryDelayMs > resolved.retryDelayMaxMs) {
+    throw new ConfigError(`${nameOf('retryDelay')} (${resolved.retryDelayMs} ms) must not exceed ${nameOf('retryDelayMax')} (${resolved.retryDelayMaxMs} ms)`)
+  }
+  return Object.freeze(resolved)
+}
+
+export function integerOption(value: number | string | undefined, name: string, fallback: number, min: number, max: number): number {
+  if (value === undefined) return fallback
+  const number = typeof value === 'number' ? value : /^\s*-?\d+\s*$/.test(value) ? Number(value) : Number.NaN
+  if (!Number.isInteger(number) || number < min || number > max) {
+    throw new ConfigError(`${name} must be an integer between ${min} and ${max} (got ${JSON.stringify(value)})`)
+  }
+  return number
+}
+
+export function durationOption(value: number | string | undefined, name: string, fallback: number, min: number, max: number): number {
+  if (value === undefined) return fallback
+  const ms = typeof value === 'number' ? value : parseDuration(value, name)
+  if (!Number.isFinite(ms) || ms < min || ms > max) {
+    throw new ConfigError(`${name} must be between ${min} ms and ${max} ms (got ${JSON.stringify(value)})`)
+  }
+  return ms
+}
+
+export function bytesOption(value: number | string | undefined, name: string, fallback: number, min: number, max: number): number {
+  if (value === undefined) return fallback
+  const bytes = typeof value === 'number' ? value : parseByteSize(value, name)
+  if (!Number.isInteger(bytes) || bytes < min || bytes > max) {
+    throw new ConfigError(`${name} must be between ${min} and ${max} bytes (got ${JSON.stringify(value)})`)
+  }
+  return bytes
+}
+
+export function choiceOption<T extends string>(value: string | undefined, name: string, fallback: T, choices: readonly T[]): T {
+  if (value === undefined) return fallback
+  if (!(choices as readonly string[]).includes(value)) {
+    throw new ConfigError(`${name} must be one of ${choices.join(', ')} (got ${JSON.stringify(value)})`)
+  }
+  return value as T
+}
+
+/** Schema and table names are quoted wherever they are used; here we only refuse what PostgreSQL itself cannot name. */
+export function identifierOption(value: string | undefined, name: string, fallback: string): string {
+  if (value === undefined) return fallback
+  if (value.length === 0 || Buffer.byteLength(value) > 63 || value.includes('\0')) {
+    throw new ConfigError(`${name} must be a name of 1 to 63 bytes (got ${JSON.stringify(value)})`)
+  }
+  return value
+}
+
+/** `9464`, `:9464` (both on 127.0.0.1), `0.0.0.0:9464`, `[::1]:9464`. */
+export function listenOption(value: string | undefined, name: string): { host: string; port: number } | undefined {
+  if (value === undefined || value === '' || value === 'off') return undefined
+  const match = /^(?:(\[[0-9a-fA-F:]+\]|[\w.-]+)?:)?(\d+)$/.exec(value.trim())
+  const port = match ? Number(match[2]) : Number.NaN
+  if (!match || port < 1 || port > 65535) throw new ConfigError(`${name} must be host:port or a port between 1 and 65535 (got ${JSON.stringify(value)})`)
+  return { host: (match[1] ?? '127.0.0.1').replace(/^\[|\]$/g, ''), port }
+}

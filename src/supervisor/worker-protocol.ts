@@ -1,0 +1,29 @@
+import type { BatchReport } from '../poller/batch-report.js'
+
+/** Why a worker was replaced; every restart is logged and counted by reason. */
+export type RestartReason = 'memory' | 'crash' | 'signal' | 'reload'
+
+/** Worker → supervisor. */
+export type WorkerMessage =
+  /** Connected and polling. A worker that exits before this failed to start (it already retried). */
+  | { type: 'ready' }
+  /**
+   * Sent (and flushed) before the handlers of `ids` start, possibly several times per batch: `finished`
+   * lists the events of the batch whose handlers all ended since the previous message. If the worker dies,
+   * the suspects are the events announced and not finished.
+   */
+  | { type: 'dispatching'; ids: string[]; finished: string[] }
+  /** The batch committed or rolled back (`report.committed`); what it did feeds the metrics. */
+  | { type: 'settled'; report: BatchReport }
+  /** The loop is alive (sent at most once a second while claims come back empty). */
+  | { type: 'heartbeat' }
+
+/** Supervisor → worker. */
+export type SupervisorMessage =
+  /** Stop claiming, finish and commit the batch in hand, close the connections, exit 0. */
+  | { type: 'drain'; reason: RestartReason }
+  /** Abort the handlers and roll the batch back, then exit. */
+  | { type: 'force' }
+
+/** Set in a supervised worker's environment. */
+export const workerEnvMarker = 'OUTBOX_POLLER_WORKER'

@@ -1,0 +1,130 @@
+/**
+ * A bench process: a poller, the bare baseline loop, or a writer. Started by `outbox-poller bench` with
+ * its task as JSON in argv[2]; reports over IPC. Separate processes, as in production.
+ */
+import postgres from 'postgres'
+import { outboxTable, quoteIdent } from '../../outbox/outbox-table.js'
+import { silentLogger } from '../../log.js'
+import { createPoller } from '../../poller/poller.js'
+import { parseSink } from '../../sinks/parse-sink.js'
+import { createSinkHandlers } from '../../sinks/sink.js'
+import type { Handler, OutboxEvent } from '../../types.js'
+
+export type BenchTask =
+  | { mode: 'poller'; url: string; schema: string; batchSize: number; recordLatency?: boolean; ordering?: 'none' | 'entity'; handler?: 'noop' | 'tx'; sink?: string; sinkSecret?: string }
+  | { mode: 'bare'; url: string; schema: string; batchSize: number }
+  | { mode: 'writer'; url: string; schema: string; table: string; op: 'insert' | 'update' | 'bulk'; seconds: number; rows: number }
+
+export interface BenchReport {
+  type: 'report'
+  /** Peak RSS of this process (MB). */
+  peakRssMb: number
+  /** Duration of each non-empty batch (ms). */
+  batchMs: number[]
+  /** Commit-to-handler latency of each event (ms), when recorded. */
+  latencyMs: number[]
+  /** Statements a writer completed. */
+  statements: number
+}
+
+type ParentMessage = { type: 'go' } | { type: 'report' } | { type: 'stop' }
+
+const task = JSON.parse(process.argv[2]!) as BenchTask
+const batchMs: number[] = []
+const latencyMs: number[] = []
+let statements = 0
+const send = (message: object) => process.send!(message)
+
+function peakRssMb(): number {
+  return process.resourceUsage().maxRSS / 1024
+}
+
+async function runPoller(t: Extract<BenchTask, { mode: 'poller' }>): Promise<() => Promise<void>> {
+  const record = (event: OutboxEvent) => void latencyMs.push(Date.now() - event.created_at.getTime())
+  const effects = `${quoteIdent(t.schema)}.bench_effects`
+  // one row per event through ctx.tx(): the cost of exactly-once effects in the batch transaction
+  const writeEffect: Handler = async (event, ctx) => {
+    const tx = await ctx.tx()
+    await tx.unsafe(`insert into ${effects} (event_id) values ($1)`, [event.event_id])
+  }
+  const poller = createPoller({
+    connectionString: t.url,
+    schema: t.schema,
+    batchSize: t.batchSize,
+    ordering: t.ordering ?? 'none',
+    handlers: t.recordLatency ? record : t.handler === 'tx' ? writeEffect : t.sink ? {} : () => {},
+    afterBatch: (report) => void (report.claimed > 0 && batchMs.push(report.durationMs)),
+  })
+  // a relay: every event published to the sink and confirmed before it counts as processed
+  const sinks = t.sink ? await createSinkHandlers([parseSink(t.sink, 'bench --sink')], { secret: t.sinkSecret, log: silentLogger }) : undefined
+  for (const [pattern, handler] of Object.entries(sinks?.handlers ?? {})) poller.on(pattern, handler)
+  await poller.start()
+  return async () => {
+    await poller.stop()
+    await sinks?.close()
+  }
+}
+
+/** The baseline: BEGIN; SELECT … FOR UPDATE SKIP LOCKED LIMIT n; UPDATE … WHERE id = ANY(…); COMMIT — four round trips. */
+async function runBare(t: Extract<BenchTask, { mode: 'bare' }>, go: Promise<void>): Promise<() => Promise<void>> {
+  const sql = postgres(t.url, { max: 1, onnotice: () => {} })
+  const table = outboxTable(t.schema, 'outbox').qualified
+  await sql`select 1`
+  let stopped = false
+  const loop = (async () => {
+    await go
+    while (!stopped) {
+      const started = performance.now()
+      await sql.unsafe('begin')
+      const rows = await sql.unsafe(
+        `select id, event_id, event_type, entity_type, entity_id, payload, processed_at, created_at from ${table}
+          where processed_at is null and dead_at is null and retry_at is null order by id limit $1 for update skip locked`,
+        [t.batchSize],
+      )
+      if (rows.length > 0) await sql.unsafe(`update ${table} set processed_at = now() where id = any($1::bigint[])`, [rows.map((row) => row.id)])
+      await sql.unsafe('commit')
+      if (rows.length === 0) break
+      batchMs.push(performance.now() - started)
+    }
+  })()
+  return async () => {
+    stopped = true
+    await loop
+    await sql.end()
+  }
+}
+
+async function runWriter(t: Extract<BenchTask, { mode: 'writer' }>, go: Promise<void>): Promise<() => Promise<void>> {
+  const sql = postgres(t.url, { max: 1, onnotice: () => {} })
+  const table = `${quoteIdent(t.schema)}.${quoteIdent(t.table)}`
+  await sql`select 1`
+  const done = (async () => {
+    await go
+    const until = performance.now() + t.seconds * 1000
+    while (performance.now() < until) {
+      if (t.op === 'insert') await sql.unsafe(`insert into ${table} (name, amount) values ($1, $2)`, ['item', statements])
+      else if (t.op === 'update') await sql.unsafe(`update ${table} set amount = amount + 1 where id = $1`, [1 + Math.floor(Math.random() * t.rows)])
+      else await sql.unsafe(`insert into ${table} (name, amount) select 'item', n from generate_series(1, 1000) n`)
+      statements++
+    }
+  })()
+  return async () => {
+    await done
+    await sql.end()
+  }
+}
+
+let releaseGo!: () => void
+const go = new Promise<void>((resolve) => (releaseGo = resolve))
+const stop = await (task.mode === 'poller' ? runPoller(task) : task.mode === 'bare' ? runBare(task, go) : runWriter(task, go))
+process.on('message', async (message: ParentMessage) => {
+  if (message.type === 'go') releaseGo()
+  else if (message.type === 'report') {
+    if (task.mode === 'writer') await stop()
+    send({ type: 'report', peakRssMb: peakRssMb(), batchMs, latencyMs, statements } satisfies BenchReport)
+  } else if (message.type === 'stop') {
+    if (task.mode !== 'writer') await stop()
+    process.disconnect?.()
+  }
+})
+send({ type: 'ready' })

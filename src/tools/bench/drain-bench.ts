@@ -1,0 +1,75 @@
+import type { Sql } from 'postgres'
+import { outboxTable, quoteIdent } from '../../outbox/outbox-table.js'
+import { median, percentile } from './percentiles.js'
+import { startBenchProcesses } from './bench-processes.js'
+
+export interface DrainResult {
+  name: string
+  mode: 'poller' | 'bare'
+  processes: number
+  batchSize: number
+  events: number
+  eventsPerSecond: number
+  /** Highest peak RSS among the processes (MB). */
+  peakRssMb: number
+  batchP50Ms: number
+  batchP99Ms: number
+}
+
+/** A payload of the size a captured row typically has (~200 bytes of jsonb). */
+export const samplePayloadSql = `jsonb_build_object('data', jsonb_build_object('id', n, 'title', 'Issue number ' || n, 'status', 'open',
+  'points', n % 13, 'labels', jsonb_build_array('bench', 'outbox'), 'updated_at', now()))`
+
+/**
+ * Fills the outbox with `events` events in one transaction while the processes wait, connected; then times
+ * how fast they drain it: events / (last batch start − first batch start), both read from processed_at, so
+ * process start-up and connection time never count, for the poller and the baseline alike.
+ */
+export interface DrainVariant {
+  /** Per-entity ordering, over `entities` entities (events spread round-robin). */
+  ordering?: 'none' | 'entity'
+  entities?: number
+  /** `tx`: each event writes one row through ctx.tx(). */
+  handler?: 'noop' | 'tx'
+  /** Relay every event to this sink (a --sink spec) instead of a no-op handler. */
+  sink?: string
+  sinkSecret?: string
+  label?: string
+}
+
+export async function drainBench(sql: Sql, url: string, schema: string, mode: 'poller' | 'bare', processes: number, batchSize: number, events: number, variant: DrainVariant = {}): Promise<DrainResult> {
+  const table = outboxTable(schema, 'outbox')
+  const outbox = table.qualified
+  await sql.unsafe(`truncate ${outbox}`)
+  await sql.unsafe(`delete from ${table.settings}`) // each run chooses its own ordering mode
+  await sql.unsafe(`create table if not exists ${quoteIdent(schema)}.bench_effects (event_id uuid primary key)`)
+  await sql.unsafe(`truncate ${quoteIdent(schema)}.bench_effects`)
+  const workers = await startBenchProcesses(processes, mode === 'poller' ? { mode, url, schema, batchSize, ordering: variant.ordering, handler: variant.handler, sink: variant.sink, sinkSecret: variant.sinkSecret } : { mode, url, schema, batchSize })
+  try {
+    const entityId = variant.entities === undefined ? 'n::text' : `(n % ${Math.trunc(variant.entities)})::text`
+    await sql.unsafe(`insert into ${outbox} (event_type, entity_type, entity_id, payload) select 'issue.created', 'issue', ${entityId}, ${samplePayloadSql} from generate_series(1, $1::int) n`, [events])
+    await sql.unsafe(`analyze ${outbox}`)
+    for (const worker of workers) worker.go() // pollers were already woken by the insert's NOTIFY
+    for (;;) {
+      const [{ pending }] = await sql.unsafe(`select count(*)::int as pending from ${outbox} where processed_at is null`)
+      if (pending === 0) break
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+    const [{ seconds }] = await sql.unsafe(`select extract(epoch from max(processed_at) - min(processed_at))::float8 as seconds from ${outbox}`)
+    const reports = await Promise.all(workers.map((worker) => worker.report()))
+    const batches = reports.flatMap((report) => report.batchMs)
+    return {
+      name: `${processes} ${mode === 'bare' ? 'bare loop' : 'poller'}${processes > 1 ? 's' : ''} × batch ${batchSize}${variant.label ? `, ${variant.label}` : ''}`,
+      mode,
+      processes,
+      batchSize,
+      events,
+      eventsPerSecond: events / Math.max(seconds, 0.001),
+      peakRssMb: Math.max(...reports.map((report) => report.peakRssMb)),
+      batchP50Ms: median(batches),
+      batchP99Ms: percentile(batches, 99),
+    }
+  } finally {
+    await Promise.all(workers.map((worker) => worker.stop()))
+  }
+}

@@ -1,0 +1,112 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { createPoller, type Poller } from '../../src/poller/poller.js'
+import type { PollerOptions } from '../../src/poller/poller-options.js'
+import { createItemsTable, createTestDatabase, type TestDatabase } from '../support/database.js'
+import { waitFor } from '../support/wait-for.js'
+
+let db: TestDatabase
+const running = new Set<Poller>()
+
+beforeAll(async () => {
+  db = await createTestDatabase()
+  await createItemsTable(db)
+})
+afterEach(async () => {
+  for (const poller of running) await poller.stop({ timeoutMs: 5000 })
+  running.clear()
+  await db.sql`truncate items, outbox`
+})
+afterAll(async () => {
+  await db.drop()
+})
+
+function startPoller(options: PollerOptions): Poller {
+  const poller = createPoller({ connectionString: db.url, intervalMin: 20, intervalMax: 200, ...options })
+  running.add(poller)
+  return poller
+}
+
+const pending = async () => (await db.sql`select count(*)::int as n from outbox where processed_at is null`)[0]!.n as number
+
+describe('after a crash', () => {
+  it('suspects are claimed alone, every other claim, so fresh events are not held up behind them', async () => {
+    await db.sql`insert into items select n, 'item ' || n from generate_series(1, 200) n`
+    // what the supervisor records after a crash: 30 events charged and marked suspect
+    const suspects = new Set((await db.sql`update outbox set suspect = true, attempts = 1, retry_at = now() where entity_id::int <= 30 returning id`).map((row) => row.id as string))
+    const batches: string[][] = []
+    let current: string[] = []
+    const poller = startPoller({
+      handlers: (event) => void current.push(event.id),
+      afterBatch: (report) => {
+        if (report.claimed === 0) return
+        batches.push(current)
+        current = []
+      },
+    })
+    await poller.start()
+    await waitFor('the outbox drained', async () => (await pending()) === 0, 30_000)
+    for (const batch of batches) if (batch.some((id) => suspects.has(id))) expect(batch).toHaveLength(1)
+    // every fresh event was handled by the third batch, while most suspects still waited
+    const lastFresh = batches.findLastIndex((batch) => batch.some((id) => !suspects.has(id)))
+    expect(lastFresh).toBeLessThanOrEqual(2)
+    expect(batches.flat()).toHaveLength(200)
+  })
+})
+
+describe('beforeDispatch', () => {
+  it('announces each event before it starts, in windows, and reports the finished ones: few suspects at any time', async () => {
+    const announced = new Set<string>()
+    const finished = new Set<string>()
+    let calls = 0
+    let unannouncedStarts = 0
+    let worstSuspects = 0
+    const poller = startPoller({
+      batchSize: 100,
+      concurrency: 4,
+      beforeDispatch: async (ids, done) => {
+        calls++
+        for (const id of done) finished.add(id)
+        await new Promise((resolve) => setImmediate(resolve)) // like an IPC send: confirmed a moment later
+        for (const id of ids) announced.add(id)
+      },
+      handlers: async (event) => {
+        if (!announced.has(event.id)) unannouncedStarts++
+        worstSuspects = Math.max(worstSuspects, announced.size - finished.size)
+        await new Promise((resolve) => setTimeout(resolve, 2))
+      },
+      afterBatch: () => {
+        // the supervisor forgets a batch once it ended
+        announced.clear()
+        finished.clear()
+      },
+    })
+    await db.sql`insert into items select n, 'item ' || n from generate_series(1, 100) n`
+    await poller.start()
+    await waitFor('the outbox drained', async () => (await pending()) === 0, 30_000)
+    expect(unannouncedStarts).toBe(0)
+    expect(calls).toBeGreaterThan(5)
+    // in flight (4), the rest of a window and the next one, and what finished since the last call
+    expect(worstSuspects).toBeLessThanOrEqual(3 * 4)
+  })
+
+  it('with fast handlers the window grows, so the dispatch rarely waits for an announcement', async () => {
+    let calls = 0
+    let batches = 0
+    const poller = startPoller({
+      batchSize: 250,
+      concurrency: 8,
+      beforeDispatch: async () => {
+        calls++
+        await new Promise((resolve) => setImmediate(resolve))
+      },
+      handlers: () => {},
+      afterBatch: (report) => void (report.claimed > 0 && batches++),
+    })
+    await db.sql`insert into items select n, 'item ' || n from generate_series(1, 5000) n`
+    await poller.start()
+    await waitFor('the outbox drained', async () => (await pending()) === 0, 30_000)
+    expect(batches).toBe(20)
+    // a window of 8 would take 32 calls a batch (640); it doubles up to the batch within a few batches
+    expect(calls).toBeLessThan(3 * batches)
+  })
+})

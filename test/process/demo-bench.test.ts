@@ -1,0 +1,60 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { runCli } from '../support/cli.js'
+import { createTestDatabase, type TestDatabase } from '../support/database.js'
+
+let db: TestDatabase
+
+beforeAll(async () => {
+  db = await createTestDatabase({ migrate: false })
+})
+afterAll(async () => {
+  await db.drop()
+})
+
+describe('demo and bench', () => {
+  it('demo runs replicas against a captured table and proves every guarantee it shows', async () => {
+    const result = await runCli(['demo', '--duration', '3s', '--burst', '3000', '--rate', '100'], { DATABASE_URL: db.url }, 120_000)
+    expect(result.stderr).toBe('')
+    expect(result.code).toBe(0)
+    expect(result.stdout).toMatch(/✓ every change captured: ([\d,]+) changes written, \1 events in the outbox/)
+    expect(result.stdout).toMatch(/✓ every event processed: 0 pending/)
+    expect(result.stdout).toMatch(/✓ each event handled exactly once: [\d,]+ distinct events handled, 0 handled twice/)
+    // it cleans up after itself: no schema left behind
+    const schemas = await db.sql`select nspname from pg_namespace where nspname like 'outbox_demo_%'`
+    expect(schemas).toHaveLength(0)
+  })
+
+  it('bench reports sane figures for every part (a smoke test: no speed is asserted)', async () => {
+    const result = await runCli(['bench', '--events', '2000', '--seconds', '1', '--json'], { DATABASE_URL: db.url }, 240_000)
+    expect(result.code).toBe(0)
+    const report = JSON.parse(result.stdout)
+    expect(report.drain.map((r: { name: string }) => r.name)).toEqual([
+      '1 bare loop × batch 50', '1 poller × batch 50', '1 bare loop × batch 250', '1 poller × batch 250', '1 bare loop × batch 1000', '1 poller × batch 1000',
+      '3 bare loops × batch 250', '3 pollers × batch 250', '5 bare loops × batch 250', '5 pollers × batch 250',
+      '1 poller × batch 250, 40 entities, unordered', '1 poller × batch 250, 40 entities, --ordering entity', '1 poller × batch 250, a ctx.tx write per event',
+    ])
+    for (const run of report.drain) {
+      expect(run.eventsPerSecond).toBeGreaterThan(0)
+      expect(run.peakRssMb).toBeGreaterThan(10)
+      expect(run.batchP99Ms).toBeGreaterThanOrEqual(run.batchP50Ms)
+    }
+    expect(report.latency).toHaveLength(2)
+    for (const run of report.latency) {
+      expect(run.events).toBe(Math.round(run.ratePerSecond))
+      expect(run.p99Ms).toBeGreaterThanOrEqual(run.p50Ms)
+      expect(run.p50Ms).toBeGreaterThanOrEqual(0)
+    }
+    expect(report.capture).toHaveLength(9)
+    for (const run of report.capture) expect(run.ratio).toBeGreaterThan(0)
+    const schemas = await db.sql`select nspname from pg_namespace where nspname like 'outbox_bench_%'`
+    expect(schemas).toHaveLength(0)
+  }, 240_000)
+
+  it('bench rejects bad input with exit code 2', async () => {
+    const bad = await runCli(['bench', '--only', 'speed'], { DATABASE_URL: db.url })
+    expect(bad.code).toBe(2)
+    expect(bad.stderr).toMatch(/--only must list parts among drain, latency, capture \(got "speed"\)/)
+    expect((await runCli(['bench', '--events', '10'], { DATABASE_URL: db.url })).stderr).toMatch(/--events must be an integer between 1000 and 10000000/)
+    expect((await runCli(['demo', '--duration', 'soon'], { DATABASE_URL: db.url })).code).toBe(2)
+  })
+})
