@@ -13,7 +13,8 @@ import { ReplicaHealth } from '../observe/replica-health.js'
 import { createLogger, type LogLevel } from '../log.js'
 import { createPoller, type Poller } from '../poller/poller.js'
 import { parseSink, parseSinkList, type SinkSpec } from '../sinks/parse-sink.js'
-import { createSinkHandlers, sinkDefaults } from '../sinks/sink.js'
+import { createSinkHandlers, registerSinks } from '../sinks/create-sinks.js'
+import { sinkTimeoutMs } from '../sinks/sink.js'
 import { Supervisor } from '../supervisor/supervisor.js'
 import type { HandlerMap, Logger } from '../types.js'
 import { type SupervisorMessage, type WorkerMessage, workerEnvMarker } from '../supervisor/worker-protocol.js'
@@ -159,17 +160,12 @@ async function closeHandlerModule(module: HandlerModule | undefined, log: Logger
 /** Runs the poller (with the sinks and, alone, the HTTP server) until it has stopped; returns the exit code. */
 async function runPoller(setup: WorkerSetup, handlers: HandlerMap): Promise<number> {
   const { log, resolved } = setup
-  // Sinks are built-in handlers; a publish waits at most 80 % of the handler timeout, so a slow broker
-  // defers the event (no attempt charged) before the handler timeout would charge it.
-  const sinks =
-    setup.sinks.length === 0
-      ? undefined
-      : await createSinkHandlers(setup.sinks, { secret: setup.sinkSecret, log, timeoutMs: Math.max(1, Math.min(sinkDefaults.timeoutMs, Math.floor(resolved.handlerTimeoutMs * 0.8))) })
+  // sinks are built-in handlers, whose publish gives up before the handler timeout would charge the event
+  const sinks = setup.sinks.length === 0 ? undefined : await createSinkHandlers(setup.sinks, { secret: setup.sinkSecret, log, timeoutMs: sinkTimeoutMs(resolved.handlerTimeoutMs) })
   const metrics = setup.supervised ? undefined : new OutboxMetrics()
   const link = setup.supervised ? supervisorLink() : { afterBatch: (report: BatchReport) => metrics!.recordBatch(report) }
   const poller = createPoller({ ...setup.options, connectionString: setup.url, handlers, logger: log, ...link })
-  // registered pattern by pattern, so a '*' in the handler module and a '*' sink both run
-  for (const [pattern, handler] of Object.entries(sinks?.handlers ?? {})) poller.on(pattern, handler)
+  if (sinks !== undefined) registerSinks(poller, sinks)
   log.info({ target: describeTarget(setup.url), handlers: setup.handlersPath, sinks: sinks?.sinks.map((sink) => sink.name), supervised: setup.supervised }, 'starting')
 
   // Only a second OS signal, or the supervisor's explicit 'force', forces the stop: a drain request that

@@ -1,11 +1,11 @@
 import { hostname } from 'node:os'
 import amqp, { type ChannelModel, type ConfirmChannel } from 'amqplib'
 import { ConfigError } from '../errors.js'
-import type { Logger, OutboxEvent } from '../types.js'
+import type { OutboxEvent } from '../types.js'
 import { type BrokerDriver, BrokerSink } from './broker-sink.js'
 import { eventMessageJson, eventMetadata } from './event-message.js'
 import type { AmqpSinkSpec } from './parse-sink.js'
-import type { Sink } from './sink.js'
+import type { ResolvedSinkOptions, Sink } from './sink.js'
 import { sinkErrorMessage } from './sink-errors.js'
 
 /** One connection and its confirm channel, with the returns seen for messages not yet confirmed. */
@@ -23,7 +23,7 @@ interface AmqpLink {
  * A broker that blocks publishers (a memory or disk alarm) stops confirming: the publishes time out, which
  * counts as the broker being unavailable, not as the events' failure.
  */
-export function createAmqpSink(spec: AmqpSinkSpec, options: { log: Logger; timeoutMs: number; maxInFlight: number }): Sink {
+export function createAmqpSink(spec: AmqpSinkSpec, options: ResolvedSinkOptions): Sink {
   return new BrokerSink(spec, amqpDriver(spec, options.timeoutMs), options)
 }
 

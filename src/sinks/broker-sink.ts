@@ -1,10 +1,10 @@
 import { RetryLaterError } from '../errors.js'
-import type { Logger, OutboxEvent } from '../types.js'
+import type { OutboxEvent } from '../types.js'
 import { ConnectionKeeper, type ConnectionDriver } from './connection-keeper.js'
 import { OutageLog } from './outage-log.js'
 import type { SinkSpec } from './parse-sink.js'
 import { Semaphore } from './semaphore.js'
-import type { Sink, SinkOptions } from './sink.js'
+import type { ResolvedSinkOptions, Sink } from './sink.js'
 import { isNetworkError, sinkErrorMessage, sinkRejected, sinkUnavailable, withTimeout } from './sink-errors.js'
 
 /** A broker's client library as a sink needs it: a connection driver that can also publish. */
@@ -37,7 +37,7 @@ export class BrokerSink<C> implements Sink {
   constructor(
     spec: SinkSpec,
     private readonly driver: BrokerDriver<C>,
-    options: Required<Pick<SinkOptions, 'timeoutMs' | 'maxInFlight'>> & { log: Logger },
+    options: ResolvedSinkOptions,
   ) {
     this.name = spec.name
     this.pattern = spec.pattern

@@ -1,11 +1,10 @@
 import { type JetStreamClient, JetStreamApiCodes, jetstream, jetstreamManager } from '@nats-io/jetstream'
 import { connect, headers, type NatsConnection, nanos } from '@nats-io/transport-node'
 import { ConfigError } from '../errors.js'
-import type { Logger } from '../types.js'
 import { type BrokerDriver, BrokerSink } from './broker-sink.js'
 import { eventMessageJson } from './event-message.js'
 import type { NatsSinkSpec } from './parse-sink.js'
-import type { Sink } from './sink.js'
+import type { ResolvedSinkOptions, Sink } from './sink.js'
 import { sinkErrorMessage, sinkUnavailable } from './sink-errors.js'
 
 interface NatsLink {
@@ -19,7 +18,7 @@ interface NatsLink {
  * duplicate window (2 minutes unless the stream says otherwise). The client's own reconnect is off: the
  * sink replaces a lost connection itself, so that an outage fails fast instead of buffering publishes.
  */
-export function createNatsSink(spec: NatsSinkSpec, options: { log: Logger; timeoutMs: number; maxInFlight: number }): Sink {
+export function createNatsSink(spec: NatsSinkSpec, options: ResolvedSinkOptions): Sink {
   return new BrokerSink(spec, natsDriver(spec, options.timeoutMs), options)
 }
 

@@ -1,10 +1,10 @@
 import { createClient } from 'redis'
 import { ConfigError } from '../errors.js'
-import type { Logger, OutboxEvent } from '../types.js'
+import type { OutboxEvent } from '../types.js'
 import { type BrokerDriver, BrokerSink } from './broker-sink.js'
 import { eventMessageFields } from './event-message.js'
 import type { RedisSinkSpec } from './parse-sink.js'
-import type { Sink } from './sink.js'
+import type { ResolvedSinkOptions, Sink } from './sink.js'
 import { sinkErrorMessage, sinkUnavailable } from './sink-errors.js'
 
 type RedisClient = ReturnType<typeof newClient>
@@ -42,7 +42,7 @@ const transientReplies = /^(BUSY|LOADING|MASTERDOWN|READONLY|TRYAGAIN|CLUSTERDOW
  * payload (its JSON text as stored) and metadata (JSON, when the event has it). Offline queueing and the
  * client's reconnect are off: the sink replaces a lost connection itself and fails fast in between.
  */
-export function createRedisSink(spec: RedisSinkSpec, options: { log: Logger; timeoutMs: number; maxInFlight: number }): Sink {
+export function createRedisSink(spec: RedisSinkSpec, options: ResolvedSinkOptions): Sink {
   return new BrokerSink(spec, redisDriver(spec, options.timeoutMs), options)
 }
 

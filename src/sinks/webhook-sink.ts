@@ -1,10 +1,10 @@
 import { retryDelayMs } from '../poller/backoff.js'
-import type { Logger, OutboxEvent } from '../types.js'
+import type { OutboxEvent } from '../types.js'
 import { eventMessageJson } from './event-message.js'
 import { OutageLog } from './outage-log.js'
 import type { WebhookSinkSpec } from './parse-sink.js'
 import { Semaphore } from './semaphore.js'
-import type { Sink } from './sink.js'
+import type { ResolvedSinkOptions, Sink } from './sink.js'
 import { isNetworkError, sinkErrorMessage, sinkRejected, sinkUnavailable } from './sink-errors.js'
 import { signWebhook, webhookSigningKey } from './webhook-signature.js'
 
@@ -22,8 +22,8 @@ const maxRetryAfterMs = 3_600_000
  * event through as a probe when the pause ends. A request with no response within `timeoutMs` is a
  * failed attempt, like a 408. Credentials in the URL (`https://user:pass@host/…`) are sent as Basic auth.
  */
-export function createWebhookSink(spec: WebhookSinkSpec, options: { secret: string; log: Logger; timeoutMs: number; maxInFlight: number }): Sink {
-  return new WebhookSink(spec, webhookSigningKey(options.secret), options)
+export function createWebhookSink(spec: WebhookSinkSpec, secret: string, options: ResolvedSinkOptions): Sink {
+  return new WebhookSink(spec, webhookSigningKey(secret), options)
 }
 
 class WebhookSink implements Sink {
@@ -44,7 +44,7 @@ class WebhookSink implements Sink {
   constructor(
     private readonly spec: WebhookSinkSpec,
     private readonly key: Buffer,
-    private readonly options: { log: Logger; timeoutMs: number; maxInFlight: number },
+    private readonly options: ResolvedSinkOptions,
   ) {
     this.name = spec.name
     this.pattern = spec.pattern

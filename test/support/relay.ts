@@ -1,7 +1,8 @@
 import pino from 'pino'
 import { createPoller, type Poller } from '../../src/poller/poller.js'
 import { parseSink } from '../../src/sinks/parse-sink.js'
-import { createSinkHandlers, type SinkHandlers, type SinkOptions } from '../../src/sinks/sink.js'
+import { createSinkHandlers, registerSinks, type SinkHandlers } from '../../src/sinks/create-sinks.js'
+import type { SinkOptions } from '../../src/sinks/sink.js'
 import type { Handler } from '../../src/types.js'
 
 /** The secret `startRelay` signs webhooks with. */
@@ -31,7 +32,8 @@ export interface Relay {
 export const relays = new Set<Relay>()
 
 /**
- * Starts a poller whose handlers are the sinks of `urls` (`[pattern=]URL` specs), plus `extra` handlers.
+ * Starts a poller whose handlers are `extra`, plus the sinks of `urls` (`[pattern=]URL` specs) registered as
+ * the CLI registers them.
  * Fast polling and retries, so tests wait for conditions, not for intervals.
  */
 export async function startRelay(
@@ -49,8 +51,9 @@ export async function startRelay(
     retryDelayMax: 50,
     logger: log.logger,
     ...options.poller,
-    handlers: { ...sinks.handlers, ...options.extra },
+    handlers: options.extra ?? {},
   })
+  registerSinks(poller, sinks)
   const relay: Relay = {
     poller,
     sinks,

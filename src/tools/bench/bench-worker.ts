@@ -7,7 +7,7 @@ import { outboxTable, quoteIdent } from '../../outbox/outbox-table.js'
 import { silentLogger } from '../../log.js'
 import { createPoller } from '../../poller/poller.js'
 import { parseSink } from '../../sinks/parse-sink.js'
-import { createSinkHandlers } from '../../sinks/sink.js'
+import { createSinkHandlers, registerSinks } from '../../sinks/create-sinks.js'
 import type { Handler, OutboxEvent } from '../../types.js'
 
 export type BenchTask =
@@ -57,7 +57,7 @@ async function runPoller(t: Extract<BenchTask, { mode: 'poller' }>): Promise<() 
   })
   // a relay: every event published to the sink and confirmed before it counts as processed
   const sinks = t.sink ? await createSinkHandlers([parseSink(t.sink, 'bench --sink')], { secret: t.sinkSecret, log: silentLogger }) : undefined
-  for (const [pattern, handler] of Object.entries(sinks?.handlers ?? {})) poller.on(pattern, handler)
+  if (sinks !== undefined) registerSinks(poller, sinks)
   await poller.start()
   return async () => {
     await poller.stop()
