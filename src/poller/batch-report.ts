@@ -1,4 +1,5 @@
 import type { BatchOutcome } from './dispatch-batch.js'
+import type { BatchVerdicts } from './verdict.js'
 
 /** Per event type: what a batch did with its events. */
 export interface TypeReport {
@@ -30,16 +31,16 @@ export function emptyBatchReport(durationMs: number, claimed = 0, bytes = 0, com
   return { claimed, bytes, committed, durationMs, latencyMs: [], types: {} }
 }
 
-export function batchReport(claimed: number, bytes: number, durationMs: number, outcome: BatchOutcome, dead: readonly string[], processedUnmatched: boolean): BatchReport {
+/** A settled batch's report, from its verdicts and the ids the settlement dead-lettered. */
+export function batchReport(claimed: number, bytes: number, durationMs: number, verdicts: BatchVerdicts, dead: ReadonlySet<string>, timings: Pick<BatchOutcome, 'latencyMs' | 'handlerMs'>): BatchReport {
   const types: Record<string, TypeReport> = {}
   const of = (type: string) => (types[type] ??= { handled: 0, failed: 0, dead: 0, handlerMs: [] })
-  for (const event of outcome.succeeded) of(event.event_type).handled++
-  if (processedUnmatched) for (const event of outcome.unmatched) of(event.event_type).handled++
-  const deadIds = new Set(dead)
-  for (const { event } of outcome.failed) {
-    of(event.event_type).failed++
-    if (deadIds.has(event.id)) of(event.event_type).dead++
+  for (const event of verdicts.processed) of(event.event_type).handled++
+  for (const { event } of verdicts.failed) {
+    const type = of(event.event_type)
+    type.failed++
+    if (dead.has(event.id)) type.dead++
   }
-  for (const [type, durations] of outcome.handlerMs) of(type).handlerMs = durations
-  return { claimed, bytes, committed: true, durationMs, latencyMs: outcome.latencyMs, types }
+  for (const [type, durations] of timings.handlerMs) of(type).handlerMs = durations
+  return { claimed, bytes, committed: true, durationMs, latencyMs: timings.latencyMs, types }
 }

@@ -1,33 +1,13 @@
 import type { Sql } from 'postgres'
 import { ClaimedEvent, type ClaimedRow } from './claimed-event.js'
+import type { OutboxOrdering } from '../outbox/outbox-checks.js'
 import type { OutboxTable } from '../outbox/outbox-table.js'
 
-/** A failed event's settlement. */
-export interface Failure {
-  id: string
-  error: string
-  /** Milliseconds until the next attempt (ignored if the event is dead-lettered). */
-  delayMs: number
-}
-
-/** SQL text of the runtime queries, built once per outbox (identifiers quoted once, values always parameters). */
-export interface OutboxQueries {
+/** SQL text of the claim, built once per outbox (identifiers quoted once, values always parameters). */
+export interface ClaimQueries {
   begin: string
   claim: string
   relock: string
-  markProcessed: string
-  markFailed: string
-  hold: string
-  setAsleep: string
-  clearAsleep: string
-  chargeCrash: string
-}
-
-/** How the claim orders events: `none`, or `entity` (one entity's events in id order, one at a time, across replicas). */
-export interface ClaimOrdering {
-  ordering: 'none' | 'entity'
-  /** Whether a dead event holds back the later events of its entity (`block`) or not (`continue`). */
-  onDead: 'continue' | 'block'
 }
 
 /** What a batch transaction sets with SET LOCAL (ms; 0 is off), so it holds behind a transaction pooler too. */
@@ -36,7 +16,7 @@ export interface BatchTimeouts {
   idleInTransactionTimeoutMs: number
 }
 
-export function outboxQueries(outbox: OutboxTable, order: ClaimOrdering = { ordering: 'none', onDead: 'continue' }, timeouts?: BatchTimeouts): OutboxQueries {
+export function claimQueries(outbox: OutboxTable, order: OutboxOrdering = { ordering: 'none', onDead: 'continue' }, timeouts?: BatchTimeouts): ClaimQueries {
   const t = outbox.qualified
   // The payload stays jsonb (a TOAST pointer) until a row is known to fit: rows past the budget are never read.
   const columns = 'id, event_id, event_type, entity_type, entity_id, payload, metadata, processed_at, created_at, attempts, pg_column_size(payload) + coalesce(pg_column_size(metadata), 0) as size'
@@ -94,32 +74,6 @@ export function outboxQueries(outbox: OutboxTable, order: ClaimOrdering = { orde
       select o.id::text as id from ${t} as o join unnest($1::bigint[], $2::int[]) as c(id, attempts) on o.id = c.id
        where o.attempts = c.attempts and o.processed_at is null and o.dead_at is null and (o.retry_at is null or o.retry_at <= now())
          for update of o skip locked`,
-    markProcessed: `update ${t} set processed_at = now() where id = any($1::bigint[])`,
-    // One statement for every failure of the batch. Dead-lettered rows keep processed_at NULL.
-    markFailed: `
-      update ${t} as o
-         set attempts = o.attempts + 1,
-             last_error = f.error,
-             retry_at = now() + f.delay_ms * interval '1 millisecond',
-             dead_at = case when o.attempts + 1 >= $4 then now() end
-        from unnest($1::bigint[], $2::text[], $3::float8[]) as f(id, error, delay_ms)
-       where o.id = f.id
-      returning o.id::text as id, o.dead_at is not null as dead`,
-    // Unmatched events under --unmatched hold, and deferred ones (RetryLaterError): step aside, no attempt charged.
-    hold: `update ${t} set retry_at = now() + $2 * interval '1 millisecond' where id = any($1::bigint[])`,
-    // The supervisor's record of a worker that died mid-batch: one attempt charged to each event still
-    // unprocessed, marked suspect and due at once (isolation, not backoff, is what slows it down).
-    chargeCrash: `
-      update ${t}
-         set attempts = attempts + 1,
-             last_error = $2,
-             suspect = true,
-             retry_at = now(),
-             dead_at = case when attempts + 1 >= $3 then now() end
-       where id = any($1::bigint[]) and processed_at is null and dead_at is null
-      returning id::text as id, event_type, dead_at is not null as dead`,
-    setAsleep: `update ${outbox.wakeup} set asleep = true where not asleep`,
-    clearAsleep: `update ${outbox.wakeup} set asleep = false where asleep`,
   }
 }
 
@@ -149,7 +103,7 @@ type MeasuredRow = Omit<ClaimedRow, 'payload'> & { payload: string | null; size:
  * When the claim had to lock rows past the byte budget (rare: big rows), a second round trip rolls back,
  * freeing every row, and locks again only those within the budget, so no row sits locked unclaimed.
  */
-export async function outboxClaimBatch(connection: Sql, queries: OutboxQueries, limits: ClaimLimits): Promise<ClaimedBatch> {
+export async function outboxClaimBatch(connection: Sql, queries: ClaimQueries, limits: ClaimLimits): Promise<ClaimedBatch> {
   const begin = connection.unsafe(queries.begin)
   const claim = connection.unsafe<MeasuredRow[]>(queries.claim, [limits.batchSize, limits.maxBytes, limits.suspects], { prepare: true })
   let [, rows] = await Promise.all([begin, claim])
@@ -168,49 +122,7 @@ export async function outboxClaimBatch(connection: Sql, queries: OutboxQueries, 
   return { events: rows.map((row) => new ClaimedEvent(row as ClaimedRow)), bytes, suspect: rows[0]?.suspect === true }
 }
 
-export interface Settlement {
-  processed: string[]
-  failed: Failure[]
-  held: string[]
-  holdMs: number
-  deferred: string[]
-  deferMs: number
-  maxAttempts: number
-}
-
-/** Settle a batch and COMMIT, pipelined (one round trip). Returns the ids that were dead-lettered. */
-export async function outboxSettleBatch(connection: Sql, queries: OutboxQueries, settlement: Settlement): Promise<string[]> {
-  const statements: Promise<unknown>[] = []
-  if (settlement.processed.length > 0) statements.push(connection.unsafe(queries.markProcessed, [settlement.processed], { prepare: true }))
-  let failed: Promise<Array<{ id: string; dead: boolean }>> | undefined
-  if (settlement.failed.length > 0) {
-    const f = settlement.failed
-    failed = connection.unsafe(queries.markFailed, [f.map((x) => x.id), f.map((x) => x.error), f.map((x) => x.delayMs), settlement.maxAttempts], { prepare: true })
-    statements.push(failed)
-  }
-  if (settlement.held.length > 0) statements.push(connection.unsafe(queries.hold, [settlement.held, settlement.holdMs], { prepare: true }))
-  if (settlement.deferred.length > 0) statements.push(connection.unsafe(queries.hold, [settlement.deferred, settlement.deferMs], { prepare: true }))
-  statements.push(connection.unsafe('commit'))
-  await Promise.all(statements)
-  return failed === undefined ? [] : (await failed).filter((row) => row.dead).map((row) => row.id)
-}
-
+/** Ends the batch transaction without settling: every claimed event returns to the queue as it was. */
 export function outboxRollback(connection: Sql): Promise<unknown> {
   return connection.unsafe('rollback')
-}
-
-/** Raise the flag that makes writers NOTIFY. True if this call raised it (then the caller re-checks for work). */
-export async function outboxSetAsleep(sql: Sql, queries: OutboxQueries): Promise<boolean> {
-  const result = await sql.unsafe(queries.setAsleep)
-  return result.count > 0
-}
-
-export async function outboxClearAsleep(sql: Sql, queries: OutboxQueries): Promise<void> {
-  await sql.unsafe(queries.clearAsleep)
-}
-
-/** Charges a crash to the events a dead worker was handling. Returns the ids charged and the events dead-lettered. */
-export async function outboxChargeCrash(sql: Sql, queries: OutboxQueries, ids: readonly string[], error: string, maxAttempts: number): Promise<{ charged: string[]; dead: Array<{ id: string; event_type: string }> }> {
-  const rows = await sql.unsafe<Array<{ id: string; event_type: string; dead: boolean }>>(queries.chargeCrash, [ids as string[], error, maxAttempts])
-  return { charged: rows.map((row) => row.id), dead: rows.filter((row) => row.dead) }
 }

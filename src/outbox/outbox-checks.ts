@@ -1,0 +1,35 @@
+import type { Sql } from 'postgres'
+import { ConfigError } from '../errors.js'
+import type { OutboxTable } from './outbox-table.js'
+
+/**
+ * A missing outbox is a user mistake (wrong --schema or --table, or no migration yet), not a crash. With
+ * `current`, an outbox that lacks the latest migrations is one too (what the poller needs).
+ */
+export async function outboxCheckExists(sql: Sql, outbox: OutboxTable, options: { current?: boolean } = {}): Promise<void> {
+  const [row] = await sql<{ exists: boolean; current: boolean }[]>`select to_regclass(${outbox.qualified}) is not null as exists, to_regclass(${outbox.settings}) is not null as current`
+  if (!row!.exists) throw new ConfigError(`outbox table ${outbox.qualified} does not exist: run \`outbox-poller migrate\` first`)
+  if (options.current && !row!.current) throw new ConfigError(`outbox table ${outbox.qualified} needs newer migrations: run \`outbox-poller migrate\` first`)
+}
+
+/** A poller's ordering, as the outbox records it. */
+export interface OutboxOrdering {
+  ordering: 'none' | 'entity'
+  onDead: 'continue' | 'block'
+}
+
+/** The ordering mode is the outbox's: the first replica records it, and one started with another refuses. */
+export async function outboxCheckOrdering(sql: Sql, outbox: OutboxTable, order: OutboxOrdering): Promise<void> {
+  const mine = order.ordering === 'entity' ? `entity, on dead: ${order.onDead}` : 'none'
+  const [stored] = await sql.unsafe(
+    `with recorded as (insert into ${outbox.settings} (name, value) values ('ordering', $1) on conflict (name) do nothing returning value, set_at)
+     select value, set_at from recorded union all select value, set_at from ${outbox.settings} where name = 'ordering'`,
+    [mine],
+  )
+  if (stored!.value !== mine) {
+    throw new ConfigError(
+      `this outbox runs with ordering "${stored!.value}" (recorded ${(stored!.set_at as Date).toISOString()}), but this replica was started with "${mine}": ` +
+        `start every replica with the same --ordering and --ordering-on-dead, or, with every replica stopped, DELETE FROM ${outbox.settings} WHERE name = 'ordering'`,
+    )
+  }
+}

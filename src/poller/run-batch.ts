@@ -1,0 +1,174 @@
+import type { Sql } from 'postgres'
+import type { AnnounceWindow } from './announce-window.js'
+import { type BatchReport, batchReport, emptyBatchReport } from './batch-report.js'
+import { BatchDeaths } from './batch-deaths.js'
+import { type ClaimQueries, outboxClaimBatch, outboxRollback } from './claim.js'
+import { outboxChargeCrash } from './charge-suspects.js'
+import type { BatchDispatch, BatchOutcome } from './dispatch-batch.js'
+import { errorMessage, isConnectionFailure, serverReason } from '../errors.js'
+import type { OutboxTable } from '../outbox/outbox-table.js'
+import { logDeadLettered, type PollerStats, type SettleQueries, settleBatch } from './settle.js'
+import type { Logger } from '../types.js'
+import { batchVerdicts, type VerdictPolicy } from './verdict.js'
+
+/** What the loop needs to know of a batch. */
+export interface BatchResult {
+  claimed: number
+  /** The claim was not allowed to take a suspect: an empty claim may be tried again at once. */
+  skippedSuspects: boolean
+  /** Whether handlers deferred some or all of the batch's events; undefined when nothing was settled. */
+  deferred: 'none' | 'some' | 'all' | undefined
+  /** How long the deferred events step aside (the outage backoff). */
+  deferMs: number
+}
+
+export interface BatchRunnerOptions {
+  outbox: OutboxTable
+  claimQueries: ClaimQueries
+  settleQueries: SettleQueries
+  policy: VerdictPolicy
+  batchSize: number
+  batchMaxBytes: number
+  maxAttempts: number
+  dispatch: BatchDispatch
+  announcer: AnnounceWindow | undefined
+  afterBatch: ((report: BatchReport) => void) | undefined
+  stats: PollerStats
+  log: Logger
+}
+
+/** Claim → dispatch → settle, one batch in one transaction on the poller's one connection. */
+export class BatchRunner {
+  readonly #o: BatchRunnerOptions
+  readonly #deaths: BatchDeaths
+  /** The batch in hand (from its claim to its settlement), and the last one, for recover(). */
+  #active: ActiveBatch | undefined
+  #lastBatch: ActiveBatch | undefined
+  /** Suspects are claimed (alone) at most every other claim, so fresh events never wait behind them. */
+  #suspectTurn = true
+  #forced = false
+
+  constructor(options: BatchRunnerOptions) {
+    this.#o = options
+    this.#deaths = new BatchDeaths(options.batchSize)
+  }
+
+  /** Runs one batch; `deferrals` counts the settled batches in a row before it that deferred events. */
+  async run(connection: Sql, deferrals: number): Promise<BatchResult> {
+    const batch: ActiveBatch = (this.#active = this.#lastBatch = { claimed: 0, bytes: 0, suspect: false, skippedSuspects: !this.#suspectTurn, startedAt: performance.now(), inFlight: [], lost: undefined })
+    let report: BatchReport | undefined
+    try {
+      const result = await this.#claimAndHandle(connection, batch, deferrals)
+      report = result.report
+      return result
+    } finally {
+      this.#active = undefined
+      // a batch that rolled back still reports how many it had claimed, so the supervisor forgets them
+      this.#o.afterBatch?.(report ?? emptyBatchReport(performance.now() - batch.startedAt, batch.claimed, batch.bytes, false))
+    }
+  }
+
+  async #claimAndHandle(connection: Sql, batch: ActiveBatch, deferrals: number): Promise<BatchResult & { report: BatchReport | undefined }> {
+    const claim = await outboxClaimBatch(connection, this.#o.claimQueries, { batchSize: this.#deaths.batchSize, maxBytes: this.#o.batchMaxBytes, suspects: this.#suspectTurn })
+    const rows = claim.events
+    Object.assign(batch, { claimed: rows.length, bytes: claim.bytes, suspect: claim.suspect })
+    this.#suspectTurn = !claim.suspect
+    if (batch.lost !== undefined) throw batch.lost
+    const result = { claimed: rows.length, skippedSuspects: batch.skippedSuspects, deferred: undefined, deferMs: 0, report: undefined }
+    if (rows.length === 0) {
+      await connection.unsafe('commit')
+      return { ...result, report: emptyBatchReport(performance.now() - batch.startedAt, 0, 0, true) }
+    }
+    const dispatch = this.#o.dispatch
+    const announcer = this.#o.announcer
+    const announcements = announcer?.open(rows, (error) => dispatch.abortBatch(new Error(`beforeDispatch failed: ${errorMessage(error)}`, { cause: error })))
+    let outcome: BatchOutcome & { stopped: Error | undefined }
+    try {
+      outcome = await dispatch.run(rows, connection, announcements)
+    } finally {
+      if (announcements !== undefined) announcer!.close(announcements)
+    }
+    // The server already rolled the claim back; settling now would run outside that transaction.
+    if (batch.lost !== undefined) throw batch.lost
+    if (this.#forced) {
+      // A forced stop charges no attempt: the whole batch goes back to the queue.
+      await outboxRollback(connection)
+      this.#o.log.warn({ events: rows.length }, 'forced stop: batch rolled back, its events return to the queue')
+      return result
+    }
+    if (outcome.stopped !== undefined) throw outcome.stopped
+    const verdicts = batchVerdicts(outcome, this.#o.policy, deferrals)
+    const dead = await settleBatch(connection, this.#o.settleQueries, verdicts, this.#o.maxAttempts, this.#o.stats, this.#o.log)
+    this.#deaths.committed()
+    const deferred = verdicts.deferred.length === 0 ? 'none' : verdicts.deferred.length === rows.length ? 'all' : 'some'
+    const report = batchReport(rows.length, claim.bytes, performance.now() - batch.startedAt, verdicts, dead, outcome)
+    return { ...result, deferred, deferMs: verdicts.deferMs, report }
+  }
+
+  /**
+   * The batch's connection closed: its transaction is gone on the server. No further handler of the batch
+   * starts and the running ones are aborted, so nothing keeps working on events another replica now claims.
+   */
+  connectionClosed(): void {
+    const batch = this.#active
+    if (batch === undefined || batch.lost !== undefined) return
+    const error = new ConnectionLostError('the batch connection closed: its transaction rolled back')
+    batch.lost = error
+    batch.inFlight = this.#o.dispatch.abortBatch(error)
+  }
+
+  /** Forced stop: the handlers of the batch in hand are aborted, and it rolls back whole. */
+  force(): void {
+    if (this.#forced) return
+    this.#forced = true
+    this.#o.dispatch.abortAll(new Error('poller stopped'))
+  }
+
+  /**
+   * After a failed claim or batch: roll back, shrink the next batch, charge the events that were running if
+   * the batch keeps dying (see BatchDeaths), and log the incident once, with the server's reason when known.
+   */
+  async recover(connection: Sql, error: unknown, retryInMs: number): Promise<void> {
+    const batch = this.#lastBatch
+    const lost = batch?.lost !== undefined || isConnectionFailure(error)
+    // postgres.js hands the server's FATAL error (why it closed the connection) to the next statement, not to
+    // the one it interrupted: this probe reconnects and collects it. A claim or settlement that failed without
+    // losing the connection leaves its transaction aborted instead: roll it back.
+    const reason = lost ? (serverReason(error) ?? (await connection`select 1`.then(() => undefined, (probe: unknown) => serverReason(probe) ?? errorMessage(probe)))) : serverReason(error)
+    if (!lost) await outboxRollback(connection).catch(() => {})
+    const death = batch !== undefined && batch.claimed > 0 ? this.#deaths.died(batch.suspect, batch.inFlight) : undefined
+    const fields = { error: errorMessage(error), reason, events: batch?.claimed, in_flight: batch?.inFlight.length, batch_ms: batch && Math.round(performance.now() - batch.startedAt), next_batch_size: this.#deaths.batchSize, retry_in_ms: retryInMs }
+    if (lost) this.#o.log.warn(fields, 'connection lost: the batch in hand rolled back; reconnecting')
+    else this.#o.log.error(fields, 'batch failed and rolled back')
+    if (death !== undefined && death.charge.length > 0) await this.#charge(connection, death.charge, `its batch died (${reason ?? errorMessage(error)}) while this event was being handled`)
+  }
+
+  /** Charges an attempt to the events that were running when their batch died, and marks them suspect. */
+  async #charge(connection: Sql, ids: string[], error: string): Promise<void> {
+    const log = this.#o.log
+    try {
+      const { charged, dead } = await outboxChargeCrash(connection, this.#o.outbox, ids, error, this.#o.maxAttempts)
+      this.#o.stats.dead += dead.length
+      log.warn({ suspects: charged.length }, 'the batch keeps dying: charged the events that were running, which are now retried alone')
+      for (const event of dead) logDeadLettered(log, { id: event.id, event_type: event.event_type, error }, 'after its batch kept dying while it ran')
+    } catch (cause) {
+      log.error({ error: errorMessage(cause), events: ids.length }, 'could not charge the events of the dying batch')
+    }
+  }
+}
+
+class ConnectionLostError extends Error {}
+
+/** The batch in hand, as the connection-close handler and recover() see it. */
+interface ActiveBatch {
+  claimed: number
+  bytes: number
+  /** One suspect event, claimed alone. */
+  suspect: boolean
+  /** The claim was not allowed to take a suspect. */
+  skippedSuspects: boolean
+  startedAt: number
+  /** Ids of the events whose handlers were running when the batch was lost. */
+  inFlight: string[]
+  lost: ConnectionLostError | undefined
+}
