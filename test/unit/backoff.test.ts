@@ -1,0 +1,30 @@
+import { describe, expect, it } from 'vitest'
+import { exponentialDelayMs, jitteredDelayMs, retryDelayMs } from '../../src/poller/backoff.js'
+
+describe('exponential backoff', () => {
+  it('waits the base at step 1 and doubles per step up to the cap', () => {
+    expect([1, 2, 3, 4, 5, 6, 7].map((step) => exponentialDelayMs(step, 250, 5000))).toEqual([250, 500, 1000, 2000, 4000, 5000, 5000])
+  })
+
+  it('treats a step below 1 as the first, and never overflows on a long outage', () => {
+    expect(exponentialDelayMs(0, 100, 1000)).toBe(100)
+    expect(exponentialDelayMs(1e6, 100, 30_000)).toBe(30_000)
+  })
+
+  it('with jitter, stays in the upper half of the exponential delay', () => {
+    expect(jitteredDelayMs(3, 1000, 60_000, () => 0)).toBe(2000)
+    expect(jitteredDelayMs(3, 1000, 60_000, () => 1)).toBe(4000)
+    for (let i = 0; i < 100; i++) {
+      const delay = jitteredDelayMs(2, 1000, 60_000)
+      expect(delay).toBeGreaterThanOrEqual(1000)
+      expect(delay).toBeLessThanOrEqual(2000)
+    }
+  })
+
+  it('retries an event after --retry-delay, doubling per failed attempt up to --retry-delay-max', () => {
+    expect(retryDelayMs(1, 1000, 60_000, () => 1)).toBe(1000)
+    expect(retryDelayMs(1, 1000, 60_000, () => 0)).toBe(500)
+    expect(retryDelayMs(4, 1000, 60_000, () => 1)).toBe(8000)
+    expect(retryDelayMs(30, 1000, 60_000, () => 1)).toBe(60_000)
+  })
+})
