@@ -24,13 +24,41 @@ export const SqlState = {
   invalidName: '42602',
   invalidSchemaName: '3F000',
   syntaxError: '42601',
-  duplicateObject: '42710',
 } as const
 
 /** The SQLSTATE of a driver error, if it has one. */
 export function sqlState(error: unknown): string | undefined {
   const code = (error as { code?: unknown } | null)?.code
   return typeof code === 'string' ? code : undefined
+}
+
+/** Error codes of a network that is down or a peer that went away (Node's sockets, undici's fetch). */
+const networkErrorCodes = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ECONNABORTED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'EHOSTDOWN',
+  'ENETUNREACH',
+  'ENETDOWN',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'UND_ERR_SOCKET',
+  'UND_ERR_CONNECT_TIMEOUT',
+])
+
+/** postgres.js's own codes for a connection it lost or could not open. */
+const postgresJsConnectionCodes = new Set(['CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED', 'CONNECT_TIMEOUT'])
+
+/** Whether the error, or one of its causes, is a network failure (client libraries wrap the socket's error). */
+export function isNetworkError(error: unknown): boolean {
+  for (let current = error, depth = 0; current instanceof Error && depth < 5; current = current.cause, depth++) {
+    const code = (current as { code?: unknown }).code
+    if (typeof code === 'string' && networkErrorCodes.has(code)) return true
+  }
+  return false
 }
 
 /** Connection-level failures (server gone, refused, reset): the batch in hand rolled back, reconnect and carry on. */
@@ -42,7 +70,8 @@ export function isConnectionFailure(error: unknown): boolean {
     code === '57P01' || // admin_shutdown
     code === '57P02' || // crash_shutdown
     code === '57P03' || // cannot_connect_now
-    ['CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED', 'CONNECT_TIMEOUT', 'ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH'].includes(code)
+    postgresJsConnectionCodes.has(code) ||
+    networkErrorCodes.has(code)
   )
 }
 
@@ -55,6 +84,7 @@ export function serverReason(error: unknown): string | undefined {
   return typeof fields?.severity === 'string' ? `${String(fields.code)}: ${String(fields.message)}` : undefined
 }
 
+/** An error's message, or the text of a thrown non-Error: the one way an error becomes text. */
 export function errorMessage(error: unknown): string {
   return error instanceof Error ? error.message : String(error)
 }

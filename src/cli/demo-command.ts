@@ -11,10 +11,10 @@ import { captureTable } from '../capture/capture.js'
 import { integerOption } from '../poller/poller-options.js'
 import { parseDuration } from '../duration.js'
 import { migrate } from '../outbox/migrate.js'
-import { type OutboxTable, outboxTable, quoteIdent } from '../outbox/outbox-table.js'
+import { type OutboxTable, outboxTable, pendingCondition, quoteIdent } from '../outbox/outbox-table.js'
 import { openScratchDatabase } from '../database/scratch-database.js'
 import { checkedDatabaseUrl } from './database-url-option.js'
-import { ExitCode } from './exit-codes.js'
+import { ExitCode } from '../supervisor/exit-codes.js'
 
 const binPath = fileURLToPath(new URL('../../bin/outbox-poller.js', import.meta.url))
 const handlerPath = fileURLToPath(new URL('../tools/demo-handler.js', import.meta.url))
@@ -209,7 +209,7 @@ class DemoWriter {
 }
 
 async function pendingCount(sql: Sql, outbox: OutboxTable): Promise<number> {
-  const [row] = await sql.unsafe(`select count(*)::int as n from ${outbox.qualified} where processed_at is null`)
+  const [row] = await sql.unsafe(`select count(*)::int as n from ${outbox.qualified} where ${pendingCondition}`)
   return row!.n as number
 }
 

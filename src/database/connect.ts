@@ -2,6 +2,8 @@ import { createConnection } from 'node:net'
 import { hostname } from 'node:os'
 import postgres, { type Sql } from 'postgres'
 import { ConfigError, ConnectionError, errorMessage, isConnectionFailure, sqlState } from '../errors.js'
+import { exponentialDelayMs } from '../poller/backoff.js'
+import { hostList } from './database-url.js'
 
 /** The role a connection plays, shown in pg_stat_activity as `outbox-poller/<host>/<pid>/<role>`. */
 export function applicationName(role: string): string {
@@ -43,10 +45,9 @@ export function connect(url: string, options: ConnectOptions): Sql {
 /** Host, port and database of a connection string, never its password: for messages and logs. */
 export function describeTarget(url: string): string {
   try {
-    // Several hosts (`h1:5432,h2:5433`) are not a URL's host: read them as postgres.js does, then the rest.
-    const authority = url.slice(url.indexOf('://') + 3).split(/[?/]/)[0]!
-    const hosts = authority.slice(authority.lastIndexOf('@') + 1) // the last @: a password never shows
-    const parsed = new URL(url.replace(hosts, hosts.split(',')[0]!))
+    // several hosts (`h1:5432,h2:5433`) are not a URL's host: read them as postgres.js does, then the rest
+    const { hosts, firstHostUrl } = hostList(url)
+    const parsed = new URL(firstHostUrl)
     const database = decodeURIComponent(parsed.pathname.slice(1))
     if (hosts.includes(',')) return `${hosts}/${database}`
     const host = parsed.searchParams.get('host') ?? (parsed.hostname || 'localhost')
@@ -67,7 +68,7 @@ const tooManyConnections = '53300'
  */
 export async function waitForDatabase(sql: Sql, target: string, timeoutMs: number, onRetry?: (error: unknown, delayMs: number) => void): Promise<void> {
   const deadline = Date.now() + timeoutMs
-  for (let delay = 250; ; delay = Math.min(delay * 2, 5_000)) {
+  for (let attempt = 1; ; attempt++) {
     try {
       await sql`select 1`
       return
@@ -78,8 +79,9 @@ export async function waitForDatabase(sql: Sql, target: string, timeoutMs: numbe
       if (!retryable || remaining <= 0) {
         throw new ConnectionError(`cannot connect to ${target}: ${errorMessage(error)}${retryable ? ` (gave up after ${Math.round(timeoutMs / 1000)} s)` : ''}`, { cause: error })
       }
-      onRetry?.(error, Math.min(delay, remaining))
-      await new Promise((resolve) => setTimeout(resolve, Math.min(delay, remaining)))
+      const delay = Math.min(exponentialDelayMs(attempt, 250, 5_000), remaining)
+      onRetry?.(error, delay)
+      await new Promise((resolve) => setTimeout(resolve, delay))
     }
   }
 }

@@ -28,11 +28,10 @@ export async function openScratchDatabase(purpose: string, url?: string, postgre
       await waitForDatabase(sql, describeTarget(url), defaults.connectTimeoutMs)
       await sql.unsafe(`create schema ${quoteIdent(schema)}`)
       const [{ version }] = await sql<{ version: string }[]>`select current_setting('server_version') as version`
-      const target = new URL(url)
       return {
         url,
         schema,
-        description: `PostgreSQL ${version} at ${target.hostname}:${target.port || 5432}${target.pathname}`,
+        description: `PostgreSQL ${version} at ${describeTarget(url)}`,
         close: async () => {
           const admin = postgres(url, { max: 1, onnotice: () => {} })
           await admin.unsafe(`drop schema if exists ${quoteIdent(schema)} cascade`)

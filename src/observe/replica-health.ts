@@ -3,7 +3,7 @@ import { type LostCapture, lostCaptures } from '../capture/capture-registry.js'
 import { errorMessage } from '../errors.js'
 import type { HealthCheck } from './http-server.js'
 import type { OutboxMetrics } from './metrics.js'
-import type { OutboxTable } from '../outbox/outbox-table.js'
+import { type OutboxTable, pendingCondition } from '../outbox/outbox-table.js'
 
 /**
  * Health of a replica, from the process that serves HTTP: the poll loop finished a claim recently (a batch
@@ -30,7 +30,7 @@ export class ReplicaHealth {
       try {
         const [row] = await this.sql.unsafe(
           `select count(*)::int as pending, coalesce(extract(epoch from now() - min(created_at)), 0)::float8 as oldest
-             from ${this.outbox.qualified} where processed_at is null and dead_at is null`,
+             from ${this.outbox.qualified} where ${pendingCondition}`,
         )
         this.metrics.setBacklog(row!.pending as number, row!.oldest as number)
       } catch {

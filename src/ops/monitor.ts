@@ -1,7 +1,7 @@
 import type { Sql } from 'postgres'
 import { type LostCapture, lostCaptures } from '../capture/capture-registry.js'
 import { eventTypeCondition } from '../poller/event-type-pattern.js'
-import type { OutboxTable } from '../outbox/outbox-table.js'
+import { type OutboxTable, pendingCondition } from '../outbox/outbox-table.js'
 
 /** The outbox at one moment, from one snapshot. Counts are events; durations are seconds. */
 export interface OutboxStatus {
@@ -68,8 +68,9 @@ export interface OutboxStatusOptions {
 export async function outboxStatus(sql: Sql, outbox: OutboxTable, options: OutboxStatusOptions = {}): Promise<OutboxStatus> {
   const t = sql.unsafe(outbox.qualified)
   const at = sql`coalesce(${options.now ?? null}::timestamptz, now())`
-  const pendingFresh = sql`processed_at is null and dead_at is null and retry_at is null`
-  const pendingRetry = sql`processed_at is null and dead_at is null and retry_at is not null`
+  const pending = sql.unsafe(pendingCondition)
+  const pendingFresh = sql`${pending} and retry_at is null`
+  const pendingRetry = sql`${pending} and retry_at is not null`
   const processedIn = (window: string) => sql`processed_at > ${at} - ${window}::interval and processed_at <= ${at}`
   const latencySeconds = sql`extract(epoch from processed_at - created_at)::float8`
 
@@ -77,9 +78,9 @@ export async function outboxStatus(sql: Sql, outbox: OutboxTable, options: Outbo
     const [counts] = await tx<CountsRow[]>`
       select ${at} as at,
         (select count(*) from ${t} where ${pendingFresh})::int as fresh,
-        (select count(*) from ${t} where processed_at is null and dead_at is null and retry_at <= ${at})::int as retry_due,
-        (select count(*) from ${t} where processed_at is null and dead_at is null and retry_at > ${at})::int as retrying,
-        (select count(*) from ${t} where processed_at is null and dead_at is null and suspect)::int as suspect,
+        (select count(*) from ${t} where ${pending} and retry_at <= ${at})::int as retry_due,
+        (select count(*) from ${t} where ${pending} and retry_at > ${at})::int as retrying,
+        (select count(*) from ${t} where ${pending} and suspect)::int as suspect,
         (select count(*) from ${t} where dead_at is not null)::int as dead,
         (select count(*) from ${t} where ${processedIn('1 minute')})::int as processed_minute,
         (select count(*) from ${t} where ${processedIn('1 hour')})::int as processed_hour,

@@ -4,6 +4,7 @@ import { Kysely, sql as rawSql } from 'kysely'
 import { type Migration, Migrator } from 'kysely/migration'
 import { PostgresJSDialect } from 'kysely-postgres-js'
 import type { Sql } from 'postgres'
+import { errorMessage } from '../errors.js'
 import { fillPlaceholders, outboxTable } from './outbox-table.js'
 
 const bodyTag = '$outbox_poller_migration$'
@@ -43,7 +44,7 @@ export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
   const { error, results } = options.target === undefined ? await migrator.migrateToLatest() : await migrator.migrateTo(options.target)
   if (error !== undefined) {
     const failed = results?.find((result) => result.status === 'Error')
-    throw new Error(`migration ${failed?.migrationName ?? ''} failed: ${(error as Error).message ?? String(error)}`, { cause: error })
+    throw new Error(`migration ${failed?.migrationName ?? ''} failed: ${errorMessage(error)}`, { cause: error })
   }
   return { applied: (results ?? []).filter((result) => result.status === 'Success').map((result) => result.migrationName) }
 }

@@ -8,6 +8,12 @@ export function quoteLiteral(value: string): string {
   return `'${value.replaceAll("'", "''")}'`
 }
 
+/**
+ * The SQL condition of a pending event: neither processed nor dead, due now or waiting for a retry. Written
+ * as the partial indexes' predicates are, so a count over it is an index scan.
+ */
+export const pendingCondition = 'processed_at is null and dead_at is null'
+
 /** Every name derived from the outbox's schema and table, quoted once, here. */
 export interface OutboxTable {
   readonly schema: string

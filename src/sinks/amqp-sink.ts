@@ -1,9 +1,9 @@
 import { hostname } from 'node:os'
 import amqp, { type ChannelModel, type ConfirmChannel } from 'amqplib'
-import { ConfigError } from '../errors.js'
+import { ConfigError, errorMessage } from '../errors.js'
 import type { OutboxEvent } from '../types.js'
 import { type BrokerDriver, BrokerSink } from './broker-sink.js'
-import { eventMessageJson, eventMetadata } from './event-message.js'
+import { type EventMessageFields, eventMessageFields, eventMessageJson } from './event-message.js'
 import type { AmqpSinkSpec } from './parse-sink.js'
 import type { ResolvedSinkOptions, Sink } from './sink.js'
 import { sinkErrorMessage } from './sink-errors.js'
@@ -72,7 +72,8 @@ function amqpDriver(spec: AmqpSinkSpec, timeoutMs: number): BrokerDriver<AmqpLin
           } else resolve()
         }
         try {
-          link.channel.publish(spec.exchange, event.event_type, Buffer.from(eventMessageJson(event)), publishOptions(event), (error: unknown) => settle(error))
+          const fields = eventMessageFields(event)
+          link.channel.publish(spec.exchange, event.event_type, Buffer.from(eventMessageJson(event, fields)), publishOptions(event, fields), (error: unknown) => settle(error))
         } catch (error) {
           settle(error) // the channel closed under us: amqplib throws at once
         }
@@ -80,21 +81,14 @@ function amqpDriver(spec: AmqpSinkSpec, timeoutMs: number): BrokerDriver<AmqpLin
     },
 
     isConnectionFailure(error) {
-      const message = error instanceof Error ? error.message : ''
+      const message = errorMessage(error)
       return message === 'channel closed' || /^(Channel|Connection) closed/.test(message) || (error as Error | undefined)?.name === 'IllegalOperationError'
     },
   }
 }
 
-function publishOptions(event: OutboxEvent): amqp.Options.Publish {
-  const headers: Record<string, unknown> = {
-    entity_type: event.entity_type,
-    entity_id: event.entity_id,
-    event_type: event.event_type,
-    created_at: event.created_at.toISOString(),
-  }
-  const metadata = eventMetadata(event)
-  if (metadata !== undefined) headers.metadata = metadata
+/** The message's properties; its headers are the message's fields but the id, which is the message id. */
+function publishOptions(event: OutboxEvent, { event_id: _id, ...headers }: EventMessageFields): amqp.Options.Publish {
   return {
     persistent: true,
     mandatory: true,

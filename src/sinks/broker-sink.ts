@@ -1,11 +1,11 @@
-import { RetryLaterError } from '../errors.js'
+import { isNetworkError, RetryLaterError } from '../errors.js'
 import type { OutboxEvent } from '../types.js'
 import { ConnectionKeeper, type ConnectionDriver } from './connection-keeper.js'
 import { OutageLog } from './outage-log.js'
 import type { SinkSpec } from './parse-sink.js'
 import { Semaphore } from './semaphore.js'
 import type { ResolvedSinkOptions, Sink } from './sink.js'
-import { isNetworkError, sinkErrorMessage, sinkRejected, sinkUnavailable, withTimeout } from './sink-errors.js'
+import { sinkErrorMessage, sinkRejected, sinkUnavailable, withTimeout } from './sink-errors.js'
 
 /** A broker's client library as a sink needs it: a connection driver that can also publish. */
 export interface BrokerDriver<C> extends ConnectionDriver<C> {

@@ -1,6 +1,5 @@
-import { retryDelayMs } from '../poller/backoff.js'
 import { ConfigError } from '../errors.js'
-import type { OutageLog } from './outage-log.js'
+import { type OutageLog, outageRetryDelayMs } from './outage-log.js'
 import { sinkErrorMessage, sinkUnavailable, withTimeout } from './sink-errors.js'
 
 /** How a broker's client library opens and closes one connection (with what publishing needs on it). */
@@ -22,10 +21,6 @@ export interface KeeperOptions {
   outage: OutageLog
   connectTimeoutMs: number
 }
-
-/** Reconnect delays while a broker is unavailable: 0.5 s doubling to 30 s, with jitter. */
-const reconnectBaseMs = 500
-const reconnectMaxMs = 30_000
 
 /**
  * Holds a sink's one connection and replaces it when it is lost. While the broker is unavailable `get()`
@@ -139,7 +134,7 @@ export class ConnectionKeeper<C> {
         this.#reason = sinkErrorMessage(error, this.options.secrets)
         this.#schedule()
       })
-    }, retryDelayMs(this.#failures, reconnectBaseMs, reconnectMaxMs))
+    }, outageRetryDelayMs(this.#failures))
     this.#timer.unref()
   }
 }

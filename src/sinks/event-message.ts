@@ -2,8 +2,8 @@ import type { OutboxEvent } from '../types.js'
 
 /**
  * What every sink sends for an event besides its payload: its identity, type, entity and creation time, plus
- * its `metadata` where the outbox has that column. `attempt` and `processed_at` are left out: they describe
- * the delivery, not the event, and would make a re-delivery differ from the original.
+ * its `metadata` when it has one. `attempt` and `processed_at` are left out: they describe the delivery, not
+ * the event, and would make a re-delivery differ from the original.
  */
 export interface EventMessageFields {
   event_id: string
@@ -12,7 +12,7 @@ export interface EventMessageFields {
   entity_id: string
   /** ISO 8601, UTC. */
   created_at: string
-  metadata?: unknown
+  metadata?: Record<string, unknown>
 }
 
 export function eventMessageFields(event: OutboxEvent): EventMessageFields {
@@ -23,23 +23,16 @@ export function eventMessageFields(event: OutboxEvent): EventMessageFields {
     entity_id: event.entity_id,
     created_at: event.created_at.toISOString(),
   }
-  const metadata = eventMetadata(event)
-  if (metadata !== undefined) fields.metadata = metadata
+  if (event.metadata !== null) fields.metadata = event.metadata
   return fields
 }
 
 /**
  * The message as JSON text: the fields, `payload` exactly as stored (its text is spliced in, never parsed
- * and re-serialized, so no number loses a digit), then `metadata`.
+ * and re-serialized, so no number loses a digit), then `metadata`. A sink that also needs the fields
+ * elsewhere (headers) passes the ones it computed.
  */
-export function eventMessageJson(event: OutboxEvent): string {
-  const { metadata, ...fields } = eventMessageFields(event)
-  const head = JSON.stringify(fields).slice(0, -1)
-  return `${head},"payload":${event.payloadText}${metadata === undefined ? '' : `,"metadata":${JSON.stringify(metadata)}`}}`
-}
-
-/** The event's `metadata`, if the claim selected one and it is not null. */
-export function eventMetadata(event: OutboxEvent): unknown {
-  const metadata = (event as { metadata?: unknown }).metadata
-  return metadata === null ? undefined : metadata
+export function eventMessageJson(event: OutboxEvent, fields = eventMessageFields(event)): string {
+  const { metadata, ...head } = fields
+  return `${JSON.stringify(head).slice(0, -1)},"payload":${event.payloadText}${metadata === undefined ? '' : `,"metadata":${JSON.stringify(metadata)}`}}`
 }

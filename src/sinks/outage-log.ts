@@ -1,4 +1,10 @@
+import { jitteredDelayMs } from '../poller/backoff.js'
 import type { Logger } from '../types.js'
+
+/** How long an unavailable sink waits before it tries again after `failures` failures in a row: 0.5 s doubling to 30 s, jittered. */
+export function outageRetryDelayMs(failures: number): number {
+  return jitteredDelayMs(failures, 500, 30_000)
+}
 
 /**
  * Logs a sink's outage once: a warning when it becomes unavailable, one info line when it is back. Events

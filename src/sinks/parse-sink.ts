@@ -1,5 +1,5 @@
 import { parseDuration } from '../duration.js'
-import { ConfigError } from '../errors.js'
+import { ConfigError, errorMessage } from '../errors.js'
 import { parseEventTypePattern } from '../poller/event-type-pattern.js'
 
 /** Fields every sink spec has. */
@@ -181,7 +181,7 @@ function durationParameter(text: string, label: string, fail: Fail): number {
   try {
     return parseDuration(text, label)
   } catch (error) {
-    return fail((error as Error).message)
+    return fail(errorMessage(error))
   }
 }
 

@@ -1,5 +1,5 @@
 import { createClient } from 'redis'
-import { ConfigError } from '../errors.js'
+import { ConfigError, errorMessage } from '../errors.js'
 import type { OutboxEvent } from '../types.js'
 import { type BrokerDriver, BrokerSink } from './broker-sink.js'
 import { eventMessageFields } from './event-message.js'
@@ -63,7 +63,7 @@ function redisDriver(spec: RedisSinkSpec, timeoutMs: number): BrokerDriver<Redis
         return { client, sha: await load(client) }
       } catch (error) {
         client.destroy()
-        if (/^(WRONGPASS|NOAUTH|NOPERM)\b/.test((error as Error).message ?? '')) throw new ConfigError(`sink ${JSON.stringify(spec.name)}: ${sinkErrorMessage(error, spec.secrets)}`)
+        if (/^(WRONGPASS|NOAUTH|NOPERM)\b/.test(errorMessage(error))) throw new ConfigError(`sink ${JSON.stringify(spec.name)}: ${sinkErrorMessage(error, spec.secrets)}`)
         throw error
       }
     },
@@ -77,7 +77,7 @@ function redisDriver(spec: RedisSinkSpec, timeoutMs: number): BrokerDriver<Redis
       try {
         await link.client.evalSha(link.sha, args)
       } catch (error) {
-        const message = (error as Error).message ?? ''
+        const message = errorMessage(error)
         if (message.startsWith('NOSCRIPT')) {
           link.sha = await load(link.client) // the server lost its script cache (restart, SCRIPT FLUSH)
           await link.client.evalSha(link.sha, args)

@@ -1,34 +1,8 @@
-import { RetryLaterError } from '../errors.js'
-
-/** Error codes of a network that is down or a peer that went away: the broker is unavailable, not the event at fault. */
-const networkCodes = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'ECONNABORTED',
-  'EPIPE',
-  'ETIMEDOUT',
-  'EHOSTUNREACH',
-  'EHOSTDOWN',
-  'ENETUNREACH',
-  'ENETDOWN',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  'UND_ERR_SOCKET',
-  'UND_ERR_CONNECT_TIMEOUT',
-])
-
-/** Whether the error, or one of its causes, is a network failure (client libraries wrap the socket's error). */
-export function isNetworkError(error: unknown): boolean {
-  for (let current = error, depth = 0; current instanceof Error && depth < 5; current = current.cause, depth++) {
-    const code = (current as { code?: unknown }).code
-    if (typeof code === 'string' && networkCodes.has(code)) return true
-  }
-  return false
-}
+import { errorMessage, RetryLaterError } from '../errors.js'
 
 /** The error's message with the sink's secrets masked, so that nothing a client library echoes leaks a credential. */
 export function sinkErrorMessage(error: unknown, secrets: readonly string[]): string {
-  let text = error instanceof Error ? error.message : String(error)
+  let text = errorMessage(error)
   if (error instanceof Error && error.cause instanceof Error && !text.includes(error.cause.message)) text = `${text}: ${error.cause.message}`
   for (const secret of secrets) text = text.split(secret).join('***')
   return text

@@ -1,11 +1,11 @@
-import { retryDelayMs } from '../poller/backoff.js'
+import { isNetworkError } from '../errors.js'
 import type { OutboxEvent } from '../types.js'
 import { eventMessageJson } from './event-message.js'
-import { OutageLog } from './outage-log.js'
+import { OutageLog, outageRetryDelayMs } from './outage-log.js'
 import type { WebhookSinkSpec } from './parse-sink.js'
 import { Semaphore } from './semaphore.js'
 import type { ResolvedSinkOptions, Sink } from './sink.js'
-import { isNetworkError, sinkErrorMessage, sinkRejected, sinkUnavailable } from './sink-errors.js'
+import { sinkErrorMessage, sinkRejected, sinkUnavailable } from './sink-errors.js'
 import { signWebhook, webhookSigningKey } from './webhook-signature.js'
 
 /** Statuses worth another try (the endpoint's trouble, not the event's); they still charge an attempt. */
@@ -130,7 +130,7 @@ class WebhookSink implements Sink {
     // Requests that were already in flight when a pause began fail together: they count as one failure.
     if (Date.now() >= this.#pausedUntil) this.#unreachable++
     const reason = sinkErrorMessage(error, this.spec.secrets)
-    this.#pause(retryDelayMs(this.#unreachable, 500, 30_000), isNetworkError(error) ? reason : `request failed: ${reason}`)
+    this.#pause(outageRetryDelayMs(this.#unreachable), isNetworkError(error) ? reason : `request failed: ${reason}`)
     return sinkUnavailable(this.name, reason)
   }
 

@@ -32,8 +32,8 @@ export interface Relay {
 export const relays = new Set<Relay>()
 
 /**
- * Starts a poller whose handlers are `extra`, plus the sinks of `urls` (`[pattern=]URL` specs) registered as
- * the CLI registers them.
+ * Starts a poller relaying to the sinks of `urls` (`[pattern=]URL` specs), registered as the CLI registers
+ * them, then `extra` handlers, which run after the sinks of the same event published it.
  * Fast polling and retries, so tests wait for conditions, not for intervals.
  */
 export async function startRelay(
@@ -51,9 +51,10 @@ export async function startRelay(
     retryDelayMax: 50,
     logger: log.logger,
     ...options.poller,
-    handlers: options.extra ?? {},
+    handlers: {},
   })
   registerSinks(poller, sinks)
+  for (const [pattern, handler] of Object.entries(options.extra ?? {})) poller.on(pattern, handler)
   const relay: Relay = {
     poller,
     sinks,

@@ -3,7 +3,7 @@
  * its task as JSON in argv[2]; reports over IPC. Separate processes, as in production.
  */
 import postgres from 'postgres'
-import { outboxTable, quoteIdent } from '../../outbox/outbox-table.js'
+import { outboxTable, pendingCondition, quoteIdent } from '../../outbox/outbox-table.js'
 import { silentLogger } from '../../log.js'
 import { createPoller } from '../../poller/poller.js'
 import { parseSink } from '../../sinks/parse-sink.js'
@@ -78,7 +78,7 @@ async function runBare(t: Extract<BenchTask, { mode: 'bare' }>, go: Promise<void
       await sql.unsafe('begin')
       const rows = await sql.unsafe(
         `select id, event_id, event_type, entity_type, entity_id, payload, processed_at, created_at from ${table}
-          where processed_at is null and dead_at is null and retry_at is null order by id limit $1 for update skip locked`,
+          where ${pendingCondition} and retry_at is null order by id limit $1 for update skip locked`,
         [t.batchSize],
       )
       if (rows.length > 0) await sql.unsafe(`update ${table} set processed_at = now() where id = any($1::bigint[])`, [rows.map((row) => row.id)])

@@ -1,5 +1,5 @@
 import type { Sql } from 'postgres'
-import { outboxTable, quoteIdent } from '../../outbox/outbox-table.js'
+import { outboxTable, pendingCondition, quoteIdent } from '../../outbox/outbox-table.js'
 import { median, percentile } from './percentiles.js'
 import { startBenchProcesses } from './bench-processes.js'
 
@@ -51,7 +51,7 @@ export async function drainBench(sql: Sql, url: string, schema: string, mode: 'p
     await sql.unsafe(`analyze ${outbox}`)
     for (const worker of workers) worker.go() // pollers were already woken by the insert's NOTIFY
     for (;;) {
-      const [{ pending }] = await sql.unsafe(`select count(*)::int as pending from ${outbox} where processed_at is null`)
+      const [{ pending }] = await sql.unsafe(`select count(*)::int as pending from ${outbox} where ${pendingCondition}`)
       if (pending === 0) break
       await new Promise((resolve) => setTimeout(resolve, 50))
     }

@@ -1,6 +1,6 @@
 import postgres from 'postgres'
 import { captureTable } from '../../capture/capture.js'
-import { outboxTable, quoteIdent } from '../../outbox/outbox-table.js'
+import { outboxTable, pendingCondition, quoteIdent } from '../../outbox/outbox-table.js'
 import { percentile } from './percentiles.js'
 import { startBenchProcesses } from './bench-processes.js'
 
@@ -48,7 +48,7 @@ export async function latencyBench(url: string, schema: string, name: string, ra
     }
     await Promise.all(writes)
     for (;;) {
-      const [{ pending }] = await sql.unsafe(`select count(*)::int as pending from ${outbox.qualified} where processed_at is null`)
+      const [{ pending }] = await sql.unsafe(`select count(*)::int as pending from ${outbox.qualified} where ${pendingCondition}`)
       if (pending === 0) break
       await new Promise((resolve) => setTimeout(resolve, 50))
     }
