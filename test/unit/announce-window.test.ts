@@ -18,9 +18,9 @@ describe('announce window', () => {
     }
     const next = batch.ready(4)
     if (next !== undefined) await next
-    // the next window went out when the dispatch reached the middle of the first, with what had finished by then
+    // the next window went out once the dispatch reached the middle of the first, with what had finished by then
     expect(calls[1]!.ids[0]).toBe('5')
-    expect(calls[1]!.finished).toEqual(['1', '2'])
+    expect(calls[1]!.finished).toEqual(['1', '2', '3', '4'])
     window.close(batch)
   })
 
