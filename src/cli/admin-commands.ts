@@ -3,7 +3,7 @@ import { type CapturedTable, type CaptureEvent, captureTable, listCaptures, unca
 import { type LostCapture, lostCaptures } from '../capture/capture-registry.js'
 import { grantPollerRole } from '../outbox/grant.js'
 import { migrate } from '../outbox/migrate.js'
-import { ExitCode } from './exit-codes.js'
+import { ExitCode } from '../supervisor/exit-codes.js'
 import { withDatabase } from './with-database.js'
 
 export async function migrateCommand(command: Command): Promise<number> {

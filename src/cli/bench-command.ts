@@ -10,7 +10,7 @@ import { migrate } from '../outbox/migrate.js'
 import { openScratchDatabase } from '../database/scratch-database.js'
 import { parseSink } from '../sinks/parse-sink.js'
 import { checkedDatabaseUrl } from './database-url-option.js'
-import { ExitCode } from './exit-codes.js'
+import { ExitCode } from '../supervisor/exit-codes.js'
 
 const parts = ['drain', 'latency', 'capture'] as const
 type Part = (typeof parts)[number]

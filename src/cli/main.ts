@@ -3,8 +3,8 @@ import { ConfigError, ConnectionError, errorMessage } from '../errors.js'
 import { captureCommand, capturesCommand, grantCommand, migrateCommand, uncaptureCommand } from './admin-commands.js'
 import { benchCommand } from './bench-command.js'
 import { demoCommand } from './demo-command.js'
-import { ExitCode } from './exit-codes.js'
-import { registerMonitorCommands } from './monitor-commands.js'
+import { ExitCode } from '../supervisor/exit-codes.js'
+import { type CommandAction, registerMonitorCommands } from './monitor-commands.js'
 import { addConnectionFlags, addPollerFlags, collectValues, scratchDatabaseOption } from './options.js'
 import { runCommand } from './run-command.js'
 
@@ -18,21 +18,24 @@ function buildProgram(setExitCode: (code: number) => void): Command {
     .version(process.env.npm_package_version ?? '0.1.0')
     .showHelpAfterError('(run with --help for usage)')
     .addHelpText('after', exitCodesHelp)
+    // inherited by every subcommand created after this (commander copies both): each throws instead of exiting
     .exitOverride()
-  const action = (fn: (...args: never[]) => Promise<number>) => async (...args: unknown[]) => setExitCode(await fn(...(args as never[])))
+  // commander calls an action with the positional arguments, the options, then the command itself
+  const action: CommandAction = (fn) => async (...args: unknown[]) => setExitCode(await fn(args.at(-1) as Command, ...(args.slice(0, -2) as string[])))
 
   addPollerFlags(addConnectionFlags(program.command('run', { isDefault: true })))
     .description('run a poller replica (the default command): claim, handle, settle, repeat')
     .addOption(new Option('--handlers <module>', 'module whose default export is a handler function or an object of event-type patterns to handlers').env('OUTBOX_POLLER_HANDLERS'))
     .option('--sink <[pattern=]url>', 'relay events to RabbitMQ (amqp://…?exchange=x), NATS JetStream (nats://…?stream=S), Redis Streams (redis://…?stream=s) or a webhook (https://…); repeatable (env: OUTBOX_POLLER_SINKS, one per line or space separated)', collectValues, [] as string[])
-    .addOption(new Option('--sink-secret <secret>', 'webhook signing secret (whsec_… or any text); prefer the env or OUTBOX_POLLER_SINK_SECRET_FILE, which ps does not show').env('OUTBOX_POLLER_SINK_SECRET'))
+    .addOption(new Option('--sink-secret <secret>', 'webhook signing secret (whsec_… or any text); prefer the env or --sink-secret-file, which ps does not show').env('OUTBOX_POLLER_SINK_SECRET'))
+    .addOption(new Option('--sink-secret-file <path>', 'file holding the webhook signing secret (a trailing newline is dropped)').env('OUTBOX_POLLER_SINK_SECRET_FILE'))
     .option('--no-supervise', 'run the worker alone, without the supervising process (no crash restarts, no poison isolation); over --memory-limit it drains and exits 75 (env: OUTBOX_POLLER_SUPERVISE=false)')
     .addHelpText('after', '\nExample:\n  DATABASE_URL=postgres://localhost/app outbox-poller --batch-size 250 --handlers ./handlers.js')
-    .action(action((_options: never, command: never) => runCommand(command)))
+    .action(action(runCommand))
 
   addConnectionFlags(program.command('migrate'))
     .description('create or upgrade the outbox table, its indexes and trigger functions (idempotent; safe when replicas start together)')
-    .action(action((_options: never, command: never) => migrateCommand(command)))
+    .action(action(migrateCommand))
 
   addConnectionFlags(program.command('capture <table>'))
     .description("capture a table's INSERT / UPDATE / DELETE into the outbox (again on a captured table: replace its options); <table> as SQL writes it: issues, app.orders, '\"Order Items\"'")
@@ -43,21 +46,21 @@ function buildProgram(setExitCode: (code: number) => void): Command {
     .option('--exclude-columns <columns...>', 'columns that never leave the database, e.g. password_hash,token')
     .option('--soft-delete-column <column>', 'an update setting it emits <entity>.deleted; clearing it, <entity>.restored')
     .option('--events <events...>', 'capture a subset of insert, update, delete (default: all)')
-    .action(action((table: never, _options: never, command: never) => captureCommand(table, command)))
+    .action(action((command, table) => captureCommand(table, command)))
 
   addConnectionFlags(program.command('uncapture <table>'))
     .description('stop capturing a table')
-    .action(action((table: never, _options: never, command: never) => uncaptureCommand(table, command)))
+    .action(action((command, table) => uncaptureCommand(table, command)))
 
   addConnectionFlags(program.command('captures'))
     .description('list the tables captured into the outbox')
     .option('--json', 'print JSON')
-    .action(action((_options: never, command: never) => capturesCommand(command)))
+    .action(action(capturesCommand))
 
   addConnectionFlags(program.command('grant <role>'))
     .description("grant a poller role what polling needs (the outbox's schema, SELECT and UPDATE on the outbox and its wake-up flag), nothing more")
     .option('--cleanup', 'also grant DELETE, for `outbox-poller cleanup`')
-    .action(action((role: never, _options: never, command: never) => grantCommand(role, command)))
+    .action(action((command, role) => grantCommand(role, command)))
 
   program
     .command('demo')
@@ -67,7 +70,7 @@ function buildProgram(setExitCode: (code: number) => void): Command {
     .option('--replicas <n>', 'poller replicas (processes)', '3')
     .option('--rate <n>', 'steady changes per second', '200')
     .option('--burst <n>', 'inserts written at once, a third of the way in', '20000')
-    .action(action((_options: never, command: never) => demoCommand(command)))
+    .action(action(demoCommand))
 
   program
     .command('bench')
@@ -79,11 +82,9 @@ function buildProgram(setExitCode: (code: number) => void): Command {
     .option('--json', 'print the results as JSON on stdout (progress goes to stderr)')
     .option('--sink <[pattern=]url>', 'also drain with every event relayed to this sink, confirmed (repeatable)', collectValues, [] as string[])
     .addOption(new Option('--sink-secret <secret>', 'webhook signing secret for a webhook --sink').env('OUTBOX_POLLER_SINK_SECRET'))
-    .action(action((_options: never, command: never) => benchCommand(command)))
+    .action(action(benchCommand))
 
   registerMonitorCommands(program, action)
-
-  for (const command of program.commands) command.exitOverride().showHelpAfterError('(run with --help for usage)')
   return program
 }
 

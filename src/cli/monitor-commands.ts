@@ -8,13 +8,13 @@ import { parseEventTypePattern } from '../poller/event-type-pattern.js'
 import { outboxDeadEvents, outboxStatus } from '../ops/monitor.js'
 import type { OutboxTable } from '../outbox/outbox-table.js'
 import { outboxReplay, outboxReplayCount, type ReplaySelection } from '../ops/replay.js'
-import { ExitCode } from './exit-codes.js'
+import { ExitCode } from '../supervisor/exit-codes.js'
 import { addConnectionFlags } from './options.js'
 import { formatDeadEvents, formatStatus, type StatusLimits, statusViolations } from './status-report.js'
 import { withDatabase } from './with-database.js'
 
-/** main.ts's wrapper: runs a command function and records the exit code it returns. */
-export type CommandAction = (fn: (...args: never[]) => Promise<number>) => (...args: unknown[]) => Promise<void>
+/** main.ts's wrapper: runs a command function with its command and positional arguments, and records the exit code it returns. */
+export type CommandAction = (fn: (command: Command, ...args: string[]) => Promise<number>) => (...args: unknown[]) => Promise<void>
 
 /** A replay of more events than this needs --yes. */
 export const replayConfirmLimit = 1000
@@ -30,14 +30,14 @@ export function registerMonitorCommands(program: Command, action: CommandAction)
     .option('--max-lag <duration>', 'exit 1 when the oldest pending event is older than this, e.g. 60s')
     .option('--max-dead <n>', 'exit 1 when more than <n> events are dead')
     .addHelpText('after', '\nExit codes: 0 within limits; 1 a limit exceeded (the reason on stderr) or the database unreachable; 2 a bad flag.')
-    .action(action((_options: never, command: never) => statusCommand(command)))
+    .action(action(statusCommand))
 
   addConnectionFlags(program.command('dead'))
     .description('list dead-lettered events, most recently dead first')
     .option('--type <pattern>', "only these event types: 'issue.created', 'issue.*' or '*'")
     .option('--limit <n>', 'most events listed (1-10000) (default: 50)')
     .option('--json', 'print JSON')
-    .action(action((_options: never, command: never) => deadCommand(command)))
+    .action(action(deadCommand))
 
   addConnectionFlags(program.command('replay'))
     .description('put dead or processed events back in the queue, as if new (in chunks, safe while pollers run)')
@@ -48,18 +48,14 @@ export function registerMonitorCommands(program: Command, action: CommandAction)
     .option('--since <duration>', 'only events that died (--dead) or were processed (--processed) within this long, e.g. 2h')
     .option('--chunk-size <n>', 'events re-queued per transaction (1-100000) (default: 500)')
     .option('--yes', `replay even more than ${replayConfirmLimit} events`)
-    .action(action((_options: never, command: never) => replayCommand(command)))
+    .action(action(replayCommand))
 
   addConnectionFlags(program.command('cleanup'))
     .description('delete old processed events (and, if asked, old dead events) in chunks')
     .requiredOption('--older-than <duration>', 'delete events processed longer ago than this, e.g. 7d')
     .option('--dead-older-than <duration>', 'also delete events dead longer ago than this, e.g. 30d (default: keep them)')
     .option('--chunk-size <n>', 'events deleted per transaction (1-100000) (default: 1000)')
-    .action(action((_options: never, command: never) => cleanupCommand(command)))
-
-  for (const name of ['status', 'dead', 'replay', 'cleanup']) {
-    program.commands.find((command) => command.name() === name)!.exitOverride().showHelpAfterError('(run with --help for usage)')
-  }
+    .action(action(cleanupCommand))
 }
 
 async function statusCommand(command: Command): Promise<number> {

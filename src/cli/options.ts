@@ -1,45 +1,50 @@
 import { type Command, Option } from 'commander'
 import { formatByteSize } from '../byte-size.js'
-import { defaults, type PollerOptions } from '../poller/poller-options.js'
 import { formatDuration } from '../duration.js'
 import { ConfigError } from '../errors.js'
+import type { HttpOptions } from '../observe/http-options.js'
+import { defaults, type PollerOptions } from '../poller/poller-options.js'
+import { type SupervisorOptions, supervisorDefaults } from '../supervisor/supervisor-options.js'
 import { checkedDatabaseUrl } from './database-url-option.js'
 import { logLevels } from '../log.js'
 
-/** Every poller flag: its option key, flag, env variable, help and default shown in --help. */
-interface FlagSpec {
-  key: keyof PollerOptions
-  flag: string
-  env: string
-  help: string
-  shownDefault?: string
+/** The options of each component, as their flags gave them: the CLI resolves each with its own function. */
+export interface ComponentOptions {
+  poller: PollerOptions
+  supervisor: SupervisorOptions
+  http: HttpOptions
 }
 
+/** Every option flag: its component and option key, flag, env variable, help and default shown in --help. */
+type FlagSpec = {
+  [C in keyof ComponentOptions]: { component: C; key: keyof ComponentOptions[C] & string; flag: string; env: string; help: string; shownDefault?: string }
+}[keyof ComponentOptions]
+
 const pollerFlags: FlagSpec[] = [
-  { key: 'batchSize', flag: '--batch-size <n>', env: 'OUTBOX_POLLER_BATCH_SIZE', help: 'most events claimed per batch (1-10000)', shownDefault: String(defaults.batchSize) },
-  { key: 'batchMaxBytes', flag: '--batch-max-bytes <size>', env: 'OUTBOX_POLLER_BATCH_MAX_BYTES', help: 'most payload and metadata bytes claimed per batch, as stored (512kB, 64MB, 1048576); a bigger event is claimed alone', shownDefault: formatByteSize(defaults.batchMaxBytes) },
-  { key: 'concurrency', flag: '--concurrency <n>', env: 'OUTBOX_POLLER_CONCURRENCY', help: 'handlers running at once within a batch (1-10000)', shownDefault: String(defaults.concurrency) },
-  { key: 'intervalMin', flag: '--interval-min <duration>', env: 'OUTBOX_POLLER_INTERVAL_MIN', help: 'wait after the first empty poll; doubles while idle', shownDefault: formatDuration(defaults.intervalMinMs) },
-  { key: 'intervalMax', flag: '--interval-max <duration>', env: 'OUTBOX_POLLER_INTERVAL_MAX', help: 'longest wait between polls while idle (a missed wake-up delays an event at most this long)', shownDefault: formatDuration(defaults.intervalMaxMs) },
-  { key: 'handlerTimeout', flag: '--handler-timeout <duration>', env: 'OUTBOX_POLLER_HANDLER_TIMEOUT', help: 'an async handler still running after this fails its event', shownDefault: formatDuration(defaults.handlerTimeoutMs) },
-  { key: 'maxAttempts', flag: '--max-attempts <n>', env: 'OUTBOX_POLLER_MAX_ATTEMPTS', help: 'failed attempts before an event is dead-lettered (1-1000)', shownDefault: String(defaults.maxAttempts) },
-  { key: 'retryDelay', flag: '--retry-delay <duration>', env: 'OUTBOX_POLLER_RETRY_DELAY', help: 'delay before the first retry; doubles per attempt, with jitter', shownDefault: formatDuration(defaults.retryDelayMs) },
-  { key: 'retryDelayMax', flag: '--retry-delay-max <duration>', env: 'OUTBOX_POLLER_RETRY_DELAY_MAX', help: 'longest delay between retries', shownDefault: formatDuration(defaults.retryDelayMaxMs) },
-  { key: 'unmatched', flag: '--unmatched <policy>', env: 'OUTBOX_POLLER_UNMATCHED', help: 'events no handler matches: process (mark processed) or hold (leave for a replica that has a handler)', shownDefault: defaults.unmatched },
-  { key: 'ordering', flag: '--ordering <mode>', env: 'OUTBOX_POLLER_ORDERING', help: "none, or entity: one entity's events in id order, never two at a time, across replicas (every replica must agree)", shownDefault: defaults.ordering },
-  { key: 'orderingOnDead', flag: '--ordering-on-dead <policy>', env: 'OUTBOX_POLLER_ORDERING_ON_DEAD', help: "with --ordering entity: continue (a dead event does not hold back its entity's later events) or block (they wait for a replay)", shownDefault: defaults.orderingOnDead },
-  { key: 'memoryLimitMb', flag: '--memory-limit <MB>', env: 'OUTBOX_POLLER_MEMORY_LIMIT_MB', help: 'worker RSS limit in MB (16-1048576)', shownDefault: String(defaults.memoryLimitMb) },
-  { key: 'memoryCheckInterval', flag: '--memory-check-interval <duration>', env: 'OUTBOX_POLLER_MEMORY_CHECK_INTERVAL', help: 'how often the worker memory is sampled', shownDefault: formatDuration(defaults.memoryCheckIntervalMs) },
-  { key: 'drainTimeout', flag: '--drain-timeout <duration>', env: 'OUTBOX_POLLER_DRAIN_TIMEOUT', help: 'a stopping or restarting worker still busy after this is killed (its batch rolls back)', shownDefault: 'handler timeout + 10s' },
-  { key: 'crashLimit', flag: '--crash-limit <n>', env: 'OUTBOX_POLLER_CRASH_LIMIT', help: 'worker crashes within --crash-window that make the supervisor give up and exit 1', shownDefault: String(defaults.crashLimit) },
-  { key: 'crashWindow', flag: '--crash-window <duration>', env: 'OUTBOX_POLLER_CRASH_WINDOW', help: 'window counted by --crash-limit', shownDefault: formatDuration(defaults.crashWindowMs) },
-  { key: 'http', flag: '--http <host:port>', env: 'OUTBOX_POLLER_HTTP', help: 'serve /healthz, /readyz and /metrics (a bare port binds 127.0.0.1)', shownDefault: 'off' },
-  { key: 'connectTimeout', flag: '--connect-timeout <duration>', env: 'OUTBOX_POLLER_CONNECT_TIMEOUT', help: 'how long start-up retries an unreachable database', shownDefault: formatDuration(defaults.connectTimeoutMs) },
+  { component: 'poller', key: 'batchSize', flag: '--batch-size <n>', env: 'OUTBOX_POLLER_BATCH_SIZE', help: 'most events claimed per batch (1-10000)', shownDefault: String(defaults.batchSize) },
+  { component: 'poller', key: 'batchMaxBytes', flag: '--batch-max-bytes <size>', env: 'OUTBOX_POLLER_BATCH_MAX_BYTES', help: 'most payload and metadata bytes claimed per batch, as stored (512kB, 64MB, 1048576); a bigger event is claimed alone', shownDefault: formatByteSize(defaults.batchMaxBytes) },
+  { component: 'poller', key: 'concurrency', flag: '--concurrency <n>', env: 'OUTBOX_POLLER_CONCURRENCY', help: 'handlers running at once within a batch (1-10000)', shownDefault: String(defaults.concurrency) },
+  { component: 'poller', key: 'intervalMin', flag: '--interval-min <duration>', env: 'OUTBOX_POLLER_INTERVAL_MIN', help: 'wait after the first empty poll; doubles while idle', shownDefault: formatDuration(defaults.intervalMinMs) },
+  { component: 'poller', key: 'intervalMax', flag: '--interval-max <duration>', env: 'OUTBOX_POLLER_INTERVAL_MAX', help: 'longest wait between polls while idle (a missed wake-up delays an event at most this long)', shownDefault: formatDuration(defaults.intervalMaxMs) },
+  { component: 'poller', key: 'handlerTimeout', flag: '--handler-timeout <duration>', env: 'OUTBOX_POLLER_HANDLER_TIMEOUT', help: 'an async handler still running after this fails its event', shownDefault: formatDuration(defaults.handlerTimeoutMs) },
+  { component: 'poller', key: 'maxAttempts', flag: '--max-attempts <n>', env: 'OUTBOX_POLLER_MAX_ATTEMPTS', help: 'failed attempts before an event is dead-lettered (1-1000)', shownDefault: String(defaults.maxAttempts) },
+  { component: 'poller', key: 'retryDelay', flag: '--retry-delay <duration>', env: 'OUTBOX_POLLER_RETRY_DELAY', help: 'delay before the first retry; doubles per attempt, with jitter', shownDefault: formatDuration(defaults.retryDelayMs) },
+  { component: 'poller', key: 'retryDelayMax', flag: '--retry-delay-max <duration>', env: 'OUTBOX_POLLER_RETRY_DELAY_MAX', help: 'longest delay between retries', shownDefault: formatDuration(defaults.retryDelayMaxMs) },
+  { component: 'poller', key: 'unmatched', flag: '--unmatched <policy>', env: 'OUTBOX_POLLER_UNMATCHED', help: 'events no handler matches: process (mark processed) or hold (leave for a replica that has a handler)', shownDefault: defaults.unmatched },
+  { component: 'poller', key: 'ordering', flag: '--ordering <mode>', env: 'OUTBOX_POLLER_ORDERING', help: "none, or entity: one entity's events in id order, never two at a time, across replicas (every replica must agree)", shownDefault: defaults.ordering },
+  { component: 'poller', key: 'orderingOnDead', flag: '--ordering-on-dead <policy>', env: 'OUTBOX_POLLER_ORDERING_ON_DEAD', help: "with --ordering entity: continue (a dead event does not hold back its entity's later events) or block (they wait for a replay)", shownDefault: defaults.orderingOnDead },
+  { component: 'supervisor', key: 'memoryLimitMb', flag: '--memory-limit <MB>', env: 'OUTBOX_POLLER_MEMORY_LIMIT_MB', help: 'worker RSS limit in MB (16-1048576)', shownDefault: String(supervisorDefaults.memoryLimitMb) },
+  { component: 'supervisor', key: 'memoryCheckInterval', flag: '--memory-check-interval <duration>', env: 'OUTBOX_POLLER_MEMORY_CHECK_INTERVAL', help: 'how often the worker memory is sampled', shownDefault: formatDuration(supervisorDefaults.memoryCheckIntervalMs) },
+  { component: 'poller', key: 'drainTimeout', flag: '--drain-timeout <duration>', env: 'OUTBOX_POLLER_DRAIN_TIMEOUT', help: 'a stopping or restarting worker still busy after this is killed (its batch rolls back)', shownDefault: 'handler timeout + 10s' },
+  { component: 'supervisor', key: 'crashLimit', flag: '--crash-limit <n>', env: 'OUTBOX_POLLER_CRASH_LIMIT', help: 'worker crashes within --crash-window that make the supervisor give up and exit 1', shownDefault: String(supervisorDefaults.crashLimit) },
+  { component: 'supervisor', key: 'crashWindow', flag: '--crash-window <duration>', env: 'OUTBOX_POLLER_CRASH_WINDOW', help: 'window counted by --crash-limit', shownDefault: formatDuration(supervisorDefaults.crashWindowMs) },
+  { component: 'http', key: 'http', flag: '--http <host:port>', env: 'OUTBOX_POLLER_HTTP', help: 'serve /healthz, /readyz and /metrics (a bare port binds 127.0.0.1)', shownDefault: 'off' },
+  { component: 'poller', key: 'connectTimeout', flag: '--connect-timeout <duration>', env: 'OUTBOX_POLLER_CONNECT_TIMEOUT', help: 'how long start-up retries an unreachable database', shownDefault: formatDuration(defaults.connectTimeoutMs) },
 ]
 
 const outboxFlags: FlagSpec[] = [
-  { key: 'schema', flag: '--schema <name>', env: 'OUTBOX_POLLER_SCHEMA', help: "the outbox's schema", shownDefault: defaults.schema },
-  { key: 'table', flag: '--table <name>', env: 'OUTBOX_POLLER_TABLE', help: 'the outbox table', shownDefault: defaults.table },
+  { component: 'poller', key: 'schema', flag: '--schema <name>', env: 'OUTBOX_POLLER_SCHEMA', help: "the outbox's schema", shownDefault: defaults.schema },
+  { component: 'poller', key: 'table', flag: '--table <name>', env: 'OUTBOX_POLLER_TABLE', help: 'the outbox table', shownDefault: defaults.table },
 ]
 
 function addFlags(command: Command, specs: FlagSpec[]): Command {
@@ -64,7 +69,7 @@ export function addPollerFlags(command: Command): Command {
 }
 
 /** Names an option as the user gave it: `--batch-size`, or `OUTBOX_POLLER_BATCH_SIZE` when it came from the environment. */
-export function optionNamer(command: Command): (key: keyof PollerOptions) => string {
+export function optionNamer(command: Command): (key: string) => string {
   return (key) => {
     const spec = [...pollerFlags, ...outboxFlags].find((candidate) => candidate.key === key)
     if (spec === undefined) return key
@@ -73,15 +78,15 @@ export function optionNamer(command: Command): (key: keyof PollerOptions) => str
   }
 }
 
-/** The poller options that commander parsed, as strings for resolveOptions to parse and validate. */
-export function pollerOptionsFrom(command: Command): PollerOptions {
+/** The options that commander parsed, by component, as strings for each component's resolver to parse and validate. */
+export function componentOptionsFrom(command: Command): ComponentOptions {
   const values = command.opts<Record<string, string | undefined>>()
-  const options: Record<string, string | undefined> = {}
+  const options: Record<keyof ComponentOptions, Record<string, string>> = { poller: {}, supervisor: {}, http: {} }
   for (const spec of [...pollerFlags, ...outboxFlags]) {
     const attribute = command.options.find((option) => option.long === spec.flag.split(' ')[0])?.attributeName()
-    if (attribute !== undefined && values[attribute] !== undefined) options[spec.key] = values[attribute]
+    if (attribute !== undefined && values[attribute] !== undefined) options[spec.component][spec.key] = values[attribute]
   }
-  return options as PollerOptions
+  return options
 }
 
 /** The connection string, checked; errors name DATABASE_URL or --database-url, whichever the user gave. */

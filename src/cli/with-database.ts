@@ -4,7 +4,7 @@ import { resolveOptions } from '../poller/poller-options.js'
 import { applicationName, connect, describeTarget, waitForDatabase } from '../database/connect.js'
 import { errorMessage } from '../errors.js'
 import { type OutboxTable, outboxTable } from '../outbox/outbox-table.js'
-import { databaseUrlFrom, optionNamer, pollerOptionsFrom } from './options.js'
+import { componentOptionsFrom, databaseUrlFrom, optionNamer } from './options.js'
 
 /**
  * Opens a short-lived connection for a one-shot command (`migrate`, `status`, `cleanup`, …), named
@@ -13,7 +13,7 @@ import { databaseUrlFrom, optionNamer, pollerOptionsFrom } from './options.js'
  * While the database cannot be reached yet, says so once on stderr.
  */
 export async function withDatabase<T>(command: Command, role: string, work: (sql: Sql, outbox: OutboxTable) => Promise<T>): Promise<T> {
-  const options = resolveOptions(pollerOptionsFrom(command), optionNamer(command))
+  const options = resolveOptions(componentOptionsFrom(command).poller, optionNamer(command))
   const url = databaseUrlFrom(command)
   const sql = connect(url, { max: 1, applicationName: applicationName(role) })
   try {

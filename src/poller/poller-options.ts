@@ -11,7 +11,7 @@ export type Ordering = 'none' | 'entity'
 /** Under `--ordering entity`, whether a dead event holds back its entity's later events. */
 export type OrderingOnDead = 'continue' | 'block'
 
-/** Defaults: every option's default lives here and nowhere else. */
+/** The poller's defaults: each component's defaults live beside its options (the supervisor's, the HTTP server's). */
 export const defaults = {
   schema: 'public',
   table: 'outbox',
@@ -25,15 +25,11 @@ export const defaults = {
   retryDelayMs: 1_000,
   retryDelayMaxMs: 3_600_000,
   unmatched: 'process' as UnmatchedPolicy,
-  memoryLimitMb: 500,
-  memoryCheckIntervalMs: 30_000,
   ordering: 'none' as Ordering,
   orderingOnDead: 'continue' as OrderingOnDead,
   connectTimeoutMs: 30_000,
   /** Added to the handler timeout when no drain timeout is given. */
   drainMarginMs: 10_000,
-  crashLimit: 5,
-  crashWindowMs: 60_000,
 } as const
 
 /**
@@ -78,18 +74,14 @@ export interface PollerOptions {
   ordering?: Ordering | string
   /** Under entity ordering: `continue` (a dead event does not hold back its entity) or `block` (its later events wait for a replay). Default `continue`. */
   orderingOnDead?: OrderingOnDead | string
-  /** Worker RSS in MB above which it is restarted (16 – 1048576). Default 500. */
-  memoryLimitMb?: number | string
-  /** How often the worker's memory is sampled (100 ms – 1 d). Default 30 s. */
-  memoryCheckInterval?: number | string
   /** How long start-up keeps retrying an unreachable database (0 – 1 h). Default 30 s. */
   connectTimeout?: number | string
-  /** How long a stopping worker may take to finish its batch before it is killed (1 ms – 1 d). Default: handler timeout + 10 s. */
+  /**
+   * How long stop() waits for the batch in hand before forcing it, and the statement timeout of every batch
+   * transaction (1 ms – 1 d). Default: handler timeout + 10 s. The CLI gives the supervisor the same value:
+   * a stopping worker still busy after it is killed.
+   */
   drainTimeout?: number | string
-  /** Worker crashes within `crashWindow` that make the supervisor give up (1–1000). Default 5. */
-  crashLimit?: number | string
-  /** Window for `crashLimit` (1 s – 1 d). Default 60 s. */
-  crashWindow?: number | string
   /**
    * Awaited before the handlers of these events may start. The poller announces a batch's events in windows
    * (ahead of the dispatch, so it rarely waits), never starting an event it has not announced; `finished`
@@ -101,8 +93,6 @@ export interface PollerOptions {
   beforeDispatch?: (ids: string[], finished: string[]) => void | Promise<void>
   /** Called once per claim (empty or not) after it committed or rolled back, with what the batch did: the source of metrics. */
   afterBatch?: (report: BatchReport) => void
-  /** Serve /healthz, /readyz and /metrics on `host:port` (or a bare port, on 127.0.0.1). Default: off. */
-  http?: string
   /** Handlers by event-type pattern (`issue.created`, `issue.*`, `*`), or one function for every event. */
   handlers?: HandlerMap
   /** A pino-compatible logger. Default: silent. */
@@ -127,8 +117,6 @@ export interface ResolvedOptions {
   readonly unmatched: UnmatchedPolicy
   readonly ordering: Ordering
   readonly orderingOnDead: OrderingOnDead
-  readonly memoryLimitMb: number
-  readonly memoryCheckIntervalMs: number
   readonly connectTimeoutMs: number
   readonly drainTimeoutMs: number
   /** Derived, set with SET LOCAL in every batch transaction: the drain timeout, so no statement outlives a drain. */
@@ -138,21 +126,27 @@ export interface ResolvedOptions {
    * run (batch ÷ concurrency, rounded up, × handler timeout) plus 10 s; 0 (off) past PostgreSQL's maximum.
    */
   readonly idleInTransactionTimeoutMs: number
-  readonly crashLimit: number
-  readonly crashWindowMs: number
-  readonly http: { readonly host: string; readonly port: number } | undefined
 }
 
 /** How an option is named in error messages: the CLI passes `--batch-size` or `OUTBOX_POLLER_BATCH_SIZE`. */
-export type OptionNamer = (key: keyof PollerOptions) => string
+export type OptionNamer<Key extends string = keyof PollerOptions> = (key: Key) => string
 
-const HOUR = 3_600_000
-const DAY = 24 * HOUR
+/** Every key createPoller takes: any other is a mistake (an option of another component, a typo), refused. */
+const pollerOptionKeys = {
+  connectionString: true, schema: true, table: true, batchSize: true, batchMaxBytes: true, concurrency: true,
+  intervalMin: true, intervalMax: true, handlerTimeout: true, maxAttempts: true, retryDelay: true,
+  retryDelayMax: true, unmatched: true, ordering: true, orderingOnDead: true, connectTimeout: true,
+  drainTimeout: true, beforeDispatch: true, afterBatch: true, handlers: true, logger: true, applicationName: true,
+} as const satisfies Record<keyof PollerOptions, true>
+
+export const HOUR = 3_600_000
+export const DAY = 24 * HOUR
 /** The largest value PostgreSQL accepts for its timeout settings (INT_MAX ms, about 24.8 days). */
 const POSTGRES_MAX_TIMEOUT_MS = 2_147_483_647
 
 /** Applies defaults, validates every value and returns a frozen object. Errors name the option, the range and the value. */
 export function resolveOptions(input: PollerOptions, nameOf: OptionNamer = (key) => key): ResolvedOptions {
+  rejectUnknownOptions(input, pollerOptionKeys, 'poller')
   const int = (key: keyof PollerOptions, fallback: number, min: number, max: number) =>
     integerOption(input[key] as number | string | undefined, nameOf(key), fallback, min, max)
   const ms = (key: keyof PollerOptions, fallback: number, min: number, max: number) =>
@@ -173,15 +167,10 @@ export function resolveOptions(input: PollerOptions, nameOf: OptionNamer = (key)
     unmatched: choiceOption(input.unmatched, nameOf('unmatched'), defaults.unmatched, ['process', 'hold'] as const),
     ordering: choiceOption(input.ordering, nameOf('ordering'), defaults.ordering, ['none', 'entity'] as const),
     orderingOnDead: choiceOption(input.orderingOnDead, nameOf('orderingOnDead'), defaults.orderingOnDead, ['continue', 'block'] as const),
-    memoryLimitMb: int('memoryLimitMb', defaults.memoryLimitMb, 16, 1_048_576),
-    memoryCheckIntervalMs: ms('memoryCheckInterval', defaults.memoryCheckIntervalMs, 100, DAY),
     connectTimeoutMs: ms('connectTimeout', defaults.connectTimeoutMs, 0, HOUR),
     drainTimeoutMs: 0,
     statementTimeoutMs: 0,
     idleInTransactionTimeoutMs: 0,
-    crashLimit: int('crashLimit', defaults.crashLimit, 1, 1000),
-    crashWindowMs: ms('crashWindow', defaults.crashWindowMs, 1000, DAY),
-    http: listenOption(input.http, nameOf('http')),
   }
   resolved.drainTimeoutMs = ms('drainTimeout', resolved.handlerTimeoutMs + defaults.drainMarginMs, 1, DAY)
   resolved.statementTimeoutMs = resolved.drainTimeoutMs
@@ -194,6 +183,13 @@ export function resolveOptions(input: PollerOptions, nameOf: OptionNamer = (key)
     throw new ConfigError(`${nameOf('retryDelay')} (${resolved.retryDelayMs} ms) must not exceed ${nameOf('retryDelayMax')} (${resolved.retryDelayMaxMs} ms)`)
   }
   return Object.freeze(resolved)
+}
+
+/** A key that is not one of `known` is a ConfigError naming it: a silently ignored option is a silent misconfiguration. */
+export function rejectUnknownOptions(input: object, known: Readonly<Record<string, true>>, component: string): void {
+  for (const key of Object.keys(input)) {
+    if (!Object.hasOwn(known, key)) throw new ConfigError(`unknown ${component} option ${JSON.stringify(key)} (known: ${Object.keys(known).join(', ')})`)
+  }
 }
 
 export function integerOption(value: number | string | undefined, name: string, fallback: number, min: number, max: number): number {
@@ -238,13 +234,4 @@ export function identifierOption(value: string | undefined, name: string, fallba
     throw new ConfigError(`${name} must be a name of 1 to 63 bytes (got ${JSON.stringify(value)})`)
   }
   return value
-}
-
-/** `9464`, `:9464` (both on 127.0.0.1), `0.0.0.0:9464`, `[::1]:9464`. */
-export function listenOption(value: string | undefined, name: string): { host: string; port: number } | undefined {
-  if (value === undefined || value === '' || value === 'off') return undefined
-  const match = /^(?:(\[[0-9a-fA-F:]+\]|[\w.-]+)?:)?(\d+)$/.exec(value.trim())
-  const port = match ? Number(match[2]) : Number.NaN
-  if (!match || port < 1 || port > 65535) throw new ConfigError(`${name} must be host:port or a port between 1 and 65535 (got ${JSON.stringify(value)})`)
-  return { host: (match[1] ?? '127.0.0.1').replace(/^\[|\]$/g, ''), port }
 }

@@ -1,31 +1,33 @@
 import type { ChildProcess } from 'node:child_process'
 import pidusage from 'pidusage'
-import type { Sql } from 'postgres'
-import type { ResolvedOptions } from '../poller/poller-options.js'
-import { applicationName, connect } from '../database/connect.js'
-import { errorMessage } from '../errors.js'
-import { outboxTable } from '../outbox/outbox-table.js'
-import { outboxChargeCrash, outboxQueries } from '../poller/outbox-queries.js'
 import type { OutboxMetrics } from '../observe/metrics.js'
+import { exponentialDelayMs } from '../poller/backoff.js'
 import type { Logger } from '../types.js'
+import { type CrashCharge, CrashWindow } from './crash-charge.js'
+import { ExitCode } from './exit-codes.js'
+import { MemoryWatch } from './memory-watch.js'
+import type { ResolvedSupervisorOptions } from './supervisor-options.js'
 import type { RestartReason, SupervisorMessage, WorkerMessage } from './worker-protocol.js'
 
-export interface SupervisorOptions {
-  options: ResolvedOptions
-  connectionString: string
+/** What a supervisor runs with: its options and its seams. */
+export interface SupervisorSetup {
+  options: ResolvedSupervisorOptions
   /** Starts one worker process with an IPC channel (the CLI forks itself with --no-supervise). */
-  spawnWorker: () => ChildProcess
+  spawnWorker: () => WorkerProcess
+  /** Charges a crash to the events the dead worker had in flight (`databaseCrashCharge`). */
+  crashCharge: CrashCharge
+  /** The worker's RSS in bytes. Default: pidusage. */
+  sampleRss?: (pid: number) => Promise<number>
   log: Logger
   /** Fed with the workers' batch reports, RSS samples and restarts, when HTTP metrics are served. */
   metrics?: OutboxMetrics
 }
 
-/** Exit codes the supervisor ends with. */
-export const SupervisorExit = { ok: 0, crashLoop: 1, startFailure: 1, workerConfigError: 2 } as const
+/** The part of a ChildProcess the supervisor uses. */
+export type WorkerProcess = Pick<ChildProcess, 'pid' | 'connected' | 'send' | 'kill' | 'on'>
 
 interface Worker {
-  child: ChildProcess
-  startedAt: number
+  child: WorkerProcess
   /** Ids the worker announced and has not reported finished: the suspects if it dies now. */
   inFlight: Set<string>
   /** The worker's batch, as it reported it: being handled, or how the last one ended. */
@@ -52,18 +54,27 @@ export class Supervisor {
   readonly done: Promise<number>
   /** Why the supervisor gave up, if it did. */
   failure: string | undefined
-  readonly #o: SupervisorOptions
+  readonly #o: SupervisorSetup
   readonly #workers = new Set<Worker>()
-  readonly #crashes: number[] = []
+  readonly #crashes: CrashWindow
+  readonly #memory: MemoryWatch<Worker>
   #active: Worker | undefined
-  #memoryTimer: NodeJS.Timeout | undefined
   #restartTimer: NodeJS.Timeout | undefined
   #stopping = false
-  #sql: Sql | undefined
   #finish!: (code: number) => void
 
-  constructor(options: SupervisorOptions) {
-    this.#o = options
+  constructor(setup: SupervisorSetup) {
+    this.#o = setup
+    this.#crashes = new CrashWindow(setup.options.crashLimit, setup.options.crashWindowMs)
+    const sampleRss = setup.sampleRss ?? (async (pid: number) => (await pidusage(pid)).memory)
+    this.#memory = new MemoryWatch<Worker>({
+      limitMb: setup.options.memoryLimitMb,
+      intervalMs: setup.options.memoryCheckIntervalMs,
+      target: () => (this.#active?.child.pid === undefined || this.#active.retiring !== undefined ? undefined : this.#active),
+      rss: (worker) => sampleRss(worker.child.pid!),
+      onSample: (rss) => this.#o.metrics?.setWorkerRss(rss),
+      onOver: (worker, rssMb) => this.#overMemory(worker, rssMb),
+    })
     this.done = new Promise((resolve) => (this.#finish = resolve))
   }
 
@@ -79,7 +90,7 @@ export class Supervisor {
 
   start(): void {
     this.#active = this.#spawn()
-    this.#memoryTimer = setInterval(() => void this.#checkMemory(), this.#o.options.memoryCheckIntervalMs)
+    this.#memory.start()
   }
 
   /** Rolling restart (SIGHUP): a fresh worker starts while the old one finishes its batch. */
@@ -90,7 +101,7 @@ export class Supervisor {
   /** Graceful: drain every worker, then finish with exit code 0. `force`: workers roll back at once. */
   stop(options: { force?: boolean } = {}): void {
     this.#stopping = true
-    clearInterval(this.#memoryTimer)
+    this.#memory.stop()
     clearTimeout(this.#restartTimer)
     for (const worker of this.#workers) {
       if (options.force) {
@@ -101,12 +112,12 @@ export class Supervisor {
         this.#retire(worker, 'signal')
       }
     }
-    if (this.#workers.size === 0) void this.#end(SupervisorExit.ok)
+    if (this.#workers.size === 0) void this.#end(ExitCode.ok)
   }
 
   #spawn(): Worker {
     const child = this.#o.spawnWorker()
-    const worker: Worker = { child, startedAt: Date.now(), inFlight: new Set(), ready: false, lastLoopAt: 0 }
+    const worker: Worker = { child, inFlight: new Set(), ready: false, lastLoopAt: 0 }
     this.#workers.add(worker)
     child.on('message', (message: WorkerMessage) => {
       if (message.type === 'dispatching') {
@@ -150,27 +161,18 @@ export class Supervisor {
     }, this.#o.options.drainTimeoutMs)
   }
 
-  async #checkMemory(): Promise<void> {
-    const worker = this.#active
-    if (worker?.child.pid === undefined || worker.retiring !== undefined) return
-    try {
-      const { memory } = await pidusage(worker.child.pid)
-      this.#o.metrics?.setWorkerRss(memory)
-      const limit = this.#o.options.memoryLimitMb * 1024 * 1024
-      if (memory > limit && this.#active === worker && !this.#stopping) {
-        if (this.#workers.size > 1) {
-          // One retiree at a time: its exit checks again at once (a fresh worker beside two draining ones
-          // could hold three batches in memory).
-          if (!worker.replacementHeld) this.#o.log.warn({ worker_pid: worker.child.pid, rss_mb: Math.round(memory / 1048576), limit_mb: this.#o.options.memoryLimitMb }, 'worker over its memory limit: replacing it once the previous worker has exited')
-          worker.replacementHeld = true
-          return
-        }
-        this.#o.log.warn({ worker_pid: worker.child.pid, rss_mb: Math.round(memory / 1048576), limit_mb: this.#o.options.memoryLimitMb }, 'worker over its memory limit: draining it and starting a fresh one')
-        this.#replace('memory')
-      }
-    } catch {
-      // the worker exited between the check and the sample; its exit handler takes over
+  #overMemory(worker: Worker, rssMb: number): void {
+    if (this.#active !== worker || this.#stopping) return
+    const fields = { worker_pid: worker.child.pid, rss_mb: rssMb, limit_mb: this.#o.options.memoryLimitMb }
+    if (this.#workers.size > 1) {
+      // One retiree at a time: its exit checks again at once (a fresh worker beside two draining ones
+      // could hold three batches in memory).
+      if (!worker.replacementHeld) this.#o.log.warn(fields, 'worker over its memory limit: replacing it once the previous worker has exited')
+      worker.replacementHeld = true
+      return
     }
+    this.#o.log.warn(fields, 'worker over its memory limit: draining it and starting a fresh one')
+    this.#replace('memory')
   }
 
   async #onExit(worker: Worker, code: number | null, signal: NodeJS.Signals | null): Promise<void> {
@@ -180,7 +182,7 @@ export class Supervisor {
     const how = signal !== null ? `signal ${signal}` : `exit code ${code}`
     this.#o.log.info({ worker_pid: pid, code, signal }, 'worker exited')
     if (worker.retiring === undefined) {
-      if (!worker.ready && (code === SupervisorExit.workerConfigError || code === SupervisorExit.startFailure)) {
+      if (!worker.ready && (code === ExitCode.usage || code === ExitCode.failure)) {
         // It already retried the database for --connect-timeout, or its configuration is wrong: restarting won't help.
         this.failure = `the worker could not start (${how}; see above): not restarting`
         this.#o.log.error({ worker_pid: pid, code }, 'worker could not start: not restarting')
@@ -191,16 +193,16 @@ export class Supervisor {
         this.#o.log.warn({ worker_pid: pid }, 'worker stopped by itself after draining: starting a fresh one')
         return this.#restartAfter(worker, 250, 'signal')
       }
-      return this.#onCrash(worker, how, await this.#chargeCrash(worker, `worker died (${how}) while handling this event`))
+      return this.#onCrash(worker, how, await this.#o.crashCharge.charge(pid, [...worker.inFlight], `worker died (${how}) while handling this event`))
     }
     // A worker we were stopping (and killed after --drain-timeout or a forced stop) charges nothing:
     // a stop never costs an event an attempt.
     if (code !== 0 || worker.killedAfterDrainTimeout) this.#o.log.warn({ worker_pid: pid, how }, `stopped worker ended by ${how}: ${batchState(worker)}`)
     if (this.#stopping) {
-      if (this.#workers.size === 0) await this.#end(SupervisorExit.ok)
+      if (this.#workers.size === 0) await this.#end(ExitCode.ok)
     } else if (this.#active?.replacementHeld) {
       this.#active.replacementHeld = false
-      void this.#checkMemory()
+      void this.#memory.check()
     }
   }
 
@@ -210,17 +212,14 @@ export class Supervisor {
     let delayMs = 250
     if (!charged && !this.#stopping) {
       // Crashes charged to events are bounded by --max-attempts; only the others count toward a crash loop.
-      const now = Date.now()
-      this.#crashes.push(now)
-      while (this.#crashes.length > 0 && this.#crashes[0]! < now - this.#o.options.crashWindowMs) this.#crashes.shift()
-      if (this.#crashes.length >= this.#o.options.crashLimit) {
-        this.failure = `the worker crashed ${this.#crashes.length} times within ${this.#o.options.crashWindowMs / 1000} s (last: ${how}); giving up`
-        this.#o.log.error({ crashes: this.#crashes.length, window_ms: this.#o.options.crashWindowMs }, 'crash loop: giving up')
+      const crashes = this.#crashes.record(Date.now())
+      if (crashes >= this.#crashes.limit) {
+        this.failure = `the worker crashed ${crashes} times within ${this.#crashes.windowMs / 1000} s (last: ${how}); giving up`
+        this.#o.log.error({ crashes, window_ms: this.#crashes.windowMs }, 'crash loop: giving up')
         this.#stopping = true
-        clearInterval(this.#memoryTimer)
-        return this.#end(SupervisorExit.crashLoop)
+        return this.#end(ExitCode.failure)
       }
-      delayMs = Math.min(1000 * 2 ** (this.#crashes.length - 1), 30_000)
+      delayMs = exponentialDelayMs(crashes, 1000, 30_000)
     }
     return this.#restartAfter(worker, delayMs, 'crash')
   }
@@ -229,7 +228,7 @@ export class Supervisor {
   async #restartAfter(worker: Worker, delayMs: number, reason: RestartReason): Promise<void> {
     if (this.#active === worker) this.#active = undefined
     if (this.#stopping) {
-      if (this.#workers.size === 0) await this.#end(SupervisorExit.ok)
+      if (this.#workers.size === 0) await this.#end(ExitCode.ok)
       return
     }
     this.#restartTimer = setTimeout(() => {
@@ -241,32 +240,12 @@ export class Supervisor {
     }, delayMs)
   }
 
-  /** Records a failed attempt against the events the dead worker was handling and marks them suspect. */
-  async #chargeCrash(worker: Worker, error: string): Promise<boolean> {
-    if (worker.inFlight.size === 0) return false
-    const { schema, table, maxAttempts } = this.#o.options
-    this.#sql ??= connect(this.#o.connectionString, { max: 1, applicationName: applicationName('supervisor') })
-    try {
-      const { charged, dead } = await outboxChargeCrash(this.#sql, outboxQueries(outboxTable(schema, table)), [...worker.inFlight], error, maxAttempts)
-      this.#o.log.warn({ worker_pid: worker.child.pid, suspects: charged.length }, 'charged the events the dead worker had in flight: they are retried one at a time')
-      for (const event of dead) {
-        this.#o.log.error({ id: event.id, event_type: event.event_type, error }, 'event dead-lettered: it kept killing the worker')
-        this.#o.metrics?.recordDead(event.event_type, 1)
-      }
-      return charged.length > 0
-    } catch (cause) {
-      this.#o.log.error({ error: errorMessage(cause) }, 'could not record the crash against its events')
-      return false
-    }
-  }
-
   async #end(code: number): Promise<void> {
     for (const worker of this.#workers) worker.child.kill('SIGKILL')
-    clearInterval(this.#memoryTimer)
+    this.#memory.stop()
     clearTimeout(this.#restartTimer)
-    await this.#sql?.end({ timeout: 5 })
-    this.#sql = undefined
-    await pidusage.clear()
+    await this.#o.crashCharge.close()
+    if (this.#o.sampleRss === undefined) await pidusage.clear()
     this.#o.log.info({ code, restarts: this.restarts }, 'supervisor stopped')
     this.#finish(code)
   }

@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
 import { defaults } from '../../src/poller/poller-options.js'
+import { supervisorDefaults } from '../../src/supervisor/supervisor-options.js'
 import { binPath } from '../support/cli.js'
 
 const srcDir = fileURLToPath(new URL('../../src/', import.meta.url))
@@ -125,18 +126,22 @@ describe('systemd units', () => {
     expect(setting(readUnit('outbox-poller-migrate.service'), 'Service.ExecStart')).toBe('/usr/local/bin/outbox-poller migrate')
   })
 
-  it('the example environment file names every variable the CLI reads, with its default', () => {
+  it('the example environment file names every variable the program reads, with its default', () => {
     const example = readFileSync(join(unitDir, 'outbox-poller.env.example'), 'utf8')
     const assigned = new Map([...example.matchAll(/^#?([A-Z][A-Z0-9_]*)=(.*)$/gm)].map((match) => [match[1]!, match[2]!]))
-    // Every option's environment variable, as the CLI declares it (`env: 'X'` or `.env('X')`).
-    const cliSources = readdirSync(join(srcDir, 'cli')).map((name) => readFileSync(join(srcDir, 'cli', name), 'utf8')).join('\n')
-    const declared = [...cliSources.matchAll(/(?:env: |\.env\()'([A-Z][A-Z0-9_]*)'/g)].map((match) => match[1]!)
+    // Every source file under src/, at any depth: the options' variables as the CLI declares them
+    // (`env: 'X'` or `.env('X')`) and every direct read (`process.env.X`, `process.env['X']`).
+    const sources = readdirSync(srcDir, { recursive: true, encoding: 'utf8' }).filter((name) => name.endsWith('.ts')).map((name) => readFileSync(join(srcDir, name), 'utf8')).join('\n')
+    const declared = [...sources.matchAll(/(?:env: |\.env\()'([A-Z][A-Z0-9_]*)'|process\.env(?:\.|\[')([A-Za-z][A-Za-z0-9_]*)/g)].map((match) => (match[1] ?? match[2])!)
+    // set by the program for its own children, or by npm: not for the operator
+    const internal = new Set(['OUTBOX_DEMO_DIR', 'npm_package_version'])
     expect(declared).toContain('DATABASE_URL')
-    for (const name of [...declared, 'OUTBOX_POLLER_SUPERVISE', 'OUTBOX_POLLER_HTTP']) expect(assigned.has(name), name).toBe(true)
+    expect(declared).toContain('OUTBOX_POLLER_DEBUG')
+    for (const name of [...declared, 'OUTBOX_POLLER_SUPERVISE', 'OUTBOX_POLLER_HTTP'].filter((name) => !internal.has(name))) expect(assigned.has(name), name).toBe(true)
     expect(assigned.get('OUTBOX_POLLER_BATCH_SIZE')).toBe(String(defaults.batchSize))
     expect(assigned.get('OUTBOX_POLLER_CONCURRENCY')).toBe(String(defaults.concurrency))
     expect(assigned.get('OUTBOX_POLLER_MAX_ATTEMPTS')).toBe(String(defaults.maxAttempts))
-    expect(assigned.get('OUTBOX_POLLER_MEMORY_LIMIT_MB')).toBe(String(defaults.memoryLimitMb))
-    expect(assigned.get('OUTBOX_POLLER_CRASH_LIMIT')).toBe(String(defaults.crashLimit))
+    expect(assigned.get('OUTBOX_POLLER_MEMORY_LIMIT_MB')).toBe(String(supervisorDefaults.memoryLimitMb))
+    expect(assigned.get('OUTBOX_POLLER_CRASH_LIMIT')).toBe(String(supervisorDefaults.crashLimit))
   })
 })

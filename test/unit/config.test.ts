@@ -7,7 +7,7 @@ import { retryDelayMs } from '../../src/poller/backoff.js'
 
 describe('options', () => {
   it('applies the documented defaults', () => {
-    expect(resolveOptions({})).toMatchObject({ batchSize: 250, intervalMinMs: 250, intervalMaxMs: 2000, memoryLimitMb: 500, memoryCheckIntervalMs: 30_000, maxAttempts: 10, concurrency: 32, handlerTimeoutMs: 30_000, retryDelayMs: 1000, retryDelayMaxMs: 3_600_000, unmatched: 'process', schema: 'public', table: 'outbox' })
+    expect(resolveOptions({})).toMatchObject({ batchSize: 250, intervalMinMs: 250, intervalMaxMs: 2000, maxAttempts: 10, concurrency: 32, handlerTimeoutMs: 30_000, retryDelayMs: 1000, retryDelayMaxMs: 3_600_000, unmatched: 'process', schema: 'public', table: 'outbox' })
     expect(Object.isFrozen(resolveOptions({}))).toBe(true)
     expect(defaults.batchSize).toBe(250)
   })

@@ -1,0 +1,74 @@
+import type { Sql } from 'postgres'
+import { applicationName, connect } from '../database/connect.js'
+import { errorMessage } from '../errors.js'
+import type { OutboxMetrics } from '../observe/metrics.js'
+import { outboxTable } from '../outbox/outbox-table.js'
+import { outboxChargeCrash } from '../poller/charge-suspects.js'
+import type { Logger } from '../types.js'
+
+/**
+ * Records a failed attempt against the events a dead worker had in flight and marks them suspect; resolves
+ * whether any was charged (a crash charged to events does not count toward the crash limit). Never rejects.
+ */
+export interface CrashCharge {
+  charge(workerPid: number | undefined, ids: readonly string[], error: string): Promise<boolean>
+  /** Closes its connection, if it opened one. */
+  close(): Promise<void>
+}
+
+export interface CrashChargeSetup {
+  connectionString: string
+  schema: string
+  table: string
+  maxAttempts: number
+  log: Logger
+  metrics?: OutboxMetrics
+}
+
+/** The charge in the supervisor's own transaction, on a connection opened at the first crash. */
+export function databaseCrashCharge(setup: CrashChargeSetup): CrashCharge {
+  const outbox = outboxTable(setup.schema, setup.table)
+  let sql: Sql | undefined
+  return {
+    async charge(workerPid, ids, error) {
+      if (ids.length === 0) return false
+      sql ??= connect(setup.connectionString, { max: 1, applicationName: applicationName('supervisor') })
+      try {
+        const { charged, dead } = await outboxChargeCrash(sql, outbox, ids, error, setup.maxAttempts)
+        setup.log.warn({ worker_pid: workerPid, suspects: charged.length }, 'charged the events the dead worker had in flight: they are retried one at a time')
+        for (const event of dead) {
+          setup.log.error({ id: event.id, event_type: event.event_type, error }, 'event dead-lettered: it kept killing the worker')
+          setup.metrics?.recordDead(event.event_type, 1)
+        }
+        return charged.length > 0
+      } catch (cause) {
+        setup.log.error({ error: errorMessage(cause) }, 'could not record the crash against its events')
+        return false
+      }
+    },
+    async close() {
+      await sql?.end({ timeout: 5 })
+      sql = undefined
+    },
+  }
+}
+
+/**
+ * Crashes not charged to events, within a sliding window: when they reach the limit the supervisor gives
+ * up; below it, the restart waits 1 s doubling to 30 s per crash in the window.
+ */
+export class CrashWindow {
+  readonly #times: number[] = []
+
+  constructor(
+    readonly limit: number,
+    readonly windowMs: number,
+  ) {}
+
+  /** Counts a crash at `now`; returns how many lie within the window, this one included. */
+  record(now: number): number {
+    this.#times.push(now)
+    while (this.#times.length > 0 && this.#times[0]! < now - this.windowMs) this.#times.shift()
+    return this.#times.length
+  }
+}
