@@ -151,8 +151,9 @@ $fn$;
 -- entity changed), with the command that fixes it.
 -- The payload is the same whatever the writer's session: values are rendered with TimeZone UTC, DateStyle ISO,
 -- IntervalStyle postgres, bytea_output hex and extra_float_digits 1. A session with other values gets them set
--- for the conversion and put back, so canonical sessions (the usual case) pay only the check (about 0.5 µs); a
--- SET clause would save and restore settings on every call (about 3 µs).
+-- for the conversion and put back, so canonical sessions (the usual case) pay only the check; a SET clause would
+-- save and restore the settings on every call (measured on single-row transactions: about 7 µs for the check,
+-- 13 µs for a SET clause).
 -- Any other failure fails the business write with it: no event is ever dropped.
 CREATE OR REPLACE FUNCTION {{schema}}.{{name:_capture}}() RETURNS trigger
 LANGUAGE plpgsql
@@ -163,9 +164,9 @@ DECLARE
   entity      text := TG_ARGV[0];
   rel         oid := TG_ARGV[1];
   key         text;
-  ignored     text[] := '{}';
+  ignored     text[]; -- NULL: the option is not in use
   columns     text[];
-  excluded    text[] := '{}';
+  excluded    text[];
   soft_delete text;
   attnum      int2;
   session     text[];
@@ -180,36 +181,40 @@ BEGIN
     -- from a dump (a new oid: its own numbers)
     rel := CASE WHEN rel IN (SELECT relid FROM pg_partition_ancestors(TG_RELID)) THEN rel ELSE TG_RELID END;
   END IF;
-  -- a dropped column becomes '', a name no column can have (NULL would spoil <> ALL)
-  IF TG_OP = 'UPDATE' AND TG_ARGV[4] <> '{}' THEN
-    FOREACH attnum IN ARRAY TG_ARGV[4]::int2[] LOOP ignored := ignored || coalesce({{schema}}.{{name:_column_name}}(rel, attnum), ''); END LOOP;
-  END IF;
-  IF TG_OP = 'UPDATE' AND TG_ARGV[8] <> '' THEN
-    soft_delete := {{schema}}.{{name:_column_name}}(rel, TG_ARGV[8]::int2);
-  END IF;
   key := {{schema}}.{{name:_column_name}}(rel, TG_ARGV[2]::int2);
-  IF TG_ARGV[5] <> '' THEN
-    columns := '{}';
-    FOREACH attnum IN ARRAY TG_ARGV[5]::int2[] LOOP columns := columns || coalesce({{schema}}.{{name:_column_name}}(rel, attnum), ''); END LOOP;
-  END IF;
-  IF TG_ARGV[7] <> '{}' THEN
-    excluded := TG_ARGV[7]::text[];
-    FOREACH attnum IN ARRAY TG_ARGV[6]::int2[] LOOP excluded := excluded || coalesce({{schema}}.{{name:_column_name}}(rel, attnum), ''); END LOOP;
-  END IF;
   IF key IS NULL THEN
     -- the one case where failing the write is right: the event could not say which entity changed
     RAISE EXCEPTION '%', format('captured table %s has no key column %s any more (dropped): capture it again with another key: outbox-poller capture %s --entity %s --key <column>, or SELECT %s(%L, %L, %L)',
       rel::regclass, quote_ident(TG_ARGV[3]), rel::regclass, entity, {{qualified_literal:_capture_table}}, rel::regclass::text, entity, '<column>')
       USING ERRCODE = '42703';
   END IF;
+  -- The other options, only when in use: every expression costs its set-up once per transaction, and most
+  -- transactions write one row. A dropped column becomes '', a name no column can have.
+  IF TG_ARGV[4] <> '{}' OR TG_ARGV[5] <> '' OR TG_ARGV[7] <> '{}' OR TG_ARGV[8] <> '' THEN
+    IF TG_OP = 'UPDATE' AND TG_ARGV[4] <> '{}' THEN
+      ignored := '{}';
+      FOREACH attnum IN ARRAY TG_ARGV[4]::int2[] LOOP ignored := ignored || coalesce({{schema}}.{{name:_column_name}}(rel, attnum), ''); END LOOP;
+    END IF;
+    IF TG_OP = 'UPDATE' AND TG_ARGV[8] <> '' THEN
+      soft_delete := {{schema}}.{{name:_column_name}}(rel, TG_ARGV[8]::int2);
+    END IF;
+    IF TG_ARGV[5] <> '' THEN
+      columns := '{}';
+      FOREACH attnum IN ARRAY TG_ARGV[5]::int2[] LOOP columns := columns || coalesce({{schema}}.{{name:_column_name}}(rel, attnum), ''); END LOOP;
+    END IF;
+    IF TG_ARGV[7] <> '{}' THEN
+      excluded := TG_ARGV[7]::text[];
+      FOREACH attnum IN ARRAY TG_ARGV[6]::int2[] LOOP excluded := excluded || coalesce({{schema}}.{{name:_column_name}}(rel, attnum), ''); END LOOP;
+    END IF;
+  END IF;
   IF current_setting('TimeZone') NOT IN ('UTC', 'Etc/UTC', 'GMT', 'Etc/GMT') OR current_setting('DateStyle') NOT LIKE 'ISO,%'
      OR current_setting('IntervalStyle') <> 'postgres' OR current_setting('bytea_output') <> 'hex' OR current_setting('extra_float_digits')::int < 1 THEN
     session := {{schema}}.{{name:_canonical_settings}}();
   END IF;
   BEGIN
-    -- a subtransaction without a transaction id (it writes nothing): about 0.3 µs
-    IF TG_OP <> 'DELETE' THEN new_row := to_jsonb(NEW); END IF;
-    IF TG_OP <> 'INSERT' THEN old_row := to_jsonb(OLD); END IF;
+    -- a subtransaction without a transaction id (it writes nothing); NEW or OLD is NULL where it does not apply
+    new_row := to_jsonb(NEW);
+    old_row := to_jsonb(OLD);
   EXCEPTION WHEN untranslatable_character OR numeric_value_out_of_range OR program_limit_exceeded THEN
     IF TG_OP <> 'DELETE' THEN new_row := {{schema}}.{{name:_row_jsonb}}(NEW); END IF;
     IF TG_OP <> 'INSERT' THEN old_row := {{schema}}.{{name:_row_jsonb}}(OLD); END IF;
@@ -236,7 +241,7 @@ BEGIN
     new_row := (SELECT coalesce(jsonb_object_agg(c.key, c.value), '{}') FROM jsonb_each(new_row) AS c WHERE c.key = ANY (columns));
     old_row := (SELECT coalesce(jsonb_object_agg(c.key, c.value), '{}') FROM jsonb_each(old_row) AS c WHERE c.key = ANY (columns));
   END IF;
-  IF cardinality(excluded) > 0 THEN
+  IF excluded IS NOT NULL THEN
     new_row := new_row - excluded;
     old_row := old_row - excluded;
   END IF;
@@ -245,7 +250,7 @@ BEGIN
     SELECT jsonb_object_agg(o.key, o.value) INTO changed
       FROM jsonb_each(old_row) AS o
      WHERE o.value IS DISTINCT FROM new_row -> o.key
-       AND o.key <> ALL (ignored);
+       AND o.key <> ALL (coalesce(ignored, '{}'));
     IF changed IS NULL THEN
       RETURN NULL; -- nothing captured changed, or only ignored columns
     END IF;
