@@ -1,33 +1,12 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { resolveOptions } from '../../src/poller/poller-options.js'
-import { createPoller, type Poller } from '../../src/poller/poller.js'
-import type { PollerOptions } from '../../src/poller/poller-options.js'
 import type { OutboxEvent } from '../../src/types.js'
 import { runCli } from '../support/cli.js'
-import { createTestDatabase, type TestDatabase } from '../support/database.js'
+import { pollerSuite } from '../support/poller-suite.js'
 import { waitFor } from '../support/wait-for.js'
 
 const MB = 1024 * 1024
-let db: TestDatabase
-const running = new Set<Poller>()
-
-beforeAll(async () => {
-  db = await createTestDatabase()
-})
-afterEach(async () => {
-  for (const poller of running) await poller.stop({ timeoutMs: 5000 })
-  running.clear()
-  await db.sql`truncate outbox`
-})
-afterAll(async () => {
-  await db.drop()
-})
-
-function startPoller(options: PollerOptions): Poller {
-  const poller = createPoller({ connectionString: db.url, intervalMin: 20, intervalMax: 200, ...options })
-  running.add(poller)
-  return poller
-}
+const { db, startPoller, unprocessed: pending } = pollerSuite()
 
 /** `count` events whose payload is `{"blob": <hex>}` of about `megabytes` MB each: random hex, so TOAST cannot shrink it. */
 async function insertBlobs(count: number, megabytes: number, from = 1): Promise<void> {
@@ -37,7 +16,6 @@ async function insertBlobs(count: number, megabytes: number, from = 1): Promise<
     select 'blob.created', 'blob', n::text, jsonb_build_object('blob', (select hex from blob)) from generate_series(${from}::int, ${from + count - 1}::int) n`
 }
 
-const pending = async () => (await db.sql`select count(*)::int as n from outbox where processed_at is null`)[0]!.n as number
 
 describe('the byte budget of a claim', () => {
   it('a batch never holds more than --batch-max-bytes of payloads; a bigger event is claimed alone', async () => {

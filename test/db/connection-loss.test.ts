@@ -1,34 +1,11 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { createPoller, type Poller } from '../../src/poller/poller.js'
-import type { PollerOptions } from '../../src/poller/poller-options.js'
+import { describe, expect, it } from 'vitest'
 import { captureLogger } from '../support/capture-logger.js'
-import { createItemsTable, createTestDatabase, type TestDatabase } from '../support/database.js'
+import { pollerSuite } from '../support/poller-suite.js'
 import { waitFor } from '../support/wait-for.js'
 
-let db: TestDatabase
-const running = new Set<Poller>()
-
-beforeAll(async () => {
-  db = await createTestDatabase()
-  await createItemsTable(db)
-})
-afterEach(async () => {
-  for (const poller of running) await poller.stop({ timeoutMs: 5000 })
-  running.clear()
-  await db.sql`truncate items, outbox`
-})
-afterAll(async () => {
-  await db.drop()
-})
-
-function startPoller(options: PollerOptions): Poller {
-  const poller = createPoller({ connectionString: db.url, intervalMin: 20, intervalMax: 200, retryDelay: 10, retryDelayMax: 50, ...options })
-  running.add(poller)
-  return poller
-}
+const { db, startPoller, pending } = pollerSuite({ items: true, defaults: { retryDelay: 10, retryDelayMax: 50 } })
 
 const terminate = (applicationName: string) => db.sql`select pg_terminate_backend(pid) from pg_stat_activity where application_name = ${applicationName}`
-const pending = async () => (await db.sql`select count(*)::int as n from outbox where processed_at is null and dead_at is null`)[0]!.n as number
 
 /** A handler that takes `ms` unless its signal aborts first (then it rejects with the reason). */
 function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {

@@ -1,34 +1,17 @@
 import { Kysely } from 'kysely'
 import { PostgresJSDialect } from 'kysely-postgres-js'
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { emit, withEventContext } from '../../src/capture/emit.js'
-import { createPoller, type Poller } from '../../src/poller/poller.js'
 import type { OutboxEvent } from '../../src/types.js'
 import { fixturePath, startReplica } from '../support/cli.js'
-import { createTestDatabase, type TestDatabase } from '../support/database.js'
+import { pollerSuite } from '../support/poller-suite.js'
 import { waitFor } from '../support/wait-for.js'
 
-let db: TestDatabase
-const running = new Set<Poller>()
-
-beforeAll(async () => {
-  db = await createTestDatabase()
-  await db.sql`create table effects (event_id uuid primary key)`
+const { db, startPoller } = pollerSuite({
+  truncate: ['effects', 'outbox_settings'],
+  defaults: { retryDelay: 10, retryDelayMax: 20 },
+  setup: async (db) => void (await db.sql`create table effects (event_id uuid primary key)`),
 })
-afterEach(async () => {
-  for (const poller of running) await poller.stop({ timeoutMs: 5000 })
-  running.clear()
-  await db.sql`truncate outbox, effects, outbox_settings`
-})
-afterAll(async () => {
-  await db.drop()
-})
-
-function startPoller(options: Parameters<typeof createPoller>[0]): Poller {
-  const poller = createPoller({ connectionString: db.url, intervalMin: 20, intervalMax: 200, retryDelay: 10, retryDelayMax: 20, ...options })
-  running.add(poller)
-  return poller
-}
 
 describe('ctx.tx: effects in the batch transaction', () => {
   it('a handler that writes and then throws leaves no write behind; the retry that succeeds commits it with the mark', async () => {

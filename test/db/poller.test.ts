@@ -1,36 +1,11 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { captureTable } from '../../src/capture/capture.js'
+import { describe, expect, it } from 'vitest'
 import { RetryLaterError } from '../../src/errors.js'
-import { outboxTable } from '../../src/outbox/outbox-table.js'
-import { createPoller, type Poller } from '../../src/poller/poller.js'
+import { createPoller } from '../../src/poller/poller.js'
 import type { OutboxEvent } from '../../src/types.js'
-import { createTestDatabase, type TestDatabase } from '../support/database.js'
+import { pollerSuite } from '../support/poller-suite.js'
 import { waitFor } from '../support/wait-for.js'
 
-let db: TestDatabase
-const running = new Set<Poller>()
-
-beforeAll(async () => {
-  db = await createTestDatabase()
-  await db.sql`create table items (id int primary key, name text)`
-  await captureTable(db.sql, outboxTable('public', 'outbox'), { table: 'items', entity: 'item' })
-})
-afterEach(async () => {
-  for (const poller of running) await poller.stop({ timeoutMs: 5000 })
-  running.clear()
-  await db.sql`truncate items, outbox`
-  await db.sql`update outbox_wakeup set asleep = false`
-})
-afterAll(async () => {
-  expect(running.size).toBe(0)
-  await db.drop()
-})
-
-function startPoller(options: Parameters<typeof createPoller>[0]): Poller {
-  const poller = createPoller({ connectionString: db.url, intervalMin: 20, intervalMax: 200, retryDelay: 10, retryDelayMax: 50, ...options })
-  running.add(poller)
-  return poller
-}
+const { db, startPoller } = pollerSuite({ items: true, defaults: { retryDelay: 10, retryDelayMax: 50 } })
 
 async function insertItems(from: number, to: number) {
   await db.sql`insert into items select n, 'item ' || n from generate_series(${from}::int, ${to}::int) n`
@@ -185,7 +160,6 @@ describe('poller', () => {
     await poller.start()
     await waitFor('flag raised', async () => (await db.sql`select asleep from outbox_wakeup`)[0]?.asleep)
     await poller.stop()
-    running.delete(poller)
     expect((await db.sql`select asleep from outbox_wakeup`)[0]!.asleep).toBe(false)
   })
 

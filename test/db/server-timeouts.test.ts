@@ -1,49 +1,30 @@
 import { randomBytes } from 'node:crypto'
 import postgres from 'postgres'
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest'
+import { describe, expect, inject, it } from 'vitest'
 import { grantPollerRole } from '../../src/outbox/grant.js'
 import { outboxTable } from '../../src/outbox/outbox-table.js'
-import { createPoller, type Poller } from '../../src/poller/poller.js'
-import type { PollerOptions } from '../../src/poller/poller-options.js'
-import { createItemsTable, createTestDatabase, type TestDatabase } from '../support/database.js'
+import { pollerSuite } from '../support/poller-suite.js'
 import { waitFor } from '../support/wait-for.js'
 
 // A role of its own with the server settings that used to livelock the outbox; dropped at the end.
 const role = `outbox_test_timeouts_${randomBytes(4).toString('hex')}`
-let db: TestDatabase
-let roleUrl: string
-const running = new Set<Poller>()
-
-beforeAll(async () => {
-  db = await createTestDatabase()
-  await createItemsTable(db)
-  await db.sql.unsafe(`create role ${role} login`)
-  await db.sql.unsafe(`alter role ${role} set idle_in_transaction_session_timeout = '1s'`)
-  await db.sql.unsafe(`alter role ${role} set statement_timeout = '50ms'`)
-  await grantPollerRole(db.sql, outboxTable('public', 'outbox'), { role })
-  const url = new URL(db.url)
-  url.username = role
-  roleUrl = url.toString()
+const { db, startPoller, stopPollers, unprocessed: pending } = pollerSuite({
+  items: true,
+  async setup(db) {
+    await db.sql.unsafe(`create role ${role} login`)
+    await db.sql.unsafe(`alter role ${role} set idle_in_transaction_session_timeout = '1s'`)
+    await db.sql.unsafe(`alter role ${role} set statement_timeout = '50ms'`)
+    await grantPollerRole(db.sql, outboxTable('public', 'outbox'), { role })
+    const url = new URL(db.url)
+    url.username = role
+    return url.toString()
+  },
+  async teardown() {
+    const admin = postgres(inject('adminDatabaseUrl'), { max: 1, onnotice: () => {} })
+    await admin.unsafe(`drop role if exists ${role}`)
+    await admin.end()
+  },
 })
-afterEach(async () => {
-  for (const poller of running) await poller.stop({ timeoutMs: 5000 })
-  running.clear()
-  await db.sql`truncate items, outbox`
-})
-afterAll(async () => {
-  await db.drop()
-  const admin = postgres(inject('adminDatabaseUrl'), { max: 1, onnotice: () => {} })
-  await admin.unsafe(`drop role if exists ${role}`)
-  await admin.end()
-})
-
-function startPoller(options: PollerOptions): Poller {
-  const poller = createPoller({ connectionString: roleUrl, intervalMin: 20, intervalMax: 200, ...options })
-  running.add(poller)
-  return poller
-}
-
-const pending = async () => (await db.sql`select count(*)::int as n from outbox where processed_at is null`)[0]!.n as number
 
 describe("the poller's batch transactions under strict server timeouts", () => {
   it("a handler slower than the role's idle_in_transaction_session_timeout still commits its batch, once", async () => {
@@ -77,8 +58,7 @@ describe("the poller's batch transactions under strict server timeouts", () => {
       expect(runs.size).toBe(5000)
       expect([...runs.values()].every((n) => n === 1)).toBe(true)
     } finally {
-      for (const poller of running) await poller.stop({ timeoutMs: 5000 })
-      running.clear()
+      await stopPollers()
       await db.sql.unsafe('drop trigger slow_settle on outbox; drop function slow_settle()')
     }
   })

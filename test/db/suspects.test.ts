@@ -1,32 +1,9 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { createPoller, type Poller } from '../../src/poller/poller.js'
-import type { PollerOptions } from '../../src/poller/poller-options.js'
-import { createItemsTable, createTestDatabase, type TestDatabase } from '../support/database.js'
+import { describe, expect, it } from 'vitest'
+import { pollerSuite } from '../support/poller-suite.js'
 import { waitFor } from '../support/wait-for.js'
 
-let db: TestDatabase
-const running = new Set<Poller>()
+const { db, startPoller, unprocessed: pending } = pollerSuite({ items: true })
 
-beforeAll(async () => {
-  db = await createTestDatabase()
-  await createItemsTable(db)
-})
-afterEach(async () => {
-  for (const poller of running) await poller.stop({ timeoutMs: 5000 })
-  running.clear()
-  await db.sql`truncate items, outbox`
-})
-afterAll(async () => {
-  await db.drop()
-})
-
-function startPoller(options: PollerOptions): Poller {
-  const poller = createPoller({ connectionString: db.url, intervalMin: 20, intervalMax: 200, ...options })
-  running.add(poller)
-  return poller
-}
-
-const pending = async () => (await db.sql`select count(*)::int as n from outbox where processed_at is null`)[0]!.n as number
 
 describe('after a crash', () => {
   it('suspects are claimed alone, every other claim, so fresh events are not held up behind them', async () => {
