@@ -4,6 +4,7 @@ import { type LostCapture, lostCaptures } from '../capture/capture-registry.js'
 import { grantPollerRole } from '../outbox/grant.js'
 import { migrate } from '../outbox/migrate.js'
 import { ExitCode } from '../supervisor/exit-codes.js'
+import { listFlag } from './options.js'
 import { withDatabase } from './with-database.js'
 
 export async function migrateCommand(command: Command): Promise<number> {
@@ -12,11 +13,6 @@ export async function migrateCommand(command: Command): Promise<number> {
     console.log(applied.length === 0 ? `${outbox.qualified} is up to date` : `applied to ${outbox.qualified}: ${applied.join(', ')}`)
     return ExitCode.ok
   })
-}
-
-/** `a,b c` → ['a', 'b', 'c']: lists are given comma or space separated. */
-function listFlag(values: string[] | undefined): string[] | undefined {
-  return values?.flatMap((item) => item.split(',')).map((item) => item.trim()).filter(Boolean)
 }
 
 export async function captureCommand(table: string, command: Command): Promise<number> {

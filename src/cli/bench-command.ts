@@ -10,6 +10,7 @@ import { migrate } from '../outbox/migrate.js'
 import { openScratchDatabase } from '../database/scratch-database.js'
 import { parseSink } from '../sinks/parse-sink.js'
 import { checkedDatabaseUrl } from './database-url-option.js'
+import { listFlag } from './options.js'
 import { ExitCode } from '../supervisor/exit-codes.js'
 
 const parts = ['drain', 'latency', 'capture'] as const
@@ -29,7 +30,7 @@ export async function benchCommand(command: Command): Promise<number> {
   const flags = command.opts<BenchFlags>()
   const events = integerOption(flags.events, '--events', 100_000, 1_000, 10_000_000)
   const seconds = integerOption(flags.seconds, '--seconds', 5, 1, 600)
-  const only = new Set<Part>((flags.only ?? [...parts]).flatMap((part) => part.split(',')).map((part) => {
+  const only = new Set<Part>((listFlag(flags.only) ?? [...parts]).map((part) => {
     if (!(parts as readonly string[]).includes(part)) throw new ConfigError(`--only must list parts among ${parts.join(', ')} (got ${JSON.stringify(part)})`)
     return part as Part
   }))

@@ -5,7 +5,7 @@ import { benchCommand } from './bench-command.js'
 import { demoCommand } from './demo-command.js'
 import { ExitCode } from '../supervisor/exit-codes.js'
 import { type CommandAction, registerMonitorCommands } from './monitor-commands.js'
-import { addConnectionFlags, addPollerFlags, collectValues, scratchDatabaseOption } from './options.js'
+import { addConnectionFlags, addPollerFlags, collectValues, databaseCommand, scratchCommand } from './options.js'
 import { runCommand } from './run-command.js'
 
 const exitCodesHelp = `
@@ -33,12 +33,10 @@ function buildProgram(setExitCode: (code: number) => void): Command {
     .addHelpText('after', '\nExample:\n  DATABASE_URL=postgres://localhost/app outbox-poller --batch-size 250 --handlers ./handlers.js')
     .action(action(runCommand))
 
-  addConnectionFlags(program.command('migrate'))
-    .description('create or upgrade the outbox table, its indexes and trigger functions (idempotent; safe when replicas start together)')
+  databaseCommand(program, 'migrate', 'create or upgrade the outbox table, its indexes and trigger functions (idempotent; safe when replicas start together)')
     .action(action(migrateCommand))
 
-  addConnectionFlags(program.command('capture <table>'))
-    .description("capture a table's INSERT / UPDATE / DELETE into the outbox (again on a captured table: replace its options); <table> as SQL writes it: issues, app.orders, '\"Order Items\"'")
+  databaseCommand(program, 'capture <table>', "capture a table's INSERT / UPDATE / DELETE into the outbox (again on a captured table: replace its options); <table> as SQL writes it: issues, app.orders, '\"Order Items\"'")
     .requiredOption('--entity <name>', 'entity type: events are <entity>.created, .updated, .deleted')
     .option('--key <column>', "column holding the entity id (default: the table's primary key)")
     .option('--ignore-columns <columns...>', 'columns whose change alone emits no event (comma or space separated), e.g. updated_at')
@@ -48,34 +46,25 @@ function buildProgram(setExitCode: (code: number) => void): Command {
     .option('--events <events...>', 'capture a subset of insert, update, delete (default: all)')
     .action(action((command, table) => captureCommand(table, command)))
 
-  addConnectionFlags(program.command('uncapture <table>'))
-    .description('stop capturing a table')
+  databaseCommand(program, 'uncapture <table>', 'stop capturing a table')
     .action(action((command, table) => uncaptureCommand(table, command)))
 
-  addConnectionFlags(program.command('captures'))
-    .description('list the tables captured into the outbox')
+  databaseCommand(program, 'captures', 'list the tables captured into the outbox')
     .option('--json', 'print JSON')
     .action(action(capturesCommand))
 
-  addConnectionFlags(program.command('grant <role>'))
-    .description("grant a poller role what polling needs (the outbox's schema, SELECT and UPDATE on the outbox and its wake-up flag), nothing more")
+  databaseCommand(program, 'grant <role>', "grant a poller role what polling needs (the outbox's schema, SELECT and UPDATE on the outbox and its wake-up flag), nothing more")
     .option('--cleanup', 'also grant DELETE, for `outbox-poller cleanup`')
     .action(action((command, role) => grantCommand(role, command)))
 
-  program
-    .command('demo')
-    .description('see it work: an embedded PostgreSQL (or a schema of DATABASE_URL), a captured sample table, replicas, a writer; a live line, then a summary that checks every guarantee')
-    .addOption(scratchDatabaseOption())
+  scratchCommand(program, 'demo', 'see it work: an embedded PostgreSQL (or a schema of DATABASE_URL), a captured sample table, replicas, a writer; a live line, then a summary that checks every guarantee')
     .option('--duration <duration>', 'how long the writer writes', '20s')
     .option('--replicas <n>', 'poller replicas (processes)', '3')
     .option('--rate <n>', 'steady changes per second', '200')
     .option('--burst <n>', 'inserts written at once, a third of the way in', '20000')
     .action(action(demoCommand))
 
-  program
-    .command('bench')
-    .description('measure drain throughput against a bare SKIP LOCKED loop, commit-to-handler latency and capture cost (embedded PostgreSQL unless DATABASE_URL is set; works in a schema of its own, dropped at the end)')
-    .addOption(scratchDatabaseOption())
+  scratchCommand(program, 'bench', 'measure drain throughput against a bare SKIP LOCKED loop, commit-to-handler latency and capture cost (embedded PostgreSQL unless DATABASE_URL is set; works in a schema of its own, dropped at the end)')
     .option('--events <n>', 'events pre-filled for each drain run', '100000')
     .option('--seconds <n>', 'length of each latency and capture run', '5')
     .option('--only <parts...>', 'run only some parts: drain, latency, capture')

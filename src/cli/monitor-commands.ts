@@ -6,10 +6,10 @@ import { parseDuration } from '../duration.js'
 import { ConfigError } from '../errors.js'
 import { parseEventTypePattern } from '../poller/event-type-pattern.js'
 import { outboxDeadEvents, outboxStatus } from '../ops/monitor.js'
-import type { OutboxTable } from '../outbox/outbox-table.js'
+import { outboxCheckExists } from '../outbox/outbox-checks.js'
 import { outboxReplay, outboxReplayCount, type ReplaySelection } from '../ops/replay.js'
 import { ExitCode } from '../supervisor/exit-codes.js'
-import { addConnectionFlags } from './options.js'
+import { databaseCommand, listFlag } from './options.js'
 import { formatDeadEvents, formatStatus, type StatusLimits, statusViolations } from './status-report.js'
 import { withDatabase } from './with-database.js'
 
@@ -23,8 +23,7 @@ const clearScreen = '\x1b[H\x1b[2J'
 
 /** Adds `status`, `dead`, `replay` and `cleanup` to the program. */
 export function registerMonitorCommands(program: Command, action: CommandAction): void {
-  addConnectionFlags(program.command('status'))
-    .description('show the backlog, dead events, throughput, lag, latency per event type, and the connected replicas')
+  databaseCommand(program, 'status', 'show the backlog, dead events, throughput, lag, latency per event type, and the connected replicas')
     .option('--json', 'print JSON (with --watch: one line per refresh)')
     .option('--watch [seconds]', 'refresh in place every <seconds> until Ctrl-C (default: 2)')
     .option('--max-lag <duration>', 'exit 1 when the oldest pending event is older than this, e.g. 60s')
@@ -32,15 +31,13 @@ export function registerMonitorCommands(program: Command, action: CommandAction)
     .addHelpText('after', '\nExit codes: 0 within limits; 1 a limit exceeded (the reason on stderr) or the database unreachable; 2 a bad flag.')
     .action(action(statusCommand))
 
-  addConnectionFlags(program.command('dead'))
-    .description('list dead-lettered events, most recently dead first')
+  databaseCommand(program, 'dead', 'list dead-lettered events, most recently dead first')
     .option('--type <pattern>', "only these event types: 'issue.created', 'issue.*' or '*'")
     .option('--limit <n>', 'most events listed (1-10000) (default: 50)')
     .option('--json', 'print JSON')
     .action(action(deadCommand))
 
-  addConnectionFlags(program.command('replay'))
-    .description('put dead or processed events back in the queue, as if new (in chunks, safe while pollers run)')
+  databaseCommand(program, 'replay', 'put dead or processed events back in the queue, as if new (in chunks, safe while pollers run)')
     .option('--dead', 'replay dead-lettered events')
     .option('--processed', 'replay processed events')
     .option('--type <pattern>', "only these event types: 'issue.created', 'issue.*' or '*'")
@@ -50,8 +47,7 @@ export function registerMonitorCommands(program: Command, action: CommandAction)
     .option('--yes', `replay even more than ${replayConfirmLimit} events`)
     .action(action(replayCommand))
 
-  addConnectionFlags(program.command('cleanup'))
-    .description('delete old processed events (and, if asked, old dead events) in chunks')
+  databaseCommand(program, 'cleanup', 'delete old processed events (and, if asked, old dead events) in chunks')
     .requiredOption('--older-than <duration>', 'delete events processed longer ago than this, e.g. 7d')
     .option('--dead-older-than <duration>', 'also delete events dead longer ago than this, e.g. 30d (default: keep them)')
     .option('--chunk-size <n>', 'events deleted per transaction (1-100000) (default: 1000)')
@@ -66,7 +62,7 @@ async function statusCommand(command: Command): Promise<number> {
   }
   const watchMs = flags.watch === undefined ? undefined : flags.watch === true ? 2000 : durationOption(flags.watch, '--watch', 2000, 100, 86_400_000)
   return withDatabase(command, 'status', async (sql, outbox) => {
-    await requireOutbox(sql, outbox)
+    await outboxCheckExists(sql, outbox)
     const render = async () => {
       const status = await outboxStatus(sql, outbox)
       return { text: flags.json ? `${JSON.stringify(status)}\n` : formatStatus(status, outbox.qualified), violations: statusViolations(status, limits) }
@@ -112,7 +108,7 @@ async function deadCommand(command: Command): Promise<number> {
   if (flags.type !== undefined) parseEventTypePattern(flags.type, '--type')
   const limit = integerOption(flags.limit, '--limit', 50, 1, 10_000)
   return withDatabase(command, 'status', async (sql, outbox) => {
-    await requireOutbox(sql, outbox)
+    await outboxCheckExists(sql, outbox)
     const events = await outboxDeadEvents(sql, outbox, { typePattern: flags.type, limit })
     if (flags.json) console.log(JSON.stringify(events))
     else if (events.length === 0) console.log(`no dead events${flags.type ? ` of type ${flags.type}` : ''} in ${outbox.qualified}`)
@@ -128,14 +124,14 @@ async function replayCommand(command: Command): Promise<number> {
   const flags = command.opts<{ dead?: boolean; processed?: boolean; type?: string; id?: string[]; since?: string; chunkSize?: string; yes?: boolean }>()
   if (Boolean(flags.dead) === Boolean(flags.processed)) throw new ConfigError('replay needs exactly one of --dead and --processed')
   if (flags.type !== undefined) parseEventTypePattern(flags.type, '--type')
-  const ids = flags.id?.flatMap((item) => item.split(',')).map((item) => item.trim()).filter(Boolean)
+  const ids = listFlag(flags.id)
   const badId = ids?.find((id) => !/^\d{1,19}$/.test(id))
   if (badId !== undefined) throw new ConfigError(`--id must be event row ids (got ${JSON.stringify(badId)})`)
   const sinceMs = flags.since === undefined ? undefined : parseDuration(flags.since, '--since')
   const chunkSize = integerOption(flags.chunkSize, '--chunk-size', 500, 1, 100_000)
   const kind = flags.dead ? 'dead' : 'processed'
   return withDatabase(command, 'replay', async (sql, outbox) => {
-    await requireOutbox(sql, outbox)
+    await outboxCheckExists(sql, outbox)
     const selection: ReplaySelection = { dead: flags.dead, processed: flags.processed, typePattern: flags.type, ids, since: await databaseTimeAgo(sql, sinceMs) }
     const count = await outboxReplayCount(sql, outbox, selection)
     if (count > replayConfirmLimit && !flags.yes) {
@@ -153,18 +149,12 @@ async function cleanupCommand(command: Command): Promise<number> {
   const deadOlderThanMs = flags.deadOlderThan === undefined ? undefined : parseDuration(flags.deadOlderThan, '--dead-older-than')
   const chunkSize = integerOption(flags.chunkSize, '--chunk-size', 1000, 1, 100_000)
   return withDatabase(command, 'cleanup', async (sql, outbox) => {
-    await requireOutbox(sql, outbox)
+    await outboxCheckExists(sql, outbox)
     const deleted = await outboxCleanup(sql, outbox, { olderThanMs, deadOlderThanMs, chunkSize })
     const dead = deadOlderThanMs === undefined ? '' : ` and ${deleted.dead} dead event${deleted.dead === 1 ? '' : 's'} older than ${flags.deadOlderThan}`
     console.log(`deleted ${deleted.processed} processed event${deleted.processed === 1 ? '' : 's'} older than ${flags.olderThan}${dead} from ${outbox.qualified}`)
     return ExitCode.ok
   })
-}
-
-/** A missing outbox is a user mistake (wrong --schema or --table, or no migration yet), not a crash. */
-async function requireOutbox(sql: Sql, outbox: OutboxTable): Promise<void> {
-  const [row] = await sql<{ exists: boolean }[]>`select to_regclass(${outbox.qualified}) is not null as exists`
-  if (!row!.exists) throw new ConfigError(`outbox table ${outbox.qualified} does not exist: run \`outbox-poller migrate\` first`)
 }
 
 /** `ms` before the database's clock (the clock processed_at and dead_at were written with). */

@@ -64,6 +64,16 @@ export function addConnectionFlags(command: Command): Command {
   return command
 }
 
+/** A subcommand that talks to the database: the connection, outbox and logging flags, and its description. */
+export function databaseCommand(parent: Command, nameAndArgs: string, description: string): Command {
+  return addConnectionFlags(parent.command(nameAndArgs)).description(description)
+}
+
+/** A subcommand that works in a scratch database of its own (`demo`, `bench`): no --schema, --table or --log-level. */
+export function scratchCommand(parent: Command, name: string, description: string): Command {
+  return parent.command(name).description(description).addOption(scratchDatabaseOption())
+}
+
 export function addPollerFlags(command: Command): Command {
   return addFlags(command, pollerFlags)
 }
@@ -96,12 +106,17 @@ export function databaseUrlFrom(command: Command): string {
   return url
 }
 
+/** `a,b c` → ['a', 'b', 'c']: a variadic flag's values, given comma or space separated. */
+export function listFlag(values: string[] | undefined): string[] | undefined {
+  return values?.flatMap((item) => item.split(',')).map((item) => item.trim()).filter(Boolean)
+}
+
 /** For repeatable flags (`--sink a --sink b`): commander's argument parser that collects every value. */
 export function collectValues(value: string, previous: string[]): string[] {
   return [...previous, value]
 }
 
 /** `--database-url` of the commands that start an embedded PostgreSQL when it is not given. */
-export function scratchDatabaseOption(): Option {
+function scratchDatabaseOption(): Option {
   return new Option('--database-url <url>', 'PostgreSQL to use, in a schema of its own dropped at the end (default: an embedded PostgreSQL)').env('DATABASE_URL')
 }

@@ -1,4 +1,6 @@
-import { readdir } from 'node:fs/promises'
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { fixturePath, runCli } from '../support/cli.js'
 import { createTestDatabase, type TestDatabase } from '../support/database.js'
@@ -107,10 +109,26 @@ describe('bad input', () => {
     expect(result.stdout).toMatch(/database unreachable, retrying/)
   })
 
+  it('--sink-secret-file gives a webhook sink its secret; a file that cannot be read is named as given', async () => {
+    const directory = await mkdtemp(join(tmpdir(), 'outbox-cli-secret-'))
+    try {
+      const file = join(directory, 'webhook.secret')
+      await writeFile(file, 'whsec_dGhlIHNlY3JldCBvZiBhIHRlc3Q=\n')
+      const sink = ['--sink', 'http://127.0.0.1:9/hook', '--no-supervise', '--table', 'no_such_outbox']
+      // with the secret read, the run gets past the sink to the outbox check
+      expectUsageError(await runCli([...sink, '--sink-secret-file', file], { DATABASE_URL: db.url }), /outbox table "public"."no_such_outbox" does not exist/)
+      expectUsageError(await runCli(sink, { DATABASE_URL: db.url, OUTBOX_POLLER_SINK_SECRET_FILE: file }), /outbox table "public"."no_such_outbox" does not exist/)
+      expectUsageError(await runCli([...sink, '--sink-secret-file', join(directory, 'missing')], { DATABASE_URL: db.url }), /^outbox-poller: --sink-secret-file \S+missing cannot be read: ENOENT/)
+      expectUsageError(await runCli(sink, { DATABASE_URL: db.url, OUTBOX_POLLER_SINK_SECRET_FILE: join(directory, 'missing') }), /^outbox-poller: OUTBOX_POLLER_SINK_SECRET_FILE \S+missing cannot be read/)
+    } finally {
+      await rm(directory, { recursive: true, force: true })
+    }
+  })
+
   it('--help documents every option with its default and environment variable', async () => {
     const help = await runCli(['run', '--help'])
     expect(help.code).toBe(0)
-    for (const text of ['--batch-size <n>', '(default: 250)', 'OUTBOX_POLLER_BATCH_SIZE', 'OUTBOX_POLLER_INTERVAL_MIN', 'OUTBOX_POLLER_MEMORY_LIMIT_MB', 'OUTBOX_POLLER_MEMORY_CHECK_INTERVAL', 'DATABASE_URL', '--handler-timeout', '--max-attempts']) {
+    for (const text of ['--batch-size <n>', '(default: 250)', 'OUTBOX_POLLER_BATCH_SIZE', 'OUTBOX_POLLER_INTERVAL_MIN', 'OUTBOX_POLLER_MEMORY_LIMIT_MB', 'OUTBOX_POLLER_MEMORY_CHECK_INTERVAL', 'DATABASE_URL', '--handler-timeout', '--max-attempts', '--sink-secret-file <path>', 'OUTBOX_POLLER_SINK_SECRET_FILE']) {
       expect(help.stdout).toContain(text)
     }
   })

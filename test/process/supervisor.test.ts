@@ -184,12 +184,13 @@ describe('supervisor', () => {
     expect(await r.exited).toEqual({ code: 0, signal: null })
   })
 
-  it('a worker whose supervisor disappears drains and exits by itself', async () => {
+  it('a worker whose supervisor disappears drains: its batch in flight commits, nothing is charged, and it exits by itself', async () => {
     const file = join(directory, 'orphan.log')
-    const r = supervised('record-handler.js', [], { RECORD_FILE: file })
-    await waitFor('a worker', () => workerPids(r.output()).length >= 1)
+    await db.sql`insert into items select n, 'item ' || n from generate_series(1, 30) n`
+    const r = supervised('record-handler.js', ['--batch-size', '30', '--concurrency', '1'], { RECORD_FILE: file, HANDLER_DELAY_MS: '50' })
+    await waitFor('a batch in flight', async () => (await recordedIds(file)).length > 0)
     const worker = workerPids(r.output())[0]!
-    await waitFor('worker connected', async () => (await db.sql`select 1 from pg_stat_activity where application_name like ${`outbox-poller/%/${worker}/worker`}`).length > 0)
+    expect(await recordedIds(file)).not.toHaveLength(30) // still handling when the supervisor dies
     r.child.kill('SIGKILL')
     await waitFor('the orphaned worker gone', () => {
       try {
@@ -199,6 +200,11 @@ describe('supervisor', () => {
         return true
       }
     }, 10_000)
+    // the whole batch it had in hand was handled and committed, once, with no attempt charged
+    expect(await pending()).toBe(0)
+    expect(await recordedIds(file)).toHaveLength(30)
+    const [{ charged }] = await db.sql`select count(*)::int as charged from outbox where attempts > 0`
+    expect(charged).toBe(0)
   })
 
   it('--no-supervise: over the memory limit the worker drains and exits 75', async () => {
