@@ -1,34 +1,16 @@
 import { randomBytes } from 'node:crypto'
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { captureTable } from '../../src/capture/capture.js'
+import { describe, expect, it } from 'vitest'
 import { emit } from '../../src/capture/emit.js'
 import { hasLongNumber, parseLosslessJson } from '../../src/poller/lossless-json.js'
-import { outboxTable } from '../../src/outbox/outbox-table.js'
 import type { OutboxEvent } from '../../src/types.js'
-import { createTestDatabase, type TestDatabase } from '../support/database.js'
-import { startRelay, stopAllRelays, testWebhookSecret } from '../support/relay.js'
+import { relaySuite, startRelay, testWebhookSecret } from '../support/relay.js'
 import { bindQueue, deleteAmqp, deleteNatsStream, deleteRedisStream, drainQueue, readStream, services, startReceiver, withRedis } from '../support/sink-receivers.js'
 import { waitFor } from '../support/wait-for.js'
 
 const run = randomBytes(4).toString('hex')
 const amount = '123456789012345678901234567890.1234567891'
 const big = '9007199254740993'
-let db: TestDatabase
-const cleanups: Array<() => Promise<void>> = []
-
-beforeAll(async () => {
-  db = await createTestDatabase()
-  await db.sql`create table ledger (id int primary key, amount numeric, big bigint, price numeric(10, 2), small int)`
-  await captureTable(db.sql, outboxTable('public', 'outbox'), { table: 'ledger', entity: 'ledger' })
-})
-afterEach(async () => {
-  await stopAllRelays()
-  await db.sql`truncate ledger, outbox`
-})
-afterAll(async () => {
-  for (const cleanup of cleanups) await cleanup().catch(() => {})
-  await db.drop()
-})
+const { db, afterFile } = relaySuite({ ledger: { columns: 'id int primary key, amount numeric, big bigint, price numeric(10, 2), small int', entity: 'ledger' } })
 
 const allProcessed = async () => (await db.sql`select count(*)::int as n from outbox where processed_at is null`)[0]!.n === 0
 
@@ -45,15 +27,15 @@ describe('numbers a double cannot hold', () => {
 
   it('the webhook, RabbitMQ, NATS and Redis sinks relay the stored payload byte for byte', async () => {
     const receiver = await startReceiver(testWebhookSecret)
-    cleanups.push(() => receiver.close())
+    afterFile(() => receiver.close())
     const exchange = `outbox-big-${run}`
     const queue = `outbox-big-${run}-ledger`
     await bindQueue(exchange, queue, 'ledger.*')
-    cleanups.push(() => deleteAmqp(exchange, [queue]))
+    afterFile(() => deleteAmqp(exchange, [queue]))
     const nats = `OUTBOX_BIG_${run}`
-    cleanups.push(() => deleteNatsStream(nats))
+    afterFile(() => deleteNatsStream(nats))
     const redis = `outbox-big-${run}`
-    cleanups.push(() => deleteRedisStream(redis))
+    afterFile(() => deleteRedisStream(redis))
     await startRelay(db.url, [
       receiver.url,
       `${services.amqp}/?exchange=${exchange}`,

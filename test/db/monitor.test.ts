@@ -1,32 +1,17 @@
 import { readFile } from 'node:fs/promises'
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { applicationName, connect } from '../../src/database/connect.js'
 import { outboxDeadEvents, outboxStatus } from '../../src/ops/monitor.js'
 import { outboxTable } from '../../src/outbox/outbox-table.js'
-import { createPoller, type Poller } from '../../src/poller/poller.js'
+import type { Poller } from '../../src/poller/poller.js'
 import { outboxReplay, outboxReplayCount } from '../../src/ops/replay.js'
 import type { OutboxEvent } from '../../src/types.js'
 import { type CliResult, runCli, startReplica } from '../support/cli.js'
-import { createTestDatabase, type TestDatabase } from '../support/database.js'
+import { pollerSuite } from '../support/poller-suite.js'
 import { waitFor } from '../support/wait-for.js'
 
-let db: TestDatabase
+const { db, startPoller: startSuitePoller } = pollerSuite()
 const outbox = outboxTable('public', 'outbox')
-const running = new Set<Poller>()
-
-beforeAll(async () => {
-  db = await createTestDatabase()
-})
-afterEach(async () => {
-  for (const poller of running) await poller.stop({ timeoutMs: 5000 })
-  running.clear()
-  await db.sql`truncate outbox`
-  await db.sql`update outbox_wakeup set asleep = false`
-})
-afterAll(async () => {
-  expect(running.size).toBe(0)
-  await db.drop()
-})
 
 /** A hand-made outbox row; times are seconds relative to `at` (negative: in the past), absent: NULL. */
 interface Fixture {
@@ -66,9 +51,7 @@ async function insert(at: Date, fixtures: Fixture[]): Promise<string[]> {
 }
 
 function startPoller(handle: (event: OutboxEvent) => void): Poller {
-  const poller = createPoller({ connectionString: db.url, intervalMin: 20, intervalMax: 200, handlers: handle })
-  running.add(poller)
-  return poller
+  return startSuitePoller({ handlers: handle })
 }
 
 async function rows() {

@@ -1,15 +1,12 @@
 import { randomBytes } from 'node:crypto'
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { captureTable } from '../../src/capture/capture.js'
+import { beforeAll, describe, expect, it } from 'vitest'
 import { ConfigError, RetryLaterError } from '../../src/errors.js'
-import { outboxTable } from '../../src/outbox/outbox-table.js'
 import { parseSink, parseSinkList, redactUrl } from '../../src/sinks/parse-sink.js'
 import { createSinkHandlers } from '../../src/sinks/create-sinks.js'
 import { signWebhook, verifyWebhookSignature, webhookSigningKey } from '../../src/sinks/webhook-signature.js'
 import { retryAfterMs } from '../../src/sinks/webhook-sink.js'
 import type { OutboxEvent } from '../../src/types.js'
-import { createTestDatabase, type TestDatabase } from '../support/database.js'
-import { captureLog, startRelay, stopAllRelays, testWebhookSecret } from '../support/relay.js'
+import { captureLog, relaySuite, startRelay, testWebhookSecret } from '../support/relay.js'
 import {
   bindQueue,
   deleteAmqp,
@@ -26,24 +23,7 @@ import { waitFor } from '../support/wait-for.js'
 
 const run = randomBytes(4).toString('hex')
 const total = 5_000
-let db: TestDatabase
-const cleanups: Array<() => Promise<void>> = []
-
-beforeAll(async () => {
-  db = await createTestDatabase()
-  await db.sql`create table items (id int primary key, name text)`
-  await db.sql`create table widgets (id int primary key)`
-  await captureTable(db.sql, outboxTable('public', 'outbox'), { table: 'items', entity: 'item' })
-  await captureTable(db.sql, outboxTable('public', 'outbox'), { table: 'widgets', entity: 'widget' })
-})
-afterEach(async () => {
-  await stopAllRelays()
-  await db.sql`truncate items, widgets, outbox`
-})
-afterAll(async () => {
-  for (const cleanup of cleanups) await cleanup().catch(() => {})
-  await db.drop()
-})
+const { db, afterFile } = relaySuite({ items: { columns: 'id int primary key, name text', entity: 'item' }, widgets: { columns: 'id int primary key', entity: 'widget' } })
 
 async function insertItems(count: number, from = 1) {
   await db.sql`insert into items select n, 'item ' || n from generate_series(${from}::int, ${from + count - 1}::int) n`
@@ -134,7 +114,7 @@ describe('RabbitMQ sink', () => {
   const queue = `outbox-test-${run}-items`
   beforeAll(async () => {
     await bindQueue(exchange, queue, 'item.*')
-    cleanups.push(() => deleteAmqp(exchange, [queue]))
+    afterFile(() => deleteAmqp(exchange, [queue]))
   })
 
   it('5,000 captured changes arrive exactly once, persistent, with routing key, message id and headers', async () => {
@@ -195,7 +175,7 @@ describe('NATS JetStream sink', () => {
   const stream = `OUTBOX_TEST_${run}`
   const subject = `outbox_test_${run}`
   const url = `nats://${services.nats}?stream=${stream}&subject=${subject}&create=1`
-  beforeAll(() => void cleanups.push(() => deleteNatsStream(stream)))
+  beforeAll(() => afterFile(() => deleteNatsStream(stream)))
 
   it('5,000 captured changes are stored exactly once on <subject>.<event_type> with Nats-Msg-Id = event_id', async () => {
     await insertItems(total)
@@ -233,7 +213,7 @@ describe('NATS JetStream sink', () => {
 describe('Redis Streams sink', () => {
   const stream = `outbox-test-${run}`
   const url = `${services.redis}?stream=${stream}&dedupe_ttl=10m`
-  beforeAll(() => void cleanups.push(() => deleteRedisStream(stream)))
+  beforeAll(() => afterFile(() => deleteRedisStream(stream)))
 
   it('5,000 captured changes are added exactly once, with the event fields', async () => {
     await insertItems(total)
@@ -264,7 +244,7 @@ describe('Redis Streams sink', () => {
 
   it('?maxlen trims the stream approximately', async () => {
     const trimmed = `${stream}-trimmed`
-    cleanups.push(() => deleteRedisStream(trimmed))
+    afterFile(() => deleteRedisStream(trimmed))
     await insertItems(1000)
     await startRelay(db.url, [`${services.redis}?stream=${trimmed}&maxlen=100&dedupe_ttl=10m`])
     await waitFor('all processed', async () => (await processedCount()) === 1000)
@@ -277,7 +257,7 @@ describe('Redis Streams sink', () => {
 describe('webhook sink', () => {
   it('5,000 captured changes are POSTed once each, signed, and the receiver verifies every signature', async () => {
     const receiver = await startReceiver(testWebhookSecret)
-    cleanups.push(receiver.close)
+    afterFile(receiver.close)
     await insertItems(total)
     await startRelay(db.url, [`item.*=${receiver.url}`])
     await waitFor('all processed', async () => (await processedCount()) === total, 40_000, 100)
@@ -294,7 +274,7 @@ describe('webhook sink', () => {
 
   it('500 then 200: the event is retried and delivered, with one attempt charged', async () => {
     const receiver = await startReceiver(testWebhookSecret, (_delivery, seen) => ({ status: seen === 1 ? 500 : 200 }))
-    cleanups.push(receiver.close)
+    afterFile(receiver.close)
     await insertItems(3)
     await startRelay(db.url, [receiver.url])
     await waitFor('all processed', async () => (await processedCount()) === 3)
@@ -305,7 +285,7 @@ describe('webhook sink', () => {
 
   it('400: a failed attempt each time, dead after --max-attempts', async () => {
     const receiver = await startReceiver(testWebhookSecret, () => ({ status: 400 }))
-    cleanups.push(receiver.close)
+    afterFile(receiver.close)
     await insertItems(1)
     await startRelay(db.url, [receiver.url], { poller: { maxAttempts: 3 } })
     await waitFor('dead', async () => (await outboxRows())[0]?.dead)
@@ -315,7 +295,7 @@ describe('webhook sink', () => {
 
   it('Retry-After on a 503 pauses the whole sink: batch-mates wait with no attempt charged', async () => {
     const receiver = await startReceiver(testWebhookSecret, (_delivery, seen) => (seen === 1 && _delivery.body.entity_id === '1' ? { status: 503, headers: { 'retry-after': '2' } } : { status: 200 }))
-    cleanups.push(receiver.close)
+    afterFile(receiver.close)
     await insertItems(1)
     const relay = await startRelay(db.url, [receiver.url], { poller: { concurrency: 1 } })
     await waitFor('the 503', () => receiver.deliveries.length >= 1)
@@ -332,7 +312,7 @@ describe('webhook sink', () => {
 
   it('a wrong secret fails verification in the receiver (401, a failed attempt)', async () => {
     const receiver = await startReceiver('whsec_c29tZXRoaW5nLWVsc2UtZW50aXJlbHktMTIzNDU2')
-    cleanups.push(receiver.close)
+    afterFile(receiver.close)
     const { sinks, close } = await createSinkHandlers([parseSink(receiver.url)], { log: captureLog().logger, secret: testWebhookSecret })
     try {
       await expect(sinks[0]!.publish(fakeEvent('6f1c8f1e-0000-4000-8000-000000000001'))).rejects.toThrow(/HTTP 401 Unauthorized/)
@@ -352,7 +332,7 @@ describe('webhook sink', () => {
     expect(await processedCount()).toBe(0)
     const port = Number(new URL(url).port)
     const revived = await startReceiverOn(port)
-    cleanups.push(revived.close)
+    afterFile(revived.close)
     await waitFor('all processed', async () => (await processedCount()) === 50, 40_000, 100)
     expect((await outboxRows()).every((row) => row.attempts === 0 && row.last_error === null)).toBe(true)
     const outage = relay.log.lines.filter((line) => line.msg.startsWith('sink unavailable') || line.msg === 'sink available again')
@@ -361,7 +341,7 @@ describe('webhook sink', () => {
 
   it('user:password in the URL is sent as Basic auth and masked in the sink name', async () => {
     const receiver = await startReceiver(testWebhookSecret)
-    cleanups.push(receiver.close)
+    afterFile(receiver.close)
     const url = receiver.url.replace('http://', 'http://hook:pw%40123@')
     const { sinks, close } = await createSinkHandlers([parseSink(url)], { log: captureLog().logger, secret: testWebhookSecret })
     try {
@@ -381,9 +361,9 @@ describe('webhook sink', () => {
 describe('several sinks', () => {
   it('two sinks on one pattern both get every event before it counts as processed', async () => {
     const stream = `outbox-test-${run}-pair`
-    cleanups.push(() => deleteRedisStream(stream))
+    afterFile(() => deleteRedisStream(stream))
     const receiver = await startReceiver(testWebhookSecret)
-    cleanups.push(receiver.close)
+    afterFile(receiver.close)
     await insertItems(100)
     const relay = await startRelay(db.url, [`item.*=${receiver.url}`, `item.*=${services.redis}?stream=${stream}&dedupe_ttl=10m`])
     expect(Object.keys(relay.sinks.handlers)).toEqual(['item.*'])
@@ -413,7 +393,7 @@ describe('several sinks', () => {
 
   it('one down and one rejecting: the rejection is charged; both down: nothing is', async () => {
     const receiver = await startReceiver(testWebhookSecret, () => ({ status: 422 }))
-    cleanups.push(receiver.close)
+    afterFile(receiver.close)
     const unreachable = 'http://127.0.0.1:9/unreachable'
     const handlers = await createSinkHandlers([parseSink(receiver.url), parseSink(unreachable)], { log: captureLog().logger, secret: testWebhookSecret })
     const ctx = { signal: new AbortController().signal, log: captureLog().logger } as never

@@ -1,9 +1,13 @@
 import pino from 'pino'
+import { afterAll, afterEach, beforeAll } from 'vitest'
+import { captureTable } from '../../src/capture/capture.js'
+import { outboxTable } from '../../src/outbox/outbox-table.js'
 import { createPoller, type Poller } from '../../src/poller/poller.js'
 import { parseSink } from '../../src/sinks/parse-sink.js'
 import { createSinkHandlers, registerSinks, type SinkHandlers } from '../../src/sinks/create-sinks.js'
 import type { SinkOptions } from '../../src/sinks/sink.js'
 import type { Handler } from '../../src/types.js'
+import { createTestDatabase, type TestDatabase } from './database.js'
 
 /** The secret `startRelay` signs webhooks with. */
 export const testWebhookSecret = 'whsec_dGVzdC1zZWNyZXQtZm9yLXNpbmtzLTEyMzQ1Njc4'
@@ -72,4 +76,47 @@ export async function startRelay(
 
 export async function stopAllRelays(): Promise<void> {
   for (const relay of [...relays]) await relay.stop()
+}
+
+/** A relay test file's database, and what it removes after the file. */
+export interface RelaySuite {
+  /** The file's database (usable from the first test on; it may be destructured at load). */
+  readonly db: TestDatabase
+  /** Runs `cleanup` after the file (deleting a queue or stream it made); a failure is ignored. */
+  afterFile(cleanup: () => Promise<void>): void
+}
+
+/**
+ * One database per relay test file, with `tables` (name → columns and entity) created and captured before
+ * the tests; after each test its relays are stopped and the tables and the outbox emptied.
+ */
+export function relaySuite(tables: Record<string, { columns: string; entity: string }>, options: { teardown?: () => Promise<void> } = {}): RelaySuite {
+  let created: TestDatabase | undefined
+  const cleanups: Array<() => Promise<void>> = []
+  beforeAll(async () => {
+    created = await createTestDatabase()
+    for (const [table, { columns, entity }] of Object.entries(tables)) {
+      await created.sql.unsafe(`create table ${table} (${columns})`)
+      await captureTable(created.sql, outboxTable('public', 'outbox'), { table, entity })
+    }
+  })
+  afterEach(async () => {
+    await stopAllRelays()
+    await created!.sql.unsafe(`truncate ${[...Object.keys(tables), 'outbox'].join(', ')}`)
+  })
+  afterAll(async () => {
+    for (const cleanup of cleanups) await cleanup().catch(() => {})
+    await options.teardown?.()
+    await created?.drop()
+  })
+  const db: TestDatabase = {
+    get url() {
+      return created!.url
+    },
+    get sql() {
+      return created!.sql
+    },
+    drop: () => created!.drop(),
+  }
+  return { db, afterFile: (cleanup) => void cleanups.push(cleanup) }
 }
