@@ -34,6 +34,22 @@ export async function createTestDatabase(options: { migrate?: boolean } = {}): P
   }
 }
 
+/**
+ * Stands for a database a suite creates later, in its beforeAll: a suite can hand it out when the file
+ * loads (tests may destructure it), and it is usable from the first test on.
+ */
+export function laterDatabase(current: () => TestDatabase | undefined): TestDatabase {
+  return {
+    get url() {
+      return current()!.url
+    },
+    get sql() {
+      return current()!.sql
+    },
+    drop: () => current()!.drop(),
+  }
+}
+
 function withDatabase(url: string, database: string): string {
   const parsed = new URL(url)
   parsed.pathname = `/${database}`

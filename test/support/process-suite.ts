@@ -4,10 +4,10 @@ import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll } from 'vitest'
 import { pendingCondition } from '../../src/outbox/outbox-table.js'
 import { killReplicas, type Replica, startReplica } from './cli.js'
-import { createItemsTable, createTestDatabase, type TestDatabase } from './database.js'
+import { createItemsTable, createTestDatabase, laterDatabase, type TestDatabase } from './database.js'
 import { waitFor } from './wait-for.js'
 
-/** What a test file that spawns the CLI works with. `db` and `directory` are set once its beforeAll ran. */
+/** What a test file that spawns the CLI works with, usable from the first test on. */
 export interface ProcessSuite {
   /** The file's own database, with the captured `items` table unless asked otherwise. */
   readonly db: TestDatabase
@@ -50,9 +50,7 @@ export function processSuite(name: string, options: ProcessSuiteOptions = {}): P
     if (directory !== undefined) await rm(directory, { recursive: true, force: true })
   })
   return {
-    get db() {
-      return db!
-    },
+    db: laterDatabase(() => db),
     get directory() {
       return directory!
     },

@@ -7,7 +7,7 @@ import { parseSink } from '../../src/sinks/parse-sink.js'
 import { createSinkHandlers, registerSinks, type SinkHandlers } from '../../src/sinks/create-sinks.js'
 import type { SinkOptions } from '../../src/sinks/sink.js'
 import type { Handler } from '../../src/types.js'
-import { createTestDatabase, type TestDatabase } from './database.js'
+import { createTestDatabase, laterDatabase, type TestDatabase } from './database.js'
 
 /** The secret `startRelay` signs webhooks with. */
 export const testWebhookSecret = 'whsec_dGVzdC1zZWNyZXQtZm9yLXNpbmtzLTEyMzQ1Njc4'
@@ -109,14 +109,5 @@ export function relaySuite(tables: Record<string, { columns: string; entity: str
     await options.teardown?.()
     await created?.drop()
   })
-  const db: TestDatabase = {
-    get url() {
-      return created!.url
-    },
-    get sql() {
-      return created!.sql
-    },
-    drop: () => created!.drop(),
-  }
-  return { db, afterFile: (cleanup) => void cleanups.push(cleanup) }
+  return { db: laterDatabase(() => created), afterFile: (cleanup) => void cleanups.push(cleanup) }
 }
