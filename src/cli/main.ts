@@ -57,6 +57,13 @@ function buildProgram(setExitCode: (code: number) => void): Command {
     .option('--cleanup', 'also grant DELETE, for `outbox-poller cleanup`')
     .action(action((command, role) => grantCommand(role, command)))
 
+  registerToolCommands(program, action)
+  registerMonitorCommands(program, action)
+  return program
+}
+
+/** `demo` and `bench`: they work in a scratch database of their own. */
+function registerToolCommands(program: Command, action: CommandAction): void {
   scratchCommand(program, 'demo', 'see it work: an embedded PostgreSQL (or a schema of DATABASE_URL), a captured sample table, replicas, a writer; a live line, then a summary that checks every guarantee')
     .option('--duration <duration>', 'how long the writer writes', '20s')
     .option('--replicas <n>', 'poller replicas (processes)', '3')
@@ -66,15 +73,12 @@ function buildProgram(setExitCode: (code: number) => void): Command {
 
   scratchCommand(program, 'bench', 'measure drain throughput against a bare SKIP LOCKED loop, commit-to-handler latency and capture cost (embedded PostgreSQL unless DATABASE_URL is set; works in a schema of its own, dropped at the end)')
     .option('--events <n>', 'events pre-filled for each drain run', '100000')
-    .option('--seconds <n>', 'length of each latency and capture run', '5')
+    .option('--seconds <n>', 'seconds each latency and capture run lasts (1-600)', '5')
     .option('--only <parts...>', 'run only some parts: drain, latency, capture')
     .option('--json', 'print the results as JSON on stdout (progress goes to stderr)')
     .option('--sink <[pattern=]url>', 'also drain with every event relayed to this sink, confirmed (repeatable)', collectValues, [] as string[])
     .addOption(new Option('--sink-secret <secret>', 'webhook signing secret for a webhook --sink').env('OUTBOX_POLLER_SINK_SECRET'))
     .action(action(benchCommand))
-
-  registerMonitorCommands(program, action)
-  return program
 }
 
 /** Runs the CLI and returns the exit code. Only this layer prints errors; user mistakes print one line, no stack. */

@@ -1,7 +1,6 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
 import type { BatchReport } from '../poller/batch-report.js'
 import type { LostCapture } from '../capture/capture-registry.js'
-import type { RestartReason } from '../supervisor/worker-protocol.js'
 
 /**
  * The Prometheus metrics of one replica. Fed with batch reports (from the worker in the same process, or
@@ -45,7 +44,8 @@ export class OutboxMetrics {
     this.#dead.inc({ event_type: eventType }, count)
   }
 
-  recordRestart(reason: RestartReason): void {
+  /** A worker restart, by the supervisor's reason (`memory`, `crash`, `signal`, `reload`). */
+  recordRestart(reason: string): void {
     this.#restarts.inc({ reason })
   }
 

@@ -54,8 +54,8 @@ export function databaseCrashCharge(setup: CrashChargeSetup): CrashCharge {
 }
 
 /**
- * Crashes not charged to events, within a sliding window: when they reach the limit the supervisor gives
- * up; below it, the restart waits 1 s doubling to 30 s per crash in the window.
+ * Crashes not charged to events, within a sliding window: at the limit the supervisor gives up; below it,
+ * the count sets the restart's backoff.
  */
 export class CrashWindow {
   readonly #times: number[] = []
