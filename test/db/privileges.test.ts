@@ -35,8 +35,9 @@ beforeAll(async () => {
   await captureTable(db.sql, outboxTable('public', 'outbox'), { table: 'issues', entity: 'issue' })
 })
 afterAll(async () => {
+  // roles outlive the database: revoke what they hold in it, then drop them, while it is still there
+  await db.sql.unsafe(`drop owned by ${appRole}, ${pollerRole}; drop role ${appRole}; drop role ${pollerRole}`)
   await db.drop()
-  await db.sql.unsafe(`drop role if exists ${appRole}; drop role if exists ${pollerRole}`).catch(() => {})
   await rm(directory, { recursive: true, force: true })
 })
 

@@ -1,43 +1,43 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { captureTable } from '../../src/capture/capture.js'
 import { outboxTable } from '../../src/outbox/outbox-table.js'
-import { fixturePath, runCli, startReplica } from '../support/cli.js'
-import { createTestDatabase, type TestDatabase } from '../support/database.js'
+import { fixturePath, runCli } from '../support/cli.js'
+import { pendingEvents, processSuite } from '../support/process-suite.js'
 import { startReceiver } from '../support/sink-receivers.js'
 import { waitFor } from '../support/wait-for.js'
 
-let db: TestDatabase
-let directory: string
-
-beforeAll(async () => {
-  db = await createTestDatabase()
-  directory = await mkdtemp(join(tmpdir(), 'outbox-sink-cli-'))
-  await db.sql`create table orders (id int primary key, total int)`
-  await captureTable(db.sql, outboxTable('public', 'outbox'), { table: 'orders', entity: 'order' })
+const suite = processSuite('sink-cli', {
+  items: false,
+  truncate: 'orders, outbox',
+  setup: async (db) => {
+    await db.sql`create table orders (id int primary key, total int)`
+    await captureTable(db.sql, outboxTable('public', 'outbox'), { table: 'orders', entity: 'order' })
+  },
 })
-afterAll(async () => {
-  await db.drop()
-  await rm(directory, { recursive: true, force: true })
-})
+const { db } = suite
 
 describe('--sink on the command line', () => {
   it('a replica relays captured changes to a webhook with the secret from a file, beside a --handlers module', async () => {
     const secret = 'whsec_' + Buffer.from('a test secret of enough length').toString('base64')
     const receiver = await startReceiver(secret)
-    const secretFile = join(directory, 'webhook.secret')
+    const secretFile = join(suite.directory, 'webhook.secret')
     await writeFile(secretFile, `${secret}\n`)
-    const recordFile = join(directory, 'handled.log')
-    const replica = startReplica(['--handlers', fixturePath('record-handler.js'), '--sink', `order.*=${receiver.url}`, '--interval-max', '500ms'], {
-      DATABASE_URL: db.url,
+    const recordFile = join(suite.directory, 'handled.log')
+    const replica = suite.start(['--handlers', fixturePath('record-handler.js'), '--sink', `order.*=${receiver.url}`, '--interval-max', '500ms'], {
       RECORD_FILE: recordFile,
       OUTBOX_POLLER_SINK_SECRET_FILE: secretFile,
     })
     try {
       await db.sql`insert into orders select n, n * 10 from generate_series(1, 200) n`
-      await waitFor('all processed', async () => (await db.sql`select count(*)::int as n from outbox where processed_at is null`)[0]!.n === 0, 30_000)
+      await waitFor('all processed', async () => (await pendingEvents(db)) === 0, 30_000)
+      expect(await pendingEvents(db)).toBe(0)
+      const [{ processed }] = await db.sql<{ processed: number }[]>`select count(*)::int as processed from outbox where processed_at is not null`
+      expect(processed).toBe(200)
+      // the handler module ran too, on every event
+      const handled = (await readFile(recordFile, 'utf8')).split('\n').filter(Boolean)
+      expect(new Set(handled.map((line) => line.split(' ')[0])).size).toBe(200)
       expect(receiver.deliveries).toHaveLength(200)
       expect(receiver.deliveries.every((d) => d.signatureValid && d.status === 200)).toBe(true)
       expect(new Set(receiver.deliveries.map((d) => d.body.event_id)).size).toBe(200)

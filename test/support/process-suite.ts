@@ -20,6 +20,8 @@ export interface ProcessSuite {
 export interface ProcessSuiteOptions {
   /** Create and capture `items (id, name)`. Default true. */
   items?: boolean
+  /** More setup once the database exists (tables of the file's own). */
+  setup?: (db: TestDatabase) => Promise<void>
   /** Tables emptied after each test. Default `items, outbox` (`outbox` without items). */
   truncate?: string
   /** After each test, also wait until no `outbox-poller/…` connection is left (a killed supervisor's worker exits by itself). */
@@ -39,6 +41,7 @@ export function processSuite(name: string, options: ProcessSuiteOptions = {}): P
     db = await createTestDatabase()
     directory = await mkdtemp(join(tmpdir(), `outbox-${name}-`))
     if (items) await createItemsTable(db)
+    await options.setup?.(db)
   })
   afterEach(async () => {
     await killReplicas(replicas)
