@@ -60,7 +60,7 @@ async function createSink(spec: SinkSpec, options: ResolvedSinkOptions, secret?:
     case 'redis':
       return (await import('./redis-sink.js')).createRedisSink(spec, options)
     case 'webhook':
-      if (!secret) throw new ConfigError(`sink ${JSON.stringify(spec.name)} needs a signing secret: --sink-secret, OUTBOX_POLLER_SINK_SECRET or OUTBOX_POLLER_SINK_SECRET_FILE`)
+      if (!secret) throw new ConfigError(`sink ${JSON.stringify(spec.name)} needs a signing secret: --sink-secret, --sink-secret-file, OUTBOX_POLLER_SINK_SECRET or OUTBOX_POLLER_SINK_SECRET_FILE`)
       return (await import('./webhook-sink.js')).createWebhookSink(spec, secret, options)
   }
 }
