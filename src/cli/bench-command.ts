@@ -7,7 +7,7 @@ import { latencyBench, type LatencyResult } from '../tools/bench/latency-bench.j
 import { integerOption } from '../poller/poller-options.js'
 import { ConfigError } from '../errors.js'
 import { migrate } from '../outbox/migrate.js'
-import { openScratchDatabase } from '../database/scratch-database.js'
+import { openScratchDatabase } from '../tools/scratch-database.js'
 import { parseSink } from '../sinks/parse-sink.js'
 import { checkedDatabaseUrl } from './database-url-option.js'
 import { listFlag } from './options.js'

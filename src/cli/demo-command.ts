@@ -12,7 +12,7 @@ import { integerOption } from '../poller/poller-options.js'
 import { parseDuration } from '../duration.js'
 import { migrate } from '../outbox/migrate.js'
 import { type OutboxTable, outboxTable, pendingCondition, quoteIdent } from '../outbox/outbox-table.js'
-import { openScratchDatabase } from '../database/scratch-database.js'
+import { openScratchDatabase } from '../tools/scratch-database.js'
 import { checkedDatabaseUrl } from './database-url-option.js'
 import { ExitCode } from '../supervisor/exit-codes.js'
 

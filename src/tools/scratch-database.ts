@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto'
 import postgres from 'postgres'
-import { defaults } from '../poller/poller-options.js'
-import { describeTarget, waitForDatabase } from './connect.js'
-import { startEmbeddedPostgres } from './embedded-postgres.js'
+import { describeTarget, waitForDatabase } from '../database/connect.js'
+import { startEmbeddedPostgres } from '../database/embedded-postgres.js'
 import { quoteIdent } from '../outbox/outbox-table.js'
+import { defaults } from '../poller/poller-options.js'
 
 /** A place for `demo` and `bench` to work in, and to clean up after. */
 export interface ScratchDatabase {
