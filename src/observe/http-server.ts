@@ -1,4 +1,5 @@
 import { createServer, type Server } from 'node:http'
+import { errorMessage } from '../errors.js'
 import type { OutboxMetrics } from './metrics.js'
 
 export interface HealthCheck {
@@ -38,7 +39,7 @@ export async function startHttpServer(host: string, port: number, endpoints: Htt
       response.end(JSON.stringify(check.ok ? { status: 'ok', ...warnings } : { status: 'unavailable', reason: check.reason, ...warnings }))
     } catch (error) {
       response.writeHead(500, { 'content-type': 'application/json' })
-      response.end(JSON.stringify({ status: 'error', reason: error instanceof Error ? error.message : String(error) }))
+      response.end(JSON.stringify({ status: 'error', reason: errorMessage(error) }))
     }
   })
   await new Promise<void>((resolve, reject) => {
