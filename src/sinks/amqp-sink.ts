@@ -1,12 +1,12 @@
 import { hostname } from 'node:os'
 import amqp, { type ChannelModel, type ConfirmChannel } from 'amqplib'
-import { ConfigError, errorMessage } from '../errors.js'
+import { errorMessage } from '../errors.js'
 import type { OutboxEvent } from '../types.js'
 import { type BrokerDriver, BrokerSink } from './broker-sink.js'
 import { type EventMessageFields, eventMessageFields, eventMessageJson } from './event-message.js'
 import type { AmqpSinkSpec } from './parse-sink.js'
 import type { ResolvedSinkOptions, Sink } from './sink.js'
-import { sinkErrorMessage } from './sink-errors.js'
+import { sinkErrorMessage, sinkMisconfigured } from './sink-errors.js'
 
 /** One connection and its confirm channel, with the returns seen for messages not yet confirmed. */
 interface AmqpLink {
@@ -106,10 +106,10 @@ function configOr(error: unknown, spec: AmqpSinkSpec): unknown {
   const code = (error as { code?: unknown } | null)?.code
   const message = sinkErrorMessage(error, spec.secrets)
   if (code === 404 && spec.declare === undefined) {
-    return new ConfigError(`sink ${JSON.stringify(spec.name)}: exchange ${JSON.stringify(spec.exchange)} does not exist (declare it, or add &declare=topic to the URL)`)
+    return sinkMisconfigured(spec.name, `exchange ${JSON.stringify(spec.exchange)} does not exist (declare it, or add &declare=topic to the URL)`)
   }
   if (code === 403 || code === 404 || code === 406 || code === 530 || /ACCESS[_-]REFUSED|NOT[_-]ALLOWED|PRECONDITION[_-]FAILED/.test(message)) {
-    return new ConfigError(`sink ${JSON.stringify(spec.name)}: ${message}`)
+    return sinkMisconfigured(spec.name, message)
   }
   return error
 }

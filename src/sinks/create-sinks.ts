@@ -1,8 +1,9 @@
 import { integerOption } from '../poller/poller-options.js'
-import { ConfigError, errorMessage, RetryLaterError } from '../errors.js'
+import { errorMessage, RetryLaterError } from '../errors.js'
 import type { Handler } from '../types.js'
 import type { SinkSpec } from './parse-sink.js'
 import { type ResolvedSinkOptions, type Sink, sinkDefaults, type SinkOptions } from './sink.js'
+import { sinkMisconfigured } from './sink-errors.js'
 
 /** Sinks as handlers by pattern, and what closes them. */
 export interface SinkHandlers {
@@ -60,7 +61,7 @@ async function createSink(spec: SinkSpec, options: ResolvedSinkOptions, secret?:
     case 'redis':
       return (await import('./redis-sink.js')).createRedisSink(spec, options)
     case 'webhook':
-      if (!secret) throw new ConfigError(`sink ${JSON.stringify(spec.name)} needs a signing secret: --sink-secret, --sink-secret-file, OUTBOX_POLLER_SINK_SECRET or OUTBOX_POLLER_SINK_SECRET_FILE`)
+      if (!secret) throw sinkMisconfigured(spec.name, 'needs a signing secret: --sink-secret, --sink-secret-file, OUTBOX_POLLER_SINK_SECRET or OUTBOX_POLLER_SINK_SECRET_FILE')
       return (await import('./webhook-sink.js')).createWebhookSink(spec, secret, options)
   }
 }

@@ -1,11 +1,10 @@
 import { type JetStreamClient, JetStreamApiCodes, jetstream, jetstreamManager } from '@nats-io/jetstream'
 import { connect, headers, type NatsConnection, nanos } from '@nats-io/transport-node'
-import { ConfigError } from '../errors.js'
 import { type BrokerDriver, BrokerSink } from './broker-sink.js'
 import { eventMessageJson } from './event-message.js'
 import type { NatsSinkSpec } from './parse-sink.js'
 import type { ResolvedSinkOptions, Sink } from './sink.js'
-import { sinkErrorMessage, sinkUnavailable } from './sink-errors.js'
+import { sinkErrorMessage, sinkMisconfigured, sinkUnavailable } from './sink-errors.js'
 
 interface NatsLink {
   connection: NatsConnection
@@ -27,7 +26,7 @@ function natsDriver(spec: NatsSinkSpec, timeoutMs: number): BrokerDriver<NatsLin
     async open(lost) {
       const connection = await connect({ servers: spec.server, user: spec.user, pass: spec.pass, token: spec.token, name: 'outbox-poller', reconnect: false, timeout: timeoutMs }).catch(
         (error: unknown) => {
-          throw (error as Error).name === 'AuthorizationError' ? new ConfigError(`sink ${JSON.stringify(spec.name)}: ${sinkErrorMessage(error, spec.secrets)}`) : error
+          throw (error as Error).name === 'AuthorizationError' ? sinkMisconfigured(spec.name, sinkErrorMessage(error, spec.secrets)) : error
         },
       )
       void connection.closed().then((error) => lost(error ? sinkErrorMessage(error, spec.secrets) : 'connection closed'))
@@ -76,14 +75,14 @@ async function ensureStream(connection: NatsConnection, spec: NatsSinkSpec): Pro
   try {
     manager = await jetstreamManager(connection)
   } catch (error) {
-    if ((error as Error).name === 'JetStreamNotEnabled') throw new ConfigError(`sink ${JSON.stringify(spec.name)}: JetStream is not enabled on the server`)
+    if ((error as Error).name === 'JetStreamNotEnabled') throw sinkMisconfigured(spec.name, 'JetStream is not enabled on the server')
     throw error
   }
   try {
     await manager.streams.info(spec.stream)
   } catch (error) {
     if ((error as { code?: unknown }).code !== JetStreamApiCodes.StreamNotFound) throw error
-    if (!spec.create) throw new ConfigError(`sink ${JSON.stringify(spec.name)}: stream ${JSON.stringify(spec.stream)} does not exist (create it with subjects "${spec.subject}.>", or add &create=1 to the URL)`)
+    if (!spec.create) throw sinkMisconfigured(spec.name, `stream ${JSON.stringify(spec.stream)} does not exist (create it with subjects "${spec.subject}.>", or add &create=1 to the URL)`)
     await manager.streams.add({
       name: spec.stream,
       subjects: [`${spec.subject}.>`],

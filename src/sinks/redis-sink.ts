@@ -1,11 +1,11 @@
 import { createClient } from 'redis'
-import { ConfigError, errorMessage } from '../errors.js'
+import { errorMessage } from '../errors.js'
 import type { OutboxEvent } from '../types.js'
 import { type BrokerDriver, BrokerSink } from './broker-sink.js'
 import { eventMessageFields } from './event-message.js'
 import type { RedisSinkSpec } from './parse-sink.js'
 import type { ResolvedSinkOptions, Sink } from './sink.js'
-import { sinkErrorMessage, sinkUnavailable } from './sink-errors.js'
+import { sinkErrorMessage, sinkMisconfigured, sinkUnavailable } from './sink-errors.js'
 
 type RedisClient = ReturnType<typeof newClient>
 
@@ -63,7 +63,7 @@ function redisDriver(spec: RedisSinkSpec, timeoutMs: number): BrokerDriver<Redis
         return { client, sha: await load(client) }
       } catch (error) {
         client.destroy()
-        if (/^(WRONGPASS|NOAUTH|NOPERM)\b/.test(errorMessage(error))) throw new ConfigError(`sink ${JSON.stringify(spec.name)}: ${sinkErrorMessage(error, spec.secrets)}`)
+        if (/^(WRONGPASS|NOAUTH|NOPERM)\b/.test(errorMessage(error))) throw sinkMisconfigured(spec.name, sinkErrorMessage(error, spec.secrets))
         throw error
       }
     },

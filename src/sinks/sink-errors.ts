@@ -1,4 +1,4 @@
-import { errorMessage, RetryLaterError } from '../errors.js'
+import { ConfigError, errorMessage, RetryLaterError } from '../errors.js'
 
 /** The error's message with the sink's secrets masked, so that nothing a client library echoes leaks a credential. */
 export function sinkErrorMessage(error: unknown, secrets: readonly string[]): string {
@@ -16,6 +16,11 @@ export function sinkUnavailable(name: string, reason: string): RetryLaterError {
 /** A per-message rejection by the broker or endpoint: the event is charged an attempt and retried with backoff. */
 export function sinkRejected(name: string, reason: string): Error {
   return new Error(`${name}: ${reason}`)
+}
+
+/** A mistake in the sink's URL or the broker's setup that no retry fixes: start-up stops with one line. */
+export function sinkMisconfigured(name: string, reason: string): ConfigError {
+  return new ConfigError(`sink ${JSON.stringify(name)}: ${reason}`)
 }
 
 /** Rejects with `onTimeout()` if `promise` has not settled within `ms`. */
