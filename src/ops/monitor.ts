@@ -1,4 +1,4 @@
-import type { Sql } from 'postgres'
+import type { Sql, TransactionSql } from 'postgres'
 import { type LostCapture, lostCaptures } from '../capture/capture-registry.js'
 import { eventTypeCondition } from '../poller/event-type-pattern.js'
 import { type OutboxTable, pendingCondition } from '../outbox/outbox-table.js'
@@ -108,11 +108,7 @@ export async function outboxStatus(sql: Sql, outbox: OutboxTable, options: Outbo
                 from ${t} where ${processedIn('1 hour')} group by event_type) as by_type
        group by event_type
        order by event_type`
-    const replicas = await tx<ReplicaRow[]>`
-      select application_name, split_part(application_name, '/', 4) as role, pid, state, state_change as since
-        from pg_stat_activity
-       where application_name like ${'outbox-poller/%'} and datname = current_database() and pid <> pg_backend_pid()
-       order by application_name, pid`
+    const replicas = await outboxReplicaConnections(tx)
     const lost = await lostCaptures(tx, outbox)
     const c = counts!
     const [p50 = null, p95 = null, p99 = null] = latency?.p ?? []
@@ -128,10 +124,20 @@ export async function outboxStatus(sql: Sql, outbox: OutboxTable, options: Outbo
       oldestPendingSeconds: c.oldest_pending_seconds ?? 0,
       latency: { p50, p95, p99 },
       types: types.map((row) => ({ eventType: row.event_type, pending: row.pending, dead: row.dead, processedLastHour: row.processed, p95: row.p95 })),
-      replicas: replicas.map((row) => ({ applicationName: row.application_name, role: row.role, pid: row.pid, state: row.state, since: row.since })),
+      replicas,
       lostCaptures: lost,
     }
   })
+}
+
+/** The connections of outbox-poller processes to this database, the caller's own excepted. */
+async function outboxReplicaConnections(sql: Sql | TransactionSql): Promise<ReplicaConnection[]> {
+  const rows = await sql<ReplicaRow[]>`
+    select application_name, split_part(application_name, '/', 4) as role, pid, state, state_change as since
+      from pg_stat_activity
+     where application_name like ${'outbox-poller/%'} and datname = current_database() and pid <> pg_backend_pid()
+     order by application_name, pid`
+  return rows.map((row) => ({ applicationName: row.application_name, role: row.role, pid: row.pid, state: row.state, since: row.since }))
 }
 
 /** A dead-lettered event, as `outbox-poller dead` lists it. */
