@@ -49,7 +49,7 @@ const outboxFlags: FlagSpec[] = [
 
 function addFlags(command: Command, specs: FlagSpec[]): Command {
   for (const spec of specs) {
-    // Defaults are applied by resolveOptions, not by commander; help only shows them.
+    // Defaults are applied by each component's resolver, not by commander; help only shows them.
     const help = spec.shownDefault === undefined ? spec.help : `${spec.help} (default: ${spec.shownDefault})`
     command.addOption(new Option(spec.flag, help).env(spec.env))
   }
