@@ -17,12 +17,13 @@ const running = new Set<Poller>()
 beforeAll(async () => {
   db = await createTestDatabase()
   await createItemsTable(db)
-  await db.sql.unsafe(`create role ${role} login`)
+  await db.sql.unsafe(`create role ${role} login password 'pw'`)
   await db.sql.unsafe(`alter role ${role} set idle_in_transaction_session_timeout = '1s'`)
   await db.sql.unsafe(`alter role ${role} set statement_timeout = '50ms'`)
   await grantPollerRole(db.sql, outboxTable('public', 'outbox'), { role })
   const url = new URL(db.url)
   url.username = role
+  url.password = 'pw' // the embedded server asks for passwords
   roleUrl = url.toString()
 })
 afterEach(async () => {
