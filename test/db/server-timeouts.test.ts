@@ -11,12 +11,13 @@ const role = `outbox_test_timeouts_${randomBytes(4).toString('hex')}`
 const { db, startPoller, stopPollers, unprocessed: pending } = pollerSuite({
   items: true,
   async setup(db) {
-    await db.sql.unsafe(`create role ${role} login`)
+    await db.sql.unsafe(`create role ${role} login password 'pw'`)
     await db.sql.unsafe(`alter role ${role} set idle_in_transaction_session_timeout = '1s'`)
     await db.sql.unsafe(`alter role ${role} set statement_timeout = '50ms'`)
     await grantPollerRole(db.sql, outboxTable('public', 'outbox'), { role })
     const url = new URL(db.url)
     url.username = role
+    url.password = 'pw' // the embedded server asks for passwords
     return url.toString()
   },
   async teardown() {

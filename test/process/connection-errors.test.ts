@@ -15,7 +15,7 @@ const handlers = ['--handlers', fixturePath('record-handler.js')]
 beforeAll(async () => {
   db = await createTestDatabase()
   // A role of this file's own: its CONNECTION LIMIT gives "too many connections" (53300) and touches no other test.
-  await db.sql.unsafe(`create role ${role} login connection limit 0`)
+  await db.sql.unsafe(`create role ${role} login password 'pw' connection limit 0`)
   await grantPollerRole(db.sql, outboxTable('public', 'outbox'), { role })
 })
 afterAll(async () => {
@@ -28,7 +28,7 @@ afterAll(async () => {
 function urlAs(user: string, query = ''): string {
   const url = new URL(db.url)
   url.username = user
-  url.password = ''
+  url.password = user === 'postgres' ? url.password : 'pw' // the embedded server asks for passwords
   return `${url.toString()}${query}`
 }
 
@@ -72,7 +72,7 @@ describe('connecting at start', () => {
     const result = await runCli([...handlers, '--no-supervise', '--connect-timeout', '1s'], { DATABASE_URL: urlAs(role) })
     expect(result.code).toBe(1)
     const database = new URL(db.url).pathname.slice(1)
-    expect(result.stderr).toMatch(new RegExp(`^outbox-poller: cannot connect to 127\\.0\\.0\\.1:5432/${database}: too many connections for role "${role}" \\(gave up after 1 s\\)\\n$`))
+    expect(result.stderr).toMatch(new RegExp(`^outbox-poller: cannot connect to 127\\.0\\.0\\.1:${new URL(db.url).port || 5432}/${database}: too many connections for role "${role}" \\(gave up after 1 s\\)\\n$`))
     expect(result.stdout).toMatch(/database unreachable, retrying/)
   })
 
@@ -80,7 +80,7 @@ describe('connecting at start', () => {
     const [{ ssl }] = await db.sql<{ ssl: string }[]>`select current_setting('ssl') as ssl`
     if (ssl === 'on') context.skip()
     const url = urlAs('postgres', '?sslmode=require')
-    const message = /^outbox-poller: cannot connect to 127\.0\.0\.1:5432\/\w+: the connection string asks for sslmode=require, but the server does not offer TLS/
+    const message = new RegExp(`^outbox-poller: cannot connect to 127\\.0\\.0\\.1:${new URL(db.url).port || 5432}/\\w+: the connection string asks for sslmode=require, but the server does not offer TLS`)
     expectOneLineConfigError(await runCli(['migrate'], { DATABASE_URL: url }), message)
     const alone = await runCli([...handlers, '--no-supervise', '--connect-timeout', '60s'], { DATABASE_URL: url })
     expect(alone.code).toBe(2)
