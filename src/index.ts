@@ -1,6 +1,7 @@
 export { createPoller, type Poller, type PollerStats } from './poller/poller.js'
 export { migrate, type MigrateOptions, type MigrateResult } from './outbox/migrate.js'
 export { captureTable, uncaptureTable, listCaptures, type CaptureEvent, type CaptureOptions, type CapturedTable } from './capture/capture.js'
+export { lostCaptures, type LostCapture, type LostCaptureProblem } from './capture/capture-registry.js'
 export { emit, withEventContext, type EventContextValues, type ExplicitEvent } from './capture/emit.js'
 export { grantPollerRole, type GrantOptions } from './outbox/grant.js'
 export { outboxTable, type OutboxTable } from './outbox/outbox-table.js'
