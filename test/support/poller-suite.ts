@@ -1,6 +1,6 @@
 import { afterAll, afterEach, beforeAll, expect } from 'vitest'
 import { createPoller, type Poller } from '../../src/poller/poller.js'
-import { createItemsTable, createTestDatabase, type TestDatabase } from './database.js'
+import { createItemsTable, createTestDatabase, laterDatabase, type TestDatabase } from './database.js'
 
 export type PollerInput = Parameters<typeof createPoller>[0]
 
@@ -38,15 +38,7 @@ export function pollerSuite(options: PollerSuiteSetup = {}): PollerSuite {
   let created: TestDatabase | undefined
   let connectionString: string | undefined
   const running = new Set<Poller>()
-  const db: TestDatabase = {
-    get url() {
-      return created!.url
-    },
-    get sql() {
-      return created!.sql
-    },
-    drop: () => created!.drop(),
-  }
+  const db = laterDatabase(() => created)
   const tables = ['outbox', ...(options.items ? ['items'] : []), ...(options.truncate ?? [])].join(', ')
 
   beforeAll(async () => {
