@@ -337,6 +337,14 @@ describe('several sinks', () => {
     } finally {
       await handlers.close()
     }
+    const bothDown = await createSinkHandlers([parseSink(unreachable), parseSink('http://127.0.0.1:9/also-unreachable')], { log: captureLog().logger, secret: testWebhookSecret })
+    try {
+      const error = await Promise.resolve(bothDown.handlers['*']!(fakeEvent('6f1c8f1e-0000-4000-8000-000000000006'), ctx)).catch((e: unknown) => e)
+      expect(error).toBeInstanceOf(RetryLaterError) // deferred: no attempt charged
+      expect((error as Error).message).toMatch(/unreachable is unavailable.*; .*also-unreachable is unavailable/)
+    } finally {
+      await bothDown.close()
+    }
   })
 })
 
