@@ -61,7 +61,12 @@ describe('least privilege', () => {
   it('`grant` gives the poller role exactly what polling needs; it polls without any access to entity tables', async () => {
     const granted = await runCli(['grant', pollerRole], { DATABASE_URL: db.url })
     expect(granted.code).toBe(0)
-    expect(granted.stdout).toContain(`GRANT SELECT, UPDATE ON "public"."outbox" TO "${pollerRole}";`)
+    expect(granted.stdout.trim().split('\n')).toEqual([
+      `GRANT USAGE ON SCHEMA "public" TO "${pollerRole}";`,
+      `GRANT SELECT, UPDATE ON "public"."outbox" TO "${pollerRole}";`,
+      `GRANT SELECT, UPDATE ON "public"."outbox_wakeup" TO "${pollerRole}";`,
+      `GRANT SELECT, INSERT ON "public"."outbox_settings" TO "${pollerRole}";`,
+    ])
     expect((await runCli(['grant', 'no_such_role'], { DATABASE_URL: db.url })).stderr).toMatch(/role no_such_role does not exist/)
 
     const poller = postgres(urlAs(pollerRole), { max: 1, onnotice: () => {} })
