@@ -49,7 +49,7 @@ describe('beforeDispatch', () => {
       handlers: async (event) => {
         if (!announced.has(event.id)) unannouncedStarts++
         worstSuspects = Math.max(worstSuspects, announced.size - finished.size)
-        await new Promise((resolve) => setTimeout(resolve, 2))
+        await new Promise((resolve) => setTimeout(resolve, 20)) // long beside an IPC confirm, even on a loaded machine
       },
       afterBatch: () => {
         // the supervisor forgets a batch once it ended
