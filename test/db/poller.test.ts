@@ -213,11 +213,20 @@ describe('poller', () => {
   })
 
   it('a forced stop aborts the handlers and rolls the batch back without charging an attempt', async () => {
-    const poller = startPoller({ handlers: (_event, ctx) => new Promise<void>((_resolve, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason))) })
+    let running = 0
+    let aborted = 0
+    const poller = startPoller({
+      handlers: (_event, ctx) =>
+        new Promise<void>((_resolve, reject) => {
+          running++
+          ctx.signal.addEventListener('abort', () => (aborted++, reject(ctx.signal.reason)))
+        }),
+    })
     await insertItems(1, 3)
     await poller.start()
-    await waitFor('claimed', async () => (await db.sql`select count(*)::int as n from pg_locks where locktype = 'tuple' or (locktype = 'transactionid')`)[0]?.n > 0)
+    await waitFor('every handler of the batch running', () => running === 3)
     await poller.stop({ force: true })
+    expect(aborted).toBe(3)
     const rows = await outboxState()
     expect(rows.every((row) => !row.processed && row.attempts === 0 && row.last_error === null)).toBe(true)
   })
