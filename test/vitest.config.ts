@@ -10,6 +10,8 @@ export default defineConfig({
     include: process.env.OUTBOX_TEST_OUTAGES ? ['test/outages/**/*.test.ts'] : ['test/db/**/*.test.ts', 'test/process/**/*.test.ts'],
     globalSetup: ['test/support/global-setup.ts'],
     pool: 'forks',
+    // the files mostly wait (on processes, timers, the server), so more run at once than there are cores
+    maxWorkers: 3,
     testTimeout: 60_000,
     hookTimeout: 120_000,
     forbidOnly: !!process.env.CI,
