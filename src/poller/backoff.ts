@@ -16,8 +16,3 @@ export function jitteredDelayMs(step: number, baseMs: number, maxMs: number, ran
   const exponential = exponentialDelayMs(step, baseMs, maxMs)
   return Math.round(exponential / 2 + (exponential / 2) * random())
 }
-
-/** Delay before an event's next attempt after `failedAttempts` failures: `--retry-delay` doubling to `--retry-delay-max`, jittered. */
-export function retryDelayMs(failedAttempts: number, baseMs: number, maxMs: number, random: () => number = Math.random): number {
-  return jitteredDelayMs(failedAttempts, baseMs, maxMs, random)
-}

@@ -1,4 +1,4 @@
-import { exponentialDelayMs, retryDelayMs } from './backoff.js'
+import { exponentialDelayMs, jitteredDelayMs } from './backoff.js'
 import type { BatchOutcome } from './dispatch-batch.js'
 import type { OutboxEvent } from '../types.js'
 
@@ -50,7 +50,7 @@ export function batchVerdicts(outcome: BatchOutcome, policy: VerdictPolicy, defe
   const processed = hold || outcome.unmatched.length === 0 ? outcome.succeeded : outcome.succeeded.concat(outcome.unmatched)
   const failed: FailedVerdict[] = []
   for (const { event, error } of outcome.failed) {
-    failed.push({ event, error: lastErrorText(error), delayMs: retryDelayMs(event.attempt, policy.retryDelayMs, policy.retryDelayMaxMs, random) })
+    failed.push({ event, error: lastErrorText(error), delayMs: jitteredDelayMs(event.attempt, policy.retryDelayMs, policy.retryDelayMaxMs, random) })
   }
   return {
     processed,

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { exponentialDelayMs, jitteredDelayMs, retryDelayMs } from '../../src/poller/backoff.js'
+import { exponentialDelayMs, jitteredDelayMs } from '../../src/poller/backoff.js'
 
 describe('exponential backoff', () => {
   it('waits the base at step 1 and doubles per step up to the cap', () => {
@@ -22,9 +22,9 @@ describe('exponential backoff', () => {
   })
 
   it('retries an event after --retry-delay, doubling per failed attempt up to --retry-delay-max', () => {
-    expect(retryDelayMs(1, 1000, 60_000, () => 1)).toBe(1000)
-    expect(retryDelayMs(1, 1000, 60_000, () => 0)).toBe(500)
-    expect(retryDelayMs(4, 1000, 60_000, () => 1)).toBe(8000)
-    expect(retryDelayMs(30, 1000, 60_000, () => 1)).toBe(60_000)
+    expect(jitteredDelayMs(1, 1000, 60_000, () => 1)).toBe(1000)
+    expect(jitteredDelayMs(1, 1000, 60_000, () => 0)).toBe(500)
+    expect(jitteredDelayMs(4, 1000, 60_000, () => 1)).toBe(8000)
+    expect(jitteredDelayMs(30, 1000, 60_000, () => 1)).toBe(60_000)
   })
 })

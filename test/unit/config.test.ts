@@ -3,7 +3,7 @@ import { defaults, resolveOptions } from '../../src/poller/poller-options.js'
 import { parseDuration } from '../../src/duration.js'
 import { ConfigError } from '../../src/errors.js'
 import { HandlerRegistry } from '../../src/poller/handler-registry.js'
-import { retryDelayMs } from '../../src/poller/backoff.js'
+import { jitteredDelayMs } from '../../src/poller/backoff.js'
 
 describe('options', () => {
   it('applies the documented defaults', () => {
@@ -61,9 +61,9 @@ describe('handler routing', () => {
 
 describe('retry backoff', () => {
   it('doubles from the first delay up to the cap, with jitter in the upper half', () => {
-    expect(retryDelayMs(1, 1000, 60_000, () => 1)).toBe(1000)
-    expect(retryDelayMs(1, 1000, 60_000, () => 0)).toBe(500)
-    expect(retryDelayMs(4, 1000, 60_000, () => 1)).toBe(8000)
-    expect(retryDelayMs(30, 1000, 60_000, () => 1)).toBe(60_000)
+    expect(jitteredDelayMs(1, 1000, 60_000, () => 1)).toBe(1000)
+    expect(jitteredDelayMs(1, 1000, 60_000, () => 0)).toBe(500)
+    expect(jitteredDelayMs(4, 1000, 60_000, () => 1)).toBe(8000)
+    expect(jitteredDelayMs(30, 1000, 60_000, () => 1)).toBe(60_000)
   })
 })
