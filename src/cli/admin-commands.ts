@@ -1,6 +1,7 @@
 import type { Command } from 'commander'
 import { type CapturedTable, type CaptureEvent, captureTable, listCaptures, uncaptureTable } from '../capture/capture.js'
 import { type LostCapture, lostCaptures } from '../capture/capture-registry.js'
+import { outboxCheckExists } from '../outbox/outbox-checks.js'
 import { grantPollerRole } from '../outbox/grant.js'
 import { migrate } from '../outbox/migrate.js'
 import { ExitCode } from '../supervisor/exit-codes.js'
@@ -60,6 +61,7 @@ export async function uncaptureCommand(table: string, command: Command): Promise
 export async function capturesCommand(command: Command): Promise<number> {
   const flags = command.opts<{ json?: boolean }>()
   return withDatabase(command, 'capture', async (sql, outbox) => {
+    await outboxCheckExists(sql, outbox, { current: true }) // the registry of captured tables is 0004's
     const captures = await listCaptures(sql, outbox)
     const lost = await lostCaptures(sql, outbox)
     // a live capture with a problem (restored, key dropped) is one entry; a lost one is its own entry

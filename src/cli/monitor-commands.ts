@@ -62,7 +62,7 @@ async function statusCommand(command: Command): Promise<number> {
   }
   const watchMs = flags.watch === undefined ? undefined : flags.watch === true ? 2000 : durationOption(flags.watch, '--watch', 2000, 100, 86_400_000)
   return withDatabase(command, 'status', async (sql, outbox) => {
-    await outboxCheckExists(sql, outbox)
+    await outboxCheckExists(sql, outbox, { current: true }) // status reads the registry of captured tables
     const render = async () => {
       const status = await outboxStatus(sql, outbox)
       return { text: flags.json ? `${JSON.stringify(status)}\n` : formatStatus(status, outbox.qualified), violations: statusViolations(status, limits) }
@@ -108,7 +108,7 @@ async function deadCommand(command: Command): Promise<number> {
   if (flags.type !== undefined) parseEventTypePattern(flags.type, '--type')
   const limit = integerOption(flags.limit, '--limit', 50, 1, 10_000)
   return withDatabase(command, 'status', async (sql, outbox) => {
-    await outboxCheckExists(sql, outbox)
+    await outboxCheckExists(sql, outbox, { current: true }) // status reads the registry of captured tables
     const events = await outboxDeadEvents(sql, outbox, { typePattern: flags.type, limit })
     if (flags.json) console.log(JSON.stringify(events))
     else if (events.length === 0) console.log(`no dead events${flags.type ? ` of type ${flags.type}` : ''} in ${outbox.qualified}`)

@@ -4,10 +4,11 @@ import type { OutboxTable } from './outbox-table.js'
 
 /**
  * A missing outbox is a user mistake (wrong --schema or --table, or no migration yet), not a crash. With
- * `current`, an outbox that lacks the latest migrations is one too (what the poller needs).
+ * `current`, an outbox that lacks the latest migrations is one too: the check looks for the newest
+ * migration's objects (the settings of 0003, the registry of captured tables of 0004).
  */
 export async function outboxCheckExists(sql: Sql, outbox: OutboxTable, options: { current?: boolean } = {}): Promise<void> {
-  const [row] = await sql<{ exists: boolean; current: boolean }[]>`select to_regclass(${outbox.qualified}) is not null as exists, to_regclass(${outbox.settings}) is not null as current`
+  const [row] = await sql<{ exists: boolean; current: boolean }[]>`select to_regclass(${outbox.qualified}) is not null as exists, to_regclass(${outbox.settings}) is not null and to_regclass(${outbox.captured}) is not null as current`
   if (!row!.exists) throw new ConfigError(`outbox table ${outbox.qualified} does not exist: run \`outbox-poller migrate\` first`)
   if (options.current && !row!.current) throw new ConfigError(`outbox table ${outbox.qualified} needs newer migrations: run \`outbox-poller migrate\` first`)
 }

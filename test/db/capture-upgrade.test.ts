@@ -3,6 +3,7 @@ import { listCaptures } from '../../src/capture/capture.js'
 import { lostCaptures } from '../../src/capture/capture-registry.js'
 import { migrate } from '../../src/outbox/migrate.js'
 import { outboxTable } from '../../src/outbox/outbox-table.js'
+import { runCli } from '../support/cli.js'
 import { createTestDatabase, type TestDatabase } from '../support/database.js'
 
 const outbox = outboxTable('public', 'outbox')
@@ -31,6 +32,14 @@ async function lastId() {
 }
 
 describe('migrate upgrades existing captures', () => {
+  it('before the upgrade, status and captures say to run migrate (exit 2) instead of failing on the missing registry', async () => {
+    for (const command of ['status', 'captures']) {
+      const result = await runCli([command], { DATABASE_URL: db.url })
+      expect(result.code, command).toBe(2)
+      expect(result.stderr, command).toMatch(/^outbox-poller: outbox table "public"."outbox" needs newer migrations: run `outbox-poller migrate` first\n$/)
+    }
+  })
+
   it('a table captured before the upgrade keeps capturing, and its excluded column stops leaking after a rename', async () => {
     expect((await migrate({ sql: db.sql })).applied).toEqual(['0004_capture_follows_columns'])
     expect(await lostCaptures(db.sql, outbox)).toEqual([]) // registered by the upgrade
