@@ -78,13 +78,25 @@ export function addPollerFlags(command: Command): Command {
   return addFlags(command, pollerFlags)
 }
 
+const componentFlags = [...pollerFlags, ...outboxFlags]
+
+/** `--batch-size` of `--batch-size <n>`. */
+function longFlag(spec: FlagSpec): string {
+  return spec.flag.split(' ')[0]!
+}
+
+/** The key under which commander stores a flag's value, if this command has the flag. */
+function flagAttribute(command: Command, spec: FlagSpec): string | undefined {
+  return command.options.find((option) => option.long === longFlag(spec))?.attributeName()
+}
+
 /** Names an option as the user gave it: `--batch-size`, or `OUTBOX_POLLER_BATCH_SIZE` when it came from the environment. */
 export function optionNamer(command: Command): (key: string) => string {
   return (key) => {
-    const spec = [...pollerFlags, ...outboxFlags].find((candidate) => candidate.key === key)
+    const spec = componentFlags.find((candidate) => candidate.key === key)
     if (spec === undefined) return key
-    const attribute = command.options.find((option) => option.long === spec.flag.split(' ')[0])?.attributeName()
-    return attribute !== undefined && command.getOptionValueSource(attribute) === 'env' ? spec.env : spec.flag.split(' ')[0]!
+    const attribute = flagAttribute(command, spec)
+    return attribute !== undefined && command.getOptionValueSource(attribute) === 'env' ? spec.env : longFlag(spec)
   }
 }
 
@@ -92,8 +104,8 @@ export function optionNamer(command: Command): (key: string) => string {
 export function componentOptionsFrom(command: Command): ComponentOptions {
   const values = command.opts<Record<string, string | undefined>>()
   const options: Record<keyof ComponentOptions, Record<string, string>> = { poller: {}, supervisor: {}, http: {} }
-  for (const spec of [...pollerFlags, ...outboxFlags]) {
-    const attribute = command.options.find((option) => option.long === spec.flag.split(' ')[0])?.attributeName()
+  for (const spec of componentFlags) {
+    const attribute = flagAttribute(command, spec)
     if (attribute !== undefined && values[attribute] !== undefined) options[spec.component][spec.key] = values[attribute]
   }
   return options
