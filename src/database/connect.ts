@@ -1,7 +1,7 @@
 import { createConnection } from 'node:net'
 import { hostname } from 'node:os'
 import postgres, { type Sql } from 'postgres'
-import { ConfigError, ConnectionError, errorMessage, isConnectionFailure, sqlState } from '../errors.js'
+import { ConfigError, ConnectionError, errorMessage, isConnectionFailure, SqlState, sqlState } from '../errors.js'
 import { exponentialDelayMs } from '../poller/backoff.js'
 import { hostList } from './database-url.js'
 
@@ -57,9 +57,6 @@ export function describeTarget(url: string): string {
   }
 }
 
-/** SQLSTATE too_many_connections: max_connections, or a role's or database's CONNECTION LIMIT, is reached. */
-const tooManyConnections = '53300'
-
 /**
  * Waits until the database answers, retrying connection failures and "too many connections" with backoff
  * (0.25 s doubling to 5 s) for at most `timeoutMs`. Other errors (bad password, missing database) fail at
@@ -73,7 +70,7 @@ export async function waitForDatabase(sql: Sql, target: string, timeoutMs: numbe
       await sql`select 1`
       return
     } catch (error) {
-      const retryable = isConnectionFailure(error) || sqlState(error) === tooManyConnections
+      const retryable = isConnectionFailure(error) || sqlState(error) === SqlState.tooManyConnections
       if (retryable) await refuseTlsMismatch(sql, target)
       const remaining = deadline - Date.now()
       if (!retryable || remaining <= 0) {
