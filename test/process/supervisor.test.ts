@@ -147,7 +147,8 @@ describe('supervisor', () => {
     await waitFor('a worker polling', () => logLines(r.output()).some((line) => line.msg === 'poller started'))
     process.kill(workerPids(r.output())[0]!, 'SIGTERM')
     await waitFor('a second worker', () => workerPids(r.output()).length >= 2, 10_000)
-    expect(logLines(r.output()).some((line) => line.msg === 'worker restarted' && line.reason === 'signal')).toBe(true)
+    // 'worker started' is logged before 'worker restarted': wait for the second line too, not just the pid
+    await waitFor('the restart logged with reason signal', () => logLines(r.output()).some((line) => line.msg === 'worker restarted' && line.reason === 'signal'), 10_000)
     expect(r.output()).not.toMatch(/worker crashed|crash loop/)
     await db.sql`insert into items values (1, 'after the restart')`
     await waitFor('the new worker handles events', async () => (await pending()) === 0)
