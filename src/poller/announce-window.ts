@@ -66,6 +66,11 @@ export class BatchAnnouncements {
     return this.#pending
   }
 
+  /** Rows [0, confirmed) may start: a batch handler takes them together once `ready` resolved. */
+  get confirmed(): number {
+    return this.#confirmed
+  }
+
   /** The event's handlers all ended. */
   finished(id: string): void {
     this.#finished.push(id)

@@ -1,4 +1,5 @@
 import { RetryLaterError } from '../errors.js'
+import { type BatchCall, BatchHandlerPass, type EventError, worseFailure } from './batch-handler-pass.js'
 import type { HandlerRegistry } from './handler-registry.js'
 import type { ClaimedEvent } from './claimed-event.js'
 import type { Sql } from 'postgres'
@@ -34,12 +35,16 @@ interface BatchRun {
   stopped: Error | undefined
   /** Events whose handlers started and have not all ended, with their contexts. */
   readonly running: Map<string, EventContext>
+  /** Batch handlers' calls in flight. */
+  readonly calls: Set<BatchCall>
 }
 
 /**
  * Runs the handlers of a batch, at most `concurrency` events at a time, so one slow handler does not hold
  * the whole batch's locks for batch × timeout. An event's handlers run one after another; the first
  * failure fails the event (it is retried whole). A failure never touches the other events of the batch.
+ * Batch handlers (the sinks) get their events at once instead, beside the per-event handlers (see
+ * BatchHandlerPass); an event succeeds when all of its handlers of both kinds did.
  */
 export class BatchDispatch {
   #run: BatchRun | undefined
@@ -58,38 +63,48 @@ export class BatchDispatch {
   async run(rows: readonly ClaimedEvent[], connection?: Sql, announcements?: BatchAnnouncements): Promise<BatchOutcome & { stopped: Error | undefined }> {
     const turns = connection === undefined ? undefined : new SavepointTurns(connection)
     const outcome: BatchOutcome = { succeeded: [], failed: [], unmatched: [], deferred: [], latencyMs: [], handlerMs: new Map() }
-    const run: BatchRun = (this.#run = { stopped: this.#forced, running: new Map() })
+    const run: BatchRun = (this.#run = { stopped: this.#forced, running: new Map(), calls: new Set() })
+    const routes = rows.map((row) => this.registry.match(row.event_type))
+    const pass = routes.some((route) => route.batch.length > 0) ? new BatchHandlerPass(rows, routes, run, outcome, this.options.handlerTimeoutMs, announcements) : undefined
     let next = 0
     const worker = async () => {
       while (next < rows.length && run.stopped === undefined) {
         const index = next++
         const event = rows[index]!
+        const route = routes[index]!
+        if (route.each.length === 0 && route.batch.length > 0) continue // the pass hands it over and records it
         if (announcements !== undefined) {
           const ready = announcements.ready(index)
           if (ready !== undefined) await ready
           if (run.stopped !== undefined) break
         }
-        const handlers = this.registry.match(event.event_type)
-        if (handlers.length === 0) {
+        if (route.each.length === 0) {
           outcome.unmatched.push(event)
           announcements?.finished(event.id)
           continue
         }
         const startedAt = Date.now()
         const startedMs = performance.now()
-        outcome.latencyMs.push(startedAt - event.created_at.getTime())
+        if (route.batch.length === 0) outcome.latencyMs.push(startedAt - event.created_at.getTime())
         const ctx = new EventContext(event, this.options.log, turns)
         run.running.set(event.id, ctx)
-        let succeeded = false
+        let failure: EventError
         try {
-          for (const handler of handlers) {
+          for (const handler of route.each) {
             const pending = this.#runOne(handler, event, ctx)
             if (pending !== undefined) await pending // a synchronous handler costs no microtask
           }
-          succeeded = true
         } catch (error) {
-          if (error instanceof RetryLaterError) outcome.deferred.push(event)
-          else outcome.failed.push({ event, error })
+          failure = { error }
+        }
+        if (pass !== undefined && route.batch.length > 0) {
+          const batchResult = pass.resultOf(index)
+          failure = worseFailure(failure, batchResult instanceof Promise ? await batchResult : batchResult)
+        }
+        const succeeded = failure === undefined
+        if (failure !== undefined) {
+          if (failure.error instanceof RetryLaterError) outcome.deferred.push(event)
+          else outcome.failed.push({ event, error: failure.error })
         }
         try {
           // a stopped batch rolls back whole (or has lost its transaction): its savepoints need no statement
@@ -107,7 +122,7 @@ export class BatchDispatch {
         durations.push(performance.now() - startedMs)
       }
     }
-    const workers: Promise<void>[] = []
+    const workers: Promise<void>[] = pass === undefined ? [] : [pass.handOver()]
     for (let i = 0; i < Math.min(this.options.concurrency, rows.length); i++) workers.push(worker())
     await Promise.all(workers)
     if (this.#run === run) this.#run = undefined
@@ -126,7 +141,12 @@ export class BatchDispatch {
       ctx.fail(reason)
       ctx.abort(reason)
     }
-    return [...run.running.keys()]
+    const ids = new Set(run.running.keys())
+    for (const call of [...run.calls]) {
+      for (const id of call.ids) ids.add(id)
+      call.fail(reason)
+    }
+    return [...ids]
   }
 
   /** Forced shutdown: the batch in hand is aborted, and no later batch starts an event. */

@@ -1,15 +1,44 @@
 import { ConfigError } from '../errors.js'
 import { parseEventTypePattern } from './event-type-pattern.js'
-import type { Handler, HandlerMap } from '../types.js'
+import type { Handler, HandlerMap, OutboxEvent } from '../types.js'
+
+/**
+ * The batch form of a handler: it gets all of a batch's events that match it in one call (or, while a
+ * supervisor is told the events ahead of the dispatch, one call per announced window), so a sink can use its
+ * broker's own batching. It resolves with one entry per event, in order: undefined when the event is done,
+ * otherwise the event's error (a RetryLaterError defers it). A rejection fails every event of the call.
+ * `signal` aborts when the call times out (`handlerTimeoutMs`) or the batch is stopped.
+ */
+export type BatchHandler = (events: readonly OutboxEvent[], signal: AbortSignal) => Promise<ReadonlyArray<Error | undefined>>
+
+const batchFormKey = Symbol('outbox-poller batch form')
+
+/**
+ * A handler that also has a batch form: registered like any handler, the poller dispatches it with the
+ * batch form; called directly, it handles one event.
+ */
+export function withBatchForm(handler: Handler, batch: BatchHandler): Handler {
+  return Object.assign(handler, { [batchFormKey]: batch })
+}
+
+function batchFormOf(handler: Handler): BatchHandler | undefined {
+  return (handler as { [batchFormKey]?: BatchHandler })[batchFormKey]
+}
+
+/** What runs for one event type: the handlers called per event, and the batch handlers that take the batch's events at once. */
+export interface Route {
+  readonly each: readonly Handler[]
+  readonly batch: readonly BatchHandler[]
+}
 
 /**
  * Routes event types to handlers. Patterns: an exact type (`issue.created`), a prefix wildcard
  * (`issue.*` matches `issue.created` and `issue.comment.added`) or `*` for everything. Every matching
- * handler runs. Matches are cached per event type, so routing costs one map lookup per event.
+ * handler runs. Routes are cached per event type, so routing costs one map lookup per event.
  */
 export class HandlerRegistry {
   readonly #routes: Array<{ pattern: string; prefix: string | null; handler: Handler }> = []
-  readonly #cache = new Map<string, readonly Handler[]>()
+  readonly #cache = new Map<string, Route>()
 
   constructor(handlers?: HandlerMap) {
     if (handlers !== undefined) this.addAll(handlers)
@@ -37,15 +66,21 @@ export class HandlerRegistry {
     return this.#routes.length
   }
 
-  /** The handlers for an event type, in registration order. */
-  match(eventType: string): readonly Handler[] {
-    let handlers = this.#cache.get(eventType)
-    if (handlers === undefined) {
-      handlers = this.#routes
-        .filter((route) => (route.prefix === null ? route.pattern === eventType : eventType.startsWith(route.prefix)))
-        .map((route) => route.handler)
-      this.#cache.set(eventType, handlers)
+  /** The handlers for an event type, in registration order: those with a batch form under `batch`, the others under `each`. */
+  match(eventType: string): Route {
+    let route = this.#cache.get(eventType)
+    if (route === undefined) {
+      const each: Handler[] = []
+      const batch: BatchHandler[] = []
+      for (const { pattern, prefix, handler } of this.#routes) {
+        if (prefix === null ? pattern !== eventType : !eventType.startsWith(prefix)) continue
+        const form = batchFormOf(handler)
+        if (form === undefined) each.push(handler)
+        else batch.push(form)
+      }
+      route = { each, batch }
+      this.#cache.set(eventType, route)
     }
-    return handlers
+    return route
   }
 }

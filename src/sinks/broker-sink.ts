@@ -5,14 +5,16 @@ import { OutageLog } from './outage-log.js'
 import type { SinkSpec } from './parse-sink.js'
 import { Semaphore } from './semaphore.js'
 import type { ResolvedSinkOptions, Sink } from './sink.js'
-import { sinkErrorMessage, sinkRejected, sinkUnavailable, withTimeout } from './sink-errors.js'
+import { settleWithin, sinkErrorMessage, sinkRejected, sinkUnavailable } from './sink-errors.js'
 
 /** A broker's client library as a sink needs it: a connection driver that can also publish. */
 export interface BrokerDriver<C> extends ConnectionDriver<C> {
   /**
-   * Publishes one event; resolves once the broker confirmed it. Throws RetryLaterError when the broker cannot
-   * take it now (the connection stays), an error `isConnectionFailure` recognises when the connection broke,
-   * or any other error for a rejection of this message.
+   * Publishes one event; resolves once the broker confirmed it. It must put the message on the wire before it
+   * returns (or queue it for the client's next write), so that a batch's messages go out together and their
+   * confirms come back together. Throws RetryLaterError when the broker cannot take it now (the connection
+   * stays), an error `isConnectionFailure` recognises when the connection broke, or any other error for a
+   * rejection of this message.
    */
   send(connection: C, event: OutboxEvent): Promise<void>
   /** Errors of `send` that mean the connection is broken (it is then replaced). */
@@ -20,10 +22,12 @@ export interface BrokerDriver<C> extends ConnectionDriver<C> {
 }
 
 /**
- * A sink on a broker connection. An error from `send` becomes either a charged failure (a rejection of the
- * message: the broker's own words, retried with backoff, dead-lettered after the last attempt) or a
- * RetryLaterError (the broker is unavailable: no attempt charged). A publish not confirmed within
- * `timeoutMs` counts as a lost connection: a broker that stopped answering is not the event's fault.
+ * A sink on a broker connection. A batch's messages are published all at once (at most `maxInFlight` at a
+ * time), then their confirms are awaited together, under one timeout. An error from `send` becomes either a
+ * charged failure of its event (a rejection of the message: the broker's own words, retried with backoff,
+ * dead-lettered after the last attempt) or a RetryLaterError (the broker is unavailable: no attempt
+ * charged). A publish not confirmed within `timeoutMs` counts as a lost connection: a broker that stopped
+ * answering is not the event's fault. A message confirmed before the connection broke stays confirmed.
  */
 export class BrokerSink<C> implements Sink {
   readonly name: string
@@ -31,6 +35,7 @@ export class BrokerSink<C> implements Sink {
   readonly #keeper: ConnectionKeeper<C>
   readonly #outage: OutageLog
   readonly #slots: Semaphore
+  readonly #maxInFlight: number
   readonly #secrets: readonly string[]
   readonly #timeoutMs: number
 
@@ -43,6 +48,7 @@ export class BrokerSink<C> implements Sink {
     this.pattern = spec.pattern
     this.#secrets = spec.secrets
     this.#timeoutMs = options.timeoutMs
+    this.#maxInFlight = options.maxInFlight
     this.#slots = new Semaphore(options.maxInFlight)
     this.#outage = new OutageLog(options.log, spec.name)
     this.#keeper = new ConnectionKeeper(driver, { name: spec.name, secrets: spec.secrets, outage: this.#outage, connectTimeoutMs: options.timeoutMs })
@@ -53,31 +59,60 @@ export class BrokerSink<C> implements Sink {
   }
 
   async publish(event: OutboxEvent, signal?: AbortSignal): Promise<void> {
-    this.#keeper.get() // fail fast while the broker is down, before queueing for a slot
-    await this.#slots.acquire(signal)
-    let connection: C | undefined
-    try {
-      connection = this.#keeper.get()
-      await withTimeout(this.driver.send(connection, event), this.#timeoutMs, () => new PublishTimeout(this.#timeoutMs))
-    } catch (error) {
-      throw this.#classify(connection, error)
-    } finally {
-      this.#slots.release()
+    const [error] = await this.publishBatch([event], signal)
+    if (error !== undefined) throw error
+  }
+
+  async publishBatch(events: readonly OutboxEvent[], signal?: AbortSignal): Promise<Array<Error | undefined>> {
+    const results: Array<Error | undefined> = []
+    for (let from = 0; from < events.length; from += this.#maxInFlight) {
+      const window = events.length <= this.#maxInFlight ? events : events.slice(from, from + this.#maxInFlight)
+      results.push(...(await this.#publishWindow(window, signal)))
     }
-    this.#outage.up()
+    return results
   }
 
   close(): Promise<void> {
     return this.#keeper.close()
   }
 
-  #classify(connection: C | undefined, error: unknown): Error {
+  async #publishWindow(events: readonly OutboxEvent[], signal: AbortSignal | undefined): Promise<Array<Error | undefined>> {
+    try {
+      this.#keeper.get() // fail fast while the broker is down, before queueing for slots
+    } catch (error) {
+      return events.map(() => error as Error)
+    }
+    await this.#slots.acquire(signal, events.length)
+    try {
+      let connection: C
+      try {
+        connection = this.#keeper.get()
+      } catch (error) {
+        return events.map(() => error as Error)
+      }
+      const sends = events.map((event) => {
+        try {
+          return this.driver.send(connection, event)
+        } catch (error) {
+          return Promise.reject(error) // the connection closed under us: some clients throw at once
+        }
+      })
+      const errors = await settleWithin(sends, this.#timeoutMs, () => new PublishTimeout(this.#timeoutMs))
+      // the broker confirmed something: it is up, whatever the rest of the window met
+      if (errors.some((error) => error === undefined)) this.#outage.up()
+      return errors.map((error) => (error === undefined ? undefined : this.#classify(connection, error)))
+    } finally {
+      this.#slots.release(events.length)
+    }
+  }
+
+  #classify(connection: C, error: unknown): Error {
     const reason = sinkErrorMessage(error, this.#secrets)
     if (error instanceof RetryLaterError) {
-      if (connection !== undefined) this.#outage.down(reason) // the broker answered "not now": log it once
+      this.#outage.down(reason) // the broker answered "not now": log it once
       return error
     }
-    if (connection === undefined || !this.#keeper.isCurrent(connection)) return sinkUnavailable(this.name, reason)
+    if (!this.#keeper.isCurrent(connection)) return sinkUnavailable(this.name, reason)
     if (error instanceof PublishTimeout || isNetworkError(error) || this.driver.isConnectionFailure(error)) {
       this.#keeper.lost(connection, reason)
       return sinkUnavailable(this.name, reason)

@@ -1,3 +1,4 @@
+import { type BatchHandler, withBatchForm } from '../poller/handler-registry.js'
 import { integerOption } from '../poller/poller-options.js'
 import { errorMessage, RetryLaterError } from '../errors.js'
 import type { Handler } from '../types.js'
@@ -5,7 +6,7 @@ import type { SinkSpec } from './parse-sink.js'
 import { type ResolvedSinkOptions, type Sink, sinkDefaults, type SinkOptions } from './sink.js'
 import { sinkMisconfigured } from './sink-errors.js'
 
-/** Sinks as handlers by pattern, and what closes them. */
+/** Sinks as handlers by pattern (each with a batch form the poller uses), and what closes them. */
 export interface SinkHandlers {
   /** One handler per pattern; several sinks on one pattern are one handler that publishes to all of them. */
   readonly handlers: Record<string, Handler>
@@ -67,19 +68,28 @@ async function createSink(spec: SinkSpec, options: ResolvedSinkOptions, secret?:
 }
 
 /**
- * The handler of one pattern. Several sinks publish concurrently and the event succeeds only when all
- * confirmed; a rejection by any of them charges the attempt, otherwise an unavailable one defers it.
+ * The handler of one pattern, with a batch form: the poller hands it all of a batch's matching events at
+ * once, and each sink publishes them as one batch. Several sinks publish concurrently and an event succeeds
+ * only when all confirmed it; a rejection by any of them charges the attempt, otherwise an unavailable one
+ * defers it. Called directly, it publishes one event.
  */
 function sinkHandler(sinks: Sink[]): Handler {
-  if (sinks.length === 1) {
-    const sink = sinks[0]!
-    return (event, ctx) => sink.publish(event, ctx.signal)
-  }
-  return async (event, ctx) => {
-    const results = await Promise.allSettled(sinks.map((sink) => sink.publish(event, ctx.signal)))
-    const failures = results.flatMap((result) => (result.status === 'rejected' ? [result.reason as unknown] : []))
-    if (failures.length === 0) return
-    const message = failures.map(errorMessage).join('; ')
-    throw failures.every((failure) => failure instanceof RetryLaterError) ? new RetryLaterError(message) : new Error(message)
-  }
+  const publishBatch: BatchHandler =
+    sinks.length === 1
+      ? (events, signal) => sinks[0]!.publishBatch(events, signal)
+      : async (events, signal) => {
+          const bySink = await Promise.all(sinks.map((sink) => sink.publishBatch(events, signal)))
+          return events.map((_event, i) => combined(bySink.flatMap((results) => (results[i] === undefined ? [] : [results[i]]))))
+        }
+  return withBatchForm(async (event, ctx) => {
+    const [error] = await publishBatch([event], ctx.signal)
+    if (error !== undefined) throw error
+  }, publishBatch)
+}
+
+/** One event's failures at several sinks as one error: deferred only when every failure is an outage. */
+function combined(failures: Error[]): Error | undefined {
+  if (failures.length <= 1) return failures[0]
+  const message = failures.map(errorMessage).join('; ')
+  return failures.every((failure) => failure instanceof RetryLaterError) ? new RetryLaterError(message) : new Error(message)
 }

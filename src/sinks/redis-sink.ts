@@ -12,6 +12,8 @@ type RedisClient = ReturnType<typeof newClient>
 interface RedisLink {
   client: RedisClient
   sha: string
+  /** The script being loaded again after NOSCRIPT, shared by the batch's publishes that all met it. */
+  reloading?: Promise<string>
 }
 
 /**
@@ -38,7 +40,8 @@ return {1, id}
 const transientReplies = /^(BUSY|LOADING|MASTERDOWN|READONLY|TRYAGAIN|CLUSTERDOWN|OOM)\b/
 
 /**
- * Redis Streams through node-redis. Fields: event_id, event_type, entity_type, entity_id, created_at,
+ * Redis Streams through node-redis. A batch's script calls are issued in one go, and node-redis writes the
+ * commands of one tick together: one round trip per batch, one reply per event. Fields: event_id, event_type, entity_type, entity_id, created_at,
  * payload (its JSON text as stored) and metadata (JSON, when the event has it). Offline queueing and the
  * client's reconnect are off: the sink replaces a lost connection itself and fails fast in between.
  */
@@ -79,7 +82,8 @@ function redisDriver(spec: RedisSinkSpec, timeoutMs: number): BrokerDriver<Redis
       } catch (error) {
         const message = errorMessage(error)
         if (message.startsWith('NOSCRIPT')) {
-          link.sha = await load(link.client) // the server lost its script cache (restart, SCRIPT FLUSH)
+          // the server lost its script cache (restart, SCRIPT FLUSH)
+          link.sha = await (link.reloading ??= load(link.client).finally(() => (link.reloading = undefined)))
           await link.client.evalSha(link.sha, args)
           return
         }

@@ -1,23 +1,25 @@
 /**
  * Bounds the messages a sink has in flight (published, not yet confirmed). Waiters are served in order; a
- * waiter whose signal aborts (its handler timed out) leaves the queue instead of taking a slot later.
+ * waiter whose signal aborts (its handler timed out) leaves the queue instead of taking slots later.
  */
 export class Semaphore {
   #available: number
-  readonly #waiters: Array<{ grant: () => void }> = []
+  readonly #waiters: Array<{ count: number; grant: () => void }> = []
 
-  constructor(limit: number) {
+  constructor(private readonly limit: number) {
     this.#available = limit
   }
 
-  /** Resolves when a slot is taken; call `release()` once for each. */
-  acquire(signal?: AbortSignal): Promise<void> {
-    if (this.#available > 0 && this.#waiters.length === 0) {
-      this.#available--
+  /** Resolves when `count` slots (at most the limit) are taken; call `release(count)` once for them. */
+  acquire(signal?: AbortSignal, count = 1): Promise<void> {
+    if (count > this.limit) throw new RangeError(`cannot take ${count} of ${this.limit} slots`)
+    if (this.#available >= count && this.#waiters.length === 0) {
+      this.#available -= count
       return Promise.resolve()
     }
     return new Promise<void>((resolve, reject) => {
       const waiter = {
+        count,
         grant: () => {
           signal?.removeEventListener('abort', onAbort)
           resolve()
@@ -26,6 +28,7 @@ export class Semaphore {
       const onAbort = () => {
         const index = this.#waiters.indexOf(waiter)
         if (index >= 0) this.#waiters.splice(index, 1)
+        this.#grant() // a large waiter leaving may let smaller ones behind it through
         reject(signal!.reason)
       }
       if (signal?.aborted) return reject(signal.reason)
@@ -34,9 +37,16 @@ export class Semaphore {
     })
   }
 
-  release(): void {
-    const next = this.#waiters.shift()
-    if (next !== undefined) next.grant()
-    else this.#available++
+  release(count = 1): void {
+    this.#available += count
+    this.#grant()
+  }
+
+  #grant(): void {
+    while (this.#waiters.length > 0 && this.#waiters[0]!.count <= this.#available) {
+      const next = this.#waiters.shift()!
+      this.#available -= next.count
+      next.grant()
+    }
   }
 }

@@ -33,3 +33,39 @@ export function withTimeout<T>(promise: Promise<T>, ms: number, onTimeout: () =>
     )
   })
 }
+
+/**
+ * Waits for every promise, at most `ms`: one entry per promise, undefined for a resolved one, its error for a
+ * rejected one, `onTimeout()` for one still pending when the time is up (what settled before stays).
+ */
+export function settleWithin(promises: ReadonlyArray<Promise<unknown>>, ms: number, onTimeout: () => Error): Promise<unknown[]> {
+  return new Promise((resolve) => {
+    const pending = Symbol('pending')
+    const results: unknown[] = promises.map(() => pending)
+    let left = promises.length
+    if (left === 0) return resolve(results)
+    const done = () => {
+      clearTimeout(timer)
+      resolve(results)
+    }
+    const timer = setTimeout(() => {
+      const timeout = onTimeout()
+      for (let i = 0; i < results.length; i++) if (results[i] === pending) results[i] = timeout
+      resolve(results)
+    }, ms)
+    promises.forEach((promise, i) => {
+      promise.then(
+        () => {
+          if (results[i] !== pending) return
+          results[i] = undefined
+          if (--left === 0) done()
+        },
+        (error: unknown) => {
+          if (results[i] !== pending) return
+          results[i] = error ?? new Error('publish failed')
+          if (--left === 0) done()
+        },
+      )
+    })
+  })
+}

@@ -20,6 +20,13 @@ export interface Sink {
    * unavailable (no attempt charged), or with an Error carrying its words for a rejection of this event.
    */
   publish(event: OutboxEvent, signal?: AbortSignal): Promise<void>
+  /**
+   * Publishes a batch's events together, using the broker's batching (one pipelined write to Redis, every
+   * JetStream publish in flight before the acks are awaited, every AMQP publish before the confirms), and
+   * resolves with one entry per event, in order: undefined once the broker confirmed it, otherwise the error
+   * `publish` would have thrown for it. One rejected message fails only its own entry.
+   */
+  publishBatch(events: readonly OutboxEvent[], signal?: AbortSignal): Promise<Array<Error | undefined>>
   /** Closes the connection; idempotent. */
   close(): Promise<void>
 }

@@ -77,6 +77,11 @@ class WebhookSink implements Sink {
     }
   }
 
+  /** HTTP has no batch: the batch's requests go out together, at most `maxInFlight` at a time. */
+  publishBatch(events: readonly OutboxEvent[], signal?: AbortSignal): Promise<Array<Error | undefined>> {
+    return Promise.all(events.map((event) => this.publish(event, signal).then(() => undefined, (error: unknown) => error as Error)))
+  }
+
   /** Throws RetryLaterError while paused; returns whether this event is the probe that ends a pause. */
   #admit(): boolean {
     if (Date.now() < this.#pausedUntil) throw sinkUnavailable(this.name, this.#pauseReason)
