@@ -4,6 +4,7 @@ import postgres from 'postgres'
 import { captureBench, type CaptureResult } from '../tools/bench/capture-bench.js'
 import { type DrainResult, drainBench } from '../tools/bench/drain-bench.js'
 import { latencyBench, type LatencyResult } from '../tools/bench/latency-bench.js'
+import { localWebhook, relayBench, type RelayResult } from '../tools/bench/relay-bench.js'
 import { integerOption } from '../poller/poller-options.js'
 import { ConfigError } from '../errors.js'
 import { migrate } from '../outbox/migrate.js'
@@ -13,7 +14,7 @@ import { checkedDatabaseUrl } from './database-url-option.js'
 import { listFlag } from './options.js'
 import { ExitCode } from '../supervisor/exit-codes.js'
 
-const parts = ['drain', 'latency', 'capture'] as const
+const parts = ['drain', 'latency', 'capture', 'relay'] as const
 type Part = (typeof parts)[number]
 
 interface BenchFlags {
@@ -34,7 +35,8 @@ export async function benchCommand(command: Command): Promise<number> {
     if (!(parts as readonly string[]).includes(part)) throw new ConfigError(`--only must list parts among ${parts.join(', ')} (got ${JSON.stringify(part)})`)
     return part as Part
   }))
-  const sinks = flags.sink.map((spec) => ({ spec, name: parseSink(spec, '--sink').name })) // bad specs fail before anything starts
+  for (const spec of flags.sink) if (spec !== localWebhook) parseSink(spec, '--sink') // bad specs fail before anything starts
+  if (flags.sink.length === 0 && flags.only !== undefined && only.has('relay')) throw new ConfigError('--only relay needs a --sink (a broker URL, or webhook for a local receiver)')
   const databaseUrl = checkedDatabaseUrl(command)
   const say = (line: string) => void (flags.json ? process.stderr : process.stdout).write(`${line}\n`)
 
@@ -47,6 +49,7 @@ export async function benchCommand(command: Command): Promise<number> {
   const drain: DrainResult[] = []
   const latency: LatencyResult[] = []
   const capture: CaptureResult[] = []
+  const relay: RelayResult[] = []
   try {
     await migrate({ sql, schema: scratch.schema })
     say(`outbox-poller bench on ${scratch.description}, ${cpus().length} CPUs, Node ${process.version}`)
@@ -74,10 +77,15 @@ export async function benchCommand(command: Command): Promise<number> {
       const noop = bare.get('1/250') && drain.find((r) => r.mode === 'poller' && r.processes === 1 && r.batchSize === 250)
       const vsNoop = (result: DrainResult) => (noop ? `   ${(result.eventsPerSecond / noop.eventsPerSecond).toFixed(2)}× the no-op handler` : '')
       say(`${formatDrain(withTx)}${vsNoop(withTx)}`)
-      for (const sink of sinks) {
-        const relayed = await drainBench(sql, scratch.url, scratch.schema, 'poller', 1, 250, events, { sink: sink.spec, sinkSecret: flags.sinkSecret, label: `relay to ${sink.name}` })
-        drain.push(relayed)
-        say(`${formatDrain(relayed)}${vsNoop(relayed)}`)
+    }
+    if (only.has('relay') && flags.sink.length > 0) {
+      say(`\nrelay ${events.toLocaleString('en')} events, confirmed before processed, against the no-op drain and the broker's own ceiling (${events.toLocaleString('en')} confirmed publishes, 1,000 in flight, no database), in turn`)
+      for (const sink of flags.sink) {
+        const result = await relayBench(sql, scratch.url, scratch.schema, sink, flags.sinkSecret, events)
+        relay.push(result)
+        say(formatDrain(result.drain))
+        say(`  ${`ceiling of ${result.sink}`.padEnd(44)} ${Math.round(result.ceilingPerSecond).toLocaleString('en').padStart(8)} messages/s`)
+        say(`${formatDrain(result.relay)}   ${result.ratio.toFixed(2)}× min(no-op drain, ceiling)`)
       }
     }
     if (only.has('latency')) {
@@ -103,7 +111,7 @@ export async function benchCommand(command: Command): Promise<number> {
     await sql.end()
     await scratch.close()
   }
-  if (flags.json) console.log(JSON.stringify({ database: scratch.description, cpus: cpus().length, node: process.version, events, drain, latency, capture }, null, 2))
+  if (flags.json) console.log(JSON.stringify({ database: scratch.description, cpus: cpus().length, node: process.version, events, drain, latency, capture, relay }, null, 2))
   return ExitCode.ok
 }
 

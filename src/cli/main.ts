@@ -74,9 +74,9 @@ function registerToolCommands(program: Command, action: CommandAction): void {
   scratchCommand(program, 'bench', 'measure drain throughput against a bare SKIP LOCKED loop, commit-to-handler latency and capture cost (embedded PostgreSQL unless DATABASE_URL is set; works in a schema of its own, dropped at the end)')
     .option('--events <n>', 'events pre-filled for each drain run', '100000')
     .option('--seconds <n>', 'seconds each latency and capture run lasts (1-600)', '5')
-    .option('--only <parts...>', 'run only some parts: drain, latency, capture')
+    .option('--only <parts...>', 'run only some parts: drain, latency, capture, relay')
     .option('--json', 'print the results as JSON on stdout (progress goes to stderr)')
-    .option('--sink <[pattern=]url>', 'also drain with every event relayed to this sink, confirmed (repeatable)', collectValues, [] as string[])
+    .option('--sink <[pattern=]url>', 'relay to this sink (a broker URL, or webhook for a local receiver), against the no-op drain and the broker\'s own ceiling (repeatable)', collectValues, [] as string[])
     .addOption(new Option('--sink-secret <secret>', 'webhook signing secret for a webhook --sink').env('OUTBOX_POLLER_SINK_SECRET'))
     .action(action(benchCommand))
 }

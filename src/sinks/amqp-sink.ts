@@ -60,24 +60,8 @@ function amqpDriver(spec: AmqpSinkSpec, timeoutMs: number): BrokerDriver<AmqpLin
       await link.model.close()
     },
 
-    send(link, event) {
-      return new Promise<void>((resolve, reject) => {
-        const pending: { returned?: string } = {}
-        link.returns.set(event.event_id, pending)
-        const settle = (error: unknown) => {
-          link.returns.delete(event.event_id)
-          if (error) reject(error)
-          else if (pending.returned !== undefined) {
-            reject(new Error(`unroutable: returned ${pending.returned} (no queue bound to exchange ${JSON.stringify(spec.exchange)} for routing key ${JSON.stringify(event.event_type)})`))
-          } else resolve()
-        }
-        try {
-          const fields = eventMessageFields(event)
-          link.channel.publish(spec.exchange, event.event_type, Buffer.from(eventMessageJson(event, fields)), publishOptions(event, fields), (error: unknown) => settle(error))
-        } catch (error) {
-          settle(error) // the channel closed under us: amqplib throws at once
-        }
-      })
+    sendBatch(link, events) {
+      return events.map((event) => publishOne(link, spec, event))
     },
 
     isConnectionFailure(error) {
@@ -112,4 +96,25 @@ function configOr(error: unknown, spec: AmqpSinkSpec): unknown {
     return sinkMisconfigured(spec.name, message)
   }
   return error
+}
+
+/** One event's publish: on the wire before this returns, confirmed when the promise resolves. */
+function publishOne(link: AmqpLink, spec: AmqpSinkSpec, event: OutboxEvent): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const pending: { returned?: string } = {}
+    link.returns.set(event.event_id, pending)
+    const settle = (error: unknown) => {
+      link.returns.delete(event.event_id)
+      if (error) reject(error)
+      else if (pending.returned !== undefined) {
+        reject(new Error(`unroutable: returned ${pending.returned} (no queue bound to exchange ${JSON.stringify(spec.exchange)} for routing key ${JSON.stringify(event.event_type)})`))
+      } else resolve()
+    }
+    try {
+      const fields = eventMessageFields(event)
+      link.channel.publish(spec.exchange, event.event_type, Buffer.from(eventMessageJson(event, fields)), publishOptions(event, fields), (error: unknown) => settle(error))
+    } catch (error) {
+      settle(error) // the channel closed under us: amqplib throws at once
+    }
+  })
 }

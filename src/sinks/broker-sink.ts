@@ -10,20 +10,19 @@ import { settleWithin, sinkErrorMessage, sinkRejected, sinkUnavailable } from '.
 /** A broker's client library as a sink needs it: a connection driver that can also publish. */
 export interface BrokerDriver<C> extends ConnectionDriver<C> {
   /**
-   * Publishes one event; resolves once the broker confirmed it. It must put the message on the wire before it
-   * returns (or queue it for the client's next write), so that a batch's messages go out together and their
-   * confirms come back together. Throws RetryLaterError when the broker cannot take it now (the connection
-   * stays), an error `isConnectionFailure` recognises when the connection broke, or any other error for a
-   * rejection of this message.
+   * Publishes a batch's events together (one write, one script call, every publish in flight) and returns
+   * one promise per event, resolved once the broker confirmed it. A promise rejects with RetryLaterError
+   * when the broker cannot take the event now (the connection stays), an error `isConnectionFailure`
+   * recognises when the connection broke, or any other error for a rejection of this message.
    */
-  send(connection: C, event: OutboxEvent): Promise<void>
-  /** Errors of `send` that mean the connection is broken (it is then replaced). */
+  sendBatch(connection: C, events: readonly OutboxEvent[]): Array<Promise<void>>
+  /** Errors of `sendBatch` that mean the connection is broken (it is then replaced). */
   isConnectionFailure(error: unknown): boolean
 }
 
 /**
  * A sink on a broker connection. A batch's messages are published all at once (at most `maxInFlight` at a
- * time), then their confirms are awaited together, under one timeout. An error from `send` becomes either a
+ * time), then their confirms are awaited together, under one timeout. An error for an event becomes either a
  * charged failure of its event (a rejection of the message: the broker's own words, retried with backoff,
  * dead-lettered after the last attempt) or a RetryLaterError (the broker is unavailable: no attempt
  * charged). A publish not confirmed within `timeoutMs` counts as a lost connection: a broker that stopped
@@ -90,13 +89,12 @@ export class BrokerSink<C> implements Sink {
       } catch (error) {
         return events.map(() => error as Error)
       }
-      const sends = events.map((event) => {
-        try {
-          return this.driver.send(connection, event)
-        } catch (error) {
-          return Promise.reject(error) // the connection closed under us: some clients throw at once
-        }
-      })
+      let sends: Array<Promise<void>>
+      try {
+        sends = this.driver.sendBatch(connection, events)
+      } catch (error) {
+        sends = events.map(() => Promise.reject(error)) // the connection closed under us: some clients throw at once
+      }
       const errors = await settleWithin(sends, this.#timeoutMs, () => new PublishTimeout(this.#timeoutMs))
       // the broker confirmed something: it is up, whatever the rest of the window met
       if (errors.some((error) => error === undefined)) this.#outage.up()

@@ -1,5 +1,6 @@
 import { type JetStreamClient, JetStreamApiCodes, jetstream, jetstreamManager } from '@nats-io/jetstream'
 import { connect, headers, type NatsConnection, nanos } from '@nats-io/transport-node'
+import type { OutboxEvent } from '../types.js'
 import { type BrokerDriver, BrokerSink } from './broker-sink.js'
 import { eventMessageJson } from './event-message.js'
 import type { NatsSinkSpec } from './parse-sink.js'
@@ -43,21 +44,8 @@ function natsDriver(spec: NatsSinkSpec, timeoutMs: number): BrokerDriver<NatsLin
       await link.connection.close()
     },
 
-    async send(link, event) {
-      const h = headers()
-      h.set('Outbox-Event-Type', event.event_type)
-      h.set('Outbox-Entity-Type', event.entity_type)
-      h.set('Outbox-Entity-Id', event.entity_id)
-      try {
-        await link.js.publish(`${spec.subject}.${event.event_type}`, eventMessageJson(event), { msgID: event.event_id, headers: h, timeout: timeoutMs })
-      } catch (error) {
-        // No responder: no stream listens on the subject right now (JetStream restarting, a stream without
-        // a leader). Not this event's fault, and the connection itself is fine.
-        if ((error as Error).name === 'RequestError' && (error as { isNoResponders?: () => boolean }).isNoResponders?.()) {
-          throw sinkUnavailable(spec.name, `no JetStream stream answers on ${spec.subject}.${event.event_type}`)
-        }
-        throw error
-      }
+    sendBatch(link, events) {
+      return events.map((event) => publishOne(link, spec, timeoutMs, event))
     },
 
     isConnectionFailure(error) {
@@ -91,3 +79,20 @@ async function ensureStream(connection: NatsConnection, spec: NatsSinkSpec): Pro
   }
 }
 
+/** One event's publish: on the wire before this returns, confirmed when the promise resolves. */
+async function publishOne(link: NatsLink, spec: NatsSinkSpec, timeoutMs: number, event: OutboxEvent): Promise<void> {
+  const h = headers()
+  h.set('Outbox-Event-Type', event.event_type)
+  h.set('Outbox-Entity-Type', event.entity_type)
+  h.set('Outbox-Entity-Id', event.entity_id)
+  try {
+    await link.js.publish(`${spec.subject}.${event.event_type}`, eventMessageJson(event), { msgID: event.event_id, headers: h, timeout: timeoutMs })
+  } catch (error) {
+    // No responder: no stream listens on the subject right now (JetStream restarting, a stream without
+    // a leader). Not this event's fault, and the connection itself is fine.
+    if ((error as Error).name === 'RequestError' && (error as { isNoResponders?: () => boolean }).isNoResponders?.()) {
+      throw sinkUnavailable(spec.name, `no JetStream stream answers on ${spec.subject}.${event.event_type}`)
+    }
+    throw error
+  }
+}

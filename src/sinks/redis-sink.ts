@@ -17,31 +17,50 @@ interface RedisLink {
 }
 
 /**
- * Adds the event to the stream unless its id was seen, in one script, so a re-delivery after a crash
- * between publish and commit is dropped atomically. The id is checked first and remembered after the
- * XADD: a script is not rolled back when a command fails, so remembering first could hide an event whose
- * XADD failed. Returns {1, entry id} for an added event, {0, first entry id} for a duplicate.
- * KEYS: stream, dedupe key. ARGV: ttl seconds, maxlen ('' for none), then field, value, ….
+ * Adds a batch's events to the stream in one script call, each unless its id was seen, so a re-delivery
+ * after a crash between publish and commit is dropped atomically. An id is checked first and remembered
+ * after its XADD: a script is not rolled back when a command fails, so remembering first could hide an
+ * event whose XADD failed. Each command runs under pcall, so an error fails only its own event. Returns one
+ * string per event: `+<entry id>` added, `=<first entry id>` a duplicate, `!<error>` an error reply.
+ * KEYS: stream, then one dedupe key per event. ARGV: ttl seconds, maxlen ('' for none), then per event its
+ * number of field and value strings, followed by them.
  */
 const relayScript = `
-local seen = redis.call('GET', KEYS[2])
-if seen then return {0, seen} end
-local id
-if ARGV[2] ~= '' then
-  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
-else
-  id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 3))
+local ttl, maxlen = ARGV[1], ARGV[2]
+local results = {}
+local at = 3
+for i = 2, #KEYS do
+  local count = tonumber(ARGV[at])
+  local fields = {unpack(ARGV, at + 1, at + count)}
+  at = at + count + 1
+  local seen = redis.pcall('GET', KEYS[i])
+  if type(seen) == 'table' and seen.err then
+    results[i - 1] = '!' .. seen.err
+  elseif seen then
+    results[i - 1] = '=' .. seen
+  else
+    local id
+    if maxlen ~= '' then
+      id = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', unpack(fields))
+    else
+      id = redis.pcall('XADD', KEYS[1], '*', unpack(fields))
+    end
+    if type(id) == 'table' and id.err then
+      results[i - 1] = '!' .. id.err
+    else
+      local remembered = redis.pcall('SET', KEYS[i], id, 'EX', ttl)
+      results[i - 1] = (type(remembered) == 'table' and remembered.err) and ('!' .. remembered.err) or ('+' .. id)
+    end
+  end
 end
-redis.call('SET', KEYS[2], id, 'EX', ARGV[1])
-return {1, id}
+return results
 `
 
 /** Error replies that mean the server cannot take writes now (loading, failing over, out of memory): not the event's fault. */
 const transientReplies = /^(BUSY|LOADING|MASTERDOWN|READONLY|TRYAGAIN|CLUSTERDOWN|OOM)\b/
 
 /**
- * Redis Streams through node-redis. A batch's script calls are issued in one go, and node-redis writes the
- * commands of one tick together: one round trip per batch, one reply per event. Fields: event_id, event_type, entity_type, entity_id, created_at,
+ * Redis Streams through node-redis: a batch is one script call, one round trip. Fields: event_id, event_type, entity_type, entity_id, created_at,
  * payload (its JSON text as stored) and metadata (JSON, when the event has it). Offline queueing and the
  * client's reconnect are off: the sink replaces a lost connection itself and fails fast in between.
  */
@@ -56,6 +75,21 @@ export function redisDedupeKey(stream: string, eventId: string): string {
 
 function redisDriver(spec: RedisSinkSpec, timeoutMs: number): BrokerDriver<RedisLink> {
   const load = async (client: RedisClient) => String(await client.scriptLoad(relayScript))
+  /** One script call; a lost script cache (restart, SCRIPT FLUSH) is loaded again once and the call repeated. */
+  const evalRelay = async (link: RedisLink, args: { keys: string[]; arguments: string[] }): Promise<unknown[]> => {
+    try {
+      return (await link.client.evalSha(link.sha, args)) as unknown[]
+    } catch (error) {
+      if (!errorMessage(error).startsWith('NOSCRIPT')) throw replyError(error)
+      link.sha = await (link.reloading ??= load(link.client).finally(() => (link.reloading = undefined)))
+      return (await link.client.evalSha(link.sha, args)) as unknown[]
+    }
+  }
+  /** An error reply: transient ones mean the server cannot take writes now, not that the event is at fault. */
+  const replyError = (error: unknown): unknown => {
+    const message = errorMessage(error)
+    return transientReplies.test(message) ? sinkUnavailable(spec.name, sinkErrorMessage(error, spec.secrets)) : typeof error === 'string' ? new Error(error) : error
+  }
   return {
     async open(lost) {
       const client = newClient(spec.connectUrl, timeoutMs)
@@ -75,21 +109,20 @@ function redisDriver(spec: RedisSinkSpec, timeoutMs: number): BrokerDriver<Redis
       await link.client.close()
     },
 
-    async send(link, event) {
-      const args = { keys: [spec.stream, redisDedupeKey(spec.stream, event.event_id)], arguments: [String(spec.dedupeTtlSeconds), spec.maxlen === undefined ? '' : String(spec.maxlen), ...streamFields(event)] }
-      try {
-        await link.client.evalSha(link.sha, args)
-      } catch (error) {
-        const message = errorMessage(error)
-        if (message.startsWith('NOSCRIPT')) {
-          // the server lost its script cache (restart, SCRIPT FLUSH)
-          link.sha = await (link.reloading ??= load(link.client).finally(() => (link.reloading = undefined)))
-          await link.client.evalSha(link.sha, args)
-          return
-        }
-        if (transientReplies.test(message)) throw sinkUnavailable(spec.name, sinkErrorMessage(error, spec.secrets))
-        throw error
+    sendBatch(link, events) {
+      const keys = [spec.stream]
+      const args = [String(spec.dedupeTtlSeconds), spec.maxlen === undefined ? '' : String(spec.maxlen)]
+      for (const event of events) {
+        keys.push(redisDedupeKey(spec.stream, event.event_id))
+        appendStreamFields(args, event)
       }
+      const call = evalRelay(link, { keys, arguments: args })
+      return events.map((_event, i) =>
+        call.then((replies) => {
+          const reply = replies[i]
+          if (typeof reply !== 'string' || reply.startsWith('!')) throw replyError(typeof reply === 'string' ? reply.slice(1) : `unexpected script reply ${JSON.stringify(reply)}`)
+        }),
+      )
     },
 
     isConnectionFailure(error) {
@@ -104,16 +137,18 @@ function newClient(url: string, timeoutMs: number) {
   return createClient({ url, name: 'outbox-poller', disableOfflineQueue: true, socket: { reconnectStrategy: false, connectTimeout: timeoutMs } })
 }
 
-function streamFields(event: OutboxEvent): string[] {
+/** Appends the event's field count, then its fields and values, to the script's arguments. */
+function appendStreamFields(args: string[], event: OutboxEvent): void {
   const message = eventMessageFields(event)
-  const fields = [
+  const withMetadata = message.metadata !== undefined
+  args.push(
+    withMetadata ? '14' : '12',
     'event_id', message.event_id,
     'event_type', message.event_type,
     'entity_type', message.entity_type,
     'entity_id', message.entity_id,
     'created_at', message.created_at,
     'payload', event.payloadText,
-  ]
-  if (message.metadata !== undefined) fields.push('metadata', JSON.stringify(message.metadata))
-  return fields
+  )
+  if (withMetadata) args.push('metadata', JSON.stringify(message.metadata))
 }

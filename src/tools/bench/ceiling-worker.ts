@@ -1,0 +1,15 @@
+/**
+ * A bench process measuring a broker's ceiling (`brokerCeiling`), apart from the bench's own process as the
+ * poller is. Started by `outbox-poller bench` with its task as JSON in argv[2]; replies over IPC and exits.
+ */
+import { brokerCeiling } from './broker-ceiling.js'
+import type { SinkSpec } from '../../sinks/parse-sink.js'
+
+export interface CeilingTask {
+  spec: SinkSpec
+  count: number
+}
+
+const task = JSON.parse(process.argv[2]!) as CeilingTask
+const perSecond = await brokerCeiling(task.spec, task.count)
+process.send!({ type: 'ceiling', perSecond }, () => process.disconnect!())
