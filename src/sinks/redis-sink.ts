@@ -18,38 +18,44 @@ interface RedisLink {
 
 /**
  * Adds a batch's events to the stream in one script call, each unless its id was seen, so a re-delivery
- * after a crash between publish and commit is dropped atomically. An id is checked first and remembered
- * after its XADD: a script is not rolled back when a command fails, so remembering first could hide an
- * event whose XADD failed. Each command runs under pcall, so an error fails only its own event. Returns one
- * string per event: `+<entry id>` added, `=<first entry id>` a duplicate, `!<error>` an error reply.
- * KEYS: stream, then one dedupe key per event. ARGV: ttl seconds, maxlen ('' for none), then per event its
- * number of field and value strings, followed by them.
+ * after a crash between publish and commit is dropped atomically. The id is remembered (SET NX) before its
+ * XADD and forgotten again if the XADD fails, in the same script: nothing else runs in between, so no
+ * failed event is ever taken for a duplicate. Each command runs under pcall, so an error fails only its own
+ * event. Returns one string per event: `+<entry id>` added, `=` a duplicate, `!<error>` an error reply.
+ * KEYS: stream, then one dedupe key per event. ARGV: ttl seconds, maxlen ('' for none), then per event the
+ * values of the fields below, metadata '' when the event has none.
  */
 const relayScript = `
 local ttl, maxlen = ARGV[1], ARGV[2]
+local names = {'event_id', 'event_type', 'entity_type', 'entity_id', 'created_at', 'payload', 'metadata'}
+local command = {'XADD', KEYS[1]}
+if maxlen ~= '' then command = {'XADD', KEYS[1], 'MAXLEN', '~', maxlen} end
+command[#command + 1] = '*'
+local head = #command
 local results = {}
-local at = 3
 for i = 2, #KEYS do
-  local count = tonumber(ARGV[at])
-  local fields = {unpack(ARGV, at + 1, at + count)}
-  at = at + count + 1
-  local seen = redis.pcall('GET', KEYS[i])
-  if type(seen) == 'table' and seen.err then
-    results[i - 1] = '!' .. seen.err
-  elseif seen then
-    results[i - 1] = '=' .. seen
+  local at = 2 + (i - 2) * 7
+  local fresh = redis.pcall('SET', KEYS[i], '1', 'NX', 'EX', ttl)
+  if type(fresh) == 'table' and fresh.err then
+    results[i - 1] = '!' .. fresh.err
+  elseif not fresh then
+    results[i - 1] = '='
   else
-    local id
-    if maxlen ~= '' then
-      id = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', unpack(fields))
-    else
-      id = redis.pcall('XADD', KEYS[1], '*', unpack(fields))
+    local length = head
+    for f = 1, 7 do
+      local value = ARGV[at + f]
+      if f < 7 or value ~= '' then
+        command[length + 1] = names[f]
+        command[length + 2] = value
+        length = length + 2
+      end
     end
+    local id = redis.pcall(unpack(command, 1, length))
     if type(id) == 'table' and id.err then
+      redis.pcall('DEL', KEYS[i])
       results[i - 1] = '!' .. id.err
     else
-      local remembered = redis.pcall('SET', KEYS[i], id, 'EX', ttl)
-      results[i - 1] = (type(remembered) == 'table' and remembered.err) and ('!' .. remembered.err) or ('+' .. id)
+      results[i - 1] = '+' .. id
     end
   end
 end
@@ -137,18 +143,8 @@ function newClient(url: string, timeoutMs: number) {
   return createClient({ url, name: 'outbox-poller', disableOfflineQueue: true, socket: { reconnectStrategy: false, connectTimeout: timeoutMs } })
 }
 
-/** Appends the event's field count, then its fields and values, to the script's arguments. */
+/** Appends the event's field values to the script's arguments, in the script's order. */
 function appendStreamFields(args: string[], event: OutboxEvent): void {
   const message = eventMessageFields(event)
-  const withMetadata = message.metadata !== undefined
-  args.push(
-    withMetadata ? '14' : '12',
-    'event_id', message.event_id,
-    'event_type', message.event_type,
-    'entity_type', message.entity_type,
-    'entity_id', message.entity_id,
-    'created_at', message.created_at,
-    'payload', event.payloadText,
-  )
-  if (withMetadata) args.push('metadata', JSON.stringify(message.metadata))
+  args.push(message.event_id, message.event_type, message.entity_type, message.entity_id, message.created_at, event.payloadText, message.metadata === undefined ? '' : JSON.stringify(message.metadata))
 }

@@ -51,9 +51,9 @@ describe('handler routing', () => {
     const b = () => {}
     const c = () => {}
     const registry = new HandlerRegistry({ 'issue.created': a, 'issue.*': b, '*': c })
-    expect(registry.match('issue.created')).toEqual([a, b, c])
-    expect(registry.match('issue.comment.added')).toEqual([b, c])
-    expect(registry.match('issues.created')).toEqual([c])
+    expect(registry.match('issue.created').each).toEqual([a, b, c])
+    expect(registry.match('issue.comment.added').each).toEqual([b, c])
+    expect(registry.match('issues.created').each).toEqual([c])
     expect(() => new HandlerRegistry({ 'is*ue': a })).toThrow(/pattern/)
     expect(() => new HandlerRegistry({ 'issue.*': 'nope' as never })).toThrow(/must be a function/)
   })

@@ -25,23 +25,23 @@ describe('handler routing', () => {
 
   it('runs every matching handler in registration order; a prefix matches deeper types too', () => {
     const registry = new HandlerRegistry({ 'issue.*': a, 'issue.created': b, '*': c })
-    expect(registry.match('issue.created')).toEqual([a, b, c])
-    expect(registry.match('issue.comment.added')).toEqual([a, c])
-    expect(registry.match('user.created')).toEqual([c])
+    expect(registry.match('issue.created').each).toEqual([a, b, c])
+    expect(registry.match('issue.comment.added').each).toEqual([a, c])
+    expect(registry.match('user.created').each).toEqual([c])
     expect(registry.size).toBe(3)
   })
 
   it('matches nothing for a type no pattern covers, and a prefix does not match its bare stem', () => {
     const registry = new HandlerRegistry({ 'issue.*': a })
-    expect(registry.match('issue')).toEqual([])
-    expect(registry.match('issues.created')).toEqual([])
+    expect(registry.match('issue')).toEqual({ each: [], batch: [] })
+    expect(registry.match('issues.created')).toEqual({ each: [], batch: [] })
   })
 
   it('takes one function for every event, and sees handlers added after a match', () => {
     const registry = new HandlerRegistry(a)
-    expect(registry.match('anything')).toEqual([a])
+    expect(registry.match('anything').each).toEqual([a])
     registry.add('anything', b)
-    expect(registry.match('anything')).toEqual([a, b])
+    expect(registry.match('anything').each).toEqual([a, b])
   })
 
   it('refuses a handler that is not a function, and handlers that are neither a function nor an object', () => {

@@ -36,7 +36,7 @@ describe('how a handler module closes what it opened', () => {
   it('in a CommonJS object of patterns, close is the handler of the event type "close", and Symbol.asyncDispose closes the module', async () => {
     const file = await moduleFile('object.cjs', `const close = () => {}\nmodule.exports = { close, [Symbol.asyncDispose]: async () => 'disposed' }\n`)
     const loaded = await loadHandlers(file)
-    expect(new HandlerRegistry(loaded.handlers).match('close')).toHaveLength(1)
+    expect(new HandlerRegistry(loaded.handlers).match('close').each).toHaveLength(1)
     expect(await loaded.close?.()).toBe('disposed')
   })
 

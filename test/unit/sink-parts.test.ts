@@ -82,4 +82,19 @@ describe('in-flight slots', () => {
     await second
     expect(order).toEqual(['left', 'first', 'second'])
   })
+
+  it('a batch takes several slots at once and waits, in turn, until as many are free', async () => {
+    const slots = new Semaphore(4)
+    await slots.acquire(undefined, 3)
+    const order: string[] = []
+    const window = slots.acquire(undefined, 3).then(() => order.push('window of 3'))
+    const single = slots.acquire().then(() => order.push('single'))
+    slots.release(2) // 3 free: the window goes first, the single waits behind it
+    await window
+    expect(order).toEqual(['window of 3'])
+    slots.release(1)
+    await single
+    expect(order).toEqual(['window of 3', 'single'])
+    expect(() => slots.acquire(undefined, 5)).toThrow(RangeError)
+  })
 })
