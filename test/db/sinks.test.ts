@@ -7,6 +7,7 @@ import type { OutboxEvent } from '../../src/types.js'
 import { captureLog, relaySuite, startRelay, testWebhookSecret } from '../support/relay.js'
 import {
   bindQueue,
+  createNatsStream,
   deleteAmqp,
   deleteNatsStream,
   deleteRedisStream,
@@ -136,6 +137,20 @@ describe('NATS JetStream sink', () => {
     expect(crashing.every((row) => !row.processed && row.attempts === 0)).toBe(true)
   })
 
+  it('a message the stream refuses fails only its own event; its batch-mates are stored and processed', async () => {
+    const small = `${stream}_SMALL`
+    await createNatsStream(small, [`${subject}_small.>`], { max_msg_size: 1024 })
+    afterFile(() => deleteNatsStream(small))
+    // one batch of 20 (the relay starts after they are written), one of them too big for the stream
+    await db.sql`insert into items select n, case when n = 7 then repeat('x', 2000) else 'item ' || n end from generate_series(1, 20) n`
+    await startRelay(db.url, [`nats://${services.nats}?stream=${small}&subject=${subject}_small`], { poller: { maxAttempts: 1 } })
+    await waitFor('the big one dead, the others processed', async () => (await outboxRows()).every((row) => row.processed || row.dead))
+    const rows = await outboxRows()
+    expect(rows.find((row) => row.entity_id === '7')).toMatchObject({ processed: false, dead: true, attempts: 1, last_error: expect.stringMatching(/maximum/i) })
+    expect(rows.filter((row) => row.entity_id !== '7').every((row) => row.processed && row.attempts === 0)).toBe(true)
+    expect(await natsStreamCount(small)).toBe(19)
+  })
+
   it('a stream that does not exist (without ?create=1) stops start-up with a ConfigError', async () => {
     const specs = [parseSink(`nats://${services.nats}?stream=NO_SUCH_${run}`)]
     await expect(createSinkHandlers(specs, { log: captureLog().logger })).rejects.toThrow(/stream "NO_SUCH_.*" does not exist/)
@@ -174,6 +189,18 @@ describe('Redis Streams sink', () => {
     expect(await length()).toBe(before + 200)
   })
 
+  it("an XADD the server refuses fails each event with the server's words, and its id is not remembered", async () => {
+    const wrong = `${stream}-wrongtype`
+    afterFile(() => deleteRedisStream(wrong))
+    await withRedis((client) => client.set(wrong, 'not a stream'))
+    await insertItems(5)
+    await startRelay(db.url, [`${services.redis}?stream=${wrong}`], { poller: { maxAttempts: 1 } })
+    await waitFor('all dead', async () => (await outboxRows()).every((row) => row.dead))
+    expect((await outboxRows()).every((row) => row.attempts === 1 && /WRONGTYPE/.test(row.last_error ?? ''))).toBe(true)
+    // a later delivery, once the key is a stream, must not be taken for a duplicate
+    expect(await withRedis((client) => client.keys(`outbox-poller:dedupe:${wrong}:*`))).toEqual([])
+  })
+
   it('?maxlen trims the stream approximately', async () => {
     const trimmed = `${stream}-trimmed`
     afterFile(() => deleteRedisStream(trimmed))
@@ -202,6 +229,51 @@ describe('webhook sink', () => {
       expect(delivery.headers['content-type']).toBe('application/json')
       expect(Math.abs(Number(delivery.timestamp) - Date.now() / 1000)).toBeLessThan(120)
     }
+  })
+
+  it('no event of a batch is marked processed before every confirm of the batch came back', async () => {
+    let release!: () => void
+    const held = new Promise<void>((resolve) => (release = resolve))
+    const receiver = await startReceiver(testWebhookSecret, async (delivery) => {
+      if (delivery.body.entity_id === '7') await held
+      return { status: 200 }
+    })
+    afterFile(receiver.close)
+    await insertItems(20) // one batch: the relay starts after they are written
+    await startRelay(db.url, [receiver.url])
+    await waitFor('19 of 20 confirmed', () => receiver.deliveries.length === 19)
+    expect(await processedCount()).toBe(0)
+    release()
+    await waitFor('all processed', async () => (await processedCount()) === 20)
+    expect((await outboxRows()).every((row) => row.attempts === 0)).toBe(true)
+    expect(receiver.deliveries).toHaveLength(20)
+  })
+
+  it('a status refusing one event of a batch fails only that event', async () => {
+    const receiver = await startReceiver(testWebhookSecret, (delivery) => ({ status: delivery.body.entity_id === '3' ? 422 : 200 }))
+    afterFile(receiver.close)
+    await insertItems(10)
+    await startRelay(db.url, [receiver.url], { poller: { maxAttempts: 1 } })
+    await waitFor('settled', async () => (await outboxRows()).every((row) => row.processed || row.dead))
+    const rows = await outboxRows()
+    expect(rows.find((row) => row.entity_id === '3')).toMatchObject({ dead: true, attempts: 1, last_error: expect.stringContaining('HTTP 422') })
+    expect(rows.filter((row) => row.entity_id !== '3').every((row) => row.processed && row.attempts === 0)).toBe(true)
+    expect(receiver.deliveries).toHaveLength(10)
+  })
+
+  it('a handler beside the sink fails only its own event, which the sink still delivered', async () => {
+    const receiver = await startReceiver(testWebhookSecret)
+    afterFile(receiver.close)
+    await insertItems(10)
+    const extra = (event: OutboxEvent) => {
+      if (event.entity_id === '5') throw new Error('the handler refused item 5')
+    }
+    await startRelay(db.url, [receiver.url], { poller: { maxAttempts: 1 }, extra: { 'item.*': extra } })
+    await waitFor('settled', async () => (await outboxRows()).every((row) => row.processed || row.dead))
+    const rows = await outboxRows()
+    expect(rows.find((row) => row.entity_id === '5')).toMatchObject({ dead: true, attempts: 1, last_error: 'the handler refused item 5' })
+    expect(rows.filter((row) => row.entity_id !== '5').every((row) => row.processed)).toBe(true)
+    expect(new Set(receiver.deliveries.map((d) => d.body.entity_id))).toHaveLength(10)
   })
 
   it('500 then 200: the event is retried and delivered, with one attempt charged', async () => {

@@ -103,6 +103,16 @@ export async function natsStreamCount(stream: string): Promise<number> {
   }
 }
 
+/** A JetStream stream made by the test itself, e.g. with limits the sink's `create=1` does not set. */
+export async function createNatsStream(stream: string, subjects: string[], limits: { max_msg_size?: number } = {}): Promise<void> {
+  const connection = await natsConnect({ servers: services.nats })
+  try {
+    await (await jetstreamManager(connection)).streams.add({ name: stream, subjects, ...limits })
+  } finally {
+    await connection.close()
+  }
+}
+
 export async function deleteNatsStream(stream: string): Promise<void> {
   const connection = await natsConnect({ servers: services.nats })
   try {
@@ -150,13 +160,20 @@ export interface WebhookDelivery {
   status: number
 }
 
+/** What the receiver answers to one request. */
+export interface ReceiverAnswer {
+  status: number
+  headers?: Record<string, string>
+}
+
 /**
  * A local HTTP endpoint that verifies Standard Webhooks signatures with `secret` (401 when they fail) and
- * answers what `respond` says, 200 by default.
+ * answers what `respond` says, 200 by default; a `respond` that returns a promise holds the response until
+ * it settles. A delivery is recorded once answered.
  */
 export async function startReceiver(
   secret: string,
-  respond: (delivery: WebhookDelivery, seen: number) => { status: number; headers?: Record<string, string> } = () => ({ status: 200 }),
+  respond: (delivery: WebhookDelivery, seen: number) => ReceiverAnswer | Promise<ReceiverAnswer> = () => ({ status: 200 }),
 ): Promise<{ url: string; deliveries: WebhookDelivery[]; close(): Promise<void> }> {
   const key = webhookSigningKey(secret)
   const deliveries: WebhookDelivery[] = []
@@ -164,7 +181,7 @@ export async function startReceiver(
   const server: Server = createServer((request, response) => {
     const chunks: Buffer[] = []
     request.on('data', (chunk: Buffer) => chunks.push(chunk))
-    request.on('end', () => {
+    request.on('end', async () => {
       const text = Buffer.concat(chunks).toString('utf8')
       const id = String(request.headers['webhook-id'])
       const timestamp = String(request.headers['webhook-timestamp'])
@@ -172,7 +189,7 @@ export async function startReceiver(
       const delivery: WebhookDelivery = { id, timestamp, signatureValid, body: JSON.parse(text), text, headers: request.headers, at: Date.now(), status: 0 }
       const count = (seen.get(id) ?? 0) + 1
       seen.set(id, count)
-      const answer = signatureValid ? respond(delivery, count) : { status: 401 }
+      const answer = signatureValid ? await respond(delivery, count) : { status: 401 }
       delivery.status = answer.status
       deliveries.push(delivery)
       response.writeHead(answer.status, { 'content-type': 'text/plain', ...answer.headers })
