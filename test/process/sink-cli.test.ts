@@ -49,6 +49,26 @@ describe('--sink on the command line', () => {
     }
   })
 
+  it('under the supervisor, a refused event of a relayed batch fails alone and its batch-mates are processed', async () => {
+    const secret = 'whsec_' + Buffer.from('another test secret, long enough').toString('base64')
+    const receiver = await startReceiver(secret, (delivery) => ({ status: delivery.body.entity_id === '13' ? 422 : 200 }))
+    const replica = suite.start(['--sink', receiver.url, '--max-attempts', '1', '--interval-max', '500ms'], { OUTBOX_POLLER_SINK_SECRET: secret })
+    try {
+      await db.sql`insert into orders select n, n * 10 from generate_series(1, 100) n`
+      await waitFor('all settled', async () => (await pendingEvents(db)) === 0, 30_000)
+      const rows = await db.sql<{ entity_id: string; processed: boolean; dead: boolean; attempts: number; last_error: string | null }[]>`
+        select entity_id, processed_at is not null as processed, dead_at is not null as dead, attempts, last_error from outbox order by id`
+      expect(rows.find((row) => row.entity_id === '13')).toMatchObject({ processed: false, dead: true, attempts: 1, last_error: expect.stringContaining('HTTP 422') })
+      expect(rows.filter((row) => row.entity_id !== '13').every((row) => row.processed && row.attempts === 0)).toBe(true)
+      expect(new Set(receiver.deliveries.map((d) => d.body.entity_id)).size).toBe(100)
+      expect(receiver.deliveries.every((d) => d.signatureValid)).toBe(true)
+    } finally {
+      replica.child.kill('SIGTERM')
+      expect((await replica.exited).code).toBe(0)
+      await receiver.close()
+    }
+  })
+
   it('a bad sink is a one-line configuration error with its credentials masked', async () => {
     const bad = await runCli(['--sink', 'amqp://relay:hunter2@127.0.0.1:5672/'], { DATABASE_URL: db.url })
     expect(bad.code).toBe(2)
