@@ -79,13 +79,15 @@ export async function benchCommand(command: Command): Promise<number> {
       say(`${formatDrain(withTx)}${vsNoop(withTx)}`)
     }
     if (only.has('relay') && flags.sink.length > 0) {
-      say(`\nrelay ${events.toLocaleString('en')} events, confirmed before processed, against the no-op drain and the broker's own ceiling (${events.toLocaleString('en')} confirmed publishes, 1,000 in flight, no database), in turn`)
+      say(`\nrelay ${events.toLocaleString('en')} events, confirmed before processed, against the no-op drain and the broker's own ceiling (${events.toLocaleString('en')} confirmed publishes, 1,000 in flight, no database), in turn;`)
+      say('"taking turns" is 1 ÷ (1 ÷ drain + 1 ÷ ceiling): the most when a batch\'s claim and settlement and its publishes do not overlap')
       for (const sink of flags.sink) {
         const result = await relayBench(sql, scratch.url, scratch.schema, sink, flags.sinkSecret, events)
         relay.push(result)
         say(formatDrain(result.drain))
         say(`  ${`ceiling of ${result.sink}`.padEnd(44)} ${Math.round(result.ceilingPerSecond).toLocaleString('en').padStart(8)} messages/s`)
-        say(`${formatDrain(result.relay)}   ${result.ratio.toFixed(2)}× min(no-op drain, ceiling)`)
+        say(`${formatDrain(result.relay)}   ${result.ratio.toFixed(2)}× min(no-op drain, ceiling), ${(result.relay.eventsPerSecond / result.turnsPerSecond).toFixed(2)}× taking turns`)
+        say(`${formatDrain(result.twoPollers)}   ${(result.twoPollers.eventsPerSecond / result.ceilingPerSecond).toFixed(2)}× the ceiling`)
       }
     }
     if (only.has('latency')) {

@@ -37,12 +37,12 @@ export interface SinkOptions {
   /** Outages (once each), connections and rejections are logged here. */
   log: Logger
   /**
-   * How long a publish waits for its confirm (a webhook: the whole request), and a connection attempt for the
+   * How long a batch's publishes wait for their confirms (a webhook: each whole request), and a connection attempt for the
    * broker. Keep it below the handler timeout, or the handler times out first and the event is charged.
    * Default 10 s; `sinkTimeoutMs` derives it from a handler timeout.
    */
   timeoutMs?: number
-  /** Messages each sink has in flight at most (published, not yet confirmed). Default 256. */
+  /** Messages each sink has in flight at most (published, not yet confirmed): a batch larger than this is published in windows of it. Default 1000. */
   maxInFlight?: number
 }
 
@@ -55,7 +55,7 @@ export interface ResolvedSinkOptions {
 
 export const sinkDefaults = {
   timeoutMs: 10_000,
-  maxInFlight: 256,
+  maxInFlight: 1_000,
 } as const
 
 /**

@@ -22,12 +22,19 @@ export interface RelayResult {
   relay: DrainResult
   /** relay ÷ min(no-op drain, ceiling): the share of what the slower of the two allows. */
   ratio: number
+  /**
+   * 1 ÷ (1 ÷ drain + 1 ÷ ceiling): the most one poller can relay when a batch's claim and settlement and its
+   * publishes take turns (the batch commits only once confirmed, and the next claim follows the commit).
+   */
+  turnsPerSecond: number
+  /** Two pollers relaying: while one waits for its confirms the other claims and settles. */
+  twoPollers: DrainResult
 }
 
 /**
  * One sink's relay, between the two floors it is bounded by, measured one after the other: the no-op drain
  * (what the database and the poller allow), the broker's ceiling (what the broker allows, `events`
- * publishes in a process of their own), then the relay itself over `events` events.
+ * publishes in a process of their own), then the relay itself over `events` events, by one poller and by two.
  */
 export async function relayBench(sql: Sql, url: string, schema: string, sink: string, secret: string | undefined, events: number): Promise<RelayResult> {
   const receiver = sink === localWebhook ? await startBenchReceiver() : undefined
@@ -37,8 +44,11 @@ export async function relayBench(sql: Sql, url: string, schema: string, sink: st
     const name = receiver === undefined ? spec.name : `a local webhook receiver (node:http, 204, keep-alive)`
     const drain = await drainBench(sql, url, schema, 'poller', 1, 250, events)
     const ceilingPerSecond = await ceilingInChild({ spec, count: events })
-    const relay = await drainBench(sql, url, schema, 'poller', 1, 250, events, { sink: target, sinkSecret: secret ?? (receiver && 'outbox-poller bench'), label: `relay to ${name}` })
-    return { sink: name, drain, ceilingPerSecond, relay, ratio: relay.eventsPerSecond / Math.min(drain.eventsPerSecond, ceilingPerSecond) }
+    const relayTo = { sink: target, sinkSecret: secret ?? (receiver && 'outbox-poller bench'), label: `relay to ${name}` }
+    const relay = await drainBench(sql, url, schema, 'poller', 1, 250, events, relayTo)
+    const twoPollers = await drainBench(sql, url, schema, 'poller', 2, 250, events, relayTo)
+    const turnsPerSecond = 1 / (1 / drain.eventsPerSecond + 1 / ceilingPerSecond)
+    return { sink: name, drain, ceilingPerSecond, relay, ratio: relay.eventsPerSecond / Math.min(drain.eventsPerSecond, ceilingPerSecond), turnsPerSecond, twoPollers }
   } finally {
     await receiver?.close()
   }
