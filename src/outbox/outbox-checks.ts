@@ -22,11 +22,14 @@ export interface OutboxOrdering {
 /** The ordering mode is the outbox's: the first replica records it, and one started with another refuses. */
 export async function outboxCheckOrdering(sql: Sql, outbox: OutboxTable, order: OutboxOrdering): Promise<void> {
   const mine = order.ordering === 'entity' ? `entity, on dead: ${order.onDead}` : 'none'
-  const [stored] = await sql.unsafe(
+  let [stored] = await sql.unsafe(
     `with recorded as (insert into ${outbox.settings} (name, value) values ('ordering', $1) on conflict (name) do nothing returning value, set_at)
      select value, set_at from recorded union all select value, set_at from ${outbox.settings} where name = 'ordering'`,
     [mine],
   )
+  // A replica starting at the same moment recorded it first: the insert waited for its commit, but the
+  // statement's snapshot predates that commit. A new statement sees it.
+  stored ??= (await sql.unsafe(`select value, set_at from ${outbox.settings} where name = 'ordering'`))[0]
   if (stored!.value !== mine) {
     throw new ConfigError(
       `this outbox runs with ordering "${stored!.value}" (recorded ${(stored!.set_at as Date).toISOString()}), but this replica was started with "${mine}": ` +

@@ -2,6 +2,8 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { outboxCheckOrdering } from '../../src/outbox/outbox-checks.js'
+import { outboxTable } from '../../src/outbox/outbox-table.js'
 import { fixturePath, type Replica, runCli, startReplica } from '../support/cli.js'
 import { createTestDatabase, type TestDatabase } from '../support/database.js'
 import { waitFor } from '../support/wait-for.js'
@@ -104,5 +106,19 @@ export default (event) => { if (event.payload.poison) throw new Error('poison');
     expect(other.code).toBe(2)
     expect(other.stderr).toMatch(/this outbox runs with ordering "entity, on dead: continue" .* but this replica was started with "none"/)
     await db.sql`delete from outbox_settings`
+  })
+
+  it('two replicas recording the mode at the same moment: the second reads what the first recorded', async () => {
+    const first = await db.sql.reserve()
+    try {
+      await first`begin`
+      await first`insert into outbox_settings (name, value) values ('ordering', 'none')`
+      const second = outboxCheckOrdering(db.sql, outboxTable('public', 'outbox'), { ordering: 'none', onDead: 'continue' })
+      await waitFor('the second waiting for the first', async () => (await db.sql`select 1 from pg_stat_activity where wait_event_type = 'Lock' and query like '%outbox_settings%'`).length > 0)
+      await first`commit`
+      await expect(second).resolves.toBeUndefined()
+    } finally {
+      first.release()
+    }
   })
 })
