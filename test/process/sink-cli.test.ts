@@ -5,7 +5,7 @@ import { captureTable } from '../../src/capture/capture.js'
 import { outboxTable } from '../../src/outbox/outbox-table.js'
 import { fixturePath, runCli } from '../support/cli.js'
 import { pendingEvents, processSuite } from '../support/process-suite.js'
-import { startReceiver } from '../support/sink-receivers.js'
+import { deleteRedisStream, startReceiver } from '../support/sink-receivers.js'
 import { waitFor } from '../support/wait-for.js'
 
 const suite = processSuite('sink-cli', {
@@ -68,6 +68,24 @@ describe('--sink on the command line', () => {
       await receiver.close()
     }
   })
+
+  it('bench --sink relays next to both floors measured in the same run: a smoke test, no speed is asserted', async () => {
+    const result = await runCli(['bench', '--only', 'relay', '--sink', 'webhook', '--sink', 'redis://127.0.0.1:6379?stream=outbox-cli-bench&dedupe_ttl=1m', '--events', '1000', '--json'], { DATABASE_URL: db.url }, 120_000)
+    await deleteRedisStream('outbox-cli-bench')
+    expect(result.code).toBe(0)
+    const { relay } = JSON.parse(result.stdout) as { relay: Array<{ sink: string; ceilingPerSecond: number; ratio: number; drain: { eventsPerSecond: number }; relay: { eventsPerSecond: number; name: string }; twoPollers: { processes: number } }> }
+    expect(relay.map((r) => r.sink)).toEqual(['a local webhook receiver (node:http, 204, keep-alive)', 'redis://127.0.0.1:6379?stream=outbox-cli-bench&dedupe_ttl=1m'])
+    for (const run of relay) {
+      expect(run.ceilingPerSecond).toBeGreaterThan(0)
+      expect(run.drain.eventsPerSecond).toBeGreaterThan(0)
+      expect(run.ratio).toBeCloseTo(run.relay.eventsPerSecond / Math.min(run.drain.eventsPerSecond, run.ceilingPerSecond))
+      expect(run.twoPollers.processes).toBe(2)
+    }
+    expect(result.stderr).toMatch(/min\(no-op drain, ceiling\)/)
+    const noSink = await runCli(['bench', '--only', 'relay'], { DATABASE_URL: db.url })
+    expect(noSink.code).toBe(2)
+    expect(noSink.stderr).toMatch(/--only relay needs a --sink/)
+  }, 120_000)
 
   it('a bad sink is a one-line configuration error with its credentials masked', async () => {
     const bad = await runCli(['--sink', 'amqp://relay:hunter2@127.0.0.1:5672/'], { DATABASE_URL: db.url })
