@@ -53,7 +53,7 @@ describe('demo and bench', () => {
   it('bench rejects bad input with exit code 2', async () => {
     const bad = await runCli(['bench', '--only', 'speed'], { DATABASE_URL: db.url })
     expect(bad.code).toBe(2)
-    expect(bad.stderr).toMatch(/--only must list parts among drain, latency, capture \(got "speed"\)/)
+    expect(bad.stderr).toMatch(/--only must list parts among drain, latency, capture, relay \(got "speed"\)/)
     expect((await runCli(['bench', '--events', '10'], { DATABASE_URL: db.url })).stderr).toMatch(/--events must be an integer between 1000 and 10000000/)
     expect((await runCli(['demo', '--duration', 'soon'], { DATABASE_URL: db.url })).code).toBe(2)
   })
