@@ -21,8 +21,8 @@ export interface BrokerDriver<C> extends ConnectionDriver<C> {
 }
 
 /**
- * A sink on a broker connection. A batch's messages are published all at once (at most `maxInFlight` at a
- * time), then their confirms are awaited together, under one timeout. An error for an event becomes either a
+ * A sink on a broker connection. A batch's messages are published all at once (in windows of `maxInFlight`),
+ * then their confirms are awaited together, all within `timeoutMs`. An error for an event becomes either a
  * charged failure of its event (a rejection of the message: the broker's own words, retried with backoff,
  * dead-lettered after the last attempt) or a RetryLaterError (the broker is unavailable: no attempt
  * charged). A publish not confirmed within `timeoutMs` counts as a lost connection: a broker that stopped
@@ -64,9 +64,12 @@ export class BrokerSink<C> implements Sink {
 
   async publishBatch(events: readonly OutboxEvent[], signal?: AbortSignal): Promise<Array<Error | undefined>> {
     const results: Array<Error | undefined> = []
+    // one deadline for the whole batch, so that a batch of several windows stays within the sink timeout
+    // (and so below the handler timeout, which would charge the events)
+    const deadline = performance.now() + this.#timeoutMs
     for (let from = 0; from < events.length; from += this.#maxInFlight) {
       const window = events.length <= this.#maxInFlight ? events : events.slice(from, from + this.#maxInFlight)
-      results.push(...(await this.#publishWindow(window, signal)))
+      results.push(...(await this.#publishWindow(window, signal, deadline)))
     }
     return results
   }
@@ -75,7 +78,7 @@ export class BrokerSink<C> implements Sink {
     return this.#keeper.close()
   }
 
-  async #publishWindow(events: readonly OutboxEvent[], signal: AbortSignal | undefined): Promise<Array<Error | undefined>> {
+  async #publishWindow(events: readonly OutboxEvent[], signal: AbortSignal | undefined, deadline: number): Promise<Array<Error | undefined>> {
     try {
       this.#keeper.get() // fail fast while the broker is down, before queueing for slots
     } catch (error) {
@@ -95,7 +98,7 @@ export class BrokerSink<C> implements Sink {
       } catch (error) {
         sends = events.map(() => Promise.reject(error)) // the connection closed under us: some clients throw at once
       }
-      const errors = await settleWithin(sends, this.#timeoutMs, () => new PublishTimeout(this.#timeoutMs))
+      const errors = await settleWithin(sends, Math.max(1, deadline - performance.now()), () => new PublishTimeout(this.#timeoutMs))
       // the broker confirmed something: it is up, whatever the rest of the window met
       if (errors.some((error) => error === undefined)) this.#outage.up()
       return errors.map((error) => (error === undefined ? undefined : this.#classify(connection, error)))
