@@ -64,14 +64,15 @@ export class BatchDispatch {
     const turns = connection === undefined ? undefined : new SavepointTurns(connection)
     const outcome: BatchOutcome = { succeeded: [], failed: [], unmatched: [], deferred: [], latencyMs: [], handlerMs: new Map() }
     const run: BatchRun = (this.#run = { stopped: this.#forced, running: new Map(), calls: new Set() })
-    const routes = rows.map((row) => this.registry.match(row.event_type))
-    const pass = routes.some((route) => route.batch.length > 0) ? new BatchHandlerPass(rows, routes, run, outcome, this.options.handlerTimeoutMs, announcements) : undefined
+    // the routes are looked up once per batch only when some handler takes the batch at once
+    const routes = this.registry.hasBatchForms ? rows.map((row) => this.registry.match(row.event_type)) : undefined
+    const pass = routes?.some((route) => route.batch.length > 0) ? new BatchHandlerPass(rows, routes, run, outcome, this.options.handlerTimeoutMs, announcements) : undefined
     let next = 0
     const worker = async () => {
       while (next < rows.length && run.stopped === undefined) {
         const index = next++
         const event = rows[index]!
-        const route = routes[index]!
+        const route = routes === undefined ? this.registry.match(event.event_type) : routes[index]!
         if (route.each.length === 0 && route.batch.length > 0) continue // the pass hands it over and records it
         if (announcements !== undefined) {
           const ready = announcements.ready(index)

@@ -66,6 +66,11 @@ export class HandlerRegistry {
     return this.#routes.length
   }
 
+  /** Whether a handler with a batch form is registered: without one, the dispatch skips the batch path. */
+  get hasBatchForms(): boolean {
+    return this.#routes.some((route) => batchFormOf(route.handler) !== undefined)
+  }
+
   /** The handlers for an event type, in registration order: those with a batch form under `batch`, the others under `each`. */
   match(eventType: string): Route {
     let route = this.#cache.get(eventType)
