@@ -74,7 +74,7 @@ function registerToolCommands(program: Command, action: CommandAction): void {
     .action(action(demoCommand))
 
   scratchCommand(program, 'bench', 'measure drain throughput against a bare SKIP LOCKED loop, commit-to-handler latency and capture cost (embedded PostgreSQL unless DATABASE_URL is set; works in a schema of its own, dropped at the end)')
-    .option('--events <n>', 'events pre-filled for each drain run', '100000')
+    .option('--events <n>', 'events pre-filled for each drain run (the capture part grows an outbox to 10 × this many pending events)', '100000')
     .option('--seconds <n>', 'seconds each latency and capture run lasts (1-600)', '5')
     .option('--only <parts...>', 'run only some parts: drain, latency, capture')
     .option('--json', 'print the results as JSON on stdout (progress goes to stderr)')
