@@ -214,7 +214,7 @@ async function ownWriters(url: string, script: string[], ids: Write['ids'], seco
   return reports.reduce((sum, report) => sum + report.statements, 0) / seconds
 }
 
-export function formatCapture(r: CaptureResult): string {
+function formatCapture(r: CaptureResult): string {
   const perSecond = (value: number) => Math.round(value).toLocaleString('en').padStart(7)
   const range = `(${r.vsFloorRange[0].toFixed(2)}–${r.vsFloorRange[1].toFixed(2)})`
   if (r.name.includes('pending events')) {
