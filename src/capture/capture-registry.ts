@@ -1,5 +1,5 @@
 import type { Sql, TransactionSql } from 'postgres'
-import type { CapturedTable } from './capture.js'
+import { type CapturedTable, captureTriggerNames } from './capture.js'
 import type { OutboxTable } from '../outbox/outbox-table.js'
 
 /** What happened to a registered table whose changes no longer flow as they were captured. */
@@ -25,7 +25,8 @@ const reasons: Record<LostCaptureProblem, string> = {
 interface RegistryRow {
   table: string
   entity: string
-  options: { key: string; ignore_columns: string[]; columns: string[] | null; exclude_columns: string[]; soft_delete_column: string | null; events: CapturedTable['events'] }
+  // mode: absent before the statement mode existed, 'row' since for those tables
+  options: { key: string; ignore_columns: string[]; columns: string[] | null; exclude_columns: string[]; soft_delete_column: string | null; events: CapturedTable['events']; mode?: CapturedTable['mode'] }
   problem: LostCaptureProblem
   sql: string
 }
@@ -37,18 +38,20 @@ interface RegistryRow {
 export async function lostCaptures(sql: Sql | TransactionSql, outbox: OutboxTable): Promise<LostCapture[]> {
   const rows = await sql<RegistryRow[]>`
     select coalesce(current.oid::regclass::text, registered.name) as table, r.entity, r.options, state.problem,
-           format('SELECT %s(%L, %L, %L, %L, %L, %L, %L, %L)', ${outbox.captureTableFunction}::text, registered.name, r.entity,
+           format('SELECT %s(%L, %L, %L, %L, %L, %L, %L, %L%s)', ${outbox.captureTableFunction}::text, registered.name, r.entity,
                   case when state.problem = 'key-dropped' then '<column>' else r.options ->> 'key' end,
                   array(select jsonb_array_elements_text(r.options -> 'ignore_columns')),
                   array(select jsonb_array_elements_text(coalesce(nullif(r.options -> 'columns', 'null'), '[]'))),
                   array(select jsonb_array_elements_text(r.options -> 'exclude_columns')), r.options ->> 'soft_delete_column',
-                  array(select jsonb_array_elements_text(r.options -> 'events'))) as sql
+                  array(select jsonb_array_elements_text(r.options -> 'events')),
+                  case when r.options ->> 'mode' = 'row' then ', ''row''' else '' end) as sql
       from ${sql.unsafe(outbox.captured)} as r
      cross join lateral (select format('%I.%I', r.table_schema, r.table_name) as name) as registered
       left join lateral (
            -- the same table (perhaps renamed), else a table now under the registered name
-           select c.oid, exists (select 1 from pg_trigger t where t.tgrelid = c.oid and t.tgfoid = ${outbox.captureFunction}::text::regproc
-                                    and t.tgname in (${outbox.captureTrigger}::text, ${`${outbox.captureTrigger}_update`}::text)) as triggered
+           select c.oid, exists (select 1 from pg_trigger t where t.tgrelid = c.oid
+                                    and t.tgfoid in (${outbox.captureFunction}::text::regproc, ${outbox.captureRowsFunction}::text::regproc)
+                                    and t.tgname = any (${captureTriggerNames(outbox)}::text[])) as triggered
              from pg_class c
             where c.oid = coalesce((select oid from pg_class where oid = r.relid), to_regclass(registered.name)::oid)) as current on true
      cross join lateral (select case
@@ -73,6 +76,7 @@ function lostCapture(row: RegistryRow): LostCapture {
     excludeColumns: o.exclude_columns,
     softDeleteColumn: o.soft_delete_column,
     events: o.events,
+    mode: o.mode ?? 'row',
   }
   return { ...captured, problem, reason: reasons[problem], recapture: { command: recaptureCommand(captured, problem), sql: row.sql } }
 }
@@ -84,6 +88,7 @@ function recaptureCommand(c: CapturedTable, problem: LostCaptureProblem): string
   words.push(...list('--ignore-columns', c.ignoreColumns), ...list('--columns', c.columns), ...list('--exclude-columns', c.excludeColumns))
   if (c.softDeleteColumn !== null) words.push('--soft-delete-column', shellWord(c.softDeleteColumn))
   if (c.events.length < 3) words.push('--events', c.events.join(','))
+  if (c.mode === 'row') words.push('--mode', 'row') // the default, auto, may choose statement
   return words.join(' ')
 }
 

@@ -19,7 +19,18 @@ export interface CaptureOptions {
   softDeleteColumn?: string
   /** Which changes to capture. Default: all three. */
   events?: ReadonlyArray<CaptureEvent>
+  /**
+   * `row`: one trigger call per changed row; `statement`: one per statement, set-based over its transition tables
+   * (not for partitioned or inherited tables); `auto`: statement where PostgreSQL allows it, else row. The events
+   * and payloads are the same in every mode. Default: `auto`.
+   */
+  mode?: CaptureModeOption
 }
+
+/** How the capture triggers are attached; `auto` resolves to one of the other two. */
+export type CaptureMode = 'row' | 'statement'
+export type CaptureModeOption = CaptureMode | 'auto'
+export const captureModes: readonly CaptureModeOption[] = ['row', 'statement', 'auto']
 
 export type CaptureEvent = 'insert' | 'update' | 'delete'
 export const captureEvents: readonly CaptureEvent[] = ['insert', 'update', 'delete']
@@ -34,7 +45,11 @@ export interface CapturedTable {
   excludeColumns: string[]
   softDeleteColumn: string | null
   events: CaptureEvent[]
+  mode: CaptureMode
 }
+
+/** SQLSTATE 0A000: statement mode asked for a partitioned or inherited table. */
+const featureNotSupported = '0A000'
 
 /** Attaches the capture triggers to a table (replacing earlier ones). A missing table or key column is a ConfigError. */
 export async function captureTable(sql: Sql, outbox: OutboxTable, options: CaptureOptions): Promise<CapturedTable> {
@@ -44,12 +59,15 @@ export async function captureTable(sql: Sql, outbox: OutboxTable, options: Captu
   const events = [...(options.events ?? captureEvents)]
   for (const event of events) if (!captureEvents.includes(event)) throw new ConfigError(`events must be among insert, update, delete (got ${JSON.stringify(event)})`)
   if (events.length === 0) throw new ConfigError('events must name at least one of insert, update, delete')
+  const mode = options.mode ?? 'auto'
+  if (!captureModes.includes(mode)) throw new ConfigError(`mode must be one of ${captureModes.join(', ')} (got ${JSON.stringify(mode)})`)
   const list = (values?: readonly string[]) => [...(values ?? [])]
   try {
     await sql`select ${sql.unsafe(outbox.captureTableFunction)}(${target}::regclass, ${options.entity}, ${key}, ${list(options.ignoreColumns)}::text[],
-      ${list(options.columns)}::text[], ${list(options.excludeColumns)}::text[], ${options.softDeleteColumn ?? null}::text, ${events}::text[])`
+      ${list(options.columns)}::text[], ${list(options.excludeColumns)}::text[], ${options.softDeleteColumn ?? null}::text, ${events}::text[], ${mode}::text)`
   } catch (error) {
-    if (sqlState(error) === SqlState.undefinedColumn) throw new ConfigError(`cannot capture ${options.table}: ${(error as Error).message}`)
+    const state = sqlState(error)
+    if (state === SqlState.undefinedColumn || state === featureNotSupported) throw new ConfigError(`cannot capture ${options.table}: ${(error as Error).message}`)
     throw error
   }
   const name = await regclassName(sql, target)
@@ -97,12 +115,13 @@ export async function listCaptures(sql: Sql, outbox: OutboxTable): Promise<Captu
     select t.tgrelid::regclass::text as table, t.tgargs as args, t.tgtype::int as type,
            (select json_object_agg(a.attnum, a.attname) from pg_attribute a where a.attrelid = t.tgrelid and a.attnum > 0 and not a.attisdropped) as names
       from pg_trigger t
-     where t.tgfoid = ${outbox.captureFunction}::regproc and t.tgname in (${outbox.captureTrigger}, ${`${outbox.captureTrigger}_update`})
+     where t.tgfoid in (${outbox.captureFunction}::regproc, ${outbox.captureRowsFunction}::regproc) and t.tgname = any (${captureTriggerNames(outbox)}::text[])
        and t.tgparentid = 0
      order by 1, t.tgname`
   const byTable = new Map<string, CapturedTable>()
   for (const row of rows) {
-    const captured = byTable.get(row.table) ?? { table: row.table, ...readTriggerArguments(row.args, row.names ?? {}), events: [] }
+    // tgtype bits: 1 row (else statement), 4 insert, 8 delete, 16 update
+    const captured = byTable.get(row.table) ?? { table: row.table, ...readTriggerArguments(row.args, row.names ?? {}), events: [], mode: row.type & 1 ? 'row' : 'statement' }
     if (row.type & 4) captured.events.push('insert')
     if (row.type & 16) captured.events.push('update')
     if (row.type & 8) captured.events.push('delete')
@@ -112,11 +131,16 @@ export async function listCaptures(sql: Sql, outbox: OutboxTable): Promise<Captu
   return [...byTable.values()]
 }
 
+/** The names the capture triggers of either mode take on a captured table. */
+export function captureTriggerNames(outbox: OutboxTable): string[] {
+  return ['', '_update', '_stmt_i', '_stmt_u', '_stmt_d'].map((suffix) => outbox.captureTrigger + suffix)
+}
+
 /**
  * tgargs holds the trigger's arguments, each ended by a NUL byte (see the capture function in
- * sql/migrations/0004_capture_follows_columns.sql); column numbers become the columns' current names.
+ * sql/migrations/0005_capture_at_the_floor.sql); column numbers become the columns' current names.
  */
-function readTriggerArguments(args: Buffer, names: Record<string, string>): Omit<CapturedTable, 'table' | 'events'> {
+function readTriggerArguments(args: Buffer, names: Record<string, string>): Omit<CapturedTable, 'table' | 'events' | 'mode'> {
   const [entity = '', , key = '0', keyName = '', ignored = '{}', columns = '', excluded = '{}', excludedNames = '{}', softDelete = ''] = args.toString('utf8').split('\0')
   const named = (numbers: string) => parseTextArray(numbers).flatMap((n) => (names[n] === undefined ? [] : [names[n]!]))
   return {

@@ -1,23 +1,27 @@
 import type { Command } from 'commander'
-import { type CapturedTable, type CaptureEvent, captureTable, listCaptures, uncaptureTable } from '../capture/capture.js'
+import { type CapturedTable, type CaptureEvent, type CaptureModeOption, captureTable, listCaptures, uncaptureTable } from '../capture/capture.js'
 import { type LostCapture, lostCaptures } from '../capture/capture-registry.js'
 import { outboxCheckExists } from '../outbox/outbox-checks.js'
 import { grantPollerRole } from '../outbox/grant.js'
 import { migrate } from '../outbox/migrate.js'
+import { ConfigError } from '../errors.js'
 import { ExitCode } from '../supervisor/exit-codes.js'
 import { listFlag } from './options.js'
 import { withDatabase } from './with-database.js'
 
 export async function migrateCommand(command: Command): Promise<number> {
   return withDatabase(command, 'migrate', async (sql, outbox) => {
-    const { applied } = await migrate({ sql, schema: outbox.schema, table: outbox.table })
+    const flags = command.opts<{ ordering?: string }>()
+    if (flags.ordering !== undefined && flags.ordering !== 'entity') throw new ConfigError(`--ordering must be entity (got ${JSON.stringify(flags.ordering)})`)
+    const { applied, orderingIndex } = await migrate({ sql, schema: outbox.schema, table: outbox.table, ordering: flags.ordering })
     console.log(applied.length === 0 ? `${outbox.qualified} is up to date` : `applied to ${outbox.qualified}: ${applied.join(', ')}`)
+    if (orderingIndex !== undefined) console.log(`${outbox.entityPendingIndex} ${orderingIndex === 'exists' ? 'exists' : `created${orderingIndex === 'created concurrently' ? ' concurrently' : ''}`}: pollers may run with --ordering entity`)
     return ExitCode.ok
   })
 }
 
 export async function captureCommand(table: string, command: Command): Promise<number> {
-  const flags = command.opts<{ entity: string; key?: string; ignoreColumns?: string[]; columns?: string[]; excludeColumns?: string[]; softDeleteColumn?: string; events?: string[] }>()
+  const flags = command.opts<{ entity: string; key?: string; ignoreColumns?: string[]; columns?: string[]; excludeColumns?: string[]; softDeleteColumn?: string; events?: string[]; mode?: string }>()
   return withDatabase(command, 'capture', async (sql, outbox) => {
     const captured = await captureTable(sql, outbox, {
       table,
@@ -28,6 +32,7 @@ export async function captureCommand(table: string, command: Command): Promise<n
       excludeColumns: listFlag(flags.excludeColumns),
       softDeleteColumn: flags.softDeleteColumn,
       events: listFlag(flags.events) as CaptureEvent[] | undefined,
+      mode: flags.mode as CaptureModeOption | undefined,
     })
     console.log(`capturing ${describeCapture(captured)} into ${outbox.qualified}`)
     return ExitCode.ok
@@ -42,7 +47,7 @@ function describeCapture(c: CapturedTable): string {
   if (c.excludeColumns.length > 0) details.push(`excluding ${c.excludeColumns.join(', ')}`)
   if (c.ignoreColumns.length > 0) details.push(`ignoring ${c.ignoreColumns.join(', ')}`)
   if (c.softDeleteColumn) details.push(`soft delete ${c.softDeleteColumn}`)
-  return `${c.table} as ${c.entity}.${[...new Set(types)].join('|')} (${details.join('; ')})`
+  return `${c.table} as ${c.entity}.${[...new Set(types)].join('|')} (${details.join('; ')}) by ${c.mode}`
 }
 
 /** A lost capture and the two ways to renew it: the command, and the SQL call for the migration that re-creates the table. */

@@ -34,6 +34,7 @@ function buildProgram(setExitCode: (code: number) => void): Command {
     .action(action(runCommand))
 
   databaseCommand(program, 'migrate', 'create or upgrade the outbox table, its indexes and trigger functions (idempotent; safe when replicas start together)')
+    .option('--ordering <mode>', 'entity: also create the index that --ordering entity pollers need (concurrently on a large outbox); run it as the outbox\'s owner before starting them')
     .action(action(migrateCommand))
 
   databaseCommand(program, 'capture <table>', "capture a table's INSERT / UPDATE / DELETE into the outbox (again on a captured table: replace its options); <table> as SQL writes it: issues, app.orders, '\"Order Items\"'")
@@ -44,6 +45,7 @@ function buildProgram(setExitCode: (code: number) => void): Command {
     .option('--exclude-columns <columns...>', 'columns that never leave the database, e.g. password_hash,token')
     .option('--soft-delete-column <column>', 'an update setting it emits <entity>.deleted; clearing it, <entity>.restored')
     .option('--events <events...>', 'capture a subset of insert, update, delete (default: all)')
+    .option('--mode <mode>', 'row: a trigger call per row; statement: one set-based call per statement; auto: statement, or row for a partitioned table (default: auto)')
     .action(action((command, table) => captureCommand(table, command)))
 
   databaseCommand(program, 'uncapture <table>', 'stop capturing a table')
@@ -72,7 +74,7 @@ function registerToolCommands(program: Command, action: CommandAction): void {
     .action(action(demoCommand))
 
   scratchCommand(program, 'bench', 'measure drain throughput against a bare SKIP LOCKED loop, commit-to-handler latency and capture cost (embedded PostgreSQL unless DATABASE_URL is set; works in a schema of its own, dropped at the end)')
-    .option('--events <n>', 'events pre-filled for each drain run', '100000')
+    .option('--events <n>', 'events pre-filled for each drain run (the capture part grows an outbox to 10 × this many pending events)', '100000')
     .option('--seconds <n>', 'seconds each latency and capture run lasts (1-600)', '5')
     .option('--only <parts...>', 'run only some parts: drain, latency, capture, relay')
     .option('--json', 'print the results as JSON on stdout (progress goes to stderr)')

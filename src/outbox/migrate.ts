@@ -6,6 +6,7 @@ import { PostgresJSDialect } from 'kysely-postgres-js'
 import type { Sql } from 'postgres'
 import { errorMessage } from '../errors.js'
 import { fillPlaceholders, outboxTable } from './outbox-table.js'
+import { type OrderingIndexState, outboxCreateOrderingIndex } from './ordering-index.js'
 
 const bodyTag = '$outbox_poller_migration$'
 const migrationsDirectory = fileURLToPath(new URL('../../sql/migrations/', import.meta.url))
@@ -19,11 +20,15 @@ export interface MigrateOptions {
   table?: string
   /** Stop after this migration (e.g. `0003_ordering_and_emit`). Default: apply all. For staged upgrades. */
   target?: string
+  /** `entity`: also create the index that `--ordering entity` pollers need (see `outboxCreateOrderingIndex`). Default: none. */
+  ordering?: 'entity'
 }
 
 export interface MigrateResult {
   /** Names of the migrations applied by this call (empty when already up to date). */
   applied: string[]
+  /** With `ordering: 'entity'`: whether the ordering index was there or was created. */
+  orderingIndex?: OrderingIndexState
 }
 
 /**
@@ -46,7 +51,9 @@ export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
     const failed = results?.find((result) => result.status === 'Error')
     throw new Error(`migration ${failed?.migrationName ?? ''} failed: ${errorMessage(error)}`, { cause: error })
   }
-  return { applied: (results ?? []).filter((result) => result.status === 'Success').map((result) => result.migrationName) }
+  const applied = (results ?? []).filter((result) => result.status === 'Success').map((result) => result.migrationName)
+  if (options.ordering !== 'entity') return { applied }
+  return { applied, orderingIndex: await outboxCreateOrderingIndex(options.sql, outbox) }
 }
 
 /**

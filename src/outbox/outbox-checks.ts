@@ -1,6 +1,7 @@
 import type { Sql } from 'postgres'
 import { ConfigError } from '../errors.js'
 import type { OutboxTable } from './outbox-table.js'
+import { outboxCheckOrderingIndex } from './ordering-index.js'
 
 /**
  * A missing outbox is a user mistake (wrong --schema or --table, or no migration yet), not a crash. With
@@ -21,6 +22,7 @@ export interface OutboxOrdering {
 
 /** The ordering mode is the outbox's: the first replica records it, and one started with another refuses. */
 export async function outboxCheckOrdering(sql: Sql, outbox: OutboxTable, order: OutboxOrdering): Promise<void> {
+  if (order.ordering === 'entity') await outboxCheckOrderingIndex(sql, outbox)
   const mine = order.ordering === 'entity' ? `entity, on dead: ${order.onDead}` : 'none'
   let [stored] = await sql.unsafe(
     `with recorded as (insert into ${outbox.settings} (name, value) values ('ordering', $1) on conflict (name) do nothing returning value, set_at)

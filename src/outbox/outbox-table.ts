@@ -24,16 +24,20 @@ export interface OutboxTable {
   readonly wakeup: string
   /** The LISTEN/NOTIFY channel. */
   readonly channel: string
-  /** Name of the capture triggers on captured tables (`<schema>_<table>_capture` and `…_update`). */
+  /** Name of the capture triggers on captured tables (`<schema>_<table>_capture`, and with the suffixes `_update`, `_stmt_i|u|d`). */
   readonly captureTrigger: string
   /** `"schema"."table_capture"`: the capture trigger function. */
   readonly captureFunction: string
+  /** `"schema"."table_capture_rows"`: the statement-level capture function (transition tables). */
+  readonly captureRowsFunction: string
   readonly captureTableFunction: string
   readonly uncaptureTableFunction: string
   /** `"schema"."table_emit"`: writes an explicit event. */
   readonly emitFunction: string
   /** `"schema"."table_captured"`: the registry of captured tables, as they were when captured. */
   readonly captured: string
+  /** `"schema"."table_entity_pending"`: the index ordered claims need (`migrate --ordering entity`). */
+  readonly entityPendingIndex: string
   /** `"schema"."table_settings"`: settings of the outbox itself (the ordering mode). */
   readonly settings: string
   /** Bookkeeping table of our migrations, in the outbox's schema. */
@@ -50,10 +54,12 @@ export function outboxTable(schema: string, table: string): OutboxTable {
     channel: truncateBytes(`outbox_poller.${schema}.${table}`, 63),
     captureTrigger: truncateBytes(`${schema}_${table}_capture`, 56),
     captureFunction: derived('_capture'),
+    captureRowsFunction: derived('_capture_rows'),
     captureTableFunction: derived('_capture_table'),
     uncaptureTableFunction: derived('_uncapture_table'),
     emitFunction: derived('_emit'),
     captured: derived('_captured'),
+    entityPendingIndex: derived('_entity_pending'),
     settings: derived('_settings'),
     migrationTable: `${table}_poller_migration`,
   }

@@ -13,7 +13,7 @@ let directory: string
 const replicas: Replica[] = []
 
 beforeAll(async () => {
-  db = await createTestDatabase()
+  db = await createTestDatabase({ ordering: 'entity' })
   directory = await mkdtemp(join(tmpdir(), 'outbox-ordering-'))
 })
 afterEach(async () => {

@@ -97,6 +97,44 @@ describe('least privilege', () => {
     }
   })
 
+  it("no search_path an application role sets can stand in for the capture's functions and operators, in either mode", async () => {
+    const evil = `evil_${suffix}`
+    await db.sql.unsafe(`create schema ${evil} authorization ${appRole}`)
+    await db.sql`create table tickets (id serial primary key, title text)`
+    await db.sql.unsafe(`grant select, insert, update, delete on tickets to ${appRole}; grant usage on sequence tickets_id_seq to ${appRole}`)
+    const outbox = outboxTable('public', 'outbox')
+    await captureTable(db.sql, outbox, { table: 'tickets', entity: 'ticket', mode: 'row', ignoreColumns: ['title'] })
+    await captureTable(db.sql, outbox, { table: 'issues', entity: 'issue', mode: 'statement', ignoreColumns: [] })
+    const app = postgres(urlAs(appRole), { max: 1, onnotice: () => {} })
+    try {
+      // each trap would run as the outbox's owner if the capture resolved a name through the writer's search_path
+      await app.unsafe(`
+        create function ${evil}.trap_text(text, text) returns boolean language plpgsql as $$ begin raise exception 'hijacked'; end $$;
+        create function ${evil}.trap_concat(text, text) returns text language plpgsql as $$ begin raise exception 'hijacked'; end $$;
+        create function ${evil}.trap_field(jsonb, text) returns text language plpgsql as $$ begin raise exception 'hijacked'; end $$;
+        create function ${evil}.trap_merge(jsonb, jsonb) returns jsonb language plpgsql as $$ begin raise exception 'hijacked'; end $$;
+        create function ${evil}.to_jsonb(anyelement) returns jsonb language plpgsql as $$ begin raise exception 'hijacked'; end $$;
+        create function ${evil}.current_setting(text, boolean) returns text language plpgsql as $$ begin raise exception 'hijacked'; end $$;
+        create operator ${evil}.= (leftarg = text, rightarg = text, function = ${evil}.trap_text);
+        create operator ${evil}.<> (leftarg = text, rightarg = text, function = ${evil}.trap_text);
+        create operator ${evil}.|| (leftarg = text, rightarg = text, function = ${evil}.trap_concat);
+        create operator ${evil}.->> (leftarg = jsonb, rightarg = text, function = ${evil}.trap_field);
+        create operator ${evil}.|| (leftarg = jsonb, rightarg = jsonb, function = ${evil}.trap_merge);
+        set search_path = ${evil}, pg_catalog, public`)
+      await expect(app`select 'a'::text = 'a'::text`).rejects.toThrow(/hijacked/) // the traps are live in this session
+      await app`insert into tickets (title) values ('one'), ('two')`
+      await app`update tickets set title = 'ignored'`
+      await app`delete from tickets`
+      const [three, four] = await app`insert into issues (title) values ('three'), ('four') returning id` // the traps catch text = text: ids only
+      await app`update issues set title = 'edited' where id = ${three!.id}`
+      await app`delete from issues where id = ${four!.id}`
+    } finally {
+      await app.end()
+    }
+    const rows = await db.sql`select event_type, entity_id from outbox where entity_type in ('ticket', 'issue') and id > (select max(id) - 8 from outbox) order by id`
+    expect(rows.map((r) => r.event_type)).toEqual(['ticket.created', 'ticket.created', 'ticket.deleted', 'ticket.deleted', 'issue.created', 'issue.created', 'issue.updated', 'issue.deleted'])
+  })
+
   it('the capture function cannot be attached by a role the owner did not allow', async () => {
     const app = postgres(urlAs(appRole), { max: 1, onnotice: () => {} })
     try {

@@ -14,15 +14,15 @@ export interface TestDatabase {
   drop(): Promise<void>
 }
 
-/** Creates a fresh database for one test file and migrates the default outbox into it. */
-export async function createTestDatabase(options: { migrate?: boolean } = {}): Promise<TestDatabase> {
+/** Creates a fresh database for one test file and migrates the default outbox into it (`ordering: 'entity'`: with the ordering index). */
+export async function createTestDatabase(options: { migrate?: boolean; ordering?: 'entity' } = {}): Promise<TestDatabase> {
   const adminUrl = inject('adminDatabaseUrl')
   const name = `outbox_test_${randomBytes(6).toString('hex')}`
   const admin = postgres(adminUrl, { max: 1, onnotice: () => {} })
   await admin.unsafe(`create database ${name}`)
   const url = withDatabase(adminUrl, name)
   const sql = postgres(url, { max: 5, onnotice: () => {} })
-  if (options.migrate !== false) await migrate({ sql })
+  if (options.migrate !== false) await migrate({ sql, ordering: options.ordering })
   return {
     url,
     sql,

@@ -13,7 +13,8 @@ import type { Handler, OutboxEvent } from '../../types.js'
 export type BenchTask =
   | { mode: 'poller'; url: string; schema: string; batchSize: number; recordLatency?: boolean; ordering?: 'none' | 'entity'; handler?: 'noop' | 'tx'; sink?: string; sinkSecret?: string }
   | { mode: 'bare'; url: string; schema: string; batchSize: number }
-  | { mode: 'writer'; url: string; schema: string; table: string; op: 'insert' | 'update' | 'bulk'; seconds: number; rows: number }
+  // script: one transaction's statements, run in a loop; $1 is a random id from `from` to `to`
+  | { mode: 'writer'; url: string; script: string[]; seconds: number; from: number; to: number }
 
 export interface BenchReport {
   type: 'report'
@@ -95,16 +96,14 @@ async function runBare(t: Extract<BenchTask, { mode: 'bare' }>, go: Promise<void
 }
 
 async function runWriter(t: Extract<BenchTask, { mode: 'writer' }>, go: Promise<void>): Promise<() => Promise<void>> {
-  const sql = postgres(t.url, { max: 1, onnotice: () => {} })
-  const table = `${quoteIdent(t.schema)}.${quoteIdent(t.table)}`
+  const sql = postgres(t.url, { max: 1, onnotice: () => {} }) // one connection: a script may BEGIN and ROLLBACK
   await sql`select 1`
   const done = (async () => {
     await go
     const until = performance.now() + t.seconds * 1000
     while (performance.now() < until) {
-      if (t.op === 'insert') await sql.unsafe(`insert into ${table} (name, amount) values ($1, $2)`, ['item', statements])
-      else if (t.op === 'update') await sql.unsafe(`update ${table} set amount = amount + 1 where id = $1`, [1 + Math.floor(Math.random() * t.rows)])
-      else await sql.unsafe(`insert into ${table} (name, amount) select 'item', n from generate_series(1, 1000) n`)
+      const id = t.from + Math.floor(Math.random() * (t.to - t.from + 1))
+      for (const statement of t.script) await sql.unsafe(statement, statement.includes('$1') ? [id] : [])
       statements++
     }
   })()
