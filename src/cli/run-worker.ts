@@ -94,6 +94,7 @@ async function runPoller(setup: WorkerSetup, handlers: HandlerMap): Promise<numb
   const { log, poller: resolved } = setup
   const sinks = setup.sinks.length === 0 ? undefined : await createSinkHandlers(setup.sinks, { secret: setup.sinkSecret, log, timeoutMs: sinkTimeoutMs(resolved.handlerTimeoutMs) })
   const metrics = setup.supervised ? undefined : new OutboxMetrics()
+  metrics?.setWorkerMemoryLimit(setup.supervisor.memoryLimitMb * 1_048_576)
   const link = setup.supervised ? new WorkerLink(processChannel()) : undefined
   const hooks = link?.hooks ?? { afterBatch: metrics!.recordBatch.bind(metrics) }
   const poller = createPoller({ ...setup.options, connectionString: setup.url, handlers, logger: log, ...hooks })

@@ -75,6 +75,7 @@ export class Supervisor {
       onSample: (rss) => this.#o.metrics?.setWorkerRss(rss),
       onOver: (worker, rssMb) => this.#overMemory(worker, rssMb),
     })
+    setup.metrics?.setWorkerMemoryLimit(setup.options.memoryLimitMb * 1_048_576)
     this.done = new Promise((resolve) => (this.#finish = resolve))
   }
 
