@@ -8,8 +8,10 @@ import { serveHttp } from '../observe/serve-http.js'
 import { resolveOptions } from '../poller/poller-options.js'
 import { parseSink, parseSinkList } from '../sinks/parse-sink.js'
 import { databaseCrashCharge } from '../supervisor/crash-charge.js'
+import { loopAllowances } from '../supervisor/loop-liveness.js'
 import { Supervisor } from '../supervisor/supervisor.js'
 import { resolveSupervisorOptions } from '../supervisor/supervisor-options.js'
+import { SystemdNotifier, systemdNotifyVariables, SystemdWatchdog } from '../supervisor/systemd-notify.js'
 import { workerEnvMarker } from '../supervisor/worker-protocol.js'
 import { componentOptionsFrom, databaseUrlFrom, optionNamer } from './options.js'
 import { runWorker, sinkSecretFrom, type WorkerSetup } from './run-worker.js'
@@ -53,13 +55,20 @@ async function runSupervisor(setup: WorkerSetup): Promise<number> {
   const workerArgs = [...process.argv.slice(2), '--no-supervise']
   const metrics = new OutboxMetrics()
   const { schema, table, maxAttempts } = setup.poller
+  // under systemd (Type=notify) the supervisor, the unit's main process, says when it is ready and pings the watchdog
+  const notifier = SystemdNotifier.fromEnvironment(process.env, process.pid, log)
+  const workerEnv: NodeJS.ProcessEnv = { ...process.env, [workerEnvMarker]: '1' }
+  for (const name of systemdNotifyVariables) delete workerEnv[name]
   const supervisor = new Supervisor({
     options: setup.supervisor,
     crashCharge: databaseCrashCharge({ connectionString: setup.url, schema, table, maxAttempts, log, metrics }),
     log,
     metrics,
-    spawnWorker: () => fork(process.argv[1]!, workerArgs, { env: { ...process.env, [workerEnvMarker]: '1' }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }),
+    onReady: () => notifier?.ready(),
+    spawnWorker: () => fork(process.argv[1]!, workerArgs, { env: workerEnv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }),
   })
+  const allowances = loopAllowances(setup.poller)
+  const watchdog = notifier && new SystemdWatchdog(notifier, () => supervisor.loopAlive(allowances), log)
   let signals = 0
   const onStop = (signal: NodeJS.Signals) => {
     signals++
@@ -75,7 +84,9 @@ async function runSupervisor(setup: WorkerSetup): Promise<number> {
   // the supervisor serves HTTP, so health and metrics keep answering across worker restarts
   const stopHttp = await serveHttp({ http: setup.http, optionName: setup.httpName, poller: setup.poller, connectionString: setup.url, metrics, lastLoopAt: () => supervisor.lastLoopAt, ready: () => supervisor.ready, log })
   supervisor.start()
+  watchdog?.start()
   const code = await supervisor.done
+  watchdog?.stop()
   await stopHttp()
   if (supervisor.failure !== undefined) console.error(`outbox-poller: ${supervisor.failure}`)
   return code

@@ -11,9 +11,11 @@ import { createSinkHandlers, registerSinks } from '../sinks/create-sinks.js'
 import type { SinkSpec } from '../sinks/parse-sink.js'
 import { sinkTimeoutMs } from '../sinks/sink.js'
 import { ExitCode } from '../supervisor/exit-codes.js'
+import { LoopLiveness, loopAllowances } from '../supervisor/loop-liveness.js'
 import { MemoryWatch } from '../supervisor/memory-watch.js'
 import { StopRequests } from '../supervisor/stop-requests.js'
 import type { ResolvedSupervisorOptions } from '../supervisor/supervisor-options.js'
+import { SystemdNotifier, SystemdWatchdog } from '../supervisor/systemd-notify.js'
 import { WorkerLink } from '../supervisor/worker-link.js'
 import type { HandlerMap, Logger } from '../types.js'
 import { type HandlerModule, loadHandlers } from './load-handlers.js'
@@ -94,8 +96,19 @@ async function runPoller(setup: WorkerSetup, handlers: HandlerMap): Promise<numb
   const { log, poller: resolved } = setup
   const sinks = setup.sinks.length === 0 ? undefined : await createSinkHandlers(setup.sinks, { secret: setup.sinkSecret, log, timeoutMs: sinkTimeoutMs(resolved.handlerTimeoutMs) })
   const metrics = setup.supervised ? undefined : new OutboxMetrics()
+  metrics?.setWorkerMemoryLimit(setup.supervisor.memoryLimitMb * 1_048_576)
   const link = setup.supervised ? new WorkerLink(processChannel()) : undefined
-  const hooks = link?.hooks ?? { afterBatch: metrics!.recordBatch.bind(metrics) }
+  // alone under systemd (OUTBOX_POLLER_SUPERVISE=false), the worker is the unit's main process and notifies itself
+  const notifier = setup.supervised ? undefined : SystemdNotifier.fromEnvironment(process.env, process.pid, log)
+  const loop = new LoopLiveness()
+  const hooks = link?.hooks ?? {
+    afterBatch: (report) => {
+      metrics!.recordBatch(report)
+      loop.iterated(!report.committed)
+    },
+  }
+  const allowances = loopAllowances(resolved)
+  const watchdog = notifier && new SystemdWatchdog(notifier, () => loop.alive(allowances), log)
   const poller = createPoller({ ...setup.options, connectionString: setup.url, handlers, logger: log, ...hooks })
   if (sinks !== undefined) registerSinks(poller, sinks)
   log.info({ target: describeTarget(setup.url), handlers: setup.handlersPath, sinks: sinks?.sinks.map((sink) => sink.name), supervised: setup.supervised }, 'starting')
@@ -123,9 +136,12 @@ async function runPoller(setup: WorkerSetup, handlers: HandlerMap): Promise<numb
   try {
     await poller.start()
     link?.ready()
+    notifier?.ready()
+    watchdog?.start()
     await poller.done
     await poller.stop()
   } finally {
+    watchdog?.stop()
     memory.stop()
     await sinks?.close()
     await stopHttp()

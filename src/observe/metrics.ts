@@ -2,6 +2,9 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom
 import type { BatchReport } from '../poller/batch-report.js'
 import type { LostCapture } from '../capture/capture-registry.js'
 
+/** The reasons of `outbox_worker_restarts_total`, as the supervisor names them. */
+const restartReasons = ['memory', 'crash', 'signal', 'reload'] as const
+
 /**
  * The Prometheus metrics of one replica. Fed with batch reports (from the worker in the same process, or
  * over IPC from the supervised worker), so they live in the process that serves /metrics and survive
@@ -18,13 +21,17 @@ export class OutboxMetrics {
   readonly #latency = new Histogram({ name: 'outbox_commit_to_handler_seconds', help: "From the writer's transaction to the first handler's start.", buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60], registers: [this.registry] })
   readonly #pending = new Gauge({ name: 'outbox_pending_events', help: 'Events not yet processed nor dead (sampled every 10 s).', registers: [this.registry] })
   readonly #oldest = new Gauge({ name: 'outbox_oldest_pending_age_seconds', help: 'Age of the oldest pending event: the lag (sampled every 10 s).', registers: [this.registry] })
+  readonly #deadEvents = new Gauge({ name: 'outbox_dead_events', help: 'Dead-lettered events in the outbox now (sampled every 10 s).', registers: [this.registry] })
   readonly #rss = new Gauge({ name: 'outbox_worker_rss_bytes', help: "The worker process's resident set size.", registers: [this.registry] })
+  readonly #memoryLimit = new Gauge({ name: 'outbox_worker_memory_limit_bytes', help: 'The RSS above which the worker is replaced (--memory-limit).', registers: [this.registry] })
   readonly #lostCaptures = new Gauge({ name: 'outbox_captured_tables_lost', help: 'Captured tables dropped, re-created or stripped of their triggers, or without their key column (sampled every 10 s).', registers: [this.registry] })
   readonly #lostCapture = new Gauge({ name: 'outbox_captured_table_lost', help: 'One per lost captured table, by table and problem (sampled every 10 s).', labelNames: ['table', 'problem'], registers: [this.registry] })
   readonly #restarts = new Counter({ name: 'outbox_worker_restarts_total', help: 'Worker restarts, by reason.', labelNames: ['reason'], registers: [this.registry] })
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'outbox_poller_' })
+    // every reason from the start: a rate or an increase sees the first restart, and a query finds the series
+    for (const reason of restartReasons) this.#restarts.inc({ reason }, 0)
   }
 
   recordBatch(report: BatchReport): void {
@@ -53,14 +60,19 @@ export class OutboxMetrics {
     this.#rss.set(bytes)
   }
 
+  setWorkerMemoryLimit(bytes: number): void {
+    this.#memoryLimit.set(bytes)
+  }
+
   setLostCaptures(lost: readonly LostCapture[]): void {
     this.#lostCaptures.set(lost.length)
     this.#lostCapture.reset()
     for (const capture of lost) this.#lostCapture.set({ table: capture.table, problem: capture.problem }, 1)
   }
 
-  setBacklog(pending: number, oldestAgeSeconds: number): void {
+  setBacklog(pending: number, oldestAgeSeconds: number, dead: number): void {
     this.#pending.set(pending)
     this.#oldest.set(oldestAgeSeconds)
+    this.#deadEvents.set(dead)
   }
 }

@@ -8,7 +8,7 @@ import { type OutboxTable, pendingCondition } from '../outbox/outbox-table.js'
 /**
  * Health of a replica, from the process that serves HTTP: the poll loop finished a claim recently (a batch
  * may legitimately take up to the handler timeout) and the database answers within 2 s. Also samples the
- * backlog gauges and the lost captured tables every 10 s, so a scrape never runs a query. A lost capture is a
+ * backlog and dead-event gauges and the lost captured tables every 10 s, so a scrape never runs a query. A lost capture is a
  * warning in the /healthz body, not a failure: the pollers themselves are healthy.
  */
 export class ReplicaHealth {
@@ -29,10 +29,11 @@ export class ReplicaHealth {
     const sample = async () => {
       try {
         const [row] = await this.sql.unsafe(
-          `select count(*)::int as pending, coalesce(extract(epoch from now() - min(created_at)), 0)::float8 as oldest
+          `select count(*)::int as pending, coalesce(extract(epoch from now() - min(created_at)), 0)::float8 as oldest,
+                  (select count(*)::int from ${this.outbox.qualified} where dead_at is not null) as dead
              from ${this.outbox.qualified} where ${pendingCondition}`,
         )
-        this.metrics.setBacklog(row!.pending as number, row!.oldest as number)
+        this.metrics.setBacklog(row!.pending as number, row!.oldest as number, row!.dead as number)
       } catch {
         // the health check reports a database that does not answer
       }

@@ -5,6 +5,7 @@ import { exponentialDelayMs } from '../poller/backoff.js'
 import type { Logger } from '../types.js'
 import { type CrashCharge, CrashWindow } from './crash-charge.js'
 import { ExitCode } from './exit-codes.js'
+import { type LoopAllowances, LoopLiveness } from './loop-liveness.js'
 import { MemoryWatch } from './memory-watch.js'
 import type { ResolvedSupervisorOptions } from './supervisor-options.js'
 import type { RestartReason, SupervisorMessage, WorkerMessage } from './worker-protocol.js'
@@ -21,6 +22,8 @@ export interface SupervisorSetup {
   log: Logger
   /** Fed with the workers' batch reports, RSS samples and restarts, when HTTP metrics are served. */
   metrics?: OutboxMetrics
+  /** Called each time a worker starts polling (systemd's READY=1). */
+  onReady?: () => void
 }
 
 /** The part of a ChildProcess the supervisor uses. */
@@ -33,8 +36,8 @@ interface Worker {
   /** The worker's batch, as it reported it: being handled, or how the last one ended. */
   batch?: 'in hand' | 'committed' | 'rolled back'
   ready: boolean
-  /** When the worker last reported its loop alive (ms since the epoch). */
-  lastLoopAt: number
+  /** Its poll loop's reports: when it last claimed, and whether that claim failed. */
+  loop: LoopLiveness
   retiring?: RestartReason
   drainTimer?: NodeJS.Timeout
   killedAfterDrainTimeout?: boolean
@@ -75,12 +78,21 @@ export class Supervisor {
       onSample: (rss) => this.#o.metrics?.setWorkerRss(rss),
       onOver: (worker, rssMb) => this.#overMemory(worker, rssMb),
     })
+    setup.metrics?.setWorkerMemoryLimit(setup.options.memoryLimitMb * 1_048_576)
     this.done = new Promise((resolve) => (this.#finish = resolve))
   }
 
   /** When the active worker's loop last reported in (0: none yet): for /healthz. */
   get lastLoopAt(): number {
-    return this.#active?.lastLoopAt ?? 0
+    return this.#active?.loop.lastLoopAt ?? 0
+  }
+
+  /**
+   * The active worker's poll loop keeps iterating, within the allowances: what the systemd watchdog pings
+   * on. Waiting to restart a crashed worker (a backoff of at most 30 s) is not a hang.
+   */
+  loopAlive(allowances: LoopAllowances, now = Date.now()): boolean {
+    return this.#active === undefined || this.#active.loop.alive(allowances, now)
   }
 
   /** A worker is polling: for /readyz. */
@@ -117,22 +129,24 @@ export class Supervisor {
 
   #spawn(): Worker {
     const child = this.#o.spawnWorker()
-    const worker: Worker = { child, inFlight: new Set(), ready: false, lastLoopAt: 0 }
+    const worker: Worker = { child, inFlight: new Set(), ready: false, loop: new LoopLiveness() }
     this.#workers.add(worker)
     child.on('message', (message: WorkerMessage) => {
       if (message.type === 'dispatching') {
         worker.batch = 'in hand'
         for (const id of message.ids) worker.inFlight.add(id)
         for (const id of message.finished) worker.inFlight.delete(id)
+        worker.loop.iterated(false)
       } else if (message.type === 'settled') {
         worker.inFlight.clear()
         worker.batch = message.report.committed ? 'committed' : 'rolled back'
-        worker.lastLoopAt = Date.now()
+        worker.loop.iterated(!message.report.committed)
         this.#o.metrics?.recordBatch(message.report)
-      } else if (message.type === 'heartbeat') worker.lastLoopAt = Date.now()
+      } else if (message.type === 'heartbeat') worker.loop.iterated(message.claimFailed === true)
       else if (message.type === 'ready') {
         worker.ready = true
-        worker.lastLoopAt = Date.now()
+        worker.loop.iterated(false)
+        this.#o.onReady?.()
       }
     })
     child.on('exit', (code, signal) => void this.#onExit(worker, code, signal))

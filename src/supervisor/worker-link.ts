@@ -27,6 +27,7 @@ export class WorkerLink {
     beforeDispatch: (ids, finished) => this.#send({ type: 'dispatching', ids, finished }),
     afterBatch: (report) => {
       if (report.claimed > 0) void this.#send({ type: 'settled', report })
+      else if (!report.committed) void this.#send({ type: 'heartbeat', claimFailed: true })
       else if (Date.now() - this.#lastHeartbeat >= 1000) {
         this.#lastHeartbeat = Date.now()
         void this.#send({ type: 'heartbeat' })

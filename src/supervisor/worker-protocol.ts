@@ -15,8 +15,11 @@ export type WorkerMessage =
   | { type: 'dispatching'; ids: string[]; finished: string[] }
   /** The batch committed or rolled back (`report.committed`); what it did feeds the metrics. */
   | { type: 'settled'; report: BatchReport }
-  /** The loop is alive (sent at most once a second while claims come back empty). */
-  | { type: 'heartbeat' }
+  /**
+   * The loop is alive: sent at most once a second while claims come back empty, and after every claim that
+   * failed (`claimFailed`: the database is unreachable, say; the loop backs off, which is no hang).
+   */
+  | { type: 'heartbeat'; claimFailed?: boolean }
 
 /** Supervisor → worker. */
 export type SupervisorMessage =

@@ -45,7 +45,8 @@ describe('supervisor', () => {
   it('restarts a leaking worker over its memory limit; every event is handled exactly once; SIGTERM exits 0', async () => {
     const file = join(directory, 'leak.log')
     await db.sql`insert into items select n, 'item ' || n from generate_series(1, 3000) n`
-    const r = supervised('leaky-handler.js', ['--memory-limit', '100', '--memory-check-interval', '0.2', '--batch-size', '50'], { RECORD_FILE: file, LEAK_KB: '512', HANDLER_DELAY_MS: '2' })
+    // an idle worker is about 90 MB: 40 MB above that is some 80 leaky events per worker, dozens of restarts in all
+    const r = supervised('leaky-handler.js', ['--memory-limit', '130', '--memory-check-interval', '0.2', '--batch-size', '50'], { RECORD_FILE: file, LEAK_KB: '512', HANDLER_DELAY_MS: '2' })
     await waitFor('the outbox drained', async () => (await pending()) === 0, 90_000, 200)
     const restarts = logLines(r.output()).filter((line) => line.msg === 'worker restarted' && line.reason === 'memory')
     expect(restarts.length).toBeGreaterThanOrEqual(2)
@@ -211,7 +212,8 @@ describe('supervisor', () => {
   it('--no-supervise: over the memory limit the worker drains and exits 75', async () => {
     const file = join(directory, 'alone.log')
     await db.sql`insert into items select n, 'item ' || n from generate_series(1, 400) n`
-    const r = supervised('leaky-handler.js', ['--no-supervise', '--memory-limit', '90', '--memory-check-interval', '0.1', '--batch-size', '10'], { RECORD_FILE: file, LEAK_KB: '1024' })
+    // an idle worker alone is about 90 MB: the limit leaves room for some leaky events before the drain
+    const r = supervised('leaky-handler.js', ['--no-supervise', '--memory-limit', '140', '--memory-check-interval', '0.1', '--batch-size', '10'], { RECORD_FILE: file, LEAK_KB: '1024' })
     const exit = await r.exited
     expect(exit.code).toBe(75)
     expect(r.output()).toMatch(/over the memory limit: draining, then exiting with code 75/)

@@ -104,6 +104,18 @@ describe('systemd units', () => {
     expect(setting(replica, 'Install.WantedBy')).toBe('outbox-poller.target')
   })
 
+  it('a replica is Type=notify with a watchdog that kills a hung replica outright, and a start timeout above the connect timeout', () => {
+    const replica = readUnit('outbox-poller@.service')
+    expect(setting(replica, 'Service.Type')).toBe('notify')
+    // the supervisor notifies through systemd-notify, a child process: NotifyAccess=main would reject it
+    expect(setting(replica, 'Service.NotifyAccess')).toBe('all')
+    expect(seconds(setting(replica, 'Service.WatchdogSec')!)).toBeGreaterThanOrEqual(10)
+    // a hung worker cannot drain: a graceful signal would only wait
+    expect(setting(replica, 'Service.WatchdogSignal')).toBe('SIGKILL')
+    // READY=1 comes once the worker polls, which may take the whole connect timeout
+    expect(seconds(setting(replica, 'Service.TimeoutStartSec')!)).toBeGreaterThan(defaults.connectTimeoutMs / 1000)
+  })
+
   it('every service runs as the unprivileged user with the same hardening, and none forbids the JIT', () => {
     const hardening = (unit: Map<string, string[]>) =>
       Object.fromEntries([...unit].filter(([key]) => key.startsWith('Service.') && /^Service\.(NoNewPrivileges|Protect|Private|Restrict|LockPersonality|SystemCall|Capability|UMask|User|Group)/.test(key)))

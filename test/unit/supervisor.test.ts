@@ -40,7 +40,7 @@ class FakeWorker extends EventEmitter {
 let workers: FakeWorker[]
 let charges: Array<{ pid: number | undefined; ids: readonly string[]; error: string }>
 
-function supervisor(options: SupervisorOptions = {}, chargeResult = true): Supervisor {
+function supervisor(options: SupervisorOptions = {}, chargeResult = true, onReady?: () => void): Supervisor {
   const crashCharge: CrashCharge = {
     charge: async (pid, ids, error) => {
       if (ids.length === 0) return false
@@ -53,6 +53,7 @@ function supervisor(options: SupervisorOptions = {}, chargeResult = true): Super
     options: resolveSupervisorOptions({ memoryLimitMb: 100, memoryCheckInterval: 1000, ...options }),
     crashCharge,
     log: silentLogger,
+    onReady,
     sampleRss: async (pid) => workers.find((worker) => worker.pid === pid)!.rss,
     spawnWorker: () => {
       const worker = new FakeWorker()
@@ -74,6 +75,37 @@ afterEach(() => {
 })
 
 describe('supervisor (fake worker processes)', () => {
+  it("the worker's loop counts as alive while it reports (longer after a failed claim) and between a crash and its restart", async () => {
+    const allowances = { startingMs: 10_000, pollingMs: 1_000, failingMs: 5_000 }
+    let readies = 0
+    const s = supervisor({}, true, () => readies++)
+    s.start()
+    expect(s.loopAlive(allowances)).toBe(true) // starting
+    await vi.advanceTimersByTimeAsync(10_001)
+    expect(s.loopAlive(allowances)).toBe(false) // not polling within the start-up allowance
+    workers[0]!.report({ type: 'ready' })
+    expect(readies).toBe(1)
+    expect(s.loopAlive(allowances)).toBe(true)
+    await vi.advanceTimersByTimeAsync(1_001)
+    expect(s.loopAlive(allowances)).toBe(false)
+    workers[0]!.report({ type: 'heartbeat', claimFailed: true })
+    await vi.advanceTimersByTimeAsync(4_000)
+    expect(s.loopAlive(allowances)).toBe(true) // backing off after a failed claim
+    workers[0]!.report({ type: 'dispatching', ids: ['1'], finished: [] })
+    await vi.advanceTimersByTimeAsync(1_001)
+    expect(s.loopAlive(allowances)).toBe(false) // a batch that stopped reporting
+    workers[0]!.exit(1)
+    await vi.advanceTimersByTimeAsync(100)
+    expect(s.loopAlive(allowances)).toBe(true) // the restart's backoff is no hang
+    await vi.advanceTimersByTimeAsync(200)
+    expect(workers).toHaveLength(2)
+    workers[1]!.report({ type: 'ready' })
+    expect(readies).toBe(2)
+    s.stop()
+    workers[1]!.exit(0)
+    expect(await s.done).toBe(ExitCode.ok)
+  })
+
   it('a crash is charged to the events announced and not finished, then the worker is restarted', async () => {
     const s = supervisor()
     s.start()

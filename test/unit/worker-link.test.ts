@@ -26,13 +26,17 @@ describe('the worker link', () => {
     const link = new WorkerLink(channel)
     await link.hooks.beforeDispatch(['1', '2'], [])
     link.hooks.afterBatch({ claimed: 2, committed: true } as never)
-    link.hooks.afterBatch({ claimed: 0 } as never)
-    link.hooks.afterBatch({ claimed: 0 } as never)
+    link.hooks.afterBatch({ claimed: 0, committed: true } as never)
+    link.hooks.afterBatch({ claimed: 0, committed: true } as never)
     link.ready()
     expect(sent.map((message) => message.type)).toEqual(['dispatching', 'settled', 'heartbeat', 'ready'])
+    // a failed claim always reports, so the supervisor knows the loop is backing off, not hung
+    link.hooks.afterBatch({ claimed: 0, committed: false } as never)
+    link.hooks.afterBatch({ claimed: 0, committed: false } as never)
+    expect(sent.slice(4)).toEqual([{ type: 'heartbeat', claimFailed: true }, { type: 'heartbeat', claimFailed: true }])
     channel.connected = false
     await link.hooks.beforeDispatch(['3'], []) // a gone supervisor never blocks the dispatch
-    expect(sent).toHaveLength(4)
+    expect(sent).toHaveLength(6)
   })
 
   it("turns the supervisor's drain, force and disappearance into stop requests", () => {
