@@ -11,7 +11,7 @@ import { createSinkHandlers, registerSinks } from '../../sinks/create-sinks.js'
 import type { Handler, OutboxEvent } from '../../types.js'
 
 export type BenchTask =
-  | { mode: 'poller'; url: string; schema: string; batchSize: number; recordLatency?: boolean; ordering?: 'none' | 'entity'; handler?: 'noop' | 'tx'; sink?: string; sinkSecret?: string }
+  | { mode: 'poller'; url: string; listenUrl?: string; listen?: boolean; schema: string; batchSize: number; recordLatency?: boolean; ordering?: 'none' | 'entity'; handler?: 'noop' | 'tx'; sink?: string; sinkSecret?: string }
   | { mode: 'bare'; url: string; schema: string; batchSize: number }
   | { mode: 'writer'; url: string; schema: string; table: string; op: 'insert' | 'update' | 'bulk'; seconds: number; rows: number }
 
@@ -49,6 +49,8 @@ async function runPoller(t: Extract<BenchTask, { mode: 'poller' }>): Promise<() 
   }
   const poller = createPoller({
     connectionString: t.url,
+    listenUrl: t.listenUrl,
+    listen: t.listen,
     schema: t.schema,
     batchSize: t.batchSize,
     ordering: t.ordering ?? 'none',
