@@ -133,3 +133,15 @@ describe.skipIf(binary === undefined)('behind PgBouncer in transaction mode', ()
     }
   })
 })
+
+describe('listen options', () => {
+  it('a bad --listen-url or OUTBOX_POLLER_LISTEN stops the run with one line naming it, exit 2', async () => {
+    const handlers = ['--handlers', fixturePath('record-handler.js')]
+    const badUrl = await runCli([...handlers, '--listen-url', 'mysql://db/app'], { DATABASE_URL: suite.db.url })
+    expect([badUrl.code, badUrl.stderr]).toEqual([2, 'outbox-poller: --listen-url must be a postgres:// or postgresql:// URL (got mysql://…)\n'])
+    const fromEnv = await runCli(handlers, { DATABASE_URL: suite.db.url, OUTBOX_POLLER_LISTEN_URL: 'postgres://u:secret@db:99999/app' })
+    expect([fromEnv.code, fromEnv.stderr]).toEqual([2, 'outbox-poller: OUTBOX_POLLER_LISTEN_URL has port 99999: a port is between 1 and 65535\n'])
+    const badListen = await runCli(handlers, { DATABASE_URL: suite.db.url, OUTBOX_POLLER_LISTEN: 'maybe' })
+    expect([badListen.code, badListen.stderr]).toEqual([2, 'outbox-poller: OUTBOX_POLLER_LISTEN must be true or false (got "maybe")\n'])
+  })
+})
