@@ -88,7 +88,7 @@ describe.skipIf(binary === undefined)('behind PgBouncer in transaction mode', ()
     const file = join(suite.directory, 'poison.log')
     await suite.db.sql`insert into items select n, 'item ' || n from generate_series(1, 200) n`
     const r = suite.start(['--handlers', fixturePath('poison-handler.js'), '--max-attempts', '3', '--crash-limit', '2', '--batch-size', '50', '--interval-min', '20ms', '--interval-max', '200ms'], { RECORD_FILE: file, POISON_ENTITY_ID: '77', ...pooled() })
-    await waitFor('the poison event dead-lettered', async () => (await suite.db.sql`select 1 from outbox where entity_id = '77' and dead_at is not null`).length > 0, 20_000, 100)
+    await waitFor('the poison event dead-lettered', async () => (await suite.db.sql`select 1 from outbox where entity_id = '77' and dead_at is not null`).length > 0, 60_000, 100)
     await waitFor('everything else processed', async () => (await pendingEvents(suite.db)) === 0, 30_000, 100)
     const [poison] = await suite.db.sql`select attempts, last_error from outbox where entity_id = '77'`
     expect(poison!.attempts).toBe(3)
