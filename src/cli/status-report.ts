@@ -53,7 +53,7 @@ export function formatStatus(status: OutboxStatus, outboxName: string): string {
 /** The oldest snapshot (what VACUUM of the outbox waits for), then each warning about it, a slot or a prepared transaction. */
 function horizonLines(horizon: OutboxStatus['horizon']): string[] {
   const s = horizon.oldestSnapshot
-  const oldest = s === null ? 'none' : `${formatSeconds(s.ageSeconds)} (pid ${s.pid}, ${describeSession(s)})`
+  const oldest = s === null ? 'none' : `${s.ageSeconds === null ? 'of unknown age' : formatSeconds(s.ageSeconds)} (pid ${s.pid}, ${describeSession(s)})`
   const hidden = horizon.seesAllSessions ? '' : '; other roles\' sessions are hidden: grant pg_read_all_stats to see them'
   return [`  snapshot   oldest ${oldest}${hidden}`, ...horizon.warnings.map((warning) => `  warning    ${warning}`)]
 }

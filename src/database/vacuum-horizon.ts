@@ -26,8 +26,8 @@ export interface SnapshotHolder {
   database: string | null
   /** `active`, `idle in transaction`, …; null for processes that are not client sessions (a walsender). */
   state: string | null
-  /** Since its transaction (or, outside one, its query) began. */
-  ageSeconds: number
+  /** Since its transaction (or, outside one, its query) began; null where the caller may not see it. */
+  ageSeconds: number | null
   /** Transactions since its snapshot: how far it holds the horizon back. */
   xidAge: number
 }
@@ -41,7 +41,8 @@ export async function vacuumHorizon(sql: Sql | TransactionSql): Promise<VacuumHo
     select
       (select row_to_json(s) from (
          select pid, usename as "user", application_name as "applicationName", datname as database, state,
-                greatest(0, extract(epoch from now() - coalesce(xact_start, query_start, backend_start)))::float8 as "ageSeconds",
+                (select case when since is not null then greatest(0, extract(epoch from now() - since)) end
+                   from (select coalesce(xact_start, query_start, backend_start) as since) as t)::float8 as "ageSeconds",
                 greatest(age(backend_xmin), age(backend_xid)) as "xidAge"
            from pg_stat_activity
           where pid <> pg_backend_pid() and (backend_xmin is not null or backend_xid is not null)
@@ -59,7 +60,7 @@ export async function vacuumHorizon(sql: Sql | TransactionSql): Promise<VacuumHo
 export function horizonWarnings(horizon: VacuumHorizon, warnAfterSeconds = horizonWarnAfterSeconds): string[] {
   const warnings: string[] = []
   const s = horizon.oldestSnapshot
-  if (s !== null && s.ageSeconds > warnAfterSeconds) {
+  if (s !== null && s.ageSeconds !== null && s.ageSeconds > warnAfterSeconds) {
     warnings.push(`a snapshot ${Math.round(s.ageSeconds)} s old (pid ${s.pid}, ${describeSession(s)}) holds back VACUUM of the outbox: end it (SELECT pg_terminate_backend(${s.pid}))`)
   }
   for (const slot of horizon.slots) {

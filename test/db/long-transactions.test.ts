@@ -51,11 +51,12 @@ describe('long transactions', () => {
     try {
       // burn transaction ids, as the writers would, so the snapshot grows old
       for (let i = 0; i < 20; i++) await db.sql`select txid_current()`
+      const ours = await xidAge(report.pid) // before the status: an age only grows
       const status = await outboxStatus(db.sql, outbox)
       const oldest = status.horizon.oldestSnapshot!
       expect(oldest).not.toBeNull()
       // on a shared server another session may be older still: then it is at least as old as ours
-      expect(oldest.xidAge).toBeGreaterThanOrEqual(await xidAge(report.pid))
+      expect(oldest.xidAge).toBeGreaterThanOrEqual(ours)
       if (oldest.pid === report.pid) {
         expect(oldest).toMatchObject({ applicationName: 'nightly-report', state: 'idle in transaction' })
         expect(formatStatus(status, outbox.qualified)).toMatch(new RegExp(`snapshot   oldest [0-9.]+ s \\(pid ${report.pid}, application "nightly-report", user \\w+, database \\w+, idle in transaction\\)`))
@@ -75,7 +76,8 @@ describe('long transactions', () => {
     try {
       const horizon = await vacuumHorizon(restricted)
       expect(horizon.seesAllSessions).toBe(false)
-      expect(horizon.oldestSnapshot?.pid).not.toBe(report.pid)
+      // PostgreSQL 15 hides the snapshot of another role's session; 18 shows it, but not its state or times
+      if (horizon.oldestSnapshot?.pid === report.pid) expect(horizon.oldestSnapshot).toMatchObject({ ageSeconds: null, state: null })
       expect(formatStatus(await outboxStatus(restricted, outbox), outbox.qualified)).toMatch(/other roles' sessions are hidden: grant pg_read_all_stats to see them/)
     } finally {
       await report.release()
