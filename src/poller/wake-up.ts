@@ -39,7 +39,7 @@ export class WakeUp {
   /**
    * LISTENs on `listener` (a pool whose LISTEN connection postgres.js keeps, re-listening after a
    * reconnect), then checks that a NOTIFY sent through `sql` arrives. Behind a pooler in transaction mode
-   * LISTEN holds only for its own statement and nothing arrives: then it stops listening and says so.
+   * LISTEN holds only for its own statement and nothing arrives: then it stops listening and returns false.
    */
   async listen(listener: Sql, sql: Sql): Promise<boolean> {
     const token = `outbox-poller listen check ${randomUUID()}`
