@@ -3,13 +3,14 @@ import type { Command } from 'commander'
 import postgres from 'postgres'
 import { captureBench, type CaptureResult } from '../tools/bench/capture-bench.js'
 import { type DrainResult, drainBench } from '../tools/bench/drain-bench.js'
-import { latencyBench, type LatencyResult } from '../tools/bench/latency-bench.js'
+import { type LatencyPoller, latencyBench, type LatencyResult } from '../tools/bench/latency-bench.js'
 import { localWebhook, relayBench, type RelayResult } from '../tools/bench/relay-bench.js'
 import { integerOption } from '../poller/poller-options.js'
 import { ConfigError } from '../errors.js'
 import { migrate } from '../outbox/migrate.js'
 import { openScratchDatabase } from '../tools/scratch-database.js'
 import { parseSink } from '../sinks/parse-sink.js'
+import { checkDatabaseUrl } from '../database/database-url.js'
 import { checkedDatabaseUrl } from './database-url-option.js'
 import { listFlag } from './options.js'
 import { ExitCode } from '../supervisor/exit-codes.js'
@@ -24,6 +25,7 @@ interface BenchFlags {
   seconds: string
   only?: string[]
   json?: boolean
+  poolerUrl?: string
 }
 
 /** The whole benchmark: drain throughput against the bare loop, latency, capture cost. */
@@ -38,6 +40,10 @@ export async function benchCommand(command: Command): Promise<number> {
   for (const spec of flags.sink) if (spec !== localWebhook) parseSink(spec, '--sink') // bad specs fail before anything starts
   if (flags.sink.length === 0 && flags.only !== undefined && only.has('relay')) throw new ConfigError('--only relay needs a --sink (a broker URL, or webhook for a local receiver)')
   const databaseUrl = checkedDatabaseUrl(command)
+  if (flags.poolerUrl !== undefined) {
+    checkDatabaseUrl(flags.poolerUrl, '--pooler-url')
+    if (databaseUrl === undefined) throw new ConfigError('--pooler-url needs --database-url (or DATABASE_URL): the database the pooler stands in front of')
+  }
   const say = (line: string) => void (flags.json ? process.stderr : process.stdout).write(`${line}\n`)
 
   const scratch = await openScratchDatabase('bench', databaseUrl)
@@ -92,10 +98,16 @@ export async function benchCommand(command: Command): Promise<number> {
     }
     if (only.has('latency')) {
       say('\ncommit-to-handler latency (one poller, single-row transactions)')
-      for (const [name, rate] of [['idle: one every 50 ms', 20], ['loaded: 1,000/s', 1000]] as const) {
-        const result = await latencyBench(scratch.url, scratch.schema, name, rate, seconds)
-        latency.push(result)
-        say(`  ${name.padEnd(24)} ${String(result.events).padStart(6)} events  p50 ${ms(result.p50Ms)}  p95 ${ms(result.p95Ms)}  p99 ${ms(result.p99Ms)}  max ${ms(result.maxMs)}`)
+      // with --pooler-url, each rate also with the poller behind the pooler: LISTEN on a direct connection, or polling only
+      const ways: Array<[string, LatencyPoller]> = [['', {}]]
+      if (flags.poolerUrl !== undefined) ways.push([', pooler + --listen-url', { url: flags.poolerUrl, listenUrl: scratch.url }], [', pooler + --no-listen', { url: flags.poolerUrl, listen: false }])
+      for (const [rateName, rate] of [['idle: one every 50 ms', 20], ['loaded: 1,000/s', 1000]] as const) {
+        for (const [way, through] of ways) {
+          const name = `${rateName}${way}`
+          const result = await latencyBench(scratch.url, scratch.schema, name, rate, seconds, through)
+          latency.push(result)
+          say(`  ${name.padEnd(flags.poolerUrl === undefined ? 24 : 46)} ${String(result.events).padStart(6)} events  p50 ${ms(result.p50Ms)}  p95 ${ms(result.p95Ms)}  p99 ${ms(result.p99Ms)}  max ${ms(result.maxMs)}`)
+        }
       }
     }
     if (only.has('capture')) {

@@ -78,6 +78,7 @@ function registerToolCommands(program: Command, action: CommandAction): void {
     .option('--seconds <n>', 'seconds each latency and capture run lasts (1-600)', '5')
     .option('--only <parts...>', 'run only some parts: drain, latency, capture, relay')
     .option('--json', 'print the results as JSON on stdout (progress goes to stderr)')
+    .option('--pooler-url <url>', 'also measure latency with the poller behind this pooler (PgBouncer in transaction mode, in front of --database-url): LISTEN on a direct --listen-url, and --no-listen')
     .option('--sink <[pattern=]url>', 'relay to this sink (a broker URL, or webhook for a local receiver), against the no-op drain and the broker\'s own ceiling (repeatable)', collectValues, [] as string[])
     .addOption(new Option('--sink-secret <secret>', 'webhook signing secret for a webhook --sink').env('OUTBOX_POLLER_SINK_SECRET'))
     .action(action(benchCommand))

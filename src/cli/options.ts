@@ -39,6 +39,7 @@ const pollerFlags: FlagSpec[] = [
   { component: 'supervisor', key: 'crashLimit', flag: '--crash-limit <n>', env: 'OUTBOX_POLLER_CRASH_LIMIT', help: 'worker crashes within --crash-window that make the supervisor give up and exit 1', shownDefault: String(supervisorDefaults.crashLimit) },
   { component: 'supervisor', key: 'crashWindow', flag: '--crash-window <duration>', env: 'OUTBOX_POLLER_CRASH_WINDOW', help: 'window counted by --crash-limit', shownDefault: formatDuration(supervisorDefaults.crashWindowMs) },
   { component: 'http', key: 'http', flag: '--http <host:port>', env: 'OUTBOX_POLLER_HTTP', help: 'serve /healthz, /readyz and /metrics (a bare port binds 127.0.0.1)', shownDefault: 'off' },
+  { component: 'poller', key: 'listenUrl', flag: '--listen-url <url>', env: 'OUTBOX_POLLER_LISTEN_URL', help: 'a direct connection (no pooler) used only to LISTEN for wake-ups, when --database-url goes through a pooler in transaction mode', shownDefault: 'LISTEN on --database-url' },
   { component: 'poller', key: 'connectTimeout', flag: '--connect-timeout <duration>', env: 'OUTBOX_POLLER_CONNECT_TIMEOUT', help: 'how long start-up retries an unreachable database', shownDefault: formatDuration(defaults.connectTimeoutMs) },
 ]
 
@@ -75,7 +76,7 @@ export function scratchCommand(parent: Command, name: string, description: strin
 }
 
 export function addPollerFlags(command: Command): Command {
-  return addFlags(command, pollerFlags)
+  return addFlags(command, pollerFlags).option('--no-listen', 'never LISTEN, only poll: a new event waits at most --interval-max (env: OUTBOX_POLLER_LISTEN=false)')
 }
 
 const componentFlags = [...pollerFlags, ...outboxFlags]
@@ -108,7 +109,18 @@ export function componentOptionsFrom(command: Command): ComponentOptions {
     const attribute = flagAttribute(command, spec)
     if (attribute !== undefined && values[attribute] !== undefined) options[spec.component][spec.key] = values[attribute]
   }
-  return options
+  const listen = command.options.some((option) => option.long === '--no-listen') ? listenFrom(command) : undefined
+  return { ...options, poller: { ...options.poller, ...(listen === undefined ? {} : { listen }) } }
+}
+
+/** `--no-listen`, or OUTBOX_POLLER_LISTEN (true or false); undefined: the poller's default. */
+function listenFrom(command: Command): boolean | undefined {
+  if (command.opts<{ listen?: boolean }>().listen === false) return false
+  const env = process.env.OUTBOX_POLLER_LISTEN
+  if (env === undefined || env === '') return undefined
+  if (env === 'true' || env === '1') return true
+  if (env === 'false' || env === '0') return false
+  throw new ConfigError(`OUTBOX_POLLER_LISTEN must be true or false (got ${JSON.stringify(env)})`)
 }
 
 /** The connection string, checked; errors name DATABASE_URL or --database-url, whichever the user gave. */

@@ -1,3 +1,4 @@
+import { describeSession } from '../database/vacuum-horizon.js'
 import type { DeadEvent, OutboxStatus } from '../ops/monitor.js'
 
 /** Seconds as people read them: `0.25 s`, `3.2 s`, `312 s`. */
@@ -36,6 +37,7 @@ export function formatStatus(status: OutboxStatus, outboxName: string): string {
     `  lag        ${formatSeconds(status.oldestPendingSeconds)}  (oldest pending event)`,
     `  latency    p50 ${p(latency.p50)}  p95 ${p(latency.p95)}  p99 ${p(latency.p99)}  (last 5 minutes)`,
   ]
+  lines.push(...horizonLines(status.horizon))
   for (const lost of status.lostCaptures) lines.push(`  capture    ${lost.table} ${lost.reason}`, `             capture it again: ${lost.recapture.command}`)
   if (status.types.length > 0) {
     lines.push('', ...table(['event type', 'pending', 'dead', 'processed 1h', 'p95 5m'], status.types.map((t) => [t.eventType, t.pending, t.dead, t.processedLastHour, p(t.p95)])))
@@ -46,6 +48,14 @@ export function formatStatus(status: OutboxStatus, outboxName: string): string {
     lines.push(...table(['application name', 'pid', 'state', 'for'], status.replicas.map((r) => [r.applicationName, r.pid, r.state ?? '-', since(r.since)])))
   }
   return `${lines.join('\n')}\n`
+}
+
+/** The oldest snapshot (what VACUUM of the outbox waits for), then each warning about it, a slot or a prepared transaction. */
+function horizonLines(horizon: OutboxStatus['horizon']): string[] {
+  const s = horizon.oldestSnapshot
+  const oldest = s === null ? 'none' : `${s.ageSeconds === null ? 'of unknown age' : formatSeconds(s.ageSeconds)} (pid ${s.pid}, ${describeSession(s)})`
+  const hidden = horizon.seesAllSessions ? '' : '; other roles\' sessions are hidden: grant pg_read_all_stats to see them'
+  return [`  snapshot   oldest ${oldest}${hidden}`, ...horizon.warnings.map((warning) => `  warning    ${warning}`)]
 }
 
 /** The list `outbox-poller dead` prints, most recently dead first. */

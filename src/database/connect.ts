@@ -17,29 +17,52 @@ export interface ConnectOptions {
   applicationName: string
   /** Called when a connection closes (the poller uses it to notice that its batch transaction is gone). */
   onclose?: () => void
+  /**
+   * The URL reaches PostgreSQL itself, no connection pooler between (see `waitForDatabase`): the server's
+   * keepalives are set at startup and queries may use named prepared statements. Default false: what any
+   * pooler accepts (PgBouncer refuses unknown startup parameters, and before 1.21 loses prepared statements
+   * between transactions).
+   */
+  direct?: boolean
 }
 
 /**
- * Opens a postgres.js pool. Keepalives run on both ends: if a poller's host dies mid-batch the
- * server notices within seconds (idle 10 s + 3 × 5 s probes), rolls back, and the rows go to another replica.
+ * Opens a postgres.js pool. The client sends keepalives; on a direct connection the server does too, so
+ * that if a poller's host dies mid-batch the server notices within seconds (idle 10 s + 3 × 5 s probes),
+ * rolls back, and the rows go to another replica (behind a pooler, the pooler's own keepalives do that).
  */
 export function connect(url: string, options: ConnectOptions): Sql {
+  const serverKeepalives = { tcp_keepalives_idle: 10, tcp_keepalives_interval: 5, tcp_keepalives_count: 3 }
   return postgres(url, {
     max: options.max ?? 1,
     keep_alive: 10,
     connect_timeout: 10,
     onnotice: () => {},
     onclose: options.onclose,
+    prepare: options.direct === true,
     // A connection must never be recycled under an open batch transaction.
     max_lifetime: 0,
     idle_timeout: 0,
     connection: {
       application_name: options.applicationName,
-      tcp_keepalives_idle: 10,
-      tcp_keepalives_interval: 5,
-      tcp_keepalives_count: 3,
+      ...(options.direct === true ? serverKeepalives : {}),
     } as Record<string, unknown> as { application_name: string },
   })
+}
+
+/**
+ * Opens a pool on `url` once the database answers (see `waitForDatabase`), with what its connection allows:
+ * a short first connection tells whether a pooler stands between, then the pool is opened to match.
+ */
+export async function openDatabase(url: string, options: ConnectOptions, timeoutMs: number, onRetry?: (error: unknown, delayMs: number) => void): Promise<{ sql: Sql; session: DatabaseSession }> {
+  const probe = connect(url, { max: 1, applicationName: options.applicationName })
+  let session: DatabaseSession
+  try {
+    session = await waitForDatabase(probe, describeTarget(url), timeoutMs, onRetry)
+  } finally {
+    await probe.end({ timeout: 5 })
+  }
+  return { sql: connect(url, { ...options, direct: !session.pooled }), session }
 }
 
 /** Host, port and database of a connection string, never its password: for messages and logs. */
@@ -57,18 +80,28 @@ export function describeTarget(url: string): string {
   }
 }
 
+/** What the first query learnt of the connection. */
+export interface DatabaseSession {
+  /**
+   * A connection pooler (PgBouncer, Odyssey, pgcat, …) stands between: the process id the connection was
+   * given at startup (its cancel key) is not the server process that answers, as it always is on a direct
+   * connection. Whether the pooler hands out server sessions per transaction cannot be seen from here.
+   */
+  pooled: boolean
+}
+
 /**
  * Waits until the database answers, retrying connection failures and "too many connections" with backoff
  * (0.25 s doubling to 5 s) for at most `timeoutMs`. Other errors (bad password, missing database) fail at
  * once, and so does a connection string that demands TLS of a server that does not offer it (a ConfigError:
  * no retry fixes it). Every message starts with `target`.
  */
-export async function waitForDatabase(sql: Sql, target: string, timeoutMs: number, onRetry?: (error: unknown, delayMs: number) => void): Promise<void> {
+export async function waitForDatabase(sql: Sql, target: string, timeoutMs: number, onRetry?: (error: unknown, delayMs: number) => void): Promise<DatabaseSession> {
   const deadline = Date.now() + timeoutMs
   for (let attempt = 1; ; attempt++) {
     try {
-      await sql`select 1`
-      return
+      const rows = await sql<Array<{ pid: number }>>`select pg_backend_pid() as pid`
+      return { pooled: rows.state.pid !== rows[0]!.pid }
     } catch (error) {
       const retryable = isConnectionFailure(error) || sqlState(error) === SqlState.tooManyConnections
       if (retryable) await refuseTlsMismatch(sql, target)

@@ -26,6 +26,8 @@ export class OutboxMetrics {
   readonly #memoryLimit = new Gauge({ name: 'outbox_worker_memory_limit_bytes', help: 'The RSS above which the worker is replaced (--memory-limit).', registers: [this.registry] })
   readonly #lostCaptures = new Gauge({ name: 'outbox_captured_tables_lost', help: 'Captured tables dropped, re-created or stripped of their triggers, or without their key column (sampled every 10 s).', registers: [this.registry] })
   readonly #lostCapture = new Gauge({ name: 'outbox_captured_table_lost', help: 'One per lost captured table, by table and problem (sampled every 10 s).', labelNames: ['table', 'problem'], registers: [this.registry] })
+  readonly #oldestSnapshot = new Gauge({ name: 'outbox_oldest_snapshot_age_seconds', help: 'Age of the oldest transaction or snapshot in the cluster, which holds back VACUUM of the outbox (sampled every 10 s; other roles\' sessions need pg_read_all_stats).', registers: [this.registry] })
+  readonly #horizonWarnings = new Gauge({ name: 'outbox_vacuum_horizon_warnings', help: 'Long snapshots, inactive replication slots and old prepared transactions holding back VACUUM of the outbox (sampled every 10 s).', registers: [this.registry] })
   readonly #restarts = new Counter({ name: 'outbox_worker_restarts_total', help: 'Worker restarts, by reason.', labelNames: ['reason'], registers: [this.registry] })
 
   constructor() {
@@ -68,6 +70,11 @@ export class OutboxMetrics {
     this.#lostCaptures.set(lost.length)
     this.#lostCapture.reset()
     for (const capture of lost) this.#lostCapture.set({ table: capture.table, problem: capture.problem }, 1)
+  }
+
+  setVacuumHorizon(oldestSnapshotSeconds: number, warnings: number): void {
+    this.#oldestSnapshot.set(oldestSnapshotSeconds)
+    this.#horizonWarnings.set(warnings)
   }
 
   setBacklog(pending: number, oldestAgeSeconds: number, dead: number): void {

@@ -1,5 +1,6 @@
 import type { Sql } from 'postgres'
 import { type LostCapture, lostCaptures } from '../capture/capture-registry.js'
+import { horizonWarnings, vacuumHorizon } from '../database/vacuum-horizon.js'
 import { errorMessage } from '../errors.js'
 import type { HealthCheck } from './http-server.js'
 import type { OutboxMetrics } from './metrics.js'
@@ -14,6 +15,7 @@ import { type OutboxTable, pendingCondition } from '../outbox/outbox-table.js'
 export class ReplicaHealth {
   #timer: NodeJS.Timeout | undefined
   #lostCaptures: LostCapture[] = []
+  #horizonWarnings: string[] = []
 
   constructor(
     private readonly sql: Sql,
@@ -43,6 +45,13 @@ export class ReplicaHealth {
       } catch {
         // same: the health check reports it; an outbox not yet migrated has no registry
       }
+      try {
+        const horizon = await vacuumHorizon(this.sql)
+        this.#horizonWarnings = horizonWarnings(horizon)
+        this.metrics.setVacuumHorizon(horizon.oldestSnapshot?.ageSeconds ?? 0, this.#horizonWarnings.length)
+      } catch {
+        // same: the health check reports a database that does not answer
+      }
     }
     void sample()
     this.#timer = setInterval(() => void sample(), everyMs)
@@ -54,7 +63,7 @@ export class ReplicaHealth {
   }
 
   async check(): Promise<HealthCheck> {
-    const warnings = this.#lostCaptures.map((lost) => `captured table ${lost.table} ${lost.reason}; capture it again: ${lost.recapture.command}`)
+    const warnings = [...this.#lostCaptures.map((lost) => `captured table ${lost.table} ${lost.reason}; capture it again: ${lost.recapture.command}`), ...this.#horizonWarnings]
     const last = this.lastLoopAt()
     const age = Date.now() - last
     if (last === 0) return { ok: false, reason: 'the poll loop has not run yet', warnings }

@@ -1,5 +1,6 @@
 import type { Sql, TransactionSql } from 'postgres'
 import { type LostCapture, lostCaptures } from '../capture/capture-registry.js'
+import { horizonWarnings, type VacuumHorizon, vacuumHorizon } from '../database/vacuum-horizon.js'
 import { eventTypeCondition } from '../poller/event-type-pattern.js'
 import { type OutboxTable, pendingCondition } from '../outbox/outbox-table.js'
 
@@ -29,6 +30,8 @@ export interface OutboxStatus {
   replicas: ReplicaConnection[]
   /** Captured tables that were dropped, re-created or lost their triggers, or lost their key column. */
   lostCaptures: LostCapture[]
+  /** What holds back VACUUM of the outbox (long transactions, slots, prepared transactions), with its warnings. */
+  horizon: VacuumHorizon & { warnings: string[] }
 }
 
 export interface EventTypeStatus {
@@ -110,6 +113,7 @@ export async function outboxStatus(sql: Sql, outbox: OutboxTable, options: Outbo
        order by event_type`
     const replicas = await outboxReplicaConnections(tx)
     const lost = await lostCaptures(tx, outbox)
+    const horizon = await vacuumHorizon(tx)
     const c = counts!
     const [p50 = null, p95 = null, p99 = null] = latency?.p ?? []
     return {
@@ -126,6 +130,7 @@ export async function outboxStatus(sql: Sql, outbox: OutboxTable, options: Outbo
       types: types.map((row) => ({ eventType: row.event_type, pending: row.pending, dead: row.dead, processedLastHour: row.processed, p95: row.p95 })),
       replicas,
       lostCaptures: lost,
+      horizon: { ...horizon, warnings: horizonWarnings(horizon) },
     }
   })
 }

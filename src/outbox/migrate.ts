@@ -1,6 +1,6 @@
 import { readdir, readFile } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
-import { Kysely, sql as rawSql } from 'kysely'
+import { Kysely, PostgresAdapter, sql as rawSql } from 'kysely'
 import { type Migration, Migrator } from 'kysely/migration'
 import { PostgresJSDialect } from 'kysely-postgres-js'
 import type { Sql } from 'postgres'
@@ -31,14 +31,38 @@ export interface MigrateResult {
   orderingIndex?: OrderingIndexState
 }
 
+/** Kysely's migration lock key: held by our migrations and the application's Kysely migrations alike, and by older versions' session locks. */
+const migrationLockKey = '3853314791062309107'
+
+/** The migrator runs in a transaction that already holds the migration lock: it takes and releases none of its own. */
+class LockHeldAdapter extends PostgresAdapter {
+  override async acquireMigrationLock(): Promise<void> {}
+  override async releaseMigrationLock(): Promise<void> {}
+}
+
+class LockHeldDialect extends PostgresJSDialect {
+  override createAdapter(): PostgresAdapter {
+    return new LockHeldAdapter()
+  }
+}
+
 /**
- * Applies the pending files of sql/migrations/ in order, in one transaction, under Kysely's advisory
- * lock, so replicas that start together migrate once. Bookkeeping lives in `<table>_poller_migration`
- * in the outbox's schema, apart from the application's own Kysely migrations.
+ * Applies the pending files of sql/migrations/ in order, in one transaction that first takes the migration
+ * advisory lock, so replicas that start together migrate once. A transaction-level lock, not Kysely's
+ * session-level one: it holds behind a pooler in transaction mode too (a session lock would stay with
+ * whatever server session ran it). Bookkeeping lives in `<table>_poller_migration` in the outbox's schema,
+ * apart from the application's own Kysely migrations.
  */
 export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
+  const db = new Kysely<unknown>({ dialect: new LockHeldDialect({ postgres: options.sql }) })
+  return db.transaction().execute(async (trx) => {
+    await rawSql`select pg_advisory_xact_lock(${rawSql.lit(migrationLockKey)}::bigint)`.execute(trx)
+    return migrateLocked(trx, options)
+  })
+}
+
+async function migrateLocked(db: Kysely<unknown>, options: MigrateOptions): Promise<MigrateResult> {
   const outbox = outboxTable(options.schema ?? 'public', options.table ?? 'outbox')
-  const db = new Kysely<unknown>({ dialect: new PostgresJSDialect({ postgres: options.sql }) })
   const migrator = new Migrator({
     db,
     provider: { getMigrations: () => loadMigrations((text) => fillPlaceholders(text, outbox)) },

@@ -1,5 +1,6 @@
 import type { BatchReport } from './batch-report.js'
 import { parseByteSize } from '../byte-size.js'
+import { checkDatabaseUrl } from '../database/database-url.js'
 import { parseDuration } from '../duration.js'
 import { ConfigError } from '../errors.js'
 import type { HandlerMap, Logger } from '../types.js'
@@ -42,6 +43,14 @@ export interface PollerOptions {
    * held by each batch transaction, and one for LISTEN) and closes them on stop. The library never reads env.
    */
   connectionString?: string
+  /**
+   * Connection string of the connection that LISTENs for wake-ups, when `connectionString` goes through a
+   * pooler in transaction mode (LISTEN needs a session of its own): a direct one to the same database.
+   * Default: LISTEN on `connectionString`.
+   */
+  listenUrl?: string
+  /** `false`: never LISTEN, only poll; a new event then waits at most `intervalMax`. Default true. */
+  listen?: boolean
   /** Schema of the outbox table. Default `public`. */
   schema?: string
   /** Name of the outbox table. Default `outbox`. */
@@ -118,6 +127,8 @@ export interface ResolvedOptions {
   readonly ordering: Ordering
   readonly orderingOnDead: OrderingOnDead
   readonly connectTimeoutMs: number
+  /** LISTEN for wake-ups (the listen URL itself is kept out of here: it may hold a password). */
+  readonly listen: boolean
   readonly drainTimeoutMs: number
   /** Derived, set with SET LOCAL in every batch transaction: the drain timeout, so no statement outlives a drain. */
   readonly statementTimeoutMs: number
@@ -133,7 +144,7 @@ export type OptionNamer<Key extends string = keyof PollerOptions> = (key: Key) =
 
 /** Every key createPoller takes: any other is a mistake (an option of another component, a typo), refused. */
 const pollerOptionKeys = {
-  connectionString: true, schema: true, table: true, batchSize: true, batchMaxBytes: true, concurrency: true,
+  connectionString: true, listenUrl: true, listen: true, schema: true, table: true, batchSize: true, batchMaxBytes: true, concurrency: true,
   intervalMin: true, intervalMax: true, handlerTimeout: true, maxAttempts: true, retryDelay: true,
   retryDelayMax: true, unmatched: true, ordering: true, orderingOnDead: true, connectTimeout: true,
   drainTimeout: true, beforeDispatch: true, afterBatch: true, handlers: true, logger: true, applicationName: true,
@@ -168,10 +179,12 @@ export function resolveOptions(input: PollerOptions, nameOf: OptionNamer = (key)
     ordering: choiceOption(input.ordering, nameOf('ordering'), defaults.ordering, ['none', 'entity'] as const),
     orderingOnDead: choiceOption(input.orderingOnDead, nameOf('orderingOnDead'), defaults.orderingOnDead, ['continue', 'block'] as const),
     connectTimeoutMs: ms('connectTimeout', defaults.connectTimeoutMs, 0, HOUR),
+    listen: booleanOption(input.listen, nameOf('listen'), true),
     drainTimeoutMs: 0,
     statementTimeoutMs: 0,
     idleInTransactionTimeoutMs: 0,
   }
+  if (input.listenUrl !== undefined) checkDatabaseUrl(input.listenUrl, nameOf('listenUrl'))
   resolved.drainTimeoutMs = ms('drainTimeout', resolved.handlerTimeoutMs + defaults.drainMarginMs, 1, DAY)
   resolved.statementTimeoutMs = resolved.drainTimeoutMs
   const idleMs = Math.ceil(resolved.batchSize / resolved.concurrency) * resolved.handlerTimeoutMs + defaults.drainMarginMs
@@ -217,6 +230,12 @@ export function bytesOption(value: number | string | undefined, name: string, fa
     throw new ConfigError(`${name} must be between ${min} and ${max} bytes (got ${JSON.stringify(value)})`)
   }
   return bytes
+}
+
+export function booleanOption(value: boolean | undefined, name: string, fallback: boolean): boolean {
+  if (value === undefined) return fallback
+  if (typeof value !== 'boolean') throw new ConfigError(`${name} must be true or false (got ${JSON.stringify(value)})`)
+  return value
 }
 
 export function choiceOption<T extends string>(value: string | undefined, name: string, fallback: T, choices: readonly T[]): T {

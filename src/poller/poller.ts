@@ -1,6 +1,6 @@
 import type { Sql } from 'postgres'
 import { type PollerOptions, type ResolvedOptions, resolveOptions } from './poller-options.js'
-import { applicationName, connect, describeTarget, waitForDatabase } from '../database/connect.js'
+import { applicationName, type DatabaseSession, describeTarget, openDatabase } from '../database/connect.js'
 import { AnnounceWindow } from './announce-window.js'
 import { exponentialDelayMs } from './backoff.js'
 import { claimQueries } from './claim.js'
@@ -55,10 +55,12 @@ class OutboxPoller implements Poller {
   readonly #batches: BatchRunner
   readonly #wakeUp: WakeUp
   readonly #connectionString: string | undefined
+  readonly #listenUrl: string | undefined
   readonly #applicationName: string
   #sql: Sql | undefined
+  /** The pool of `listenUrl`, when given: its one connection only LISTENs. */
+  #listenSql: Sql | undefined
   #lastLoopAt = 0
-  #unlisten: (() => Promise<void>) | undefined
   #starting: Promise<void> | undefined
   #stopping: Promise<void> | undefined
   #stopRequested = false
@@ -69,6 +71,7 @@ class OutboxPoller implements Poller {
     const options = (this.options = resolveOptions(input))
     if (!input.connectionString) throw new ConfigError('connectionString is required (e.g. DATABASE_URL)')
     this.#connectionString = input.connectionString
+    this.#listenUrl = input.listenUrl
     this.#applicationName = input.applicationName ?? applicationName('worker')
     this.#registry = new HandlerRegistry(input.handlers)
     this.#log = input.logger ?? silentLogger
@@ -111,17 +114,14 @@ class OutboxPoller implements Poller {
 
   async #start(): Promise<void> {
     if (this.#registry.size === 0) throw new ConfigError('no handlers registered: pass handlers or call poller.on(pattern, handler) before start()')
-    // One connection: BEGIN, the claim, the settlement and COMMIT are pipelined on it.
-    const sql = (this.#sql = connect(this.#connectionString!, { max: 1, applicationName: this.#applicationName, onclose: () => this.#batches.connectionClosed() }))
     const target = describeTarget(this.#connectionString!)
     try {
-      await waitForDatabase(sql, target, this.options.connectTimeoutMs, (error, delayMs) =>
-        this.#log.warn({ target, error: errorMessage(error), retry_in_ms: delayMs }, 'database unreachable, retrying'),
-      )
+      // One connection: BEGIN, the claim, the settlement and COMMIT are pipelined on it.
+      const { sql, session } = await this.#open(this.#connectionString!, () => this.#batches.connectionClosed())
+      this.#sql = sql
       await outboxCheckExists(sql, this.#outbox, { current: true })
       await outboxCheckOrdering(sql, this.#outbox, { ordering: this.options.ordering, onDead: this.options.orderingOnDead })
-      const listener = await sql.listen(this.#outbox.channel, () => this.#wakeUp.wake())
-      this.#unlisten = listener.unlisten
+      await this.#listen(sql, session)
     } catch (error) {
       await this.#close()
       this.#resolveDone() // nothing runs: a later stop() returns at once
@@ -129,6 +129,27 @@ class OutboxPoller implements Poller {
     }
     this.#log.info({ outbox: `${this.options.schema}.${this.options.table}`, target, options: this.options }, 'poller started')
     this.#loop().then(this.#resolveDone, this.#rejectDone)
+  }
+
+  #open(url: string, onclose?: () => void): Promise<{ sql: Sql; session: DatabaseSession }> {
+    const target = describeTarget(url)
+    return openDatabase(url, { max: 1, applicationName: this.#applicationName, onclose }, this.options.connectTimeoutMs, (error, delayMs) =>
+      this.#log.warn({ target, error: errorMessage(error), retry_in_ms: delayMs }, 'database unreachable, retrying'),
+    )
+  }
+
+  /** Listens for wake-ups (on `listenUrl` when given), unless told not to or LISTEN turns out not to work. */
+  async #listen(sql: Sql, session: DatabaseSession): Promise<void> {
+    const waitMs = this.options.intervalMaxMs
+    if (session.pooled) this.#log.info('connected through a connection pooler: no named prepared statements, no server keepalive settings (set the pooler\'s)')
+    if (!this.options.listen) return this.#log.info({ interval_max_ms: waitMs }, 'not listening for NOTIFY: polling, a new event waits at most the longest poll interval')
+    let listener = sql
+    if (this.#listenUrl !== undefined) listener = this.#listenSql = (await this.#open(this.#listenUrl)).sql
+    if (await this.#wakeUp.listen(listener, sql)) return
+    this.#log.warn(
+      { interval_max_ms: waitMs },
+      'NOTIFY does not reach this poller (its LISTEN connection goes through a pooler in transaction mode): polling instead, a new event waits up to the longest poll interval; give LISTEN a direct connection (--listen-url) or say so (--no-listen)',
+    )
   }
 
   stop(options: { force?: boolean; timeoutMs?: number } = {}): Promise<void> {
@@ -154,8 +175,8 @@ class OutboxPoller implements Poller {
 
   async #close(): Promise<void> {
     if (this.#sql !== undefined) await this.#wakeUp.lower(this.#sql)
-    await this.#unlisten?.().catch(() => {})
-    this.#unlisten = undefined
+    await this.#wakeUp.unlisten()
+    await this.#listenSql?.end({ timeout: 5 })
     await this.#sql?.end({ timeout: 5 })
   }
 
@@ -186,7 +207,7 @@ class OutboxPoller implements Poller {
       else if (batch.claimed > 0) {
         idleSteps = 0
         if (this.#wakeUp.raised) await this.#wakeUp.lower(sql)
-      } else if (!this.#wakeUp.raised) {
+      } else if (this.#wakeUp.listening && !this.#wakeUp.raised) {
         // raised, then look once more: an event committed just before the flag was seen never notified
         await this.#wakeUp.raise(sql)
       } else await this.#sleep(exponentialDelayMs(++idleSteps, intervalMinMs, intervalMaxMs))

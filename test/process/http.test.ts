@@ -101,10 +101,9 @@ describe('HTTP health and metrics', () => {
       const answer = await get(port, '/healthz').catch(() => ({ status: 0, body: {} }))
       return answer.status === 200 && answer.body.warnings ? answer : undefined
     }, 20_000, 250)
-    expect(health.body).toEqual({
-      status: 'ok',
-      warnings: ['captured table carts was dropped and re-created without its capture triggers: its changes are not captured; capture it again: outbox-poller capture carts --entity cart --key id'],
-    })
+    // the server's long transactions, if any, are warned about too: this one is the file's own
+    expect(health.body.status).toBe('ok')
+    expect(health.body.warnings).toContain('captured table carts was dropped and re-created without its capture triggers: its changes are not captured; capture it again: outbox-poller capture carts --entity cart --key id')
     const families = await scrape(port)
     expect(counter(families, 'outbox_captured_tables_lost')).toBe(1)
     expect(counter(families, 'outbox_captured_table_lost', { table: 'carts', problem: 'recreated' })).toBe(1)

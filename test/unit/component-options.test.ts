@@ -17,6 +17,15 @@ describe('options per component', () => {
     expect(resolveOptions({ drainTimeout: '1m' })).toMatchObject({ drainTimeoutMs: 60_000, statementTimeoutMs: 60_000 })
   })
 
+  it('the poller listens by default; a listen URL is checked like the database URL and kept out of the resolved (logged) options', () => {
+    expect(resolveOptions({}).listen).toBe(true)
+    expect(resolveOptions({ listen: false }).listen).toBe(false)
+    const resolved = resolveOptions({ listenUrl: 'postgres://poller:secret@db:5432/app' })
+    expect(JSON.stringify(resolved)).not.toMatch(/secret|listenUrl/)
+    expect(() => resolveOptions({ listenUrl: 'mysql://db/app' }, (key) => (key === 'listenUrl' ? '--listen-url' : key))).toThrow('--listen-url must be a postgres:// or postgresql:// URL (got mysql://…)')
+    expect(() => resolveOptions({ listen: 'no' as never })).toThrow('listen must be true or false (got "no")')
+  })
+
   it('the supervisor applies its defaults and freezes them', () => {
     const resolved = resolveSupervisorOptions({})
     expect(resolved).toEqual({ memoryLimitMb: 500, memoryCheckIntervalMs: 30_000, drainTimeoutMs: 40_000, crashLimit: 5, crashWindowMs: 60_000 })

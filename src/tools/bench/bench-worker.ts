@@ -11,7 +11,7 @@ import { createSinkHandlers, registerSinks } from '../../sinks/create-sinks.js'
 import type { Handler, OutboxEvent } from '../../types.js'
 
 export type BenchTask =
-  | { mode: 'poller'; url: string; schema: string; batchSize: number; recordLatency?: boolean; ordering?: 'none' | 'entity'; handler?: 'noop' | 'tx'; sink?: string; sinkSecret?: string }
+  | { mode: 'poller'; url: string; listenUrl?: string; listen?: boolean; schema: string; batchSize: number; recordLatency?: boolean; ordering?: 'none' | 'entity'; handler?: 'noop' | 'tx'; sink?: string; sinkSecret?: string }
   | { mode: 'bare'; url: string; schema: string; batchSize: number }
   // script: one transaction's statements, run in a loop; $1 is a random id from `from` to `to`
   | { mode: 'writer'; url: string; script: string[]; seconds: number; from: number; to: number }
@@ -50,6 +50,8 @@ async function runPoller(t: Extract<BenchTask, { mode: 'poller' }>): Promise<() 
   }
   const poller = createPoller({
     connectionString: t.url,
+    listenUrl: t.listenUrl,
+    listen: t.listen,
     schema: t.schema,
     batchSize: t.batchSize,
     ordering: t.ordering ?? 'none',

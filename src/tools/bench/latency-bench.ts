@@ -21,7 +21,14 @@ export interface LatencyResult {
  * The writer's sessions do not wait for the WAL flush, which on a slow disk takes longer than the whole
  * delivery and would be measured instead of the poller.
  */
-export async function latencyBench(url: string, schema: string, name: string, ratePerSecond: number, seconds: number): Promise<LatencyResult> {
+/** How the measured poller connects, when not as the writer does: through a pooler, and how it learns of new events. */
+export interface LatencyPoller {
+  url?: string
+  listenUrl?: string
+  listen?: boolean
+}
+
+export async function latencyBench(url: string, schema: string, name: string, ratePerSecond: number, seconds: number, through: LatencyPoller = {}): Promise<LatencyResult> {
   // synchronous_commit off for the writer only: its commit becomes visible (and notifies) without waiting
   // for the disk flush, so created_at stays within a fraction of a millisecond of the commit, as measured.
   const sql = postgres(url, { max: 8, onnotice: () => {}, connection: { synchronous_commit: 'off' } as Record<string, string> })
@@ -30,7 +37,7 @@ export async function latencyBench(url: string, schema: string, name: string, ra
   await sql.unsafe(`create table if not exists ${table} (id bigserial primary key, name text, created_at timestamptz default now())`)
   await captureTable(sql, outbox, { table, entity: 'item' })
   await sql.unsafe(`truncate ${outbox.qualified}`)
-  const [poller] = await startBenchProcesses(1, { mode: 'poller', url, schema, batchSize: 250, recordLatency: true })
+  const [poller] = await startBenchProcesses(1, { mode: 'poller', url: through.url ?? url, listenUrl: through.listenUrl, listen: through.listen, schema, batchSize: 250, recordLatency: true })
   try {
     // let the poller settle into its idle state (flag raised, asleep) before the first write
     await new Promise((resolve) => setTimeout(resolve, 500))
