@@ -1,16 +1,15 @@
 import { Command, CommanderError, Option } from 'commander'
 import { ConfigError, ConnectionError, errorMessage } from '../errors.js'
-import { captureCommand, capturesCommand, grantCommand, migrateCommand, uncaptureCommand } from './admin-commands.js'
-import { benchCommand } from './bench-command.js'
-import { demoCommand } from './demo-command.js'
 import { ExitCode } from '../supervisor/exit-codes.js'
 import { type CommandAction, registerMonitorCommands } from './monitor-commands.js'
 import { addConnectionFlags, addPollerFlags, collectValues, databaseCommand, scratchCommand } from './options.js'
-import { runCommand } from './run-command.js'
 
 const exitCodesHelp = `
 Exit codes: 0 success; 1 runtime failure (database unreachable, failed health check);
 2 usage or configuration error; 75 worker drained for a memory restart.`
+
+// A command's module loads when the command runs: a worker never loads migrations (kysely), bench or demo.
+const admin = () => import('./admin-commands.js')
 
 function buildProgram(setExitCode: (code: number) => void): Command {
   const program = new Command('outbox-poller')
@@ -31,10 +30,10 @@ function buildProgram(setExitCode: (code: number) => void): Command {
     .addOption(new Option('--sink-secret-file <path>', 'file holding the webhook signing secret (a trailing newline is dropped)').env('OUTBOX_POLLER_SINK_SECRET_FILE'))
     .option('--no-supervise', 'run the worker alone, without the supervising process (no crash restarts, no poison isolation); over --memory-limit it drains and exits 75 (env: OUTBOX_POLLER_SUPERVISE=false)')
     .addHelpText('after', '\nExample:\n  DATABASE_URL=postgres://localhost/app outbox-poller --batch-size 250 --handlers ./handlers.js')
-    .action(action(runCommand))
+    .action(action(async (command) => (await import('./run-command.js')).runCommand(command)))
 
   databaseCommand(program, 'migrate', 'create or upgrade the outbox table, its indexes and trigger functions (idempotent; safe when replicas start together)')
-    .action(action(migrateCommand))
+    .action(action(async (command) => (await admin()).migrateCommand(command)))
 
   databaseCommand(program, 'capture <table>', "capture a table's INSERT / UPDATE / DELETE into the outbox (again on a captured table: replace its options); <table> as SQL writes it: issues, app.orders, '\"Order Items\"'")
     .requiredOption('--entity <name>', 'entity type: events are <entity>.created, .updated, .deleted')
@@ -44,18 +43,18 @@ function buildProgram(setExitCode: (code: number) => void): Command {
     .option('--exclude-columns <columns...>', 'columns that never leave the database, e.g. password_hash,token')
     .option('--soft-delete-column <column>', 'an update setting it emits <entity>.deleted; clearing it, <entity>.restored')
     .option('--events <events...>', 'capture a subset of insert, update, delete (default: all)')
-    .action(action((command, table) => captureCommand(table, command)))
+    .action(action(async (command, table) => (await admin()).captureCommand(table, command)))
 
   databaseCommand(program, 'uncapture <table>', 'stop capturing a table')
-    .action(action((command, table) => uncaptureCommand(table, command)))
+    .action(action(async (command, table) => (await admin()).uncaptureCommand(table, command)))
 
   databaseCommand(program, 'captures', 'list the tables captured into the outbox')
     .option('--json', 'print JSON')
-    .action(action(capturesCommand))
+    .action(action(async (command) => (await admin()).capturesCommand(command)))
 
   databaseCommand(program, 'grant <role>', "grant a poller role what polling needs (the outbox's schema, SELECT and UPDATE on the outbox and its wake-up flag), nothing more")
     .option('--cleanup', 'also grant DELETE, for `outbox-poller cleanup`')
-    .action(action((command, role) => grantCommand(role, command)))
+    .action(action(async (command, role) => (await admin()).grantCommand(role, command)))
 
   registerToolCommands(program, action)
   registerMonitorCommands(program, action)
@@ -69,7 +68,7 @@ function registerToolCommands(program: Command, action: CommandAction): void {
     .option('--replicas <n>', 'poller replicas (processes)', '3')
     .option('--rate <n>', 'steady changes per second', '200')
     .option('--burst <n>', 'inserts written at once, a third of the way in', '20000')
-    .action(action(demoCommand))
+    .action(action(async (command) => (await import('./demo-command.js')).demoCommand(command)))
 
   scratchCommand(program, 'bench', 'measure drain throughput against a bare SKIP LOCKED loop, commit-to-handler latency and capture cost (embedded PostgreSQL unless DATABASE_URL is set; works in a schema of its own, dropped at the end)')
     .option('--events <n>', 'events pre-filled for each drain run', '100000')
@@ -78,7 +77,7 @@ function registerToolCommands(program: Command, action: CommandAction): void {
     .option('--json', 'print the results as JSON on stdout (progress goes to stderr)')
     .option('--sink <[pattern=]url>', 'also drain with every event relayed to this sink, confirmed (repeatable)', collectValues, [] as string[])
     .addOption(new Option('--sink-secret <secret>', 'webhook signing secret for a webhook --sink').env('OUTBOX_POLLER_SINK_SECRET'))
-    .action(action(benchCommand))
+    .action(action(async (command) => (await import('./bench-command.js')).benchCommand(command)))
 }
 
 /** Runs the CLI and returns the exit code. Only this layer prints errors; user mistakes print one line, no stack. */
