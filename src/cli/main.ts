@@ -70,7 +70,7 @@ function registerToolCommands(program: Command, action: CommandAction): void {
     .option('--burst <n>', 'inserts written at once, a third of the way in', '20000')
     .action(action(async (command) => (await import('./demo-command.js')).demoCommand(command)))
 
-  scratchCommand(program, 'bench', 'measure drain throughput against a bare SKIP LOCKED loop, commit-to-handler latency and capture cost (embedded PostgreSQL unless DATABASE_URL is set; works in a schema of its own, dropped at the end)')
+  scratchCommand(program, 'bench', 'measure drain throughput and memory against a bare SKIP LOCKED loop on a minimal table and on the outbox, commit-to-handler latency and capture cost (embedded PostgreSQL unless DATABASE_URL is set; works in a schema of its own, dropped at the end)')
     .option('--events <n>', 'events pre-filled for each drain run', '100000')
     .option('--seconds <n>', 'seconds each latency and capture run lasts (1-600)', '5')
     .option('--only <parts...>', 'run only some parts: drain, latency, capture')
