@@ -1,5 +1,6 @@
 export { createPoller, type Poller, type PollerStats } from './poller/poller.js'
-export { migrate, type MigrateOptions, type MigrateResult } from './outbox/migrate.js'
+import type { MigrateOptions, MigrateResult } from './outbox/migrate.js'
+export type { MigrateOptions, MigrateResult }
 export { captureTable, uncaptureTable, listCaptures, type CaptureEvent, type CaptureOptions, type CapturedTable } from './capture/capture.js'
 export { lostCaptures, type LostCapture, type LostCaptureProblem } from './capture/capture-registry.js'
 export { emit, withEventContext, type EventContextValues, type ExplicitEvent } from './capture/emit.js'
@@ -14,3 +15,8 @@ export type { Handler, HandlerContext, HandlerMap, Logger, OutboxEvent } from '.
 export { outboxStatus, outboxDeadEvents } from './ops/monitor.js'
 export { outboxReplay, outboxReplayCount } from './ops/replay.js'
 export { outboxCleanup } from './ops/cleanup.js'
+
+/** Creates or upgrades the outbox. Its migrator (kysely) loads on the first call, not with the package. */
+export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
+  return (await import('./outbox/migrate.js')).migrate(options)
+}

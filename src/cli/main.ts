@@ -1,16 +1,15 @@
 import { Command, CommanderError, Option } from 'commander'
 import { ConfigError, ConnectionError, errorMessage } from '../errors.js'
-import { captureCommand, capturesCommand, grantCommand, migrateCommand, uncaptureCommand } from './admin-commands.js'
-import { benchCommand } from './bench-command.js'
-import { demoCommand } from './demo-command.js'
 import { ExitCode } from '../supervisor/exit-codes.js'
 import { type CommandAction, registerMonitorCommands } from './monitor-commands.js'
 import { addConnectionFlags, addPollerFlags, collectValues, databaseCommand, scratchCommand } from './options.js'
-import { runCommand } from './run-command.js'
 
 const exitCodesHelp = `
 Exit codes: 0 success; 1 runtime failure (database unreachable, failed health check);
 2 usage or configuration error; 75 worker drained for a memory restart.`
+
+// A command's module loads when the command runs: a worker never loads migrations (kysely), bench or demo.
+const admin = () => import('./admin-commands.js')
 
 function buildProgram(setExitCode: (code: number) => void): Command {
   const program = new Command('outbox-poller')
@@ -31,11 +30,11 @@ function buildProgram(setExitCode: (code: number) => void): Command {
     .addOption(new Option('--sink-secret-file <path>', 'file holding the webhook signing secret (a trailing newline is dropped)').env('OUTBOX_POLLER_SINK_SECRET_FILE'))
     .option('--no-supervise', 'run the worker alone, without the supervising process (no crash restarts, no poison isolation); over --memory-limit it drains and exits 75 (env: OUTBOX_POLLER_SUPERVISE=false)')
     .addHelpText('after', '\nExample:\n  DATABASE_URL=postgres://localhost/app outbox-poller --batch-size 250 --handlers ./handlers.js')
-    .action(action(runCommand))
+    .action(action(async (command) => (await import('./run-command.js')).runCommand(command)))
 
   databaseCommand(program, 'migrate', 'create or upgrade the outbox table, its indexes and trigger functions (idempotent; safe when replicas start together)')
     .option('--ordering <mode>', 'entity: also create the index that --ordering entity pollers need (concurrently on a large outbox); run it as the outbox\'s owner before starting them')
-    .action(action(migrateCommand))
+    .action(action(async (command) => (await admin()).migrateCommand(command)))
 
   databaseCommand(program, 'capture <table>', "capture a table's INSERT / UPDATE / DELETE into the outbox (again on a captured table: replace its options); <table> as SQL writes it: issues, app.orders, '\"Order Items\"'")
     .requiredOption('--entity <name>', 'entity type: events are <entity>.created, .updated, .deleted')
@@ -46,18 +45,18 @@ function buildProgram(setExitCode: (code: number) => void): Command {
     .option('--soft-delete-column <column>', 'an update setting it emits <entity>.deleted; clearing it, <entity>.restored')
     .option('--events <events...>', 'capture a subset of insert, update, delete (default: all)')
     .option('--mode <mode>', 'row: a trigger call per row; statement: one set-based call per statement; auto: statement, or row for a partitioned table (default: auto)')
-    .action(action((command, table) => captureCommand(table, command)))
+    .action(action(async (command, table) => (await admin()).captureCommand(table, command)))
 
   databaseCommand(program, 'uncapture <table>', 'stop capturing a table')
-    .action(action((command, table) => uncaptureCommand(table, command)))
+    .action(action(async (command, table) => (await admin()).uncaptureCommand(table, command)))
 
   databaseCommand(program, 'captures', 'list the tables captured into the outbox')
     .option('--json', 'print JSON')
-    .action(action(capturesCommand))
+    .action(action(async (command) => (await admin()).capturesCommand(command)))
 
   databaseCommand(program, 'grant <role>', "grant a poller role what polling needs (the outbox's schema, SELECT and UPDATE on the outbox and its wake-up flag), nothing more")
     .option('--cleanup', 'also grant DELETE, for `outbox-poller cleanup`')
-    .action(action((command, role) => grantCommand(role, command)))
+    .action(action(async (command, role) => (await admin()).grantCommand(role, command)))
 
   registerToolCommands(program, action)
   registerMonitorCommands(program, action)
@@ -71,9 +70,9 @@ function registerToolCommands(program: Command, action: CommandAction): void {
     .option('--replicas <n>', 'poller replicas (processes)', '3')
     .option('--rate <n>', 'steady changes per second', '200')
     .option('--burst <n>', 'inserts written at once, a third of the way in', '20000')
-    .action(action(demoCommand))
+    .action(action(async (command) => (await import('./demo-command.js')).demoCommand(command)))
 
-  scratchCommand(program, 'bench', 'measure drain throughput against a bare SKIP LOCKED loop, commit-to-handler latency and capture cost (embedded PostgreSQL unless DATABASE_URL is set; works in a schema of its own, dropped at the end)')
+  scratchCommand(program, 'bench', 'measure drain throughput and memory against a bare SKIP LOCKED loop on a minimal table and on the outbox, commit-to-handler latency and capture cost (embedded PostgreSQL unless DATABASE_URL is set; works in a schema of its own, dropped at the end)')
     .option('--events <n>', 'events pre-filled for each drain run (the capture part grows an outbox to 10 × this many pending events)', '100000')
     .option('--seconds <n>', 'seconds each latency and capture run lasts (1-600)', '5')
     .option('--only <parts...>', 'run only some parts: drain, latency, capture, relay')
@@ -81,7 +80,7 @@ function registerToolCommands(program: Command, action: CommandAction): void {
     .option('--pooler-url <url>', 'also measure latency with the poller behind this pooler (PgBouncer in transaction mode, in front of --database-url): LISTEN on a direct --listen-url, and --no-listen')
     .option('--sink <[pattern=]url>', 'relay to this sink (a broker URL, or webhook for a local receiver), against the no-op drain and the broker\'s own ceiling (repeatable)', collectValues, [] as string[])
     .addOption(new Option('--sink-secret <secret>', 'webhook signing secret for a webhook --sink').env('OUTBOX_POLLER_SINK_SECRET'))
-    .action(action(benchCommand))
+    .action(action(async (command) => (await import('./bench-command.js')).benchCommand(command)))
 }
 
 /** Runs the CLI and returns the exit code. Only this layer prints errors; user mistakes print one line, no stack. */

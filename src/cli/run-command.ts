@@ -3,13 +3,9 @@ import type { Command } from 'commander'
 import { ConfigError } from '../errors.js'
 import { createLogger, type LogLevel } from '../log.js'
 import { resolveHttpOptions } from '../observe/http-options.js'
-import { OutboxMetrics } from '../observe/metrics.js'
-import { serveHttp } from '../observe/serve-http.js'
 import { resolveOptions } from '../poller/poller-options.js'
 import { parseSink, parseSinkList } from '../sinks/parse-sink.js'
-import { databaseCrashCharge } from '../supervisor/crash-charge.js'
 import { loopAllowances } from '../supervisor/loop-liveness.js'
-import { Supervisor } from '../supervisor/supervisor.js'
 import { resolveSupervisorOptions } from '../supervisor/supervisor-options.js'
 import { SystemdNotifier, systemdNotifyVariables, SystemdWatchdog } from '../supervisor/systemd-notify.js'
 import { workerEnvMarker } from '../supervisor/worker-protocol.js'
@@ -53,6 +49,8 @@ function superviseFrom(flag: boolean | undefined): boolean {
 async function runSupervisor(setup: WorkerSetup): Promise<number> {
   const log = setup.log.child({ role: 'supervisor' })
   const workerArgs = [...process.argv.slice(2), '--no-supervise']
+  // loaded here, not at import: a worker process (the same command, forked) never needs them
+  const [{ OutboxMetrics }, { serveHttp }, { databaseCrashCharge }, { Supervisor }] = await Promise.all([import('../observe/metrics.js'), import('../observe/serve-http.js'), import('../supervisor/crash-charge.js'), import('../supervisor/supervisor.js')])
   const metrics = new OutboxMetrics()
   const { schema, table, maxAttempts } = setup.poller
   // under systemd (Type=notify) the supervisor, the unit's main process, says when it is ready and pings the watchdog

@@ -3,11 +3,8 @@ import type { Command } from 'commander'
 import { describeTarget } from '../database/connect.js'
 import { ConfigError, errorMessage } from '../errors.js'
 import type { ResolvedHttpOptions } from '../observe/http-options.js'
-import { OutboxMetrics } from '../observe/metrics.js'
-import { serveHttp } from '../observe/serve-http.js'
 import type { PollerOptions, ResolvedOptions } from '../poller/poller-options.js'
 import { createPoller } from '../poller/poller.js'
-import { createSinkHandlers, registerSinks } from '../sinks/create-sinks.js'
 import type { SinkSpec } from '../sinks/parse-sink.js'
 import { sinkTimeoutMs } from '../sinks/sink.js'
 import { ExitCode } from '../supervisor/exit-codes.js'
@@ -94,8 +91,10 @@ async function closeHandlerModule(module: HandlerModule | undefined, log: Logger
  */
 async function runPoller(setup: WorkerSetup, handlers: HandlerMap): Promise<number> {
   const { log, poller: resolved } = setup
-  const sinks = setup.sinks.length === 0 ? undefined : await createSinkHandlers(setup.sinks, { secret: setup.sinkSecret, log, timeoutMs: sinkTimeoutMs(resolved.handlerTimeoutMs) })
-  const metrics = setup.supervised ? undefined : new OutboxMetrics()
+  // Sinks (broker clients) and metrics (prom-client, served by the supervisor when there is one) load only when used.
+  const sinkModule = setup.sinks.length === 0 ? undefined : await import('../sinks/create-sinks.js')
+  const sinks = sinkModule === undefined ? undefined : await sinkModule.createSinkHandlers(setup.sinks, { secret: setup.sinkSecret, log, timeoutMs: sinkTimeoutMs(resolved.handlerTimeoutMs) })
+  const metrics = setup.supervised ? undefined : new (await import('../observe/metrics.js')).OutboxMetrics()
   metrics?.setWorkerMemoryLimit(setup.supervisor.memoryLimitMb * 1_048_576)
   const link = setup.supervised ? new WorkerLink(processChannel()) : undefined
   // alone under systemd (OUTBOX_POLLER_SUPERVISE=false), the worker is the unit's main process and notifies itself
@@ -110,7 +109,7 @@ async function runPoller(setup: WorkerSetup, handlers: HandlerMap): Promise<numb
   const allowances = loopAllowances(resolved)
   const watchdog = notifier && new SystemdWatchdog(notifier, () => loop.alive(allowances), log)
   const poller = createPoller({ ...setup.options, connectionString: setup.url, handlers, logger: log, ...hooks })
-  if (sinks !== undefined) registerSinks(poller, sinks)
+  if (sinks !== undefined) sinkModule!.registerSinks(poller, sinks)
   log.info({ target: describeTarget(setup.url), handlers: setup.handlersPath, sinks: sinks?.sinks.map((sink) => sink.name), supervised: setup.supervised }, 'starting')
 
   const stops = new StopRequests(poller, log, () => setTimeout(() => process.exit(ExitCode.failure), 5_000).unref())
@@ -132,7 +131,7 @@ async function runPoller(setup: WorkerSetup, handlers: HandlerMap): Promise<numb
   })
   if (!setup.supervised) memory.start()
 
-  const stopHttp = metrics === undefined ? async () => {} : await serveHttp({ http: setup.http, optionName: setup.httpName, poller: resolved, connectionString: setup.url, metrics, lastLoopAt: () => poller.lastLoopAt, ready: () => poller.lastLoopAt > 0, log })
+  const stopHttp = metrics === undefined ? async () => {} : await (await import('../observe/serve-http.js')).serveHttp({ http: setup.http, optionName: setup.httpName, poller: resolved, connectionString: setup.url, metrics, lastLoopAt: () => poller.lastLoopAt, ready: () => poller.lastLoopAt > 0, log })
   try {
     await poller.start()
     link?.ready()

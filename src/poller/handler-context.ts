@@ -25,6 +25,8 @@ export class EventContext implements HandlerContext {
   #controller: AbortController | undefined
   #log: Logger | undefined
   #savepoint: Promise<Sql> | undefined
+  /** The SAVEPOINT statement, sent without waiting: it travels with the handler's first statement. */
+  #savepointSent: Promise<unknown> | undefined
   #endTurn: (() => void) | undefined
   /** Fails the running handler (timeout or forced stop); replaced while an async handler runs. */
   fail: (reason: Error) => void = () => {}
@@ -46,11 +48,15 @@ export class EventContext implements HandlerContext {
   tx(): Promise<Sql> {
     const turns = this.turns
     if (turns === undefined) return Promise.reject(new Error('ctx.tx() is only available while the poller handles a batch'))
-    return (this.#savepoint ??= (async () => {
-      this.#endTurn = await turns.take()
-      await turns.connection.unsafe('savepoint outbox_handler')
+    return (this.#savepoint ??= turns.take().then((endTurn) => {
+      this.#endTurn = endTurn
+      // One connection runs statements in order: the handler's first statement queues right behind this one,
+      // so both go out in one round trip. If it fails, so does that statement; finish() reports it.
+      const sent = turns.connection.unsafe('savepoint outbox_handler').execute()
+      sent.catch(() => {}) // observed by finish(), or dropped with an abandoned batch
+      this.#savepointSent = sent
       return turns.connection
-    })())
+    }))
   }
 
   abort(reason: Error): void {
@@ -71,17 +77,22 @@ export class EventContext implements HandlerContext {
     try {
       const connection = await savepoint
       try {
-        if (!succeeded) await connection.unsafe('rollback to savepoint outbox_handler')
-        await connection.unsafe('release savepoint outbox_handler')
+        await this.#savepointSent
+        if (succeeded) await connection.unsafe('release savepoint outbox_handler')
+        else await rollBackTo(connection)
       } catch (error) {
         // e.g. the handler caught its own SQL error, leaving the transaction aborted: undo its writes so the
         // batch's other events can still settle, and fail this event
-        await connection.unsafe('rollback to savepoint outbox_handler')
-        await connection.unsafe('release savepoint outbox_handler')
+        await rollBackTo(connection)
         throw error
       }
     } finally {
       this.#endTurn?.()
     }
   }
+}
+
+/** Undoes the handler's writes and ends its savepoint, both statements in one round trip. */
+async function rollBackTo(connection: Sql): Promise<void> {
+  await Promise.all([connection.unsafe('rollback to savepoint outbox_handler'), connection.unsafe('release savepoint outbox_handler')])
 }

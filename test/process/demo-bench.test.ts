@@ -28,11 +28,22 @@ describe('demo and bench', () => {
     const result = await runCli(['bench', '--events', '2000', '--seconds', '1', '--json', '--only', 'drain,latency'], { DATABASE_URL: db.url }, 240_000)
     expect(result.code).toBe(0)
     const report = JSON.parse(result.stdout)
+    const floors = (n: number, batch: number) => {
+      const s = n > 1 ? 's' : ''
+      return [`${n} bare loop${s} (minimal table) × batch ${batch}`, `${n} bare loop${s} (our table) × batch ${batch}`, `${n} poller${s} × batch ${batch}`]
+    }
     expect(report.drain.map((r: { name: string }) => r.name)).toEqual([
-      '1 bare loop × batch 50', '1 poller × batch 50', '1 bare loop × batch 250', '1 poller × batch 250', '1 bare loop × batch 1000', '1 poller × batch 1000',
-      '3 bare loops × batch 250', '3 pollers × batch 250', '5 bare loops × batch 250', '5 pollers × batch 250',
+      ...floors(1, 250), ...floors(3, 250), ...floors(1, 1000), ...floors(1, 50), ...floors(5, 250),
       '1 poller × batch 250, 40 entities, unordered', '1 poller × batch 250, 40 entities, --ordering entity', '1 poller × batch 250, a ctx.tx write per event',
     ])
+    // every poller configuration carries its ratios to the floor measured beside it
+    const compared = report.drain.filter((r: { mode: string; ratios?: object }) => r.mode === 'poller' && r.ratios !== undefined)
+    expect(compared).toHaveLength(5)
+    for (const run of compared) {
+      expect(run.ratios.floor).toBeGreaterThan(0)
+      expect(run.ratios.sameTable).toBeGreaterThan(0)
+      expect(run.ratios.rssFloor).toBeGreaterThan(0)
+    }
     for (const run of report.drain) {
       expect(run.eventsPerSecond).toBeGreaterThan(0)
       expect(run.peakRssMb).toBeGreaterThan(10)

@@ -2,7 +2,11 @@ import { type ChildProcess, fork } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import type { BenchReport, BenchTask } from './bench-worker.js'
 
+export type BenchProcessTask = BenchTask | { mode: 'floor'; url: string; schema: string; batchSize: number }
+
 const workerPath = fileURLToPath(new URL('./bench-worker.js', import.meta.url))
+// the floor loads postgres.js alone, so its memory is a floor too
+const floorPath = fileURLToPath(new URL('./floor-loop.js', import.meta.url))
 
 /** A bench child process and the calls the bench makes on it. */
 export interface BenchProcess {
@@ -12,12 +16,12 @@ export interface BenchProcess {
 }
 
 /** Starts the processes of a task and resolves once every one is connected and ready. */
-export async function startBenchProcesses(count: number, task: BenchTask): Promise<BenchProcess[]> {
+export async function startBenchProcesses(count: number, task: BenchProcessTask): Promise<BenchProcess[]> {
   return Promise.all(Array.from({ length: count }, () => startOne(task)))
 }
 
-function startOne(task: BenchTask): Promise<BenchProcess> {
-  const child: ChildProcess = fork(workerPath, [JSON.stringify(task)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+function startOne(task: BenchProcessTask): Promise<BenchProcess> {
+  const child: ChildProcess = fork(task.mode === 'floor' ? floorPath : workerPath, [JSON.stringify(task)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
   const next = (type: string) =>
     new Promise<any>((resolve, reject) => {

@@ -2,12 +2,11 @@
  * A bench process: a poller, the bare baseline loop, or a writer. Started by `outbox-poller bench` with
  * its task as JSON in argv[2]; reports over IPC. Separate processes, as in production.
  */
+import { readFileSync } from 'node:fs'
 import postgres from 'postgres'
 import { outboxTable, pendingCondition, quoteIdent } from '../../outbox/outbox-table.js'
 import { silentLogger } from '../../log.js'
 import { createPoller } from '../../poller/poller.js'
-import { parseSink } from '../../sinks/parse-sink.js'
-import { createSinkHandlers, registerSinks } from '../../sinks/create-sinks.js'
 import type { Handler, OutboxEvent } from '../../types.js'
 
 export type BenchTask =
@@ -36,8 +35,9 @@ const latencyMs: number[] = []
 let statements = 0
 const send = (message: object) => process.send!(message)
 
+/** Peak resident set (VmHWM) of this process, MB. */
 function peakRssMb(): number {
-  return process.resourceUsage().maxRSS / 1024
+  return Number(/VmHWM:\s+(\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? process.resourceUsage().maxRSS) / 1024
 }
 
 async function runPoller(t: Extract<BenchTask, { mode: 'poller' }>): Promise<() => Promise<void>> {
@@ -59,8 +59,10 @@ async function runPoller(t: Extract<BenchTask, { mode: 'poller' }>): Promise<() 
     afterBatch: (report) => void (report.claimed > 0 && batchMs.push(report.durationMs)),
   })
   // a relay: every event published to the sink and confirmed before it counts as processed
-  const sinks = t.sink ? await createSinkHandlers([parseSink(t.sink, 'bench --sink')], { secret: t.sinkSecret, log: silentLogger }) : undefined
-  if (sinks !== undefined) registerSinks(poller, sinks)
+  // loaded only for a relay, as in a worker
+  const sinkModules = t.sink ? await Promise.all([import('../../sinks/parse-sink.js'), import('../../sinks/create-sinks.js')]) : undefined
+  const sinks = sinkModules && (await sinkModules[1].createSinkHandlers([sinkModules[0].parseSink(t.sink!, 'bench --sink')], { secret: t.sinkSecret, log: silentLogger }))
+  if (sinks) sinkModules![1].registerSinks(poller, sinks)
   await poller.start()
   return async () => {
     await poller.stop()

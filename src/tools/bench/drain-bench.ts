@@ -2,15 +2,19 @@ import type { Sql } from 'postgres'
 import { outboxTable, pendingCondition, quoteIdent } from '../../outbox/outbox-table.js'
 import { median, percentile } from './percentiles.js'
 import { startBenchProcesses } from './bench-processes.js'
+import { createFloorTable } from './floor-table.js'
+
+export type DrainMode = 'poller' | 'bare' | 'floor'
 
 export interface DrainResult {
   name: string
-  mode: 'poller' | 'bare'
+  /** `floor`: the shared floors' bare loop on the minimal table; `bare`: the same loop on our outbox table. */
+  mode: DrainMode
   processes: number
   batchSize: number
   events: number
   eventsPerSecond: number
-  /** Highest peak RSS among the processes (MB). */
+  /** Highest peak RSS (VmHWM) among the processes (MB). */
   peakRssMb: number
   batchP50Ms: number
   batchP99Ms: number
@@ -37,21 +41,24 @@ export interface DrainVariant {
   label?: string
 }
 
-export async function drainBench(sql: Sql, url: string, schema: string, mode: 'poller' | 'bare', processes: number, batchSize: number, events: number, variant: DrainVariant = {}): Promise<DrainResult> {
+export async function drainBench(sql: Sql, url: string, schema: string, mode: DrainMode, processes: number, batchSize: number, events: number, variant: DrainVariant = {}): Promise<DrainResult> {
   const table = outboxTable(schema, 'outbox')
-  const outbox = table.qualified
+  const outbox = mode === 'floor' ? await createFloorTable(sql, schema) : table.qualified
   await sql.unsafe(`truncate ${outbox}`)
-  await sql.unsafe(`delete from ${table.settings}`) // each run chooses its own ordering mode
-  await sql.unsafe(`create table if not exists ${quoteIdent(schema)}.bench_effects (event_id uuid primary key)`)
-  await sql.unsafe(`truncate ${quoteIdent(schema)}.bench_effects`)
+  if (mode !== 'floor') {
+    await sql.unsafe(`delete from ${table.settings}`) // each run chooses its own ordering mode
+    await sql.unsafe(`create table if not exists ${quoteIdent(schema)}.bench_effects (event_id uuid primary key)`)
+    await sql.unsafe(`truncate ${quoteIdent(schema)}.bench_effects`)
+  }
   const workers = await startBenchProcesses(processes, mode === 'poller' ? { mode, url, schema, batchSize, ordering: variant.ordering, handler: variant.handler, sink: variant.sink, sinkSecret: variant.sinkSecret } : { mode, url, schema, batchSize })
   try {
     const entityId = variant.entities === undefined ? 'n::text' : `(n % ${Math.trunc(variant.entities)})::text`
+    // the same events, the same payloads, in either table
     await sql.unsafe(`insert into ${outbox} (event_type, entity_type, entity_id, payload) select 'issue.created', 'issue', ${entityId}, ${samplePayloadSql} from generate_series(1, $1::int) n`, [events])
     await sql.unsafe(`analyze ${outbox}`)
     for (const worker of workers) worker.go() // pollers were already woken by the insert's NOTIFY
     for (;;) {
-      const [{ pending }] = await sql.unsafe(`select count(*)::int as pending from ${outbox} where ${pendingCondition}`)
+      const [{ pending }] = await sql.unsafe(`select count(*)::int as pending from ${outbox} where ${mode === 'floor' ? 'processed_at is null' : pendingCondition}`)
       if (pending === 0) break
       await new Promise((resolve) => setTimeout(resolve, 50))
     }
@@ -59,7 +66,7 @@ export async function drainBench(sql: Sql, url: string, schema: string, mode: 'p
     const reports = await Promise.all(workers.map((worker) => worker.report()))
     const batches = reports.flatMap((report) => report.batchMs)
     return {
-      name: `${processes} ${mode === 'bare' ? 'bare loop' : 'poller'}${processes > 1 ? 's' : ''} × batch ${batchSize}${variant.label ? `, ${variant.label}` : ''}`,
+      name: `${processes} ${mode === 'poller' ? 'poller' : 'bare loop'}${processes > 1 ? 's' : ''}${mode === 'floor' ? ' (minimal table)' : mode === 'bare' ? ' (our table)' : ''} × batch ${batchSize}${variant.label ? `, ${variant.label}` : ''}`,
       mode,
       processes,
       batchSize,
