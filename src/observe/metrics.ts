@@ -21,6 +21,7 @@ export class OutboxMetrics {
   readonly #rss = new Gauge({ name: 'outbox_worker_rss_bytes', help: "The worker process's resident set size.", registers: [this.registry] })
   readonly #lostCaptures = new Gauge({ name: 'outbox_captured_tables_lost', help: 'Captured tables dropped, re-created or stripped of their triggers, or without their key column (sampled every 10 s).', registers: [this.registry] })
   readonly #lostCapture = new Gauge({ name: 'outbox_captured_table_lost', help: 'One per lost captured table, by table and problem (sampled every 10 s).', labelNames: ['table', 'problem'], registers: [this.registry] })
+  readonly #pausedTypes = new Gauge({ name: 'outbox_paused_event_types', help: 'One per paused event-type pattern: its events wait, pending, until resumed (sampled every 10 s).', labelNames: ['pattern'], registers: [this.registry] })
   readonly #restarts = new Counter({ name: 'outbox_worker_restarts_total', help: 'Worker restarts, by reason.', labelNames: ['reason'], registers: [this.registry] })
 
   constructor() {
@@ -57,6 +58,12 @@ export class OutboxMetrics {
     this.#lostCaptures.set(lost.length)
     this.#lostCapture.reset()
     for (const capture of lost) this.#lostCapture.set({ table: capture.table, problem: capture.problem }, 1)
+  }
+
+  /** The paused patterns: a stall alert can tell a pause from a failure. */
+  setPausedTypes(patterns: readonly string[]): void {
+    this.#pausedTypes.reset()
+    for (const pattern of patterns) this.#pausedTypes.set({ pattern }, 1)
   }
 
   setBacklog(pending: number, oldestAgeSeconds: number): void {

@@ -10,6 +10,7 @@ import { HandlerRegistry } from './handler-registry.js'
 import { silentLogger } from '../log.js'
 import { outboxCheckExists, outboxCheckOrdering } from '../outbox/outbox-checks.js'
 import { type OutboxTable, outboxTable } from '../outbox/outbox-table.js'
+import { PausedTypes } from './paused-types.js'
 import { type BatchResult, BatchRunner } from './run-batch.js'
 import { type PollerStats, settleQueries } from './settle.js'
 import type { Handler, Logger } from '../types.js'
@@ -54,6 +55,7 @@ class OutboxPoller implements Poller {
   readonly #dispatch: BatchDispatch
   readonly #batches: BatchRunner
   readonly #wakeUp: WakeUp
+  readonly #paused: PausedTypes
   readonly #connectionString: string | undefined
   readonly #applicationName: string
   #sql: Sql | undefined
@@ -74,6 +76,7 @@ class OutboxPoller implements Poller {
     this.#log = input.logger ?? silentLogger
     this.#outbox = outboxTable(options.schema, options.table)
     this.#wakeUp = new WakeUp(this.#outbox)
+    this.#paused = new PausedTypes(this.#outbox, options.intervalMaxMs)
     this.#dispatch = new BatchDispatch(this.#registry, { concurrency: options.concurrency, handlerTimeoutMs: options.handlerTimeoutMs, log: this.#log })
     this.#batches = new BatchRunner({
       outbox: this.#outbox,
@@ -86,6 +89,7 @@ class OutboxPoller implements Poller {
       dispatch: this.#dispatch,
       announcer: input.beforeDispatch && new AnnounceWindow(input.beforeDispatch, options.concurrency),
       afterBatch: input.afterBatch,
+      paused: this.#paused,
       stats: this.stats,
       log: this.#log,
     })
@@ -120,7 +124,10 @@ class OutboxPoller implements Poller {
       )
       await outboxCheckExists(sql, this.#outbox, { current: true })
       await outboxCheckOrdering(sql, this.#outbox, { ordering: this.options.ordering, onDead: this.options.orderingOnDead })
-      const listener = await sql.listen(this.#outbox.channel, () => this.#wakeUp.wake())
+      const listener = await sql.listen(this.#outbox.channel, (payload) => {
+        this.#paused.notified(payload)
+        this.#wakeUp.wake()
+      })
       this.#unlisten = listener.unlisten
     } catch (error) {
       await this.#close()

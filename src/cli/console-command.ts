@@ -1,0 +1,1 @@
+export function registerConsoleCommand(..._: unknown[]): void {}
