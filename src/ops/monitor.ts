@@ -86,7 +86,7 @@ export async function outboxStatus(sql: Sql, outbox: OutboxTable, options: Outbo
         (select count(*) from ${t} where ${pending} and retry_at <= ${at})::int as retry_due,
         (select count(*) from ${t} where ${pending} and retry_at > ${at})::int as retrying,
         (select count(*) from ${t} where ${pending} and suspect)::int as suspect,
-        (select count(*) from ${t} where ${pending} and retry_at = ${parkedRetryAt}::timestamptz)::int as paused,
+        (select count(*) from ${t} where ${pending} and retry_at = ${sql.unsafe(`'${parkedRetryAt}'`)})::int as paused,
         (select count(*) from ${t} where dead_at is not null)::int as dead,
         (select count(*) from ${t} where ${processedIn('1 minute')})::int as processed_minute,
         (select count(*) from ${t} where ${processedIn('1 hour')})::int as processed_hour,
