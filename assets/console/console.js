@@ -14,15 +14,17 @@ function drawChart(svg, points, field) {
   const values = points.map((p) => ({ at: p.at, v: p[field] })).filter((p) => p.v !== null && p.v !== undefined)
   const width = 600
   const height = 120
+  // the last hour, or less while the console has not sampled that long: the line always spans the chart
   const end = points.length > 0 ? points[points.length - 1].at : Date.now()
-  const start = end - 3600_000
-  const max = Math.max(1e-9, ...values.map((p) => p.v))
-  const x = (at) => ((at - start) / 3600_000) * width
-  const y = (v) => height - 14 - (v / max) * (height - 24)
+  const start = Math.max(end - 3600_000, points.length > 0 ? points[0].at : end)
+  const span = Math.max(1, end - start)
+  const max = Math.max(0, ...values.map((p) => p.v))
+  const x = (at) => ((at - start) / span) * width
+  const y = (v) => height - 14 - (max === 0 ? 0 : (v / max) * (height - 24))
   const label = document.createElementNS(svgNs, 'text')
   label.setAttribute('x', '4')
   label.setAttribute('y', '12')
-  label.textContent = `max ${Number(max.toPrecision(3))}`
+  label.textContent = `max ${Number(max.toPrecision(3))} · last ${span < 120_000 ? `${Math.round(span / 1000)} s` : `${Math.round(span / 60_000)} min`}`
   svg.appendChild(label)
   if (values.length === 0) return
   const line = document.createElementNS(svgNs, 'polyline')

@@ -54,7 +54,7 @@ describe.skipIf(chromiumPath === undefined)('the console, in a real browser', ()
       select processed_at is not null as processed, dead_at is not null as dead, retry_at::text from outbox where id = ${id}::bigint`)[0]
   const handled = async () => (existsSync(records) ? (await readFile(records, 'utf8')).split('\n').filter(Boolean).map((line) => line.split(' ')[0]!) : [])
   const shot = async (name: string) => {
-    if (screenshotDir !== undefined) await page.screenshot({ path: join(screenshotDir, `${name}.png`), fullPage: true })
+    if (screenshotDir !== undefined) await page.screenshot({ path: join(screenshotDir, `${name}.png`) })
   }
   const signIn = async () => {
     await page.goto(`${base}/login`)
@@ -105,7 +105,6 @@ describe.skipIf(chromiumPath === undefined)('the console, in a real browser', ()
     await waitFor('processed per minute to move', async () => Number(await processed.textContent()) !== first && Number(await processed.textContent()) > 0, 60_000, 250)
     await waitFor('a chart with two samples', async () => Number(await page.locator('svg[data-chart=processedLastMinute]').getAttribute('data-points')) >= 2, 60_000, 250)
     expect(page.url()).toBe(`${base}/`)
-    await shot('overview')
   })
 
   it('without the token an action is refused, and the event stays dead', async () => {
@@ -227,6 +226,12 @@ describe.skipIf(chromiumPath === undefined)('the console, in a real browser', ()
     await shot('replicas')
     await page.goto(`${base}/captures`)
     await expect(page.locator('td code').allTextContents()).resolves.toContain('orders')
+  })
+
+  it('after the run, the overview charts every sample taken', async () => {
+    await page.goto(base)
+    await waitFor('four samples charted', async () => Number(await page.locator('svg[data-chart=pending]').getAttribute('data-points')) >= 4, 60_000, 250)
+    await shot('overview')
   })
 
   it('shows payloads only when started with --show-payloads', async () => {
