@@ -17,7 +17,7 @@ export function registerConsoleCommand(program: Command, action: CommandAction):
     .option('--http <host:port>', `where to listen; anywhere but loopback needs a token (default: 127.0.0.1:${defaultConsolePort})`)
     .addOption(new Option('--token-file <path>', 'file holding the token that enables actions (and reading, off loopback); a trailing newline is dropped (env: OUTBOX_POLLER_CONSOLE_TOKEN holds the token itself)').env('OUTBOX_POLLER_CONSOLE_TOKEN_FILE'))
     .option('--show-payloads', "show events' payloads (they can hold personal data) (default: hidden)")
-    .addHelpText('after', `\nWithout a token the console is read-only, and binds only to loopback. With one, sign in once in the browser.\nExample:\n  OUTBOX_POLLER_CONSOLE_TOKEN=$(cat ~/.outbox-console-token) outbox-poller console --http 127.0.0.1:${defaultConsolePort}`)
+    .addHelpText('after', `\nWithout a token the console is read-only and binds only to a loopback address; with one, sign in once in the browser.\nExample:\n  OUTBOX_POLLER_CONSOLE_TOKEN=$(cat ~/.outbox-console-token) outbox-poller console --http 127.0.0.1:${defaultConsolePort}`)
     .action(action(consoleCommand))
 }
 
