@@ -34,6 +34,7 @@ describe.skipIf(chromiumPath === undefined)('the console, in a real browser', ()
   let records: string
   const processes: Replica[] = []
   let base: string
+  let consoleOutput: () => string
   let writer: NodeJS.Timeout | undefined
 
   const env = () => ({ DATABASE_URL: db.url })
@@ -43,6 +44,7 @@ describe.skipIf(chromiumPath === undefined)('the console, in a real browser', ()
     const replica = startReplica(['console', '--http', `127.0.0.1:${port}`, ...args], { ...env(), ...extraEnv })
     processes.push(replica)
     await waitFor('the console listening', () => replica.output().includes('outbox-poller console on'))
+    consoleOutput ??= replica.output
     return `http://127.0.0.1:${port}`
   }
 
@@ -164,6 +166,9 @@ describe.skipIf(chromiumPath === undefined)('the console, in a real browser', ()
     await page.fill('input[name=pattern]', 'billing.*')
     await page.click('button:has-text("Pause")')
     await expect(page.locator('[data-result]').textContent()).resolves.toBe('paused billing.*')
+    // every action is logged: what, how many, from which address
+    const logged = consoleOutput().split('\n').filter((line) => line.includes('"action":"pause"')).map((line) => JSON.parse(line))
+    expect(logged).toEqual([expect.objectContaining({ action: 'pause', count: 1, address: '127.0.0.1', pattern: 'billing.*', msg: 'console: paused billing.*' })])
     const [{ since }] = await db.sql<{ since: Date }[]>`select now() as since`
     // an order written after the pause is handled while the invoices written with it wait
     await waitFor('invoices parked and a later order handled', async () => {
@@ -195,6 +200,17 @@ describe.skipIf(chromiumPath === undefined)('the console, in a real browser', ()
     expect((await db.sql`select count(*)::int as n from outbox where event_type = 'bulk.imported' and dead_at is not null`)[0]!.n).toBe(1001)
     await page.click('button:has-text("Yes, replay dead events")')
     await expect(page.locator('[data-result]').textContent()).resolves.toBe('re-queued 1001 dead events')
+  })
+
+  it('replays processed events by type and time', async () => {
+    await page.goto(`${base}/types`)
+    await page.fill('input[name=type]', 'order.created')
+    await page.fill('input[name=since]', '3s')
+    await page.click('button:has-text("Replay")')
+    const result = page.locator('[data-result], [data-field=count]')
+    await result.first().waitFor()
+    if ((await page.locator('[data-field=count]').count()) > 0) await page.click('button:has-text("Yes, replay processed events")')
+    await expect(page.locator('[data-result]').textContent()).resolves.toMatch(/^re-queued [1-9]\d* processed events?$/)
   })
 
   it('renders a hostile event type and error as text', async () => {

@@ -4,7 +4,8 @@ import { outboxStatus } from '../../src/ops/monitor.js'
 import { outboxPause, outboxPausedTypes, outboxResume } from '../../src/ops/pause.js'
 import { outboxTable } from '../../src/outbox/outbox-table.js'
 import type { Poller } from '../../src/poller/poller.js'
-import { type CliResult, runCli } from '../support/cli.js'
+import { createServer } from 'node:net'
+import { type CliResult, fixturePath, killReplicas, type Replica, runCli, startReplica } from '../support/cli.js'
 import { pollerSuite } from '../support/poller-suite.js'
 import { waitFor } from '../support/wait-for.js'
 
@@ -42,6 +43,14 @@ async function asleep(): Promise<void> {
                where datname = current_database() and state = 'idle' and query = 'commit') as sleeping`
     return row!.sleeping
   })
+}
+
+async function freePort(): Promise<number> {
+  const server = createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as { port: number }
+  await new Promise((resolve) => server.close(resolve))
+  return port
 }
 
 const cli = (args: string[]): Promise<CliResult> => runCli(args, { DATABASE_URL: db.url })
@@ -119,6 +128,14 @@ describe('pause and resume', () => {
     await insert(['billing.x'])
     const status = await cli(['status'])
     expect(status.stdout).toMatch(/paused +0 +\(billing\.\* since \S+ by cli /)
+    // and in the replica's metrics, so a stall alert can tell a pause from a failure
+    const port = await freePort()
+    const replicas: Replica[] = [startReplica(['--handlers', fixturePath('record-handler.js'), '--http', `127.0.0.1:${port}`], { DATABASE_URL: db.url, RECORD_FILE: '/dev/null' })]
+    try {
+      await waitFor('the paused metric', async () => (await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text(), () => '')).includes('outbox_paused_event_types{pattern="billing.*"} 1'))
+    } finally {
+      await killReplicas(replicas)
+    }
     const bad = await cli(['pause', 'bill*'])
     expect(bad.code).toBe(2)
     expect(bad.stderr.trim()).toBe(`outbox-poller: pattern must be an event type, 'prefix.*' or '*' (got "bill*")`)
