@@ -42,6 +42,13 @@ try {
   for (const table of ['with_paused', 'floor']) await sql.unsafe(`vacuum analyze ${table}`)
   const [{ n }] = await sql.unsafe(`select count(*)::int as n from with_paused where retry_at = 'infinity'`)
   console.log(`parked ${n} paused events in ${parkSeconds.toFixed(1)} s (batches of 1000, one connection)`)
+  if (process.env.EXPLAIN) {
+    for (const table of ['with_paused', 'floor']) {
+      const claim = claimQueries(outboxTable('public', table)).claim
+      const plan = await sql.unsafe(`explain (analyze, buffers, costs off) ${claim}`, [100, 1e9, true])
+      console.log(table, plan.map((r) => r['QUERY PLAN']).filter((l) => /Scan|Buffers|Execution/.test(l)).join('\n'))
+    }
+  }
   const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
   const queries = { with_paused: claimQueries(outboxTable('public', 'with_paused')), floor: claimQueries(outboxTable('public', 'floor')) }
   const ratios = []
