@@ -2,6 +2,7 @@
 // Two outboxes in one scratch database, same fresh backlog; claims alternate between them (BEGIN, claim,
 // ROLLBACK, so the backlog stays), and each round reports the median claim time of each and their ratio.
 // Run: npm run build && DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres node test/bench/paused-claim.mjs [paused] [rounds]
+// EXPLAIN=1 also prints both claims' plans (scans and buffers) before the rounds.
 import postgres from 'postgres'
 import { migrate, outboxPause, outboxTable } from '../../dist/index.js'
 import { claimQueries, outboxClaimBatch, outboxRollback } from '../../dist/poller/claim.js'
