@@ -82,7 +82,7 @@ export function typesPage(ctx: PageContext): Html {
 <label>processed within <input name="since" placeholder="1h" required></label> <button>Replay</button></form>`
     : html``
   if (types.length === 0) return html`<p class="muted">no event type pending, dead or processed in the last hour</p>${replay}`
-  return html`${replay}<table><thead><tr><th>event type</th><th class="num">pending</th><th class="num">dead</th><th class="num">processed 1h</th><th class="num">p95 5m</th><th></th></tr></thead><tbody>
+  return html`<p class="muted">measured every minute (and after each action): reading the last hour's processed events costs more than the overview's counts</p>${replay}<table><thead><tr><th>event type</th><th class="num">pending</th><th class="num">dead</th><th class="num">processed 1h</th><th class="num">p95 5m</th><th></th></tr></thead><tbody>
 ${types.map((t) => html`<tr data-type="${t.eventType}"><td><code>${t.eventType}</code></td><td class="num">${t.pending}</td><td class="num">${t.dead > 0 ? html`<a href="/dead?type=${encodeURIComponent(t.eventType)}">${t.dead}</a>` : 0}</td>
 <td class="num">${t.processedLastHour}</td><td class="num">${seconds(t.p95)}</td>
 <td>${paused.includes(t.eventType) ? actionForm(ctx, '/actions/resume', { pattern: t.eventType }, 'Resume') : actionForm(ctx, '/actions/pause', { pattern: t.eventType }, 'Pause')}</td></tr>`)}</tbody></table>`

@@ -141,7 +141,7 @@ export async function startConsole(setup: ConsoleSetup): Promise<ConsoleServer> 
       return page(response, request, '', 'Confirm', confirmPage(outcome.description, outcome.count, `/actions/${name}`, fields, outcome.back))
     }
     log.info({ action: name, count: outcome.count, address, ...outcome.detail }, `console: ${outcome.message}`)
-    await samples.sample()
+    await samples.sample({ types: true })
     return page(response, request, '', 'Done', resultPage(outcome.message, outcome.back))
   }
 

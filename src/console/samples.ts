@@ -21,10 +21,11 @@ export interface Sample {
 }
 
 /**
- * The console's picture of the outbox: `outbox-poller status`'s one query (outboxStatus), run every
- * `everyMs` whoever is looking, the points of the last hour kept in memory for the charts. So a page view
- * or a chart refresh runs no query, and however many browsers are open the database sees one status
- * query per interval, never a scan of an hour of processed rows.
+ * The console's picture of the outbox: `outbox-poller status`'s query (outboxStatus), run every `everyMs`
+ * whoever is looking, the points of the last hour kept in memory for the charts. So a page view or a chart
+ * refresh runs no query, and however many browsers are open the database sees one status query per
+ * interval. The part per event type, which reads the last hour's processed rows, runs only every
+ * `typesEveryMs` (and after an action); the samples between keep the last one's.
  */
 export class ConsoleSamples {
   readonly #points: Sample[] = []
@@ -39,7 +40,10 @@ export class ConsoleSamples {
     private readonly log: Logger,
     private readonly everyMs = 5_000,
     private readonly keepMs = 3_600_000,
+    private readonly typesEveryMs = 60_000,
   ) {}
+
+  #typesAt = Number.NEGATIVE_INFINITY
 
   /** Takes the first sample, then one every `everyMs`. */
   async start(): Promise<void> {
@@ -54,13 +58,17 @@ export class ConsoleSamples {
   }
 
   /** Samples now (after an action, so the pages show its effect at once). */
-  sample(): Promise<void> {
+  sample(options: { types?: boolean } = {}): Promise<void> {
+    if (options.types) this.#typesAt = Number.NEGATIVE_INFINITY
     return (this.#running ??= this.#sample().finally(() => (this.#running = undefined)))
   }
 
   async #sample(): Promise<void> {
     try {
-      const status = await outboxStatus(this.sql, this.outbox)
+      const types = performance.now() - this.#typesAt >= this.typesEveryMs
+      const status = await outboxStatus(this.sql, this.outbox, { types })
+      if (types) this.#typesAt = performance.now()
+      else status.types = this.#latest?.types ?? []
       this.#latest = status
       this.#error = undefined
       this.#points.push({
