@@ -35,7 +35,7 @@ async function deadCommand(command: Command): Promise<number> {
   const limit = integerOption(flags.limit, '--limit', 50, 1, 10_000)
   const chunkSize = integerOption(flags.chunkSize, '--chunk-size', 1000, 1, 100_000)
   return withDatabase(command, flags.delete ? 'dead-delete' : 'status', async (sql, outbox) => {
-    await outboxCheckExists(sql, outbox)
+    await outboxCheckExists(sql, outbox, { current: true })
     const selection: DeadSelection = { typePattern: flags.type, ids, since: await databaseTimeAgo(sql, sinceMs) }
     if (flags.delete) {
       const count = await outboxDeadCount(sql, outbox, selection)
