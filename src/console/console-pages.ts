@@ -1,6 +1,7 @@
 import type { CapturedTable } from '../capture/capture.js'
 import type { DeadEvent, DeadEventDetail } from '../ops/dead.js'
 import type { OutboxStatus } from '../ops/monitor.js'
+import { patternMatches } from '../poller/paused-types.js'
 import { type Html, html } from './html.js'
 
 /** What every page's frame needs to know. */
@@ -77,6 +78,7 @@ function actionForm(ctx: PageContext, action: string, fields: Record<string, str
 export function typesPage(ctx: PageContext): Html {
   const types = ctx.status?.types ?? []
   const paused = ctx.status?.pausedTypes.map((p) => p.pattern) ?? []
+  const pausedBy = (type: string) => paused.find((pattern) => patternMatches(pattern, type))
   const replay = ctx.signedIn
     ? html`<h2>Replay processed events</h2><form method="post" action="/actions/replay-processed" class="inline"><label>type <input name="type" placeholder="billing.* or *" required></label>
 <label>processed within <input name="since" placeholder="1h" required></label> <button>Replay</button></form>`
@@ -85,7 +87,7 @@ export function typesPage(ctx: PageContext): Html {
   return html`<p class="muted">measured every minute (and after each action): reading the last hour's processed events costs more than the overview's counts</p>${replay}<table><thead><tr><th>event type</th><th class="num">pending</th><th class="num">dead</th><th class="num">processed 1h</th><th class="num">p95 5m</th><th></th></tr></thead><tbody>
 ${types.map((t) => html`<tr data-type="${t.eventType}"><td><code>${t.eventType}</code></td><td class="num">${t.pending}</td><td class="num">${t.dead > 0 ? html`<a href="/dead?type=${encodeURIComponent(t.eventType)}">${t.dead}</a>` : 0}</td>
 <td class="num">${t.processedLastHour}</td><td class="num">${seconds(t.p95)}</td>
-<td>${paused.includes(t.eventType) ? actionForm(ctx, '/actions/resume', { pattern: t.eventType }, 'Resume') : actionForm(ctx, '/actions/pause', { pattern: t.eventType }, 'Pause')}</td></tr>`)}</tbody></table>`
+<td>${pausedBy(t.eventType) === undefined ? actionForm(ctx, '/actions/pause', { pattern: t.eventType }, 'Pause') : html`<span class="badge">paused by <code>${pausedBy(t.eventType)}</code></span> ${actionForm(ctx, '/actions/resume', { pattern: pausedBy(t.eventType)! }, 'Resume')}`}</td></tr>`)}</tbody></table>`
 }
 
 export interface DeadFilter {
