@@ -1,7 +1,10 @@
 import { Command, CommanderError, Option } from 'commander'
 import { ConfigError, ConnectionError, errorMessage } from '../errors.js'
+import { registerConsoleCommand } from './console-command.js'
+import { registerDeadCommand } from './dead-command.js'
 import { ExitCode } from '../supervisor/exit-codes.js'
 import { type CommandAction, registerMonitorCommands } from './monitor-commands.js'
+import { registerPauseCommands } from './pause-commands.js'
 import { addConnectionFlags, addPollerFlags, collectValues, databaseCommand, scratchCommand } from './options.js'
 
 const exitCodesHelp = `
@@ -60,6 +63,9 @@ function buildProgram(setExitCode: (code: number) => void): Command {
 
   registerToolCommands(program, action)
   registerMonitorCommands(program, action)
+  registerDeadCommand(program, action)
+  registerPauseCommands(program, action)
+  registerConsoleCommand(program, action)
   return program
 }
 

@@ -5,12 +5,12 @@ import { durationOption, integerOption } from '../poller/poller-options.js'
 import { parseDuration } from '../duration.js'
 import { ConfigError } from '../errors.js'
 import { parseEventTypePattern } from '../poller/event-type-pattern.js'
-import { outboxDeadEvents, outboxStatus } from '../ops/monitor.js'
+import { outboxStatus } from '../ops/monitor.js'
 import { outboxCheckExists } from '../outbox/outbox-checks.js'
 import { outboxReplay, outboxReplayCount, type ReplaySelection } from '../ops/replay.js'
 import { ExitCode } from '../supervisor/exit-codes.js'
 import { databaseCommand, listFlag } from './options.js'
-import { formatDeadEvents, formatStatus, type StatusLimits, statusViolations } from './status-report.js'
+import { formatStatus, type StatusLimits, statusViolations } from './status-report.js'
 import { withDatabase } from './with-database.js'
 
 /** main.ts's wrapper: runs a command function with its command and positional arguments, and records the exit code it returns. */
@@ -21,7 +21,7 @@ export const replayConfirmLimit = 1000
 
 const clearScreen = '\x1b[H\x1b[2J'
 
-/** Adds `status`, `dead`, `replay` and `cleanup` to the program. */
+/** Adds `status`, `replay` and `cleanup` to the program. */
 export function registerMonitorCommands(program: Command, action: CommandAction): void {
   databaseCommand(program, 'status', 'show the backlog, dead events, throughput, lag, latency per event type, and the connected replicas')
     .option('--json', 'print JSON (with --watch: one line per refresh)')
@@ -30,12 +30,6 @@ export function registerMonitorCommands(program: Command, action: CommandAction)
     .option('--max-dead <n>', 'exit 1 when more than <n> events are dead')
     .addHelpText('after', '\nExit codes: 0 within limits; 1 a limit exceeded (the reason on stderr) or the database unreachable; 2 a bad flag.')
     .action(action(statusCommand))
-
-  databaseCommand(program, 'dead', 'list dead-lettered events, most recently dead first')
-    .option('--type <pattern>', "only these event types: 'issue.created', 'issue.*' or '*'")
-    .option('--limit <n>', 'most events listed (1-10000) (default: 50)')
-    .option('--json', 'print JSON')
-    .action(action(deadCommand))
 
   databaseCommand(program, 'replay', 'put dead or processed events back in the queue, as if new (in chunks, safe while pollers run)')
     .option('--dead', 'replay dead-lettered events')
@@ -103,23 +97,6 @@ async function watchStatus(render: () => Promise<{ text: string; violations: str
   }
 }
 
-async function deadCommand(command: Command): Promise<number> {
-  const flags = command.opts<{ type?: string; limit?: string; json?: boolean }>()
-  if (flags.type !== undefined) parseEventTypePattern(flags.type, '--type')
-  const limit = integerOption(flags.limit, '--limit', 50, 1, 10_000)
-  return withDatabase(command, 'status', async (sql, outbox) => {
-    await outboxCheckExists(sql, outbox, { current: true }) // status reads the registry of captured tables
-    const events = await outboxDeadEvents(sql, outbox, { typePattern: flags.type, limit })
-    if (flags.json) console.log(JSON.stringify(events))
-    else if (events.length === 0) console.log(`no dead events${flags.type ? ` of type ${flags.type}` : ''} in ${outbox.qualified}`)
-    else {
-      process.stdout.write(formatDeadEvents(events))
-      if (events.length === limit) console.log(`(the ${limit} most recent; --limit shows more)`)
-    }
-    return ExitCode.ok
-  })
-}
-
 async function replayCommand(command: Command): Promise<number> {
   const flags = command.opts<{ dead?: boolean; processed?: boolean; type?: string; id?: string[]; since?: string; chunkSize?: string; yes?: boolean }>()
   if (Boolean(flags.dead) === Boolean(flags.processed)) throw new ConfigError('replay needs exactly one of --dead and --processed')
@@ -158,7 +135,7 @@ async function cleanupCommand(command: Command): Promise<number> {
 }
 
 /** `ms` before the database's clock (the clock processed_at and dead_at were written with). */
-async function databaseTimeAgo(sql: Sql, ms: number | undefined): Promise<Date | undefined> {
+export async function databaseTimeAgo(sql: Sql, ms: number | undefined): Promise<Date | undefined> {
   if (ms === undefined) return undefined
   const [row] = await sql<{ since: Date }[]>`select now() - ${ms}::float8 * interval '1 millisecond' as since`
   return row!.since

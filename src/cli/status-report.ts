@@ -1,5 +1,6 @@
 import { describeSession } from '../database/vacuum-horizon.js'
-import type { DeadEvent, OutboxStatus } from '../ops/monitor.js'
+import type { DeadEvent } from '../ops/dead.js'
+import type { OutboxStatus } from '../ops/monitor.js'
 
 /** Seconds as people read them: `0.25 s`, `3.2 s`, `312 s`. */
 export function formatSeconds(seconds: number): string {
@@ -32,6 +33,7 @@ export function formatStatus(status: OutboxStatus, outboxName: string): string {
   const lines = [
     `${outboxName} at ${status.at.toISOString()}`,
     `  pending    ${status.pending}  (due now ${status.due}, waiting for retry ${status.retrying}, suspect ${status.suspect})`,
+    ...(status.pausedTypes.length === 0 && status.paused === 0 ? [] : [`  paused     ${status.paused}  (${status.pausedTypes.map((p) => `${p.pattern} since ${p.since.toISOString()} by ${p.pausedBy}`).join(', ') || 'no pause in force: outbox-poller resume releases them'})`]),
     `  dead       ${status.dead}`,
     `  processed  ${status.processedLastMinute} in the last minute, ${status.processedLastHour} in the last hour`,
     `  lag        ${formatSeconds(status.oldestPendingSeconds)}  (oldest pending event)`,

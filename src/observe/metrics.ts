@@ -28,6 +28,7 @@ export class OutboxMetrics {
   readonly #lostCapture = new Gauge({ name: 'outbox_captured_table_lost', help: 'One per lost captured table, by table and problem (sampled every 10 s).', labelNames: ['table', 'problem'], registers: [this.registry] })
   readonly #oldestSnapshot = new Gauge({ name: 'outbox_oldest_snapshot_age_seconds', help: 'Age of the oldest transaction or snapshot in the cluster, which holds back VACUUM of the outbox (sampled every 10 s; other roles\' sessions need pg_read_all_stats).', registers: [this.registry] })
   readonly #horizonWarnings = new Gauge({ name: 'outbox_vacuum_horizon_warnings', help: 'Long snapshots, inactive replication slots and old prepared transactions holding back VACUUM of the outbox (sampled every 10 s).', registers: [this.registry] })
+  readonly #pausedTypes = new Gauge({ name: 'outbox_paused_event_types', help: 'One per paused event-type pattern: its events wait, pending, until resumed (sampled every 10 s).', labelNames: ['pattern'], registers: [this.registry] })
   readonly #restarts = new Counter({ name: 'outbox_worker_restarts_total', help: 'Worker restarts, by reason.', labelNames: ['reason'], registers: [this.registry] })
 
   constructor() {
@@ -75,6 +76,12 @@ export class OutboxMetrics {
   setVacuumHorizon(oldestSnapshotSeconds: number, warnings: number): void {
     this.#oldestSnapshot.set(oldestSnapshotSeconds)
     this.#horizonWarnings.set(warnings)
+  }
+
+  /** The paused patterns: a stall alert can tell a pause from a failure. */
+  setPausedTypes(patterns: readonly string[]): void {
+    this.#pausedTypes.reset()
+    for (const pattern of patterns) this.#pausedTypes.set({ pattern }, 1)
   }
 
   setBacklog(pending: number, oldestAgeSeconds: number, dead: number): void {

@@ -4,6 +4,7 @@ import { horizonWarnings, vacuumHorizon } from '../database/vacuum-horizon.js'
 import { errorMessage } from '../errors.js'
 import type { HealthCheck } from './http-server.js'
 import type { OutboxMetrics } from './metrics.js'
+import { pausedTypesSql } from '../poller/paused-types.js'
 import { type OutboxTable, pendingCondition } from '../outbox/outbox-table.js'
 
 /**
@@ -38,6 +39,11 @@ export class ReplicaHealth {
         this.metrics.setBacklog(row!.pending as number, row!.oldest as number, row!.dead as number)
       } catch {
         // the health check reports a database that does not answer
+      }
+      try {
+        this.metrics.setPausedTypes((await this.sql.unsafe<Array<{ pattern: string }>>(pausedTypesSql(this.outbox))).map((row) => row.pattern))
+      } catch {
+        // same: the health check reports a database that does not answer
       }
       try {
         this.#lostCaptures = await lostCaptures(this.sql, this.outbox)

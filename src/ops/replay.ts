@@ -29,7 +29,7 @@ export async function outboxReplayCount(sql: Sql, outbox: OutboxTable, selection
   let total = 0
   for (const part of parts(selection)) {
     const [row] = await sql<{ count: number }[]>`
-      select count(*)::int as count from ${sql.unsafe(outbox.qualified)} where ${condition(sql, part, selection, sql`now()`)}`
+      select count(*)::int as count from ${sql.unsafe(outbox.qualified)} where ${replaySelectionCondition(sql, part, selection, sql`now()`)}`
     total += row!.count
   }
   return total
@@ -55,7 +55,7 @@ export async function outboxReplay(sql: Sql, outbox: OutboxTable, options: Repla
         const chunk = await tx`
           with chosen as (
             select id from ${t}
-             where ${condition(sql, part, options, sql`${clock!.started}::timestamptz`)}
+             where ${replaySelectionCondition(sql, part, options, sql`${clock!.started}::timestamptz`)}
              order by ${column}
              limit ${options.chunkSize}
                for update skip locked
@@ -85,8 +85,11 @@ function parts(selection: ReplaySelection): Part[] {
   return selected
 }
 
-/** The rows of one part of the selection that died or were processed by `until`. Every value a parameter. */
-function condition(sql: Sql, part: Part, selection: ReplaySelection, until: Fragment): Fragment {
+/**
+ * The rows of one part of the selection that died or were processed by `until`. Every value a parameter. The
+ * one selection of dead events: `dead`, `dead --delete` and the console list and delete with it too (dead.ts).
+ */
+export function replaySelectionCondition(sql: Sql, part: Part, selection: ReplaySelection, until: Fragment): Fragment {
   const column = sql.unsafe(part === 'dead' ? 'dead_at' : 'processed_at')
   const since = selection.since === undefined ? sql`true` : sql`${column} >= ${selection.since}`
   const ids = selection.ids === undefined ? sql`true` : sql`id = any(${[...selection.ids]}::bigint[])`

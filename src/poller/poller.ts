@@ -10,6 +10,7 @@ import { HandlerRegistry } from './handler-registry.js'
 import { silentLogger } from '../log.js'
 import { outboxCheckExists, outboxCheckOrdering } from '../outbox/outbox-checks.js'
 import { type OutboxTable, outboxTable } from '../outbox/outbox-table.js'
+import { PausedTypes } from './paused-types.js'
 import { type BatchResult, BatchRunner } from './run-batch.js'
 import { type PollerStats, settleQueries } from './settle.js'
 import type { Handler, Logger } from '../types.js'
@@ -54,6 +55,7 @@ class OutboxPoller implements Poller {
   readonly #dispatch: BatchDispatch
   readonly #batches: BatchRunner
   readonly #wakeUp: WakeUp
+  readonly #paused: PausedTypes
   readonly #connectionString: string | undefined
   readonly #listenUrl: string | undefined
   readonly #applicationName: string
@@ -77,6 +79,7 @@ class OutboxPoller implements Poller {
     this.#log = input.logger ?? silentLogger
     this.#outbox = outboxTable(options.schema, options.table)
     this.#wakeUp = new WakeUp(this.#outbox)
+    this.#paused = new PausedTypes(this.#outbox, options.intervalMaxMs)
     this.#dispatch = new BatchDispatch(this.#registry, { concurrency: options.concurrency, handlerTimeoutMs: options.handlerTimeoutMs, log: this.#log })
     this.#batches = new BatchRunner({
       outbox: this.#outbox,
@@ -89,6 +92,7 @@ class OutboxPoller implements Poller {
       dispatch: this.#dispatch,
       announcer: input.beforeDispatch && new AnnounceWindow(input.beforeDispatch, options.concurrency),
       afterBatch: input.afterBatch,
+      paused: this.#paused,
       stats: this.stats,
       log: this.#log,
     })
@@ -145,7 +149,7 @@ class OutboxPoller implements Poller {
     if (!this.options.listen) return this.#log.info({ interval_max_ms: waitMs }, 'not listening for NOTIFY: polling, a new event waits at most the longest poll interval')
     let listener = sql
     if (this.#listenUrl !== undefined) listener = this.#listenSql = (await this.#open(this.#listenUrl)).sql
-    if (await this.#wakeUp.listen(listener, sql)) return
+    if (await this.#wakeUp.listen(listener, sql, (payload) => this.#paused.notified(payload))) return
     this.#log.warn(
       { interval_max_ms: waitMs },
       'NOTIFY does not reach this poller (its LISTEN connection goes through a pooler in transaction mode): polling instead, a new event waits up to the longest poll interval; give LISTEN a direct connection (--listen-url) or say so (--no-listen)',

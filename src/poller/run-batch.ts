@@ -7,6 +7,7 @@ import { outboxChargeCrash } from './charge-suspects.js'
 import type { BatchDispatch, BatchOutcome } from './dispatch-batch.js'
 import { errorMessage, isConnectionFailure, serverReason } from '../errors.js'
 import type { OutboxTable } from '../outbox/outbox-table.js'
+import type { PausedTypes } from './paused-types.js'
 import { logDeadLettered, type PollerStats, type SettleQueries, settleBatch } from './settle.js'
 import type { Logger } from '../types.js'
 import { batchVerdicts, type VerdictPolicy } from './verdict.js'
@@ -33,6 +34,8 @@ export interface BatchRunnerOptions {
   dispatch: BatchDispatch
   announcer: AnnounceWindow | undefined
   afterBatch: ((report: BatchReport) => void) | undefined
+  /** Claimed events of paused types are parked, not handled (paused-types.ts). */
+  paused: PausedTypes
   stats: PollerStats
   log: Logger
 }
@@ -69,12 +72,14 @@ export class BatchRunner {
   }
 
   async #claimAndHandle(connection: Sql, batch: ActiveBatch, deferrals: number): Promise<BatchResult & { report: BatchReport | undefined }> {
+    await this.#o.paused.refresh(connection)
     const claim = await outboxClaimBatch(connection, this.#o.claimQueries, { batchSize: this.#deaths.batchSize, maxBytes: this.#o.batchMaxBytes, suspects: this.#suspectTurn })
-    const rows = claim.events
+    const { events: rows, parked } = await this.#o.paused.park(connection, claim.events)
     Object.assign(batch, { claimed: rows.length, bytes: claim.bytes, suspect: claim.suspect })
     this.#suspectTurn = !claim.suspect
     if (batch.lost !== undefined) throw batch.lost
-    const result = { claimed: rows.length, skippedSuspects: batch.skippedSuspects, deferred: undefined, deferMs: 0, report: undefined }
+    // parked events count as claimed: a batch of only paused events is followed by the next claim at once
+    const result = { claimed: rows.length + parked, skippedSuspects: batch.skippedSuspects, deferred: undefined, deferMs: 0, report: undefined }
     if (rows.length === 0) {
       await connection.unsafe('commit')
       return { ...result, report: emptyBatchReport(performance.now() - batch.startedAt, 0, 0, true) }

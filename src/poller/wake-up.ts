@@ -40,15 +40,20 @@ export class WakeUp {
    * LISTENs on `listener` (a pool whose LISTEN connection postgres.js keeps, re-listening after a
    * reconnect), then checks that a NOTIFY sent through `sql` arrives. Behind a pooler in transaction mode
    * LISTEN holds only for its own statement and nothing arrives: then it stops listening and returns false.
+   * `onNotify` sees every other notification's payload (a pause or resume names itself there).
    */
-  async listen(listener: Sql, sql: Sql): Promise<boolean> {
+  async listen(listener: Sql, sql: Sql, onNotify: (payload: string) => void = () => {}): Promise<boolean> {
     const token = `outbox-poller listen check ${randomUUID()}`
     let arrived: () => void = () => {}
     const checked = new Promise<boolean>((resolve) => {
       arrived = () => resolve(true)
       setTimeout(() => resolve(false), listenCheckMs).unref()
     })
-    const { unlisten } = await listener.listen(this.#channel, (payload) => (payload === token ? arrived() : this.wake()))
+    const { unlisten } = await listener.listen(this.#channel, (payload) => {
+      if (payload === token) return arrived()
+      onNotify(payload)
+      this.wake()
+    })
     await sql`select pg_notify(${this.#channel}, ${token})`
     if (await checked) this.#unlisten = unlisten
     else await unlisten().catch(() => {})
