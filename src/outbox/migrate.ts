@@ -55,13 +55,17 @@ class LockHeldDialect extends PostgresJSDialect {
  */
 export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
   const db = new Kysely<unknown>({ dialect: new LockHeldDialect({ postgres: options.sql }) })
-  return db.transaction().execute(async (trx) => {
+  const applied = await db.transaction().execute(async (trx) => {
     await rawSql`select pg_advisory_xact_lock(${rawSql.lit(migrationLockKey)}::bigint)`.execute(trx)
     return migrateLocked(trx, options)
   })
+  if (options.ordering !== 'entity') return { applied }
+  // after the commit: the index is on tables the transaction created, and a concurrent build runs outside any transaction
+  const outbox = outboxTable(options.schema ?? 'public', options.table ?? 'outbox')
+  return { applied, orderingIndex: await outboxCreateOrderingIndex(options.sql, outbox) }
 }
 
-async function migrateLocked(db: Kysely<unknown>, options: MigrateOptions): Promise<MigrateResult> {
+async function migrateLocked(db: Kysely<unknown>, options: MigrateOptions): Promise<string[]> {
   const outbox = outboxTable(options.schema ?? 'public', options.table ?? 'outbox')
   const migrator = new Migrator({
     db,
@@ -75,9 +79,7 @@ async function migrateLocked(db: Kysely<unknown>, options: MigrateOptions): Prom
     const failed = results?.find((result) => result.status === 'Error')
     throw new Error(`migration ${failed?.migrationName ?? ''} failed: ${errorMessage(error)}`, { cause: error })
   }
-  const applied = (results ?? []).filter((result) => result.status === 'Success').map((result) => result.migrationName)
-  if (options.ordering !== 'entity') return { applied }
-  return { applied, orderingIndex: await outboxCreateOrderingIndex(options.sql, outbox) }
+  return (results ?? []).filter((result) => result.status === 'Success').map((result) => result.migrationName)
 }
 
 /**

@@ -16,7 +16,7 @@ let db: TestDatabase
 
 beforeAll(async () => {
   db = await createTestDatabase()
-  await db.sql.unsafe(`create role ${statsRole} login password 'pw'; grant select on outbox, outbox_captured to ${statsRole}`)
+  await db.sql.unsafe(`create role ${statsRole} login password 'pw'; grant select on outbox, outbox_captured, outbox_settings to ${statsRole}`)
 })
 afterAll(async () => {
   await db.sql.unsafe(`drop owned by ${statsRole}; drop role ${statsRole}`)

@@ -112,7 +112,7 @@ describe.skipIf(binary === undefined)('behind PgBouncer in transaction mode', ()
       const [{ count }] = await fresh.sql`select count(*)::int as count from outbox_poller_migration`
       expect(count).toBe(files.length)
       // no advisory lock left behind in any server session PgBouncer keeps
-      expect(await fresh.sql`select 1 from pg_locks where locktype = 'advisory'`).toHaveLength(0)
+      expect(await fresh.sql`select 1 from pg_locks where locktype = 'advisory' and database = (select oid from pg_database where datname = current_database())`).toHaveLength(0)
       expect((await runCli(['migrate'], env)).stdout).toMatch(/is up to date/)
 
       await fresh.sql`insert into outbox (event_type, entity_type, entity_id, payload, processed_at) select 'x.done', 'x', n::text, '{}', now() - interval '2 days' from generate_series(1, 30) n`
