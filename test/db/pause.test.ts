@@ -141,7 +141,7 @@ describe('pause and resume', () => {
     const port = await freePort()
     const replicas: Replica[] = [startReplica(['--handlers', fixturePath('record-handler.js'), '--http', `127.0.0.1:${port}`], { DATABASE_URL: db.url, RECORD_FILE: '/dev/null' })]
     try {
-      await waitFor('the paused metric', async () => (await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text(), () => '')).includes('outbox_paused_event_types{pattern="billing.*"} 1'))
+      await waitFor('the paused metric', async () => (await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(2_000) }).then((r) => r.text(), () => '')).includes('outbox_paused_event_types{pattern="billing.*"} 1'))
     } finally {
       await killReplicas(replicas)
     }
