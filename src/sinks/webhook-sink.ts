@@ -1,6 +1,6 @@
 import { isNetworkError } from '../errors.js'
 import type { OutboxEvent } from '../types.js'
-import { eventMessageJson } from './event-message.js'
+import { eventMessageJson, eventTraceparent } from './event-message.js'
 import { OutageLog, outageRetryDelayMs } from './outage-log.js'
 import type { WebhookSinkSpec } from './parse-sink.js'
 import { Semaphore } from './semaphore.js'
@@ -95,6 +95,7 @@ class WebhookSink implements Sink {
     const body = eventMessageJson(event)
     const timestamp = Math.floor(Date.now() / 1000)
     const timeout = AbortSignal.timeout(this.options.timeoutMs)
+    const traceparent = eventTraceparent(event)
     let response: Response
     try {
       response = await fetch(this.#target, {
@@ -108,6 +109,7 @@ class WebhookSink implements Sink {
           'webhook-timestamp': String(timestamp),
           'webhook-signature': signWebhook(this.key, event.event_id, timestamp, body),
           ...this.#authorization,
+          ...(traceparent === undefined ? {} : { traceparent }),
         },
         body,
       })
