@@ -105,21 +105,18 @@ export class BatchDispatch {
           const batchResult = pass.resultOf(index)
           failure = worseFailure(failure, batchResult instanceof Promise ? await batchResult : batchResult)
         }
-        const succeeded = failure === undefined
-        if (failure !== undefined) {
-          if (failure.error instanceof RetryLaterError) outcome.deferred.push(event)
-          else outcome.failed.push({ event, error: failure.error })
-        }
         try {
           // a stopped batch rolls back whole (or has lost its transaction): its savepoints need no statement
-          const ending = run.stopped === undefined ? ctx.finish(succeeded) : ctx.abandon()
+          const ending = run.stopped === undefined ? ctx.finish(failure === undefined) : ctx.abandon()
           if (ending !== undefined) await ending
-          if (succeeded) outcome.succeeded.push(event)
         } catch (error) {
-          // the savepoint could not be kept: the event's writes are gone with it, so the event fails
-          if (succeeded) outcome.failed.push({ event, error })
-          failure ??= { error }
+          // the savepoint could not be kept: the event's writes are gone with it, so the event fails — or, when an
+          // earlier handler's savepoint was in the way (a RetryLaterError), waits with no attempt charged
+          failure = error instanceof RetryLaterError ? { error } : (failure ?? { error })
         }
+        if (failure === undefined) outcome.succeeded.push(event)
+        else if (failure.error instanceof RetryLaterError) outcome.deferred.push(event)
+        else outcome.failed.push({ event, error: failure.error })
         span?.end(failure?.error)
         run.running.delete(event.id)
         announcements?.finished(event.id)
@@ -130,8 +127,13 @@ export class BatchDispatch {
     }
     const workers: Promise<void>[] = pass === undefined ? [] : [pass.handOver()]
     for (let i = 0; i < Math.min(this.options.concurrency, rows.length); i++) workers.push(worker())
-    await Promise.all(workers)
-    if (this.#run === run) this.#run = undefined
+    try {
+      await Promise.all(workers)
+      // a stopped batch rolls back whole: its savepoints need no statement
+      if (turns !== undefined && run.stopped === undefined) await turns.settle()
+    } finally {
+      if (this.#run === run) this.#run = undefined
+    }
     return { ...outcome, stopped: run.stopped }
   }
 
