@@ -1,4 +1,6 @@
-// node wh.tmp.mjs <dist>: sink.publishBatch of 250-event batches against the bench receiver, vs plain node:http / fetch clients
+// The webhook sink's publishBatch (batches of 250) against the bench's local receiver (node:http, 204, keep-alive),
+// beside a plain node:http client on 64 keep-alive connections and fetch with 250 requests at once; no database.
+// Run: npm run build && node test/bench/webhook-sender.mjs $PWD/dist
 import { Agent, request } from 'node:http'
 const dist = process.argv[2]
 const { startBenchReceiver } = await import(`${dist}/tools/bench/webhook-receiver.js`)

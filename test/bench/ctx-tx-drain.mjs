@@ -1,11 +1,13 @@
-// node txbench.mjs <dist dir> <events> : no-op drain, then a ctx.tx write per event, 1 poller × 250, same scratch schema
+// The drain with a ctx.tx() write per event against the no-op handler, 1 poller × batch 250, in one scratch schema:
+// bench's ctx.tx case alone, for comparing two builds (run with each build's dist/ in turn, alternating).
+// Run: npm run build && node test/bench/ctx-tx-drain.mjs $PWD/dist [events]
 import postgres from 'postgres'
 const dist = process.argv[2]
 const events = Number(process.argv[3] ?? 10000)
 const { openScratchDatabase } = await import(`${dist}/tools/scratch-database.js`)
 const { drainBench } = await import(`${dist}/tools/bench/drain-bench.js`)
 const { migrate } = await import(`${dist}/outbox/migrate.js`)
-const scratch = await openScratchDatabase('bench', 'postgres://postgres@127.0.0.1:5432/postgres')
+const scratch = await openScratchDatabase('bench', process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres')
 const sql = postgres(scratch.url, { max: 1, onnotice: () => {} })
 try {
   await migrate({ sql, schema: scratch.schema })
