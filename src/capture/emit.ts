@@ -16,6 +16,11 @@ export interface EventContextValues {
   correlationId?: string
   causationId?: string
   actor?: string
+  /**
+   * A W3C `traceparent` (`00-<trace id>-<span id>-<flags>`), e.g. the active span's: the poller's span of each
+   * event continues this trace. One not of the W3C form is ignored, never an error.
+   */
+  traceparent?: string
   /** Anything else, as a JSON object. */
   metadata?: Record<string, unknown>
 }
@@ -40,11 +45,12 @@ export async function emit(tx: Executor, event: ExplicitEvent, outbox: OutboxTab
 
 /** Attaches context to every event the transaction writes (captured or emitted): SET LOCAL outbox.*. */
 export async function withEventContext(tx: Executor, context: EventContextValues): Promise<void> {
-  await run(tx, `select set_config('outbox.correlation_id', $1, true), set_config('outbox.causation_id', $2, true), set_config('outbox.actor', $3, true), set_config('outbox.metadata', $4, true)`, [
+  await run(tx, `select set_config('outbox.correlation_id', $1, true), set_config('outbox.causation_id', $2, true), set_config('outbox.actor', $3, true), set_config('outbox.metadata', $4, true), set_config('outbox.traceparent', $5, true)`, [
     context.correlationId ?? '',
     context.causationId ?? '',
     context.actor ?? '',
     context.metadata === undefined ? '' : stringifyLosslessJson(context.metadata),
+    context.traceparent ?? '',
   ])
 }
 

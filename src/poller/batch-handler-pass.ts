@@ -1,5 +1,6 @@
 import { RetryLaterError } from '../errors.js'
 import type { BatchAnnouncements } from './announce-window.js'
+import type { BatchTrace } from './batch-trace.js'
 import type { ClaimedEvent } from './claimed-event.js'
 import type { BatchHandler, Route } from './handler-registry.js'
 import type { OutboxEvent } from '../types.js'
@@ -48,6 +49,7 @@ export class BatchHandlerPass {
     private readonly outcome: PassOutcome,
     private readonly handlerTimeoutMs: number,
     private readonly announcements: BatchAnnouncements | undefined,
+    private readonly trace: BatchTrace | undefined = undefined,
   ) {}
 
   /** Hands the events over, window by window; resolves once every call ended. */
@@ -92,6 +94,7 @@ export class BatchHandlerPass {
       const route = this.routes[index]!
       if (route.batch.length === 0) continue
       this.outcome.latencyMs.push(startedAt - this.rows[index]!.created_at.getTime())
+      this.trace?.eventSpan(index) // started before the call: the sinks put its context in their messages
       for (const handler of route.batch) {
         let indexes = groups.get(handler)
         if (indexes === undefined) groups.set(handler, (indexes = []))
@@ -119,6 +122,7 @@ export class BatchHandlerPass {
         this.#waiters.delete(index)
         continue
       }
+      this.trace?.eventSpan(index).end(result?.error)
       this.#record(this.rows[index]!, result, endedMs - startedMs)
     }
   }

@@ -1,4 +1,5 @@
 import { parseForRestringify, parseLosslessJson } from './lossless-json.js'
+import { writerTraceparent } from './traceparent.js'
 import type { OutboxEvent } from '../types.js'
 
 /** A claimed row as the claim returns it: the payload still as the stored JSON text. */
@@ -34,6 +35,8 @@ export class ClaimedEvent implements OutboxEvent {
   readonly created_at: Date
   readonly attempt: number
   #payload: unknown = unparsed
+  /** The traceparent of the poller's span of this event, while an SDK records one (batch-trace.ts). */
+  #spanTraceparent: string | undefined = undefined
 
   constructor(row: ClaimedRow) {
     this.id = row.id
@@ -51,6 +54,19 @@ export class ClaimedEvent implements OutboxEvent {
   get payload(): unknown {
     if (this.#payload === unparsed) this.#payload = parseLosslessJson(this.payloadText)
     return this.#payload
+  }
+
+  /**
+   * The W3C traceparent a sink puts in its message, so a consumer continues the trace: the poller's span of the
+   * event when an OpenTelemetry SDK is registered, else the writer's, stored in `metadata.traceparent`.
+   */
+  get traceparent(): string | undefined {
+    return this.#spanTraceparent ?? writerTraceparent(this.metadata)
+  }
+
+  /** Records the traceparent of the poller's span of this event. */
+  traceWith(traceparent: string): void {
+    this.#spanTraceparent = traceparent
   }
 
   /** For JSON.stringify(event): the payload with every number as stored (a BigInt would make it throw). */

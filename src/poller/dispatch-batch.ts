@@ -4,6 +4,7 @@ import type { HandlerRegistry } from './handler-registry.js'
 import type { ClaimedEvent } from './claimed-event.js'
 import type { Sql } from 'postgres'
 import type { BatchAnnouncements } from './announce-window.js'
+import type { BatchTrace } from './batch-trace.js'
 import { EventContext, SavepointTurns } from './handler-context.js'
 import type { Handler, Logger, OutboxEvent } from '../types.js'
 
@@ -58,15 +59,16 @@ export class BatchDispatch {
 
   /**
    * Runs the batch's handlers; `connection` (holding the batch transaction) serves `ctx.tx()`. With
-   * `announcements`, an event starts only once announced. Resolves with `stopped` set if the batch was stopped.
+   * `announcements`, an event starts only once announced; with `trace`, each event's handlers run in its span.
+   * Resolves with `stopped` set if the batch was stopped.
    */
-  async run(rows: readonly ClaimedEvent[], connection?: Sql, announcements?: BatchAnnouncements): Promise<BatchOutcome & { stopped: Error | undefined }> {
+  async run(rows: readonly ClaimedEvent[], connection?: Sql, announcements?: BatchAnnouncements, trace?: BatchTrace): Promise<BatchOutcome & { stopped: Error | undefined }> {
     const turns = connection === undefined ? undefined : new SavepointTurns(connection)
     const outcome: BatchOutcome = { succeeded: [], failed: [], unmatched: [], deferred: [], latencyMs: [], handlerMs: new Map() }
     const run: BatchRun = (this.#run = { stopped: this.#forced, running: new Map(), calls: new Set() })
     // the routes are looked up once per batch only when some handler takes the batch at once
     const routes = this.registry.hasBatchForms ? rows.map((row) => this.registry.match(row.event_type)) : undefined
-    const pass = routes?.some((route) => route.batch.length > 0) ? new BatchHandlerPass(rows, routes, run, outcome, this.options.handlerTimeoutMs, announcements) : undefined
+    const pass = routes?.some((route) => route.batch.length > 0) ? new BatchHandlerPass(rows, routes, run, outcome, this.options.handlerTimeoutMs, announcements, trace) : undefined
     let next = 0
     const worker = async () => {
       while (next < rows.length && run.stopped === undefined) {
@@ -88,11 +90,12 @@ export class BatchDispatch {
         const startedMs = performance.now()
         if (route.batch.length === 0) outcome.latencyMs.push(startedAt - event.created_at.getTime())
         const ctx = new EventContext(event, this.options.log, turns)
+        const span = trace?.eventSpan(index)
         run.running.set(event.id, ctx)
         let failure: EventError
         try {
           for (const handler of route.each) {
-            const pending = this.#runOne(handler, event, ctx)
+            const pending = span === undefined ? this.#runOne(handler, event, ctx) : span.run(() => this.#runOne(handler, event, ctx))
             if (pending !== undefined) await pending // a synchronous handler costs no microtask
           }
         } catch (error) {
@@ -102,20 +105,19 @@ export class BatchDispatch {
           const batchResult = pass.resultOf(index)
           failure = worseFailure(failure, batchResult instanceof Promise ? await batchResult : batchResult)
         }
-        const succeeded = failure === undefined
-        if (failure !== undefined) {
-          if (failure.error instanceof RetryLaterError) outcome.deferred.push(event)
-          else outcome.failed.push({ event, error: failure.error })
-        }
         try {
           // a stopped batch rolls back whole (or has lost its transaction): its savepoints need no statement
-          const ending = run.stopped === undefined ? ctx.finish(succeeded) : ctx.abandon()
+          const ending = run.stopped === undefined ? ctx.finish(failure === undefined) : ctx.abandon()
           if (ending !== undefined) await ending
-          if (succeeded) outcome.succeeded.push(event)
         } catch (error) {
-          // the savepoint could not be kept: the event's writes are gone with it, so the event fails
-          if (succeeded) outcome.failed.push({ event, error })
+          // the savepoint could not be kept: the event's writes are gone with it, so the event fails — or, when an
+          // earlier handler's savepoint was in the way (a RetryLaterError), waits with no attempt charged
+          failure = error instanceof RetryLaterError ? { error } : (failure ?? { error })
         }
+        if (failure === undefined) outcome.succeeded.push(event)
+        else if (failure.error instanceof RetryLaterError) outcome.deferred.push(event)
+        else outcome.failed.push({ event, error: failure.error })
+        span?.end(failure?.error)
         run.running.delete(event.id)
         announcements?.finished(event.id)
         let durations = outcome.handlerMs.get(event.event_type)
@@ -125,8 +127,13 @@ export class BatchDispatch {
     }
     const workers: Promise<void>[] = pass === undefined ? [] : [pass.handOver()]
     for (let i = 0; i < Math.min(this.options.concurrency, rows.length); i++) workers.push(worker())
-    await Promise.all(workers)
-    if (this.#run === run) this.#run = undefined
+    try {
+      await Promise.all(workers)
+      // a stopped batch rolls back whole: its savepoints need no statement
+      if (turns !== undefined && run.stopped === undefined) await turns.settle()
+    } finally {
+      if (this.#run === run) this.#run = undefined
+    }
     return { ...outcome, stopped: run.stopped }
   }
 

@@ -2,6 +2,7 @@ import type { Sql } from 'postgres'
 import type { AnnounceWindow } from './announce-window.js'
 import { type BatchReport, batchReport, emptyBatchReport } from './batch-report.js'
 import { BatchDeaths } from './batch-deaths.js'
+import { type BatchTrace, startBatchTrace } from './batch-trace.js'
 import { type ClaimQueries, outboxClaimBatch, outboxRollback } from './claim.js'
 import { outboxChargeCrash } from './charge-suspects.js'
 import type { BatchDispatch, BatchOutcome } from './dispatch-batch.js'
@@ -58,13 +59,17 @@ export class BatchRunner {
 
   /** Runs one batch; `deferrals` counts the settled batches in a row before it that deferred events. */
   async run(connection: Sql, deferrals: number): Promise<BatchResult> {
-    const batch: ActiveBatch = (this.#active = this.#lastBatch = { claimed: 0, bytes: 0, suspect: false, skippedSuspects: !this.#suspectTurn, startedAt: performance.now(), inFlight: [], lost: undefined })
+    const batch: ActiveBatch = (this.#active = this.#lastBatch = { claimed: 0, bytes: 0, suspect: false, skippedSuspects: !this.#suspectTurn, startedAt: performance.now(), inFlight: [], lost: undefined, trace: undefined })
     let report: BatchReport | undefined
     try {
       const result = await this.#claimAndHandle(connection, batch, deferrals)
       report = result.report
       return result
+    } catch (error) {
+      batch.trace?.end(error)
+      throw error
     } finally {
+      batch.trace?.end()
       this.#active = undefined
       // a batch that rolled back still reports how many it had claimed, so the supervisor forgets them
       this.#o.afterBatch?.(report ?? emptyBatchReport(performance.now() - batch.startedAt, batch.claimed, batch.bytes, false))
@@ -84,12 +89,13 @@ export class BatchRunner {
       await connection.unsafe('commit')
       return { ...result, report: emptyBatchReport(performance.now() - batch.startedAt, 0, 0, true) }
     }
+    batch.trace = startBatchTrace(rows, `${this.#o.outbox.schema}.${this.#o.outbox.table}`, batch.startedAt)
     const dispatch = this.#o.dispatch
     const announcer = this.#o.announcer
     const announcements = announcer?.open(rows, (error) => dispatch.abortBatch(new Error(`beforeDispatch failed: ${errorMessage(error)}`, { cause: error })))
     let outcome: BatchOutcome & { stopped: Error | undefined }
     try {
-      outcome = await dispatch.run(rows, connection, announcements)
+      outcome = await dispatch.run(rows, connection, announcements, batch.trace)
     } finally {
       if (announcements !== undefined) announcer!.close(announcements)
     }
@@ -176,4 +182,6 @@ interface ActiveBatch {
   /** Ids of the events whose handlers were running when the batch was lost. */
   inFlight: string[]
   lost: ConnectionLostError | undefined
+  /** The batch's spans, while an OpenTelemetry SDK is registered. */
+  trace: BatchTrace | undefined
 }

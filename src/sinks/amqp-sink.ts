@@ -3,7 +3,7 @@ import amqp, { type ChannelModel, type ConfirmChannel } from 'amqplib'
 import { errorMessage } from '../errors.js'
 import type { OutboxEvent } from '../types.js'
 import { type BrokerDriver, BrokerSink } from './broker-sink.js'
-import { type EventMessageFields, eventMessageFields, eventMessageJson } from './event-message.js'
+import { type EventMessageFields, eventMessageFields, eventMessageJson, eventTraceparent } from './event-message.js'
 import type { AmqpSinkSpec } from './parse-sink.js'
 import type { ResolvedSinkOptions, Sink } from './sink.js'
 import { sinkErrorMessage, sinkMisconfigured } from './sink-errors.js'
@@ -71,8 +71,10 @@ function amqpDriver(spec: AmqpSinkSpec, timeoutMs: number): BrokerDriver<AmqpLin
   }
 }
 
-/** The message's properties; its headers are the message's fields but the id, which is the message id. */
-function publishOptions(event: OutboxEvent, { event_id: _id, ...headers }: EventMessageFields): amqp.Options.Publish {
+/** The message's properties; its headers are the message's fields but the id, which is the message id, and the event's `traceparent`. */
+function publishOptions(event: OutboxEvent, { event_id: _id, ...fields }: EventMessageFields): amqp.Options.Publish {
+  const traceparent = eventTraceparent(event)
+  const headers: Record<string, unknown> = traceparent === undefined ? fields : { ...fields, traceparent }
   return {
     persistent: true,
     mandatory: true,

@@ -1,3 +1,5 @@
+import { ClaimedEvent } from '../poller/claimed-event.js'
+import { writerTraceparent } from '../poller/traceparent.js'
 import type { OutboxEvent } from '../types.js'
 
 /**
@@ -35,4 +37,13 @@ export function eventMessageFields(event: OutboxEvent): EventMessageFields {
 export function eventMessageJson(event: OutboxEvent, fields = eventMessageFields(event)): string {
   const { metadata, ...head } = fields
   return `${JSON.stringify(head).slice(0, -1)},"payload":${event.payloadText}${metadata === undefined ? '' : `,"metadata":${JSON.stringify(metadata)}`}}`
+}
+
+/**
+ * The `traceparent` a sink sends with the event's message (a header, or a Redis field): the poller's span of the
+ * event while an OpenTelemetry SDK records one, else the writer's stored in the event's metadata; undefined
+ * when neither exists. Unlike the body, it can differ between two deliveries of an event.
+ */
+export function eventTraceparent(event: OutboxEvent): string | undefined {
+  return event instanceof ClaimedEvent ? event.traceparent : writerTraceparent(event.metadata)
 }

@@ -2,7 +2,7 @@ import { type JetStreamClient, JetStreamApiCodes, jetstream, jetstreamManager } 
 import { connect, headers, type NatsConnection, nanos } from '@nats-io/transport-node'
 import type { OutboxEvent } from '../types.js'
 import { type BrokerDriver, BrokerSink } from './broker-sink.js'
-import { eventMessageJson } from './event-message.js'
+import { eventMessageJson, eventTraceparent } from './event-message.js'
 import type { NatsSinkSpec } from './parse-sink.js'
 import type { ResolvedSinkOptions, Sink } from './sink.js'
 import { sinkErrorMessage, sinkMisconfigured, sinkUnavailable } from './sink-errors.js'
@@ -85,6 +85,8 @@ async function publishOne(link: NatsLink, spec: NatsSinkSpec, timeoutMs: number,
   h.set('Outbox-Event-Type', event.event_type)
   h.set('Outbox-Entity-Type', event.entity_type)
   h.set('Outbox-Entity-Id', event.entity_id)
+  const traceparent = eventTraceparent(event)
+  if (traceparent !== undefined) h.set('traceparent', traceparent)
   try {
     await link.js.publish(`${spec.subject}.${event.event_type}`, eventMessageJson(event), { msgID: event.event_id, headers: h, timeout: timeoutMs })
   } catch (error) {

@@ -2,7 +2,7 @@ import { createClient } from 'redis'
 import { errorMessage } from '../errors.js'
 import type { OutboxEvent } from '../types.js'
 import { type BrokerDriver, BrokerSink } from './broker-sink.js'
-import { eventMessageFields } from './event-message.js'
+import { eventMessageFields, eventTraceparent } from './event-message.js'
 import type { RedisSinkSpec } from './parse-sink.js'
 import type { ResolvedSinkOptions, Sink } from './sink.js'
 import { sinkErrorMessage, sinkMisconfigured, sinkUnavailable } from './sink-errors.js'
@@ -23,18 +23,18 @@ interface RedisLink {
  * failed event is ever taken for a duplicate. Each command runs under pcall, so an error fails only its own
  * event. Returns one string per event: `+<entry id>` added, `=` a duplicate, `!<error>` an error reply.
  * KEYS: stream, then one dedupe key per event. ARGV: ttl seconds, maxlen ('' for none), then per event the
- * values of the fields below, metadata '' when the event has none.
+ * values of the fields below, metadata and traceparent '' when the event has none.
  */
 const relayScript = `
 local ttl, maxlen = ARGV[1], ARGV[2]
-local names = {'event_id', 'event_type', 'entity_type', 'entity_id', 'created_at', 'payload', 'metadata'}
+local names = {'event_id', 'event_type', 'entity_type', 'entity_id', 'created_at', 'payload', 'metadata', 'traceparent'}
 local command = {'XADD', KEYS[1]}
 if maxlen ~= '' then command = {'XADD', KEYS[1], 'MAXLEN', '~', maxlen} end
 command[#command + 1] = '*'
 local head = #command
 local results = {}
 for i = 2, #KEYS do
-  local at = 2 + (i - 2) * 7
+  local at = 2 + (i - 2) * 8
   local fresh = redis.pcall('SET', KEYS[i], '1', 'NX', 'EX', ttl)
   if type(fresh) == 'table' and fresh.err then
     results[i - 1] = '!' .. fresh.err
@@ -42,7 +42,7 @@ for i = 2, #KEYS do
     results[i - 1] = '='
   else
     local length = head
-    for f = 1, 7 do
+    for f = 1, 8 do
       local value = ARGV[at + f]
       if f < 7 or value ~= '' then
         command[length + 1] = names[f]
@@ -67,7 +67,7 @@ const transientReplies = /^(BUSY|LOADING|MASTERDOWN|READONLY|TRYAGAIN|CLUSTERDOW
 
 /**
  * Redis Streams through node-redis: a batch is one script call, one round trip. Fields: event_id, event_type, entity_type, entity_id, created_at,
- * payload (its JSON text as stored) and metadata (JSON, when the event has it). Offline queueing and the
+ * payload (its JSON text as stored), metadata (JSON, when the event has it) and traceparent (when there is one, see eventTraceparent). Offline queueing and the
  * client's reconnect are off: the sink replaces a lost connection itself and fails fast in between.
  */
 export function createRedisSink(spec: RedisSinkSpec, options: ResolvedSinkOptions): Sink {
@@ -146,5 +146,6 @@ function newClient(url: string, timeoutMs: number) {
 /** Appends the event's field values to the script's arguments, in the script's order. */
 function appendStreamFields(args: string[], event: OutboxEvent): void {
   const message = eventMessageFields(event)
-  args.push(message.event_id, message.event_type, message.entity_type, message.entity_id, message.created_at, event.payloadText, message.metadata === undefined ? '' : JSON.stringify(message.metadata))
+  const metadata = message.metadata === undefined ? '' : JSON.stringify(message.metadata)
+  args.push(message.event_id, message.event_type, message.entity_type, message.entity_id, message.created_at, event.payloadText, metadata, eventTraceparent(event) ?? '')
 }

@@ -1,6 +1,7 @@
 import { isNetworkError } from '../errors.js'
 import type { OutboxEvent } from '../types.js'
-import { eventMessageJson } from './event-message.js'
+import { eventMessageJson, eventTraceparent } from './event-message.js'
+import { type HttpAnswer, HttpPoster } from './http-post.js'
 import { OutageLog, outageRetryDelayMs } from './outage-log.js'
 import type { WebhookSinkSpec } from './parse-sink.js'
 import { Semaphore } from './semaphore.js'
@@ -37,8 +38,8 @@ class WebhookSink implements Sink {
   #unreachable = 0
   /** After a pause, one event probes the endpoint while the others keep waiting. */
   #probing = false
-  /** The endpoint without user:password (fetch refuses a URL with credentials); they go in `authorization`. */
-  readonly #target: string
+  /** Keep-alive connections to the endpoint (its URL without user:password, which go in `authorization`). */
+  readonly #poster: HttpPoster
   readonly #authorization: Record<string, string>
 
   constructor(
@@ -54,14 +55,16 @@ class WebhookSink implements Sink {
     const credentials = url.username === '' && url.password === '' ? undefined : `${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`
     url.username = ''
     url.password = ''
-    this.#target = url.toString()
+    this.#poster = new HttpPoster(url)
     this.#authorization = credentials === undefined ? {} : { authorization: `Basic ${Buffer.from(credentials).toString('base64')}` }
   }
 
   /** HTTP needs no connection ahead of time. */
   async connect(): Promise<void> {}
 
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    this.#poster.close()
+  }
 
   async publish(event: OutboxEvent, signal?: AbortSignal): Promise<void> {
     const probe = this.#admit()
@@ -77,7 +80,7 @@ class WebhookSink implements Sink {
     }
   }
 
-  /** HTTP has no batch: the batch's requests go out together, at most `maxInFlight` at a time. */
+  /** HTTP has no batch: the batch's requests go out together, at most `maxInFlight` at a time, on at most `webhookConnections` connections. */
   publishBatch(events: readonly OutboxEvent[], signal?: AbortSignal): Promise<Array<Error | undefined>> {
     return Promise.all(events.map((event) => this.publish(event, signal).then(() => undefined, (error: unknown) => error as Error)))
   }
@@ -95,22 +98,19 @@ class WebhookSink implements Sink {
     const body = eventMessageJson(event)
     const timestamp = Math.floor(Date.now() / 1000)
     const timeout = AbortSignal.timeout(this.options.timeoutMs)
-    let response: Response
+    const traceparent = eventTraceparent(event)
+    let response: HttpAnswer
     try {
-      response = await fetch(this.#target, {
-        method: 'POST',
-        redirect: 'manual',
-        signal: signal === undefined ? timeout : AbortSignal.any([signal, timeout]),
-        headers: {
-          'content-type': 'application/json',
-          'user-agent': 'outbox-poller',
-          'webhook-id': event.event_id,
-          'webhook-timestamp': String(timestamp),
-          'webhook-signature': signWebhook(this.key, event.event_id, timestamp, body),
-          ...this.#authorization,
-        },
-        body,
-      })
+      const headers = {
+        'content-type': 'application/json',
+        'user-agent': 'outbox-poller',
+        'webhook-id': event.event_id,
+        'webhook-timestamp': String(timestamp),
+        'webhook-signature': signWebhook(this.key, event.event_id, timestamp, body),
+        ...this.#authorization,
+        ...(traceparent === undefined ? {} : { traceparent }),
+      }
+      response = await this.#poster.post(headers, body, signal === undefined ? timeout : AbortSignal.any([signal, timeout]))
     } catch (error) {
       if (signal?.aborted) throw signal.reason // the handler timed out or the poller is forced to stop
       if (timeout.aborted) throw sinkRejected(this.name, `no response within ${this.options.timeoutMs} ms`)
@@ -119,12 +119,10 @@ class WebhookSink implements Sink {
     this.#unreachable = 0
     if (response.status >= 200 && response.status < 300) {
       this.#outage.up()
-      await response.body?.cancel().catch(() => {})
       return
     }
-    const excerpt = await bodyExcerpt(response)
-    const status = `HTTP ${response.status}${response.statusText ? ` ${response.statusText}` : ''}${excerpt}`
-    const waitMs = retryableStatuses.has(response.status) ? retryAfterMs(response.headers.get('retry-after')) : undefined
+    const status = `HTTP ${response.status}${response.statusText ? ` ${response.statusText}` : ''}${bodyExcerpt(response.text)}`
+    const waitMs = retryableStatuses.has(response.status) ? retryAfterMs(response.retryAfter) : undefined
     if (waitMs !== undefined && waitMs > 0) this.#pause(waitMs, `${status}; Retry-After ${Math.ceil(waitMs / 1000)} s`)
     else this.#outage.up() // it answered: reachable, and not asking us to wait
     if (response.status >= 300 && response.status < 400) throw sinkRejected(this.name, `${status} (redirects are not followed)`)
@@ -155,8 +153,7 @@ export function retryAfterMs(header: string | null, now = Date.now()): number | 
 }
 
 /** The start of an error response's body, for `last_error`: what the endpoint said is usually the best clue. */
-async function bodyExcerpt(response: Response): Promise<string> {
-  const text = await response.text().catch(() => '')
+function bodyExcerpt(text: string): string {
   const line = text.replace(/\s+/g, ' ').trim()
   if (line === '') return ''
   return `: ${line.length > 200 ? `${line.slice(0, 200)}…` : line}`

@@ -41,7 +41,7 @@ describe('migrate upgrades existing captures', () => {
   })
 
   it('a table captured before the upgrade keeps capturing, and its excluded column stops leaking after a rename', async () => {
-    expect((await migrate({ sql: db.sql })).applied).toEqual(['0004_capture_follows_columns', '0005_capture_at_the_floor'])
+    expect((await migrate({ sql: db.sql })).applied).toEqual(expect.arrayContaining(['0004_capture_follows_columns', '0005_capture_at_the_floor']))
     expect(await lostCaptures(db.sql, outbox)).toEqual([]) // registered by the upgrade
     const since = await lastId()
     await db.sql`insert into users values (1, 'a@example.com', 'SECRET1', now())`

@@ -53,6 +53,51 @@ describe('ctx.tx: effects in the batch transaction', () => {
     expect((await db.sql`select last_error from outbox where entity_id = 'swallow'`)[0]!.last_error).toMatch(/aborted|division/)
   })
 
+  it('the event whose savepoint follows an aborting handler is deferred, not charged; its own writes and the later events commit', async () => {
+    const seen: string[] = []
+    const poller = startPoller({
+      maxAttempts: 1,
+      concurrency: 1, // one turn after another, in id order
+      handlers: async (event, ctx) => {
+        seen.push(event.entity_id)
+        const tx = await ctx.tx()
+        await tx`insert into effects (event_id) values (${event.event_id})`
+        if (event.entity_id === 'swallow') await tx`select 1/0`.catch(() => {})
+      },
+    })
+    for (const id of ['before', 'swallow', 'next', 'later']) await emit(db.sql, { event_type: 'job.ran', entity_type: 'job', entity_id: id })
+    await poller.start()
+    await waitFor('settled', async () => (await db.sql`select count(*)::int as n from outbox where processed_at is not null or dead_at is not null`)[0]!.n === 4)
+    const rows = await db.sql<{ entity_id: string; processed: boolean; dead: boolean; attempts: number }[]>`
+      select entity_id, processed_at is not null as processed, dead_at is not null as dead, attempts from outbox order by id`
+    expect(rows).toEqual([
+      { entity_id: 'before', processed: true, dead: false, attempts: 0 },
+      { entity_id: 'swallow', processed: false, dead: true, attempts: 1 },
+      { entity_id: 'next', processed: true, dead: false, attempts: 0 },
+      { entity_id: 'later', processed: true, dead: false, attempts: 0 },
+    ])
+    expect(seen.filter((id) => id === 'next')).toHaveLength(2) // deferred once, then handled in a later batch
+    const effects = await db.sql`select o.entity_id from effects e join outbox o using (event_id) order by o.id`
+    expect(effects.map((row) => row.entity_id)).toEqual(['before', 'next', 'later'])
+  })
+
+  it('a last handler that leaves the transaction aborted fails only its event: the batch still settles', async () => {
+    const poller = startPoller({
+      maxAttempts: 1,
+      concurrency: 1,
+      handlers: async (event, ctx) => {
+        const tx = await ctx.tx()
+        await tx`insert into effects (event_id) values (${event.event_id})`
+        if (event.entity_id === 'swallow') await tx`select 1/0`.catch(() => {})
+      },
+    })
+    for (const id of ['1', '2', 'swallow']) await emit(db.sql, { event_type: 'job.ran', entity_type: 'job', entity_id: id })
+    await poller.start()
+    await waitFor('settled', async () => (await db.sql`select count(*)::int as n from outbox where processed_at is not null or dead_at is not null`)[0]!.n === 3)
+    expect((await db.sql`select entity_id from outbox where processed_at is not null order by id`).map((row) => row.entity_id)).toEqual(['1', '2'])
+    expect((await db.sql`select count(*)::int as n from effects`)[0]!.n).toBe(2)
+  })
+
   it('a poller killed mid-batch leaves neither the write nor the mark', async () => {
     await emit(db.sql, { event_type: 'job.ran', entity_type: 'job', entity_id: 'killed' })
     const replica = startReplica(['--handlers', fixturePath('tx-handler.js'), '--no-supervise', '--interval-max', '500ms'], { DATABASE_URL: db.url, HANG_MS: '60000' })

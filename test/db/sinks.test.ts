@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { beforeAll, describe, expect, it } from 'vitest'
 import { ConfigError, RetryLaterError } from '../../src/errors.js'
+import { webhookConnections } from '../../src/sinks/http-post.js'
 import { parseSink } from '../../src/sinks/parse-sink.js'
 import { createSinkHandlers } from '../../src/sinks/create-sinks.js'
 import type { OutboxEvent } from '../../src/types.js'
@@ -214,7 +215,7 @@ describe('Redis Streams sink', () => {
 })
 
 describe('webhook sink', () => {
-  it('5,000 captured changes are POSTed once each, signed, and the receiver verifies every signature', async () => {
+  it('5,000 captured changes are POSTed once each, signed, on at most 64 keep-alive connections, and the receiver verifies every signature', async () => {
     const receiver = await startReceiver(testWebhookSecret)
     afterFile(receiver.close)
     await insertItems(total)
@@ -224,6 +225,9 @@ describe('webhook sink', () => {
     expect(receiver.deliveries).toHaveLength(total)
     expect(receiver.deliveries.every((d) => d.signatureValid && d.status === 200)).toBe(true)
     expect(new Set(receiver.deliveries.map((d) => d.id))).toEqual(new Set(rows.map((row) => row.event_id)))
+    // a batch's requests go out together, sharing the connections: neither one at a time nor one connection each
+    expect(receiver.mostConnections).toBeGreaterThan(1)
+    expect(receiver.mostConnections).toBeLessThanOrEqual(webhookConnections)
     for (const delivery of receiver.deliveries.slice(0, 50)) {
       expect(delivery.body).toMatchObject({ event_id: delivery.id, event_type: 'item.created', entity_type: 'item' })
       expect(delivery.headers['content-type']).toBe('application/json')

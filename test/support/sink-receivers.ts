@@ -174,7 +174,7 @@ export interface ReceiverAnswer {
 export async function startReceiver(
   secret: string,
   respond: (delivery: WebhookDelivery, seen: number) => ReceiverAnswer | Promise<ReceiverAnswer> = () => ({ status: 200 }),
-): Promise<{ url: string; deliveries: WebhookDelivery[]; close(): Promise<void> }> {
+): Promise<{ url: string; deliveries: WebhookDelivery[]; readonly mostConnections: number; close(): Promise<void> }> {
   const key = webhookSigningKey(secret)
   const deliveries: WebhookDelivery[] = []
   const seen = new Map<string, number>()
@@ -197,11 +197,21 @@ export async function startReceiver(
     })
   })
   server.keepAliveTimeout = 1_000
+  // the most connections open at once
+  let open = 0
+  let mostConnections = 0
+  server.on('connection', (socket) => {
+    mostConnections = Math.max(mostConnections, ++open)
+    socket.on('close', () => open--)
+  })
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   const { port } = server.address() as AddressInfo
   return {
     url: `http://127.0.0.1:${port}/hooks/outbox`,
     deliveries,
+    get mostConnections() {
+      return mostConnections
+    },
     close: () => new Promise<void>((resolve) => server.close(() => resolve()) && server.closeAllConnections()),
   }
 }
