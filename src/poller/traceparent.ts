@@ -1,7 +1,7 @@
 import type { SpanContext } from '@opentelemetry/api'
 
 /**
- * The W3C traceparent form, as the capture's event context accepts it (0007_trace_context.sql): two hex digits of
+ * The W3C traceparent form, as the capture's event context accepts it (0006_trace_context.sql): two hex digits of
  * version (not ff), a 32-digit trace id and a 16-digit span id (neither all zeros), two digits of flags; a version
  * above 00 may carry further fields.
  */

@@ -37,7 +37,7 @@ describe('upgrading to trace context', () => {
     expect(before.map((row) => row.event_type)).toEqual(['stmt.created', 'row.created', 'row.updated'])
     expect(before.every((row) => row.metadata.correlation_id === 'c-1' && !('traceparent' in row.metadata))).toBe(true)
 
-    expect((await migrate({ sql: db.sql })).applied).toContain('0007_trace_context')
+    expect((await migrate({ sql: db.sql })).applied).toContain('0006_trace_context')
 
     const after = await write(2, { correlationId: 'c-1', traceparent })
     expect(after.map((row) => row.event_type)).toEqual(['stmt.created', 'row.created', 'row.updated'])
