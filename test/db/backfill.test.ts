@@ -133,7 +133,7 @@ describe('backfill', () => {
     const blocker = await db.sql.reserve()
     try {
       await blocker`begin`
-      await blocker`update accounts set plan = 'pro' where id = 15`
+      await blocker`update accounts set plan = 'pro' where id = 5`
       const controller = new AbortController()
       const running = backfill(postgresNamed('first-backfill'), 'accounts', { chunkSize: 10, onProgress: (p) => { if (p.rows >= 10) controller.abort() }, signal: controller.signal })
       await waitingForLock('first-backfill')
