@@ -88,6 +88,8 @@ async function runLocked(connection: ReservedSql, outbox: OutboxTable, capture: 
     ? { ...unfinished, total: unfinished.rows + remaining, updatedAt: now }
     : { table: capture.table, where, eventType, lastKey: null, rows: 0, total: remaining, startedAt: now, updatedAt: now, finishedAt: null }
   if (options.dryRun) return { progress, resumed, wouldWrite: remaining }
+  // recorded before the first chunk, so status shows the backfill from its start
+  await writeBackfillProgress(connection, outbox, progress)
   options.onProgress?.(progress)
   const started = performance.now()
   let written = 0
