@@ -96,13 +96,14 @@ async function runLocked(connection: ReservedSql, outbox: OutboxTable, capture: 
   while (!options.signal?.aborted) {
     const chunk = await inTransaction(connection, async (tx) => {
       await tx.unsafe(`select ${queries.canonicalSettings}()`)
-      const [row] = await tx.unsafe<Array<{ rows: number; last: string | null }>>(progress.lastKey === null ? queries.first : queries.next,
-        progress.lastKey === null ? [options.chunkSize, eventType] : [options.chunkSize, eventType, progress.lastKey])
-      // a chunk short of its size took every row left (later ones are captured as they come)
-      const done = row!.rows < options.chunkSize
+      const after = progress.lastKey === null ? [] : [progress.lastKey]
+      const [{ last }] = (await tx.unsafe(progress.lastKey === null ? queries.firstBound : queries.nextBound, [options.chunkSize, ...after])) as unknown as [{ last: string | null }]
+      const [row] = last === null ? [{ rows: 0 }] : await tx.unsafe<Array<{ rows: number }>>(progress.lastKey === null ? queries.first : queries.next, [last, eventType, ...after])
+      // only a chunk with no row left ends it: a chunk may hold fewer rows than its bound promised (deleted meanwhile)
+      const done = last === null
       const next: BackfillProgress = {
         ...progress,
-        lastKey: row!.last ?? progress.lastKey,
+        lastKey: last ?? progress.lastKey,
         rows: progress.rows + row!.rows,
         total: Math.max(progress.total, progress.rows + row!.rows),
         updatedAt: new Date().toISOString(),
@@ -137,9 +138,13 @@ async function inTransaction<T>(connection: ReservedSql, work: (tx: ReservedSql)
 }
 
 interface ChunkQueries {
-  /** The chunk from the first key on: $1 chunk size, $2 event type. */
+  /** The last key of the first chunk: $1 chunk size. */
+  firstBound: string
+  /** The last key of the chunk after key $2. */
+  nextBound: string
+  /** The first chunk's rows up to key $1 and their events, of type $2. */
   first: string
-  /** The chunk after key $3. */
+  /** The same, after key $3. */
   next: string
   /** The rows left after key $1 (all of them when null). */
   count: string
@@ -147,9 +152,9 @@ interface ChunkQueries {
 }
 
 /**
- * One chunk, one statement: the bound (the chunk size-th key from the last one; every row sharing it joins the
+ * One chunk, two statements: the bound (the chunk size-th key from the last one; every row sharing it joins the
  * chunk, so a key that is not unique is never cut in two), then the rows up to it locked FOR SHARE in key
- * order, then their events, in key order. The entity id and payload are made as the capture makes them.
+ * order and their events, in key order, in one statement. The entity id and payload are made as the capture makes them.
  * Rows whose key is NULL have no entity id: they are skipped.
  */
 async function chunkQueries(sql: ReservedSql, outbox: OutboxTable, capture: CapturedTable, oid: string, where: string | null): Promise<ChunkQueries> {
@@ -157,15 +162,14 @@ async function chunkQueries(sql: ReservedSql, outbox: OutboxTable, capture: Capt
   if (column === undefined) throw new ConfigError(`table ${capture.table} has no key column ${capture.key} any more: capture it again with another key`)
   const key = `t.${quoteIdent(capture.key)}`
   const condition = where === null ? 'true' : `(${where})`
-  const after = (bound: string) => (bound === '' ? `${key} is not null` : `${key} > ${bound}::text::${column.type}`)
   const columns = capture.columns.length === 0 ? 'null' : `array[${capture.columns.map(quoteLiteral).join(', ')}]::text[]`
   const excluded = `array[${capture.excludeColumns.map(quoteLiteral).join(', ')}]::text[]`
-  const chunk = (bound: string) => `
-    with bound as (
-      select max(k) as last from (select ${key} as k from ${capture.table} as t where ${after(bound)} and ${condition} order by ${key} limit $1) as s
-    ), locked as materialized (
-      select ${key} as k, to_jsonb(t) as row from ${capture.table} as t, bound
-       where ${after(bound)} and ${key} <= bound.last and ${condition}
+  // the bound is its own query, so the chunk's range is known when the chunk is planned (an index range scan)
+  const bound = (after: string) => `select max(k)::text as last from (select ${key} as k from ${capture.table} as t where ${after} and ${condition} order by ${key} limit $1) as s`
+  const chunk = (after: string) => `
+    with locked as materialized (
+      select ${key} as k, to_jsonb(t) as row from ${capture.table} as t
+       where ${after} and ${key} <= $1::text::${column.type} and ${condition}
        order by ${key}
          for share of t
     ), written as (
@@ -177,10 +181,12 @@ async function chunkQueries(sql: ReservedSql, outbox: OutboxTable, capture: Capt
         from locked as l order by l.k
       returning 1
     )
-    select (select count(*) from written)::int as rows, (select max(k)::text from locked) as last`
+    select count(*)::int as rows from written`
   return {
-    first: chunk(''),
-    next: chunk('$3'),
+    firstBound: bound(`${key} is not null`),
+    nextBound: bound(`${key} > $2::text::${column.type}`),
+    first: chunk(`${key} is not null`),
+    next: chunk(`${key} > $3::text::${column.type}`),
     count: `select count(*)::int as n from ${capture.table} as t where ${key} is not null and ($1::text is null or ${key} > $1::text::${column.type}) and ${condition}`,
     canonicalSettings: `${quoteIdent(outbox.schema)}.${quoteIdent(`${outbox.table}_canonical_settings`)}`,
   }

@@ -49,7 +49,7 @@ describe('backfill', () => {
     await accounts(25)
     const seen: number[] = []
     const result = await backfill(db.sql, 'accounts', { chunkSize: 10, onProgress: (p) => seen.push(p.rows) })
-    expect(seen).toEqual([0, 10, 20, 25])
+    expect(seen).toEqual([0, 10, 20, 25, 25])
     const written = await events()
     expect(written.map((e) => e.entity_id)).toEqual(Array.from({ length: 25 }, (_, i) => String(i + 1)))
     expect(written.every((e) => e.event_type === 'account.snapshot')).toBe(true)
