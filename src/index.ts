@@ -22,3 +22,5 @@ export { outboxCleanup } from './ops/cleanup.js'
 export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
   return (await import('./outbox/migrate.js')).migrate(options)
 }
+export { backfill, type BackfillOptions, type BackfillResult } from './backfill/backfill.js'
+export { outboxBackfills, type BackfillProgress, type BackfillState } from './backfill/backfill-progress.js'

@@ -155,7 +155,7 @@ function readTriggerArguments(args: Buffer, names: Record<string, string>): Omit
 }
 
 /** Resolves a table name as SQL writes it to its oid; PostgreSQL does the parsing, so no name is ever spliced into SQL. */
-async function resolveTable(sql: Sql, table: string): Promise<string> {
+export async function resolveTable(sql: Sql, table: string): Promise<string> {
   const oid = await findTable(sql, table)
   if (oid === undefined) throw new ConfigError(`table ${table} does not exist`)
   return oid
@@ -178,7 +178,7 @@ async function findTable(sql: Sql, table: string): Promise<string | undefined> {
   }
 }
 
-async function regclassName(sql: Sql, oid: string): Promise<string> {
+export async function regclassName(sql: Sql, oid: string): Promise<string> {
   const [row] = await sql<{ name: string }[]>`select ${oid}::oid::regclass::text as name`
   return row!.name
 }

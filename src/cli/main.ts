@@ -1,5 +1,6 @@
 import { Command, CommanderError, Option } from 'commander'
 import { ConfigError, ConnectionError, errorMessage } from '../errors.js'
+import { registerBackfillCommand } from './backfill-command.js'
 import { registerConsoleCommand } from './console-command.js'
 import { registerDeadCommand } from './dead-command.js'
 import { ExitCode } from '../supervisor/exit-codes.js'
@@ -61,6 +62,7 @@ function buildProgram(setExitCode: (code: number) => void): Command {
     .option('--cleanup', 'also grant DELETE, for `outbox-poller cleanup`')
     .action(action(async (command, role) => (await admin()).grantCommand(role, command)))
 
+  registerBackfillCommand(program, action)
   registerToolCommands(program, action)
   registerMonitorCommands(program, action)
   registerDeadCommand(program, action)

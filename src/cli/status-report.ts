@@ -40,6 +40,10 @@ export function formatStatus(status: OutboxStatus, outboxName: string): string {
     `  latency    p50 ${p(latency.p50)}  p95 ${p(latency.p95)}  p99 ${p(latency.p99)}  (last 5 minutes)`,
   ]
   lines.push(...horizonLines(status.horizon))
+  for (const b of status.backfills) {
+    const done = `${b.rows}/${b.total} rows (${b.total === 0 ? 100 : Math.floor((100 * b.rows) / b.total)}%) as ${b.eventType}${b.where === null ? '' : ` where ${b.where}`}`
+    lines.push(`  backfill   ${b.table} ${done}, ${b.running ? 'running' : `stopped at key ${b.lastKey ?? '-'}: outbox-poller backfill ${b.table} --resume`}`)
+  }
   for (const lost of status.lostCaptures) lines.push(`  capture    ${lost.table} ${lost.reason}`, `             capture it again: ${lost.recapture.command}`)
   if (status.types.length > 0) {
     lines.push('', ...table(['event type', 'pending', 'dead', 'processed 1h', 'p95 5m'], status.types.map((t) => [t.eventType, t.pending, t.dead, t.processedLastHour, p(t.p95)])))

@@ -1,4 +1,5 @@
 import type { Sql, TransactionSql } from 'postgres'
+import { type BackfillState, outboxBackfills } from '../backfill/backfill-progress.js'
 import { type LostCapture, lostCaptures } from '../capture/capture-registry.js'
 import { horizonWarnings, type VacuumHorizon, vacuumHorizon } from '../database/vacuum-horizon.js'
 import { type OutboxTable, pendingCondition } from '../outbox/outbox-table.js'
@@ -35,6 +36,8 @@ export interface OutboxStatus {
   replicas: ReplicaConnection[]
   /** Captured tables that were dropped, re-created or lost their triggers, or lost their key column. */
   lostCaptures: LostCapture[]
+  /** Backfills not finished: running now, or stopped (resumable with `backfill --resume`). */
+  backfills: BackfillState[]
   /** What holds back VACUUM of the outbox (long transactions, slots, prepared transactions), with its warnings. */
   horizon: VacuumHorizon & { warnings: string[] }
 }
@@ -126,6 +129,7 @@ export async function outboxStatus(sql: Sql, outbox: OutboxTable, options: Outbo
     const lost = await lostCaptures(tx, outbox)
     const horizon = await vacuumHorizon(tx)
     const pausedTypes = await outboxPausedTypes(tx, outbox)
+    const backfills = await outboxBackfills(tx, outbox)
     const c = counts!
     const [p50 = null, p95 = null, p99 = null] = latency?.p ?? []
     return {
@@ -144,6 +148,7 @@ export async function outboxStatus(sql: Sql, outbox: OutboxTable, options: Outbo
       types: types.map((row) => ({ eventType: row.event_type, pending: row.pending, dead: row.dead, processedLastHour: row.processed, p95: row.p95 })),
       replicas,
       lostCaptures: lost,
+      backfills,
       horizon: { ...horizon, warnings: horizonWarnings(horizon) },
     }
   })
