@@ -35,7 +35,7 @@ describe('outbox-poller backfill', () => {
   it('a dry run counts; killed with SIGKILL mid-way it resumes after the last chunk, writing each row once; a line per chunk off a terminal', async () => {
     const dry = await runCli(['backfill', 'items', '--dry-run'], { DATABASE_URL: db.url })
     expect(dry.stdout.trim()).toBe('items: 300 rows to write as item.snapshot')
-    const slow = startReplica(['backfill', 'items', '--chunk-size', '10', '--rate', '100'], { DATABASE_URL: db.url })
+    const slow = startReplica(['backfill', 'items', '--chunk-size', '10', '--rate', '20'], { DATABASE_URL: db.url })
     await waitFor('a few chunks', async () => (await snapshots()).length >= 50)
     const status = await runCli(['status'], { DATABASE_URL: db.url })
     expect(status.stdout).toMatch(/backfill {3}items \d+\/300 rows \(\d+%\) as item.snapshot, running/)
