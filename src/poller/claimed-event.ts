@@ -23,6 +23,7 @@ const unparsed = Symbol('unparsed')
  * (see lossless-json.ts).
  */
 export class ClaimedEvent implements OutboxEvent {
+  readonly schema: string
   readonly id: string
   readonly event_id: string
   readonly event_type: string
@@ -35,7 +36,8 @@ export class ClaimedEvent implements OutboxEvent {
   readonly attempt: number
   #payload: unknown = unparsed
 
-  constructor(row: ClaimedRow) {
+  constructor(row: ClaimedRow, schema: string) {
+    this.schema = schema
     this.id = row.id
     this.event_id = row.event_id
     this.event_type = row.event_type
