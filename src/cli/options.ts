@@ -78,6 +78,11 @@ export function scratchCommand(parent: Command, name: string, description: strin
   return parent.command(name).description(description).addOption(scratchDatabaseOption())
 }
 
+/** `--schemas` on a one-shot command: the same flag and env variable as the run command's, for the outbox of every matching schema. */
+export function addSchemasFlag(command: Command): Command {
+  return command.addOption(new Option('--schemas <patterns...>', "work on the outbox of every schema matching these patterns (tenant_*, admin; * is the only wildcard), one after the other; a schema that fails is named and the others go on; excludes --schema").env('OUTBOX_POLLER_SCHEMAS'))
+}
+
 export function addPollerFlags(command: Command): Command {
   return addFlags(command, pollerFlags).option('--no-listen', 'never LISTEN, only poll: a new event waits at most --interval-max (env: OUTBOX_POLLER_LISTEN=false)')
 }
