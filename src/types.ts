@@ -6,6 +6,8 @@ export type Logger = Pick<PinoLogger, 'debug' | 'info' | 'warn' | 'error' | 'chi
 
 /** One outbox row as a handler sees it: the seed's fields with fixed types, plus the attempt number. */
 export interface OutboxEvent<Payload = unknown> {
+  /** The schema of the outbox the event came from: the tenant, when a poller serves several (`schemas`). */
+  readonly schema: string
   /** The row's bigint id, as a string (int8 is wider than a JS number). */
   readonly id: string
   /** Unique event id: the idempotency key for consumers. */

@@ -8,23 +8,25 @@ import { ConfigError } from '../errors.js'
 import { ExitCode } from '../supervisor/exit-codes.js'
 import { listFlag } from './options.js'
 import { withDatabase } from './with-database.js'
+import { schemasGiven, withSchemas } from './with-schemas.js'
+import { type OutboxTable, quoteIdent } from '../outbox/outbox-table.js'
 
 export async function migrateCommand(command: Command): Promise<number> {
-  return withDatabase(command, 'migrate', async (sql, outbox) => {
-    const flags = command.opts<{ ordering?: string }>()
-    if (flags.ordering !== undefined && flags.ordering !== 'entity') throw new ConfigError(`--ordering must be entity (got ${JSON.stringify(flags.ordering)})`)
-    const { applied, orderingIndex } = await migrate({ sql, schema: outbox.schema, table: outbox.table, ordering: flags.ordering })
+  const flags = command.opts<{ ordering?: string; failFast?: boolean }>()
+  if (flags.ordering !== undefined && flags.ordering !== 'entity') throw new ConfigError(`--ordering must be entity (got ${JSON.stringify(flags.ordering)})`)
+  return withSchemas(command, 'migrate', async (sql, outbox) => {
+    const { applied, orderingIndex } = await migrate({ sql, schema: outbox.schema, table: outbox.table, ordering: flags.ordering as 'entity' | undefined })
     console.log(applied.length === 0 ? `${outbox.qualified} is up to date` : `applied to ${outbox.qualified}: ${applied.join(', ')}`)
     if (orderingIndex !== undefined) console.log(`${outbox.entityPendingIndex} ${orderingIndex === 'exists' ? 'exists' : `created${orderingIndex === 'created concurrently' ? ' concurrently' : ''}`}: pollers may run with --ordering entity`)
     return ExitCode.ok
-  })
+  }, { allSchemas: true, failFast: flags.failFast })
 }
 
 export async function captureCommand(table: string, command: Command): Promise<number> {
   const flags = command.opts<{ entity: string; key?: string; ignoreColumns?: string[]; columns?: string[]; excludeColumns?: string[]; softDeleteColumn?: string; events?: string[]; mode?: string }>()
-  return withDatabase(command, 'capture', async (sql, outbox) => {
+  return withSchemas(command, 'capture', async (sql, outbox) => {
     const captured = await captureTable(sql, outbox, {
-      table,
+      table: tableIn(table, outbox, schemasGiven(command)),
       entity: flags.entity,
       key: flags.key,
       ignoreColumns: listFlag(flags.ignoreColumns),
@@ -37,6 +39,20 @@ export async function captureCommand(table: string, command: Command): Promise<n
     console.log(`capturing ${describeCapture(captured)} into ${outbox.qualified}`)
     return ExitCode.ok
   })
+}
+
+/**
+ * With --schemas, an unqualified <table> is the one in each outbox's own schema (`capture orders --schemas
+ * 'tenant_*'` attaches every tenant's orders); a qualified one, or a single outbox's, is as written.
+ */
+function tableIn(table: string, outbox: OutboxTable, perSchema: boolean): string {
+  if (!perSchema) return table
+  let quoted = false
+  for (const char of table) {
+    if (char === '"') quoted = !quoted
+    else if (char === '.' && !quoted) return table
+  }
+  return `${quoteIdent(outbox.schema)}.${table}`
 }
 
 function describeCapture(c: CapturedTable): string {
@@ -81,7 +97,7 @@ export async function capturesCommand(command: Command): Promise<number> {
 
 export async function grantCommand(role: string, command: Command): Promise<number> {
   const flags = command.opts<{ cleanup?: boolean }>()
-  return withDatabase(command, 'grant', async (sql, outbox) => {
+  return withSchemas(command, 'grant', async (sql, outbox) => {
     for (const statement of await grantPollerRole(sql, outbox, { role, cleanup: flags.cleanup })) console.log(`${statement};`)
     return ExitCode.ok
   })

@@ -7,13 +7,13 @@ import { parseEventTypePattern } from '../poller/event-type-pattern.js'
 import { integerOption } from '../poller/poller-options.js'
 import { ExitCode } from '../supervisor/exit-codes.js'
 import { databaseTimeAgo, type CommandAction, replayConfirmLimit } from './monitor-commands.js'
-import { databaseCommand, listFlag } from './options.js'
+import { addSchemasFlag, databaseCommand, listFlag } from './options.js'
 import { formatDeadEvents } from './status-report.js'
-import { withDatabase } from './with-database.js'
+import { withSchemas } from './with-schemas.js'
 
 /** Adds `dead` (list, or with --delete delete, the dead events of a selection) to the program. */
 export function registerDeadCommand(program: Command, action: CommandAction): void {
-  databaseCommand(program, 'dead', 'list dead-lettered events, most recently dead first; with --delete, delete them for good')
+  addSchemasFlag(databaseCommand(program, 'dead', 'list dead-lettered events, most recently dead first; with --delete, delete them for good')
     .option('--type <pattern>', "only these event types: 'issue.created', 'issue.*' or '*'")
     .option('--id <ids...>', 'only these row ids (space or comma separated)')
     .option('--since <duration>', 'only events that died within this long, e.g. 2h')
@@ -21,7 +21,7 @@ export function registerDeadCommand(program: Command, action: CommandAction): vo
     .option('--json', 'print JSON')
     .option('--delete', 'delete the selected dead events instead of listing them (in chunks, safe while pollers run)')
     .option('--chunk-size <n>', 'with --delete: events deleted per transaction (1-100000) (default: 1000)')
-    .option('--yes', `with --delete: delete even more than ${replayConfirmLimit} events`)
+    .option('--yes', `with --delete: delete even more than ${replayConfirmLimit} events`))
     .action(action(deadCommand))
 }
 
@@ -34,7 +34,7 @@ async function deadCommand(command: Command): Promise<number> {
   const sinceMs = flags.since === undefined ? undefined : parseDuration(flags.since, '--since')
   const limit = integerOption(flags.limit, '--limit', 50, 1, 10_000)
   const chunkSize = integerOption(flags.chunkSize, '--chunk-size', 1000, 1, 100_000)
-  return withDatabase(command, flags.delete ? 'dead-delete' : 'status', async (sql, outbox) => {
+  return withSchemas(command, flags.delete ? 'dead-delete' : 'status', async (sql, outbox) => {
     await outboxCheckExists(sql, outbox, { current: true })
     const selection: DeadSelection = { typePattern: flags.type, ids, since: await databaseTimeAgo(sql, sinceMs) }
     if (flags.delete) {

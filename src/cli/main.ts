@@ -6,7 +6,7 @@ import { registerDeadCommand } from './dead-command.js'
 import { ExitCode } from '../supervisor/exit-codes.js'
 import { type CommandAction, registerMonitorCommands } from './monitor-commands.js'
 import { registerPauseCommands } from './pause-commands.js'
-import { addConnectionFlags, addPollerFlags, collectValues, databaseCommand, scratchCommand } from './options.js'
+import { addConnectionFlags, addPollerFlags, addSchemasFlag, collectValues, databaseCommand, scratchCommand } from './options.js'
 
 const exitCodesHelp = `
 Exit codes: 0 success; 1 runtime failure (database unreachable, failed health check);
@@ -36,11 +36,12 @@ function buildProgram(setExitCode: (code: number) => void): Command {
     .addHelpText('after', '\nExample:\n  DATABASE_URL=postgres://localhost/app outbox-poller --batch-size 250 --handlers ./handlers.js')
     .action(action(async (command) => (await import('./run-command.js')).runCommand(command)))
 
-  databaseCommand(program, 'migrate', 'create or upgrade the outbox table, its indexes and trigger functions (idempotent; safe when replicas start together)')
+  addSchemasFlag(databaseCommand(program, 'migrate', 'create or upgrade the outbox table, its indexes and trigger functions (idempotent; safe when replicas start together)'))
     .option('--ordering <mode>', 'entity: also create the index that --ordering entity pollers need (concurrently on a large outbox); run it as the outbox\'s owner before starting them')
+    .option('--fail-fast', 'with --schemas: stop at the first schema whose migration fails (default: name it and go on with the others)')
     .action(action(async (command) => (await admin()).migrateCommand(command)))
 
-  databaseCommand(program, 'capture <table>', "capture a table's INSERT / UPDATE / DELETE into the outbox (again on a captured table: replace its options); <table> as SQL writes it: issues, app.orders, '\"Order Items\"'")
+  addSchemasFlag(databaseCommand(program, 'capture <table>', "capture a table's INSERT / UPDATE / DELETE into the outbox (again on a captured table: replace its options); <table> as SQL writes it: issues, app.orders, '\"Order Items\"'"))
     .requiredOption('--entity <name>', 'entity type: events are <entity>.created, .updated, .deleted')
     .option('--key <column>', "column holding the entity id (default: the table's primary key)")
     .option('--ignore-columns <columns...>', 'columns whose change alone emits no event (comma or space separated), e.g. updated_at')
@@ -58,7 +59,7 @@ function buildProgram(setExitCode: (code: number) => void): Command {
     .option('--json', 'print JSON')
     .action(action(async (command) => (await admin()).capturesCommand(command)))
 
-  databaseCommand(program, 'grant <role>', "grant a poller role what polling needs (the outbox's schema, SELECT and UPDATE on the outbox and its wake-up flag), nothing more")
+  addSchemasFlag(databaseCommand(program, 'grant <role>', "grant a poller role what polling needs (the outbox's schema, SELECT and UPDATE on the outbox and its wake-up flag), nothing more"))
     .option('--cleanup', 'also grant DELETE, for `outbox-poller cleanup`')
     .action(action(async (command, role) => (await admin()).grantCommand(role, command)))
 

@@ -1,7 +1,9 @@
 import type { Command } from 'commander'
 import type { Sql } from 'postgres'
 import { outboxCleanup } from '../ops/cleanup.js'
-import { durationOption, integerOption } from '../poller/poller-options.js'
+import { durationOption, integerOption, resolveOptions } from '../poller/poller-options.js'
+import { outboxTenantsStatus } from '../ops/tenant-status.js'
+import { formatTenantsStatus, tenantsStatusViolations } from './tenant-status-report.js'
 import { parseDuration } from '../duration.js'
 import { ConfigError } from '../errors.js'
 import { parseEventTypePattern } from '../poller/event-type-pattern.js'
@@ -9,9 +11,10 @@ import { outboxStatus } from '../ops/monitor.js'
 import { outboxCheckExists } from '../outbox/outbox-checks.js'
 import { outboxReplay, outboxReplayCount, type ReplaySelection } from '../ops/replay.js'
 import { ExitCode } from '../supervisor/exit-codes.js'
-import { databaseCommand, listFlag } from './options.js'
+import { addSchemasFlag, componentOptionsFrom, databaseCommand, listFlag, optionNamer } from './options.js'
 import { formatStatus, type StatusLimits, statusViolations } from './status-report.js'
 import { withDatabase } from './with-database.js'
+import { withSchemas } from './with-schemas.js'
 
 /** main.ts's wrapper: runs a command function with its command and positional arguments, and records the exit code it returns. */
 export type CommandAction = (fn: (command: Command, ...args: string[]) => Promise<number>) => (...args: unknown[]) => Promise<void>
@@ -23,15 +26,16 @@ const clearScreen = '\x1b[H\x1b[2J'
 
 /** Adds `status`, `replay` and `cleanup` to the program. */
 export function registerMonitorCommands(program: Command, action: CommandAction): void {
-  databaseCommand(program, 'status', 'show the backlog, dead events, throughput, lag, latency per event type, and the connected replicas')
+  addSchemasFlag(databaseCommand(program, 'status', 'show the backlog, dead events, throughput, lag, latency per event type, and the connected replicas'))
     .option('--json', 'print JSON (with --watch: one line per refresh)')
     .option('--watch [seconds]', 'refresh in place every <seconds> until Ctrl-C (default: 2)')
     .option('--max-lag <duration>', 'exit 1 when the oldest pending event is older than this, e.g. 60s')
     .option('--max-dead <n>', 'exit 1 when more than <n> events are dead')
+    .option('--top <n>', 'with --schemas: how many of the worst tenants to list by lag and by dead events (--json lists all) (default: 10)')
     .addHelpText('after', '\nExit codes: 0 within limits; 1 a limit exceeded (the reason on stderr) or the database unreachable; 2 a bad flag.')
     .action(action(statusCommand))
 
-  databaseCommand(program, 'replay', 'put dead or processed events back in the queue, as if new (in chunks, safe while pollers run)')
+  addSchemasFlag(databaseCommand(program, 'replay', 'put dead or processed events back in the queue, as if new (in chunks, safe while pollers run)'))
     .option('--dead', 'replay dead-lettered events')
     .option('--processed', 'replay processed events')
     .option('--type <pattern>', "only these event types: 'issue.created', 'issue.*' or '*'")
@@ -41,7 +45,7 @@ export function registerMonitorCommands(program: Command, action: CommandAction)
     .option('--yes', `replay even more than ${replayConfirmLimit} events`)
     .action(action(replayCommand))
 
-  databaseCommand(program, 'cleanup', 'delete old processed events (and, if asked, old dead events) in chunks')
+  addSchemasFlag(databaseCommand(program, 'cleanup', 'delete old processed events (and, if asked, old dead events) in chunks'))
     .requiredOption('--older-than <duration>', 'delete events processed longer ago than this, e.g. 7d')
     .option('--dead-older-than <duration>', 'also delete events dead longer ago than this, e.g. 30d (default: keep them)')
     .option('--chunk-size <n>', 'events deleted per transaction (1-100000) (default: 1000)')
@@ -49,25 +53,41 @@ export function registerMonitorCommands(program: Command, action: CommandAction)
 }
 
 async function statusCommand(command: Command): Promise<number> {
-  const flags = command.opts<{ json?: boolean; watch?: string | true; maxLag?: string; maxDead?: string }>()
+  const flags = command.opts<{ json?: boolean; watch?: string | true; maxLag?: string; maxDead?: string; top?: string }>()
   const limits: StatusLimits = {
     maxLagMs: flags.maxLag === undefined ? undefined : parseDuration(flags.maxLag, '--max-lag'),
     maxDead: flags.maxDead === undefined ? undefined : integerOption(flags.maxDead, '--max-dead', 0, 0, 2_147_483_647),
   }
   const watchMs = flags.watch === undefined ? undefined : flags.watch === true ? 2000 : durationOption(flags.watch, '--watch', 2000, 100, 86_400_000)
+  const top = integerOption(flags.top, '--top', 10, 1, 10_000)
+  const { schemas } = resolveOptions(componentOptionsFrom(command).poller, optionNamer(command))
+  if (schemas !== undefined) {
+    return withDatabase(command, 'status', async (sql, outbox) => {
+      const render = async () => {
+        const status = await outboxTenantsStatus(sql, schemas, outbox.table)
+        return { text: flags.json ? `${JSON.stringify(status)}\n` : formatTenantsStatus(status, schemas, top), violations: tenantsStatusViolations(status, limits) }
+      }
+      return reportStatus(render, watchMs, !flags.json)
+    })
+  }
   return withDatabase(command, 'status', async (sql, outbox) => {
     await outboxCheckExists(sql, outbox, { current: true }) // status reads the registry of captured tables
     const render = async () => {
       const status = await outboxStatus(sql, outbox)
       return { text: flags.json ? `${JSON.stringify(status)}\n` : formatStatus(status, outbox.qualified), violations: statusViolations(status, limits) }
     }
-    if (watchMs !== undefined) return watchStatus(render, watchMs, !flags.json)
-    const { text, violations } = await render()
-    process.stdout.write(text)
-    if (violations.length === 0) return ExitCode.ok
-    console.error(`outbox-poller: ${violations.join('; ')}`)
-    return ExitCode.failure
+    return reportStatus(render, watchMs, !flags.json)
   })
+}
+
+/** Prints the status once (exit 1 past a limit), or with `watchMs` redraws it until a signal. */
+async function reportStatus(render: () => Promise<{ text: string; violations: string[] }>, watchMs: number | undefined, clear: boolean): Promise<number> {
+  if (watchMs !== undefined) return watchStatus(render, watchMs, clear)
+  const { text, violations } = await render()
+  process.stdout.write(text)
+  if (violations.length === 0) return ExitCode.ok
+  console.error(`outbox-poller: ${violations.join('; ')}`)
+  return ExitCode.failure
 }
 
 /** Redraws the status every `intervalMs` until SIGINT or SIGTERM, then returns 0 (limits are shown, not enforced). */
@@ -107,7 +127,7 @@ async function replayCommand(command: Command): Promise<number> {
   const sinceMs = flags.since === undefined ? undefined : parseDuration(flags.since, '--since')
   const chunkSize = integerOption(flags.chunkSize, '--chunk-size', 500, 1, 100_000)
   const kind = flags.dead ? 'dead' : 'processed'
-  return withDatabase(command, 'replay', async (sql, outbox) => {
+  return withSchemas(command, 'replay', async (sql, outbox) => {
     await outboxCheckExists(sql, outbox)
     const selection: ReplaySelection = { dead: flags.dead, processed: flags.processed, typePattern: flags.type, ids, since: await databaseTimeAgo(sql, sinceMs) }
     const count = await outboxReplayCount(sql, outbox, selection)
@@ -125,7 +145,7 @@ async function cleanupCommand(command: Command): Promise<number> {
   const olderThanMs = parseDuration(flags.olderThan, '--older-than')
   const deadOlderThanMs = flags.deadOlderThan === undefined ? undefined : parseDuration(flags.deadOlderThan, '--dead-older-than')
   const chunkSize = integerOption(flags.chunkSize, '--chunk-size', 1000, 1, 100_000)
-  return withDatabase(command, 'cleanup', async (sql, outbox) => {
+  return withSchemas(command, 'cleanup', async (sql, outbox) => {
     await outboxCheckExists(sql, outbox)
     const deleted = await outboxCleanup(sql, outbox, { olderThanMs, deadOlderThanMs, chunkSize })
     const dead = deadOlderThanMs === undefined ? '' : ` and ${deleted.dead} dead event${deleted.dead === 1 ? '' : 's'} older than ${flags.deadOlderThan}`

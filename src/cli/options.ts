@@ -40,6 +40,9 @@ const pollerFlags: FlagSpec[] = [
   { component: 'supervisor', key: 'crashWindow', flag: '--crash-window <duration>', env: 'OUTBOX_POLLER_CRASH_WINDOW', help: 'window counted by --crash-limit', shownDefault: formatDuration(supervisorDefaults.crashWindowMs) },
   { component: 'http', key: 'http', flag: '--http <host:port>', env: 'OUTBOX_POLLER_HTTP', help: 'serve /healthz, /readyz and /metrics (a bare port binds 127.0.0.1)', shownDefault: 'off' },
   { component: 'poller', key: 'listenUrl', flag: '--listen-url <url>', env: 'OUTBOX_POLLER_LISTEN_URL', help: 'a direct connection (no pooler) used only to LISTEN for wake-ups, when --database-url goes through a pooler in transaction mode', shownDefault: 'LISTEN on --database-url' },
+  { component: 'poller', key: 'schemas', flag: '--schemas <patterns...>', env: 'OUTBOX_POLLER_SCHEMAS', help: "serve the outbox of every schema matching these patterns (tenant_*, admin; * is the only wildcard, _ is literal), from the same connections; excludes --schema", shownDefault: 'one outbox, --schema' },
+  { component: 'poller', key: 'discoverInterval', flag: '--discover-interval <duration>', env: 'OUTBOX_POLLER_DISCOVER_INTERVAL', help: 'with --schemas: how often new and dropped schemas are looked for', shownDefault: formatDuration(defaults.discoverIntervalMs) },
+  { component: 'poller', key: 'tenantConcurrency', flag: '--tenant-concurrency <n>', env: 'OUTBOX_POLLER_TENANT_CONCURRENCY', help: "with --schemas: batches of different tenants in flight at once, one claim connection each (1-100); with 1 a slow tenant's batch holds the others back", shownDefault: String(defaults.tenantConcurrency) },
   { component: 'poller', key: 'connectTimeout', flag: '--connect-timeout <duration>', env: 'OUTBOX_POLLER_CONNECT_TIMEOUT', help: 'how long start-up retries an unreachable database', shownDefault: formatDuration(defaults.connectTimeoutMs) },
 ]
 
@@ -73,6 +76,11 @@ export function databaseCommand(parent: Command, nameAndArgs: string, descriptio
 /** A subcommand that works in a scratch database of its own (`demo`, `bench`): no --schema, --table or --log-level. */
 export function scratchCommand(parent: Command, name: string, description: string): Command {
   return parent.command(name).description(description).addOption(scratchDatabaseOption())
+}
+
+/** `--schemas` on a one-shot command: the same flag and env variable as the run command's, for the outbox of every matching schema. */
+export function addSchemasFlag(command: Command): Command {
+  return command.addOption(new Option('--schemas <patterns...>', "work on the outbox of every schema matching these patterns (tenant_*, admin; * is the only wildcard), one after the other; a schema that fails is named and the others go on; excludes --schema").env('OUTBOX_POLLER_SCHEMAS'))
 }
 
 export function addPollerFlags(command: Command): Command {

@@ -1,3 +1,6 @@
+/** Longest wait between claims while they keep failing. */
+export const errorDelayMaxMs = 30_000
+
 /**
  * Exponential backoff, the one place it is computed. Steps count from 1: step 1 waits `baseMs`, each
  * further step twice as long, never more than `maxMs`. Callers keep a step counter (a number, no object),

@@ -15,6 +15,8 @@ export interface TypeReport {
  * the metrics (the supervisor), and metrics survive worker restarts.
  */
 export interface BatchReport {
+  /** The outbox's schema, when the poller serves several (`schemas`). */
+  schema?: string
   claimed: number
   /** Stored bytes of the claimed events' payloads and metadata (what `batchMaxBytes` bounds). */
   bytes: number

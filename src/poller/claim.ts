@@ -5,6 +5,8 @@ import type { OutboxTable } from '../outbox/outbox-table.js'
 
 /** SQL text of the claim, built once per outbox (identifiers quoted once, values always parameters). */
 export interface ClaimQueries {
+  /** The outbox's schema, which every claimed event carries (`event.schema`). */
+  schema: string
   begin: string
   claim: string
   relock: string
@@ -33,6 +35,7 @@ export function claimQueries(outbox: OutboxTable, order: OutboxOrdering = { orde
   const output = (payload: string) => `id, event_id, event_type, entity_type, entity_id, ${payload} as payload, metadata, processed_at, created_at, attempts + 1 as attempt, size, suspect_batch as suspect`
   const settings = timeouts === undefined ? '' : `; set local statement_timeout = ${Math.trunc(timeouts.statementTimeoutMs)}; set local idle_in_transaction_session_timeout = ${Math.trunc(timeouts.idleInTransactionTimeoutMs)}`
   return {
+    schema: outbox.schema,
     // One simple-protocol message, pipelined with the claim: the settings cost no round trip.
     begin: `begin${settings}`,
     // When $3 allows it, a due suspect (see 0002_suspects.sql) alone, in a batch of one; otherwise due
@@ -119,7 +122,7 @@ export async function outboxClaimBatch(connection: Sql, queries: ClaimQueries, l
   }
   let bytes = 0
   for (const row of rows) bytes += row.size
-  return { events: rows.map((row) => new ClaimedEvent(row as ClaimedRow)), bytes, suspect: rows[0]?.suspect === true }
+  return { events: rows.map((row) => new ClaimedEvent(row as ClaimedRow, queries.schema)), bytes, suspect: rows[0]?.suspect === true }
 }
 
 /** Ends the batch transaction without settling: every claimed event returns to the queue as it was. */

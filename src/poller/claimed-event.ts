@@ -24,6 +24,7 @@ const unparsed = Symbol('unparsed')
  * (see lossless-json.ts).
  */
 export class ClaimedEvent implements OutboxEvent {
+  readonly schema: string
   readonly id: string
   readonly event_id: string
   readonly event_type: string
@@ -38,7 +39,8 @@ export class ClaimedEvent implements OutboxEvent {
   /** The traceparent of the poller's span of this event, while an SDK records one (batch-trace.ts). */
   #spanTraceparent: string | undefined = undefined
 
-  constructor(row: ClaimedRow) {
+  constructor(row: ClaimedRow, schema: string) {
+    this.schema = schema
     this.id = row.id
     this.event_id = row.event_id
     this.event_type = row.event_type

@@ -4,6 +4,7 @@ import { checkDatabaseUrl } from '../database/database-url.js'
 import { parseDuration } from '../duration.js'
 import { ConfigError } from '../errors.js'
 import type { HandlerMap, Logger } from '../types.js'
+import { parseSchemaPatterns } from '../tenants/schema-pattern.js'
 
 /** What to do with an event that no registered handler matches. */
 export type UnmatchedPolicy = 'process' | 'hold'
@@ -29,6 +30,8 @@ export const defaults = {
   ordering: 'none' as Ordering,
   orderingOnDead: 'continue' as OrderingOnDead,
   connectTimeoutMs: 30_000,
+  discoverIntervalMs: 30_000,
+  tenantConcurrency: 1,
   /** Added to the handler timeout when no drain timeout is given. */
   drainMarginMs: 10_000,
 } as const
@@ -53,6 +56,20 @@ export interface PollerOptions {
   listen?: boolean
   /** Schema of the outbox table. Default `public`. */
   schema?: string
+  /**
+   * Serve every schema whose name matches one of these patterns (`tenant_*`, `admin`; `*` is the only
+   * wildcard, `_` is literal), each with its own outbox `table`, from the same connections: one claim
+   * connection per `tenantConcurrency` and one LISTEN connection, however many tenants. Excludes `schema`.
+   * Default: none (one outbox, `schema`).
+   */
+  schemas?: string | readonly string[]
+  /** With `schemas`: how often new and dropped schemas are looked for (100 ms – 1 d). Default 30 s. */
+  discoverInterval?: number | string
+  /**
+   * With `schemas`: batches of different tenants in flight at once, each on a claim connection of its own
+   * (1–100). With 1, a slow handler in one tenant holds the others back for its batch. Default 1.
+   */
+  tenantConcurrency?: number | string
   /** Name of the outbox table. Default `outbox`. */
   table?: string
   /** Most events claimed per batch (1–10000). Default 250. */
@@ -113,6 +130,10 @@ export interface PollerOptions {
 /** Options after defaults and validation. Durations in milliseconds. */
 export interface ResolvedOptions {
   readonly schema: string
+  /** The schema patterns served, or undefined for the one outbox of `schema`. */
+  readonly schemas: readonly string[] | undefined
+  readonly discoverIntervalMs: number
+  readonly tenantConcurrency: number
   readonly table: string
   readonly batchSize: number
   readonly batchMaxBytes: number
@@ -144,7 +165,7 @@ export type OptionNamer<Key extends string = keyof PollerOptions> = (key: Key) =
 
 /** Every key createPoller takes: any other is a mistake (an option of another component, a typo), refused. */
 const pollerOptionKeys = {
-  connectionString: true, listenUrl: true, listen: true, schema: true, table: true, batchSize: true, batchMaxBytes: true, concurrency: true,
+  connectionString: true, listenUrl: true, listen: true, schema: true, schemas: true, discoverInterval: true, tenantConcurrency: true, table: true, batchSize: true, batchMaxBytes: true, concurrency: true,
   intervalMin: true, intervalMax: true, handlerTimeout: true, maxAttempts: true, retryDelay: true,
   retryDelayMax: true, unmatched: true, ordering: true, orderingOnDead: true, connectTimeout: true,
   drainTimeout: true, beforeDispatch: true, afterBatch: true, handlers: true, logger: true, applicationName: true,
@@ -165,6 +186,9 @@ export function resolveOptions(input: PollerOptions, nameOf: OptionNamer = (key)
 
   const resolved: { -readonly [K in keyof ResolvedOptions]: ResolvedOptions[K] } = {
     schema: identifierOption(input.schema, nameOf('schema'), defaults.schema),
+    schemas: input.schemas === undefined ? undefined : parseSchemaPatterns(input.schemas, nameOf('schemas')),
+    discoverIntervalMs: ms('discoverInterval', defaults.discoverIntervalMs, 100, DAY),
+    tenantConcurrency: int('tenantConcurrency', defaults.tenantConcurrency, 1, 100),
     table: identifierOption(input.table, nameOf('table'), defaults.table),
     batchSize: int('batchSize', defaults.batchSize, 1, 10_000),
     batchMaxBytes: bytesOption(input.batchMaxBytes, nameOf('batchMaxBytes'), defaults.batchMaxBytes, 1024, 1024 ** 4),
@@ -189,6 +213,9 @@ export function resolveOptions(input: PollerOptions, nameOf: OptionNamer = (key)
   resolved.statementTimeoutMs = resolved.drainTimeoutMs
   const idleMs = Math.ceil(resolved.batchSize / resolved.concurrency) * resolved.handlerTimeoutMs + defaults.drainMarginMs
   resolved.idleInTransactionTimeoutMs = idleMs > POSTGRES_MAX_TIMEOUT_MS ? 0 : idleMs
+  if (resolved.schemas !== undefined && input.schema !== undefined) {
+    throw new ConfigError(`${nameOf('schema')} and ${nameOf('schemas')} exclude each other: one outbox, or every outbox of the matching schemas`)
+  }
   if (resolved.intervalMinMs > resolved.intervalMaxMs) {
     throw new ConfigError(`${nameOf('intervalMin')} (${resolved.intervalMinMs} ms) must not exceed ${nameOf('intervalMax')} (${resolved.intervalMaxMs} ms)`)
   }

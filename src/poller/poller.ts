@@ -2,7 +2,7 @@ import type { Sql } from 'postgres'
 import { type PollerOptions, type ResolvedOptions, resolveOptions } from './poller-options.js'
 import { applicationName, type DatabaseSession, describeTarget, openDatabase } from '../database/connect.js'
 import { AnnounceWindow } from './announce-window.js'
-import { exponentialDelayMs } from './backoff.js'
+import { errorDelayMaxMs, exponentialDelayMs } from './backoff.js'
 import { claimQueries } from './claim.js'
 import { BatchDispatch } from './dispatch-batch.js'
 import { ConfigError, errorMessage } from '../errors.js'
@@ -11,15 +11,13 @@ import { silentLogger } from '../log.js'
 import { outboxCheckExists, outboxCheckOrdering } from '../outbox/outbox-checks.js'
 import { type OutboxTable, outboxTable } from '../outbox/outbox-table.js'
 import { PausedTypes } from './paused-types.js'
+import { TenantPoller } from '../tenants/tenant-poller.js'
 import { type BatchResult, BatchRunner } from './run-batch.js'
 import { type PollerStats, settleQueries } from './settle.js'
 import type { Handler, Logger } from '../types.js'
 import { WakeUp } from './wake-up.js'
 
 export type { PollerStats } from './settle.js'
-
-/** Longest wait between claims while they keep failing. */
-const errorDelayMaxMs = 30_000
 
 export interface Poller {
   readonly options: ResolvedOptions
@@ -40,9 +38,9 @@ export interface Poller {
   readonly lastLoopAt: number
 }
 
-/** Creates a poller. Nothing connects until `start()`. */
+/** Creates a poller. Nothing connects until `start()`. With `schemas`, one poller serves every matching schema's outbox. */
 export function createPoller(options: PollerOptions): Poller {
-  return new OutboxPoller(options)
+  return options.schemas === undefined ? new OutboxPoller(options) : new TenantPoller(options)
 }
 
 class OutboxPoller implements Poller {

@@ -7,6 +7,7 @@ import { type EventMessageFields, eventMessageFields, eventMessageJson, eventTra
 import type { AmqpSinkSpec } from './parse-sink.js'
 import type { ResolvedSinkOptions, Sink } from './sink.js'
 import { sinkErrorMessage, sinkMisconfigured } from './sink-errors.js'
+import { hasSchemaPlaceholder, routeFor } from './tenant-route.js'
 
 /** One connection and its confirm channel, with the returns seen for messages not yet confirmed. */
 interface AmqpLink {
@@ -47,7 +48,10 @@ function amqpDriver(spec: AmqpSinkSpec, timeoutMs: number): BrokerDriver<AmqpLin
           const fields = message.fields as unknown as { replyCode: number; replyText: string }
           if (pending !== undefined) pending.returned = `${fields.replyCode} ${fields.replyText}`
         })
-        if (spec.declare !== undefined) await channel.assertExchange(spec.exchange, spec.declare, { durable: true })
+        // per-tenant exchanges cannot be checked ahead: publishing to a missing one closes the channel, an outage of that route
+        if (hasSchemaPlaceholder(spec.exchange)) {
+          if (spec.declare !== undefined) throw sinkMisconfigured(spec.name, `declare cannot declare per-tenant exchanges (${spec.exchange}): declare each tenant's exchange`)
+        } else if (spec.declare !== undefined) await channel.assertExchange(spec.exchange, spec.declare, { durable: true })
         else await channel.checkExchange(spec.exchange)
         return { model, channel, returns }
       } catch (error) {
@@ -109,12 +113,12 @@ function publishOne(link: AmqpLink, spec: AmqpSinkSpec, event: OutboxEvent): Pro
       link.returns.delete(event.event_id)
       if (error) reject(error)
       else if (pending.returned !== undefined) {
-        reject(new Error(`unroutable: returned ${pending.returned} (no queue bound to exchange ${JSON.stringify(spec.exchange)} for routing key ${JSON.stringify(event.event_type)})`))
+        reject(new Error(`unroutable: returned ${pending.returned} (no queue bound to exchange ${JSON.stringify(routeFor(spec.exchange, event.schema))} for routing key ${JSON.stringify(event.event_type)})`))
       } else resolve()
     }
     try {
       const fields = eventMessageFields(event)
-      link.channel.publish(spec.exchange, event.event_type, Buffer.from(eventMessageJson(event, fields)), publishOptions(event, fields), (error: unknown) => settle(error))
+      link.channel.publish(routeFor(spec.exchange, event.schema), event.event_type, Buffer.from(eventMessageJson(event, fields)), publishOptions(event, fields), (error: unknown) => settle(error))
     } catch (error) {
       settle(error) // the channel closed under us: amqplib throws at once
     }

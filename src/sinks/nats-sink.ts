@@ -6,6 +6,7 @@ import { eventMessageJson, eventTraceparent } from './event-message.js'
 import type { NatsSinkSpec } from './parse-sink.js'
 import type { ResolvedSinkOptions, Sink } from './sink.js'
 import { sinkErrorMessage, sinkMisconfigured, sinkUnavailable } from './sink-errors.js'
+import { hasSchemaPlaceholder, routeFor } from './tenant-route.js'
 
 interface NatsLink {
   connection: NatsConnection
@@ -67,6 +68,11 @@ async function ensureStream(connection: NatsConnection, spec: NatsSinkSpec): Pro
     throw error
   }
   try {
+    // per-tenant streams cannot be checked ahead: a missing one shows at publish as no responder, an outage
+    if (hasSchemaPlaceholder(spec.stream)) {
+      if (spec.create) throw sinkMisconfigured(spec.name, `create=1 cannot create per-tenant streams (${spec.stream}): create each tenant's stream with its subjects`)
+      return
+    }
     await manager.streams.info(spec.stream)
   } catch (error) {
     if ((error as { code?: unknown }).code !== JetStreamApiCodes.StreamNotFound) throw error
@@ -87,14 +93,20 @@ async function publishOne(link: NatsLink, spec: NatsSinkSpec, timeoutMs: number,
   h.set('Outbox-Entity-Id', event.entity_id)
   const traceparent = eventTraceparent(event)
   if (traceparent !== undefined) h.set('traceparent', traceparent)
+  const subject = `${routeFor(spec.subject, event.schema)}.${event.event_type}`
   try {
-    await link.js.publish(`${spec.subject}.${event.event_type}`, eventMessageJson(event), { msgID: event.event_id, headers: h, timeout: timeoutMs })
+    await link.js.publish(subject, eventMessageJson(event), { msgID: event.event_id, headers: h, timeout: timeoutMs })
   } catch (error) {
     // No responder: no stream listens on the subject right now (JetStream restarting, a stream without
     // a leader). Not this event's fault, and the connection itself is fine.
-    if ((error as Error).name === 'RequestError' && (error as { isNoResponders?: () => boolean }).isNoResponders?.()) {
-      throw sinkUnavailable(spec.name, `no JetStream stream answers on ${spec.subject}.${event.event_type}`)
+    // (nats.js retries a no-responder publish, then throws JetStreamNotEnabled with the RequestError as its cause)
+    if (isNoResponders(error) || ((error as Error).name === 'JetStreamNotEnabled' && isNoResponders((error as Error).cause))) {
+      throw sinkUnavailable(spec.name, `no JetStream stream answers on ${subject}`)
     }
     throw error
   }
+}
+
+function isNoResponders(error: unknown): boolean {
+  return (error as Error | undefined)?.name === 'RequestError' && (error as { isNoResponders?: () => boolean }).isNoResponders?.() === true
 }

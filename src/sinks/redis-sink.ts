@@ -6,6 +6,7 @@ import { eventMessageFields, eventTraceparent } from './event-message.js'
 import type { RedisSinkSpec } from './parse-sink.js'
 import type { ResolvedSinkOptions, Sink } from './sink.js'
 import { sinkErrorMessage, sinkMisconfigured, sinkUnavailable } from './sink-errors.js'
+import { routeFor } from './tenant-route.js'
 
 type RedisClient = ReturnType<typeof newClient>
 
@@ -116,19 +117,34 @@ function redisDriver(spec: RedisSinkSpec, timeoutMs: number): BrokerDriver<Redis
     },
 
     sendBatch(link, events) {
-      const keys = [spec.stream]
-      const args = [String(spec.dedupeTtlSeconds), spec.maxlen === undefined ? '' : String(spec.maxlen)]
+      // one script call per stream: a batch is one tenant's, so with {schema} in the stream, still one call
+      const byStream = new Map<string, OutboxEvent[]>()
       for (const event of events) {
-        keys.push(redisDedupeKey(spec.stream, event.event_id))
-        appendStreamFields(args, event)
+        const stream = routeFor(spec.stream, event.schema)
+        const group = byStream.get(stream)
+        if (group === undefined) byStream.set(stream, [event])
+        else group.push(event)
       }
-      const call = evalRelay(link, { keys, arguments: args })
-      return events.map((_event, i) =>
-        call.then((replies) => {
-          const reply = replies[i]
-          if (typeof reply !== 'string' || reply.startsWith('!')) throw replyError(typeof reply === 'string' ? reply.slice(1) : `unexpected script reply ${JSON.stringify(reply)}`)
-        }),
-      )
+      const sent = new Map<OutboxEvent, Promise<void>>()
+      for (const [stream, group] of byStream) {
+        const keys = [stream]
+        const args = [String(spec.dedupeTtlSeconds), spec.maxlen === undefined ? '' : String(spec.maxlen)]
+        for (const event of group) {
+          keys.push(redisDedupeKey(stream, event.event_id))
+          appendStreamFields(args, event)
+        }
+        const call = evalRelay(link, { keys, arguments: args })
+        group.forEach((event, i) =>
+          sent.set(
+            event,
+            call.then((replies) => {
+              const reply = replies[i]
+              if (typeof reply !== 'string' || reply.startsWith('!')) throw replyError(typeof reply === 'string' ? reply.slice(1) : `unexpected script reply ${JSON.stringify(reply)}`)
+            }),
+          ),
+        )
+      }
+      return events.map((event) => sent.get(event)!)
     },
 
     isConnectionFailure(error) {

@@ -4,6 +4,7 @@ import { errorMessage } from '../errors.js'
 import type { OutboxMetrics } from '../observe/metrics.js'
 import { outboxTable } from '../outbox/outbox-table.js'
 import { outboxChargeCrash } from '../poller/charge-suspects.js'
+import { groupTenantEventIds } from '../tenants/tenant-event-id.js'
 import type { Logger } from '../types.js'
 
 /**
@@ -34,13 +35,19 @@ export function databaseCrashCharge(setup: CrashChargeSetup): CrashCharge {
       if (ids.length === 0) return false
       sql ??= connect(setup.connectionString, { max: 1, applicationName: applicationName('supervisor') })
       try {
-        const { charged, dead } = await outboxChargeCrash(sql, outbox, ids, error, setup.maxAttempts)
-        setup.log.warn({ worker_pid: workerPid, suspects: charged.length }, 'charged the events the dead worker had in flight: they are retried one at a time')
-        for (const event of dead) {
-          setup.log.error({ id: event.id, event_type: event.event_type, error }, 'event dead-lettered: it kept killing the worker')
-          setup.metrics?.recordDead(event.event_type, 1)
+        let charged = 0
+        // a multi-tenant worker's ids name their schema: each tenant's rows are charged in its own outbox
+        for (const [schema, rows] of groupTenantEventIds(ids, setup.schema)) {
+          const result = await outboxChargeCrash(sql, schema === setup.schema ? outbox : outboxTable(schema, setup.table), rows, error, setup.maxAttempts)
+          charged += result.charged.length
+          const tenant = schema === setup.schema ? {} : { schema }
+          if (result.charged.length > 0) setup.log.warn({ worker_pid: workerPid, ...tenant, suspects: result.charged.length }, 'charged the events the dead worker had in flight: they are retried one at a time')
+          for (const event of result.dead) {
+            setup.log.error({ ...tenant, id: event.id, event_type: event.event_type, error }, 'event dead-lettered: it kept killing the worker')
+            setup.metrics?.recordDead(event.event_type, 1)
+          }
         }
-        return charged.length > 0
+        return charged > 0
       } catch (cause) {
         setup.log.error({ error: errorMessage(cause) }, 'could not record the crash against its events')
         return false

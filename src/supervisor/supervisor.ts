@@ -2,6 +2,7 @@ import type { ChildProcess } from 'node:child_process'
 import pidusage from 'pidusage'
 import type { OutboxMetrics } from '../observe/metrics.js'
 import { exponentialDelayMs } from '../poller/backoff.js'
+import { parseTenantEventId } from '../tenants/tenant-event-id.js'
 import type { Logger } from '../types.js'
 import { type CrashCharge, CrashWindow } from './crash-charge.js'
 import { ExitCode } from './exit-codes.js'
@@ -138,7 +139,7 @@ export class Supervisor {
         for (const id of message.finished) worker.inFlight.delete(id)
         worker.loop.iterated(false)
       } else if (message.type === 'settled') {
-        worker.inFlight.clear()
+        forgetSettled(worker.inFlight, message.report.schema)
         worker.batch = message.report.committed ? 'committed' : 'rolled back'
         worker.loop.iterated(!message.report.committed)
         this.#o.metrics?.recordBatch(message.report)
@@ -273,4 +274,10 @@ function batchState(worker: Worker): string {
 
 function send(worker: Worker, message: SupervisorMessage): void {
   if (worker.child.connected) worker.child.send(message, () => {})
+}
+
+/** A settled batch's events are no longer suspects; with tenants in flight at once, only its own tenant's. */
+function forgetSettled(inFlight: Set<string>, schema: string | undefined): void {
+  if (schema === undefined) return inFlight.clear()
+  for (const id of inFlight) if (parseTenantEventId(id).schema === schema) inFlight.delete(id)
 }

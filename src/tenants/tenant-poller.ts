@@ -1,0 +1,324 @@
+import type { Sql } from 'postgres'
+import { applicationName, describeTarget, openDatabase } from '../database/connect.js'
+import { ConfigError, errorMessage, isConnectionFailure, SqlState, sqlState } from '../errors.js'
+import { silentLogger } from '../log.js'
+import { outboxCheckOrdering } from '../outbox/outbox-checks.js'
+import { errorDelayMaxMs, exponentialDelayMs } from '../poller/backoff.js'
+import { outboxRollback } from '../poller/claim.js'
+import { HandlerRegistry } from '../poller/handler-registry.js'
+import type { Poller } from '../poller/poller.js'
+import { type PollerOptions, type ResolvedOptions, resolveOptions } from '../poller/poller-options.js'
+import type { PollerStats } from '../poller/settle.js'
+import type { Handler, Logger } from '../types.js'
+import { outboxDiscoverSchemas } from './discover-tenants.js'
+import { TenantListener } from './tenant-listener.js'
+import { TenantOutbox, type TenantShared } from './tenant-outbox.js'
+import { TenantRotation } from './tenant-rotation.js'
+
+/** A claim connection and the tenant whose batch it holds now. */
+interface Slot {
+  sql: Sql
+  tenant: TenantOutbox | undefined
+}
+
+/** What a tenant's turn leads to (see TenantRotation.done). */
+type Turn = { again: true } | { idleUntil: number }
+const again: Turn = { again: true }
+
+/** Tenants the poller sees but does not serve, and why (said once in the log, and in `tenants`). */
+export type TenantProblem = 'no outbox' | 'not migrated' | 'ordering differs'
+
+/**
+ * A poller for every outbox of the schemas matching `schemas`: `tenantConcurrency` claim connections and one
+ * LISTEN connection, however many tenants. Claims rotate fairly over the outboxes that have work
+ * (tenant-rotation.ts); each tenant's batch runs exactly as a single-outbox poller's does (tenant-outbox.ts).
+ * Schemas are discovered again every `discoverInterval`: new ones are served, dropped ones let go.
+ */
+export class TenantPoller implements Poller {
+  readonly options: ResolvedOptions
+  readonly stats: PollerStats = { batches: 0, processed: 0, failed: 0, dead: 0 }
+  readonly done: Promise<void>
+  readonly #registry: HandlerRegistry
+  readonly #log: Logger
+  readonly #shared: TenantShared
+  readonly #connectionString: string
+  readonly #listenUrl: string | undefined
+  readonly #applicationName: string
+  readonly #tenants = new Map<string, TenantOutbox>()
+  readonly #rotation = new TenantRotation<TenantOutbox>()
+  readonly #listener: TenantListener
+  /** Schemas seen but not served, with why; each is logged when it first appears so. */
+  readonly #problems = new Map<string, TenantProblem>()
+  readonly #sleepers = new Set<() => void>()
+  #slots: Slot[] = []
+  #listenSql: Sql | undefined
+  #discoveredAt = Number.NEGATIVE_INFINITY
+  #discovering: Promise<void> | undefined
+  #lastLoopAt = 0
+  #starting: Promise<void> | undefined
+  #stopping: Promise<void> | undefined
+  #stopRequested = false
+  #resolveDone!: () => void
+  #rejectDone!: (error: unknown) => void
+
+  constructor(input: PollerOptions) {
+    const options = (this.options = resolveOptions(input))
+    if (options.schemas === undefined) throw new ConfigError('schemas is required for a multi-tenant poller')
+    if (!input.connectionString) throw new ConfigError('connectionString is required (e.g. DATABASE_URL)')
+    this.#connectionString = input.connectionString
+    this.#listenUrl = input.listenUrl
+    this.#applicationName = input.applicationName ?? applicationName('worker')
+    this.#registry = new HandlerRegistry(input.handlers)
+    this.#log = input.logger ?? silentLogger
+    this.#shared = { options, registry: this.#registry, stats: this.stats, log: this.#log, beforeDispatch: input.beforeDispatch, afterBatch: input.afterBatch }
+    this.#listener = new TenantListener((schema, payload) => this.#notified(schema, payload))
+    this.done = new Promise((resolve, reject) => {
+      this.#resolveDone = resolve
+      this.#rejectDone = reject
+    })
+    this.done.catch(() => {}) // observed through start()/stop() callers
+  }
+
+  get lastLoopAt(): number {
+    return this.#lastLoopAt
+  }
+
+  /** The schemas served now, and those matching but not served, with why. */
+  tenants(): { served: string[]; problems: Map<string, TenantProblem> } {
+    return { served: [...this.#tenants.keys()], problems: new Map(this.#problems) }
+  }
+
+  on(pattern: string, handler: Handler): this {
+    this.#registry.add(pattern, handler)
+    return this
+  }
+
+  start(): Promise<void> {
+    return (this.#starting ??= this.#start())
+  }
+
+  async #start(): Promise<void> {
+    if (this.#registry.size === 0) throw new ConfigError('no handlers registered: pass handlers or call poller.on(pattern, handler) before start()')
+    const target = describeTarget(this.#connectionString)
+    try {
+      for (let i = 0; i < this.options.tenantConcurrency; i++) {
+        const slot: Slot = { sql: undefined!, tenant: undefined }
+        slot.sql = (await this.#open(this.#connectionString, () => slot.tenant?.runner.connectionClosed())).sql
+        this.#slots.push(slot)
+      }
+      await this.#listen()
+      await this.#discover(this.#slots[0]!.sql)
+    } catch (error) {
+      await this.#close()
+      this.#resolveDone()
+      throw error
+    }
+    this.#log.info({ schemas: this.options.schemas, table: this.options.table, tenants: this.#tenants.size, target, options: this.options }, 'poller started')
+    Promise.all(this.#slots.map((slot) => this.#slotLoop(slot))).then(() => this.#resolveDone(), this.#rejectDone)
+  }
+
+  #open(url: string, onclose?: () => void) {
+    const target = describeTarget(url)
+    return openDatabase(url, { max: 1, applicationName: this.#applicationName, onclose }, this.options.connectTimeoutMs, (error, delayMs) =>
+      this.#log.warn({ target, error: errorMessage(error), retry_in_ms: delayMs }, 'database unreachable, retrying'),
+    )
+  }
+
+  async #listen(): Promise<void> {
+    const waitMs = this.options.intervalMaxMs
+    if (!this.options.listen) return this.#log.info({ interval_max_ms: waitMs }, 'not listening for NOTIFY: polling every outbox, a new event waits at most the longest poll interval')
+    const sql = this.#slots[0]!.sql
+    const listener = this.#listenUrl === undefined ? sql : (this.#listenSql = (await this.#open(this.#listenUrl)).sql)
+    if (await this.#listener.start(listener, sql)) return
+    this.#log.warn({ interval_max_ms: waitMs }, 'NOTIFY does not reach this poller (its LISTEN connection goes through a pooler in transaction mode): polling every outbox instead; give LISTEN a direct connection (--listen-url) or say so (--no-listen)')
+  }
+
+  /** Serves the schemas that newly match, lets go of those gone; a schema without a (current) outbox is skipped, said once. */
+  async #discover(sql: Sql): Promise<void> {
+    this.#discoveredAt = performance.now()
+    const found = await outboxDiscoverSchemas(sql, this.options.schemas!, this.options.table)
+    const seen = new Set<string>()
+    let added = 0
+    for (const { schema, hasOutbox, current } of found) {
+      seen.add(schema)
+      if (this.#tenants.has(schema) || this.#stopRequested) continue
+      if (!hasOutbox || !current) {
+        this.#problem(schema, hasOutbox ? 'not migrated' : 'no outbox', `schema ${schema} matches but ${hasOutbox ? 'its outbox needs newer migrations' : `has no outbox table ${this.options.table} (yet)`}: skipped until \`outbox-poller migrate --schemas\` gives it one`)
+        continue
+      }
+      if (await this.#serve(sql, schema)) added++
+    }
+    let removed = 0
+    for (const [schema, tenant] of this.#tenants) {
+      if (seen.has(schema)) continue
+      this.#letGo(tenant, 'its schema no longer exists or no longer matches')
+      removed++
+    }
+    for (const schema of this.#problems.keys()) if (!seen.has(schema)) this.#problems.delete(schema)
+    if (added > 0 || removed > 0) this.#log.info({ tenants: this.#tenants.size, added, removed, not_served: this.#problems.size }, 'tenants discovered')
+    this.#wakeSleepers()
+  }
+
+  /** Checks the tenant's recorded ordering mode, listens on its channel, and gives it a turn. */
+  async #serve(sql: Sql, schema: string): Promise<boolean> {
+    const tenant = new TenantOutbox(schema, this.#shared)
+    try {
+      await outboxCheckOrdering(sql, tenant.outbox, { ordering: this.options.ordering, onDead: this.options.orderingOnDead })
+    } catch (error) {
+      if (isOutboxGone(error)) return false // dropped since the discovery query: the next one forgets it
+      if (!(error instanceof ConfigError)) throw error
+      this.#problem(schema, 'ordering differs', `tenant not served: ${error.message}`)
+      return false
+    }
+    this.#problems.delete(schema)
+    await this.#listener.add(schema, tenant.outbox.channel)
+    this.#tenants.set(schema, tenant)
+    this.#rotation.add(tenant)
+    return true
+  }
+
+  #problem(schema: string, problem: TenantProblem, message: string): void {
+    if (this.#problems.get(schema) === problem) return
+    this.#problems.set(schema, problem)
+    this.#log.warn({ schema, problem }, message)
+  }
+
+  /** Stops serving a tenant quietly: one line, no error (a tenant being deleted is no incident). */
+  #letGo(tenant: TenantOutbox, why: string): void {
+    if (tenant.gone) return
+    tenant.gone = true
+    this.#tenants.delete(tenant.schema)
+    this.#rotation.remove(tenant)
+    void this.#listener.remove(tenant.schema, tenant.outbox.channel)
+    this.#log.info({ schema: tenant.schema }, `tenant let go: ${why}`)
+  }
+
+  #notified(schema: string, payload: string): void {
+    const tenant = this.#tenants.get(schema)
+    if (tenant === undefined) return
+    tenant.paused.notified(payload)
+    if (this.#rotation.wake(tenant)) this.#wakeSleepers()
+  }
+
+  stop(options: { force?: boolean; timeoutMs?: number } = {}): Promise<void> {
+    if (options.force) this.#force()
+    this.#stopRequested = true
+    this.#wakeSleepers()
+    return (this.#stopping ??= this.#stop(options.timeoutMs ?? this.options.drainTimeoutMs))
+  }
+
+  #force(): void {
+    for (const slot of this.#slots) slot.tenant?.runner.force()
+    for (const tenant of this.#tenants.values()) tenant.runner.force()
+  }
+
+  async #stop(timeoutMs: number): Promise<void> {
+    if (this.#starting === undefined) return this.#resolveDone()
+    await this.#starting.catch(() => {})
+    const timer = setTimeout(() => this.#force(), timeoutMs)
+    timer.unref()
+    try {
+      await this.done
+    } finally {
+      clearTimeout(timer)
+      await this.#close()
+      this.#log.info({ ...this.stats, tenants: this.#tenants.size }, 'poller stopped')
+    }
+  }
+
+  async #close(): Promise<void> {
+    const sql = this.#slots[0]?.sql
+    // writers must not keep notifying for nobody
+    if (sql !== undefined) await Promise.all([...this.#tenants.values()].map((tenant) => tenant.wakeUp.lower(sql)))
+    await this.#listener.close()
+    await this.#listenSql?.end({ timeout: 5 })
+    await Promise.all(this.#slots.map((slot) => slot.sql.end({ timeout: 5 })))
+  }
+
+  /** One claim connection's loop: the next tenant in the rotation, one batch, its next turn; discovery when due. */
+  async #slotLoop(slot: Slot): Promise<void> {
+    while (!this.#stopRequested) {
+      if (this.#discovering === undefined && performance.now() - this.#discoveredAt >= this.options.discoverIntervalMs) {
+        await (this.#discovering = this.#discover(slot.sql)
+          .catch((error: unknown) => this.#log.warn({ error: errorMessage(error) }, 'could not look for new tenants: trying again at the next discovery'))
+          .finally(() => (this.#discovering = undefined)))
+      }
+      const tenant = this.#rotation.next(performance.now())
+      if (tenant === undefined) {
+        const until = Math.min(this.#rotation.nextDueAt(), this.#discoveredAt + this.options.discoverIntervalMs)
+        await this.#sleep(Math.max(1, until - performance.now()))
+        continue
+      }
+      slot.tenant = tenant
+      let turn: Turn
+      try {
+        turn = await this.#turn(slot.sql, tenant)
+      } finally {
+        slot.tenant = undefined
+      }
+      this.#rotation.done(tenant, turn)
+    }
+  }
+
+  /** One batch of the tenant's outbox, and what its next turn is: the single poller's loop, for one tenant. */
+  async #turn(sql: Sql, tenant: TenantOutbox): Promise<Turn> {
+    const { intervalMinMs, intervalMaxMs, batchSize } = this.options
+    let batch
+    try {
+      batch = await tenant.runner.run(sql, tenant.deferrals)
+      this.#lastLoopAt = Date.now()
+      tenant.errorSteps = 0
+    } catch (error) {
+      if (isOutboxGone(error)) {
+        await outboxRollback(sql).catch(() => {})
+        this.#letGo(tenant, 'its outbox is gone')
+        return again
+      }
+      const delayMs = exponentialDelayMs(++tenant.errorSteps, intervalMinMs, errorDelayMaxMs)
+      await tenant.runner.recover(sql, error, delayMs)
+      // a lost connection is every tenant's: this slot waits; a failure of one tenant's outbox holds back that tenant only
+      if (isConnectionFailure(error)) await this.#sleep(delayMs)
+      return { idleUntil: performance.now() + delayMs }
+    }
+    if (batch.deferred !== undefined) tenant.deferrals = batch.deferred === 'none' ? 0 : tenant.deferrals + 1
+    if (batch.claimed === 0 && batch.skippedSuspects) return again
+    if (batch.deferred === 'all') return { idleUntil: performance.now() + batch.deferMs }
+    const listening = this.#listener.listening
+    if (batch.claimed > 0) {
+      tenant.idleSteps = 0
+      // A full batch means a backlog: writers need not notify. A partial one means the outbox is nearly
+      // drained: the flag stays up, so the next claim, if empty, lets the tenant idle at once.
+      if (tenant.wakeUp.raised && batch.claimed >= batchSize) await tenant.wakeUp.lower(sql)
+      return again
+    }
+    if (listening && !tenant.wakeUp.raised) {
+      // raised, then look once more: an event committed just before the flag was seen never notified
+      await tenant.wakeUp.raise(sql)
+      return again
+    }
+    return { idleUntil: performance.now() + (listening ? intervalMaxMs : exponentialDelayMs(++tenant.idleSteps, intervalMinMs, intervalMaxMs)) }
+  }
+
+  #sleep(ms: number): Promise<void> {
+    if (this.#stopRequested) return Promise.resolve()
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer)
+        this.#sleepers.delete(done)
+        resolve()
+      }
+      const timer = setTimeout(done, ms)
+      this.#sleepers.add(done)
+    })
+  }
+
+  #wakeSleepers(): void {
+    for (const wake of [...this.#sleepers]) wake()
+  }
+}
+
+/** The tenant's schema or outbox was dropped under the poller: let it go, no incident. */
+function isOutboxGone(error: unknown): boolean {
+  const state = sqlState(error)
+  return state === SqlState.undefinedTable || state === SqlState.invalidSchemaName
+}

@@ -1,0 +1,101 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { createPoller, type Poller } from '../../src/poller/poller.js'
+import type { OutboxEvent } from '../../src/types.js'
+import { captureLogger } from '../support/capture-logger.js'
+import { createTestDatabase, type TestDatabase } from '../support/database.js'
+import { createTenant, tenantUnprocessed, writeOrders } from '../support/tenants.js'
+import { waitFor } from '../support/wait-for.js'
+
+let db: TestDatabase
+const running = new Set<Poller>()
+
+beforeAll(async () => {
+  db = await createTestDatabase({ migrate: false })
+  for (const schema of ['tenant_a', 'tenant_b', 'tenant_c', 'tenantx']) await createTenant(db.sql, schema)
+})
+afterEach(async () => {
+  for (const poller of running) await poller.stop({ timeoutMs: 5000 })
+  running.clear()
+})
+afterAll(async () => {
+  expect(running.size).toBe(0)
+  await db.drop()
+})
+
+function start(input: Parameters<typeof createPoller>[0]): Poller {
+  const poller = createPoller({ connectionString: db.url, intervalMin: 20, intervalMax: 200, ...input })
+  running.add(poller)
+  return poller
+}
+
+describe('a poller with schemas', () => {
+  it('handles every event of every matching schema once, each with its schema, and no other schema', async () => {
+    const seen: Array<{ schema: string; id: string }> = []
+    const poller = start({ schemas: 'tenant_*', handlers: (event: OutboxEvent) => void seen.push({ schema: event.schema, id: event.entity_id }) })
+    await poller.start()
+    for (const schema of ['tenant_a', 'tenant_b', 'tenant_c', 'tenantx']) await writeOrders(db.sql, schema, 30, 1)
+    await waitFor('tenant events handled', () => seen.length >= 90)
+    const bySchema = Object.groupBy(seen, (entry) => entry.schema)
+    expect(Object.keys(bySchema).sort()).toEqual(['tenant_a', 'tenant_b', 'tenant_c'])
+    for (const entries of Object.values(bySchema)) expect(new Set(entries!.map((entry) => entry.id)).size).toBe(30)
+    expect(seen).toHaveLength(90)
+    expect(await tenantUnprocessed(db.sql, 'tenantx')).toBe(30) // `_` is literal: tenantx does not match tenant_*
+    await db.sql`delete from tenantx.outbox`
+  })
+
+  it('serves a schema created while it runs, lets a dropped one go quietly, and skips one without an outbox with one warning', async () => {
+    const log = captureLogger()
+    const seen: string[] = []
+    const poller = start({ schemas: ['tenant_*'], discoverInterval: 200, logger: log, handlers: (event: OutboxEvent) => void seen.push(`${event.schema}/${event.entity_id}`) })
+    await poller.start()
+    await db.sql`create schema tenant_bare` // a tenant being created: no outbox yet
+    await createTenant(db.sql, 'tenant_new')
+    await writeOrders(db.sql, 'tenant_new', 5)
+    await waitFor('the new tenant served', () => seen.filter((entry) => entry.startsWith('tenant_new/')).length === 5)
+    await waitFor('the bare schema reported', () => log.entries.some((entry) => entry.fields.schema === 'tenant_bare'))
+    await db.sql`drop schema tenant_new cascade`
+    await waitFor('the dropped tenant let go', () => log.entries.some((entry) => entry.msg.startsWith('tenant let go') && entry.fields.schema === 'tenant_new'))
+    await writeOrders(db.sql, 'tenant_a', 3, 1000)
+    await waitFor('the others still served', () => seen.filter((entry) => entry.startsWith('tenant_a/100')).length === 3)
+    // several discoveries later: still one warning for the bare schema, and no error at all
+    await new Promise((resolve) => setTimeout(resolve, 600))
+    expect(log.entries.filter((entry) => entry.fields.schema === 'tenant_bare')).toHaveLength(1)
+    expect(log.entries.filter((entry) => entry.level === 'error')).toEqual([])
+    await db.sql`drop schema tenant_bare`
+  })
+
+  it('does not serve a tenant whose recorded ordering differs, says so once, and serves the others', async () => {
+    await db.sql`insert into tenant_b.outbox_settings (name, value) values ('ordering', 'entity, on dead: continue') on conflict (name) do update set value = excluded.value`
+    const log = captureLogger()
+    const seen: string[] = []
+    const poller = start({ schemas: 'tenant_a tenant_b', discoverInterval: 200, logger: log, handlers: (event: OutboxEvent) => void seen.push(event.schema) })
+    await poller.start()
+    await writeOrders(db.sql, 'tenant_a', 2, 2000)
+    await writeOrders(db.sql, 'tenant_b', 2, 2000)
+    await waitFor('tenant_a served', () => seen.length === 2)
+    await new Promise((resolve) => setTimeout(resolve, 600))
+    expect(seen).toEqual(['tenant_a', 'tenant_a'])
+    const refusals = log.entries.filter((entry) => entry.fields.schema === 'tenant_b' && entry.fields.problem === 'ordering differs')
+    expect(refusals).toHaveLength(1)
+    expect(refusals[0]!.msg).toContain('ordering "entity, on dead: continue"')
+    expect((poller as unknown as { tenants(): { problems: Map<string, string> } }).tenants().problems.get('tenant_b')).toBe('ordering differs')
+    await db.sql`delete from tenant_b.outbox_settings where name = 'ordering'`
+    await waitFor('tenant_b served once its mode is cleared', () => seen.filter((schema) => schema === 'tenant_b').length === 2)
+  })
+
+  it('charges a failure, retries and dead letters in the tenant the event came from', async () => {
+    const attempts = new Map<string, number>()
+    const poller = start({ schemas: 'tenant_*', maxAttempts: 2, retryDelay: 10, retryDelayMax: 10, handlers: (event: OutboxEvent) => {
+      attempts.set(`${event.schema}/${event.entity_id}`, event.attempt)
+      if (event.schema === 'tenant_c' && event.entity_id === '3001') throw new Error('bad order')
+    } })
+    await poller.start()
+    await writeOrders(db.sql, 'tenant_c', 2, 3000)
+    await writeOrders(db.sql, 'tenant_a', 1, 3001)
+    await waitFor('the failing event dead', async () => (await db.sql`select count(*)::int as n from tenant_c.outbox where dead_at is not null`)[0]!.n === 1)
+    const [dead] = await db.sql`select entity_id, attempts, last_error from tenant_c.outbox where dead_at is not null`
+    expect(dead).toMatchObject({ entity_id: '3001', attempts: 2, last_error: 'bad order' })
+    expect(attempts.get('tenant_a/3001')).toBe(1)
+    expect((await db.sql`select count(*)::int as n from tenant_a.outbox where dead_at is not null or attempts > 0`)[0]!.n).toBe(0)
+  })
+})

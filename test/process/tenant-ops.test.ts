@@ -1,0 +1,94 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { runCli } from '../support/cli.js'
+import { createTestDatabase, type TestDatabase } from '../support/database.js'
+import { writeOrders } from '../support/tenants.js'
+
+// The operator's commands across tenants: migrate, capture, grant, status, dead, replay, cleanup with --schemas.
+let db: TestDatabase
+let env: Record<string, string>
+const role = `tenant_poller_${Date.now().toString(36)}`
+
+beforeAll(async () => {
+  db = await createTestDatabase({ migrate: false })
+  env = { DATABASE_URL: db.url }
+  for (const schema of ['tenant_a', 'tenant_b', 'tenant_c']) await db.sql.unsafe(`create schema ${schema}`)
+  await db.sql.unsafe('create table tenant_c.outbox (note text)') // not ours: its migration fails
+  await db.sql.unsafe(`create role ${role}`)
+})
+afterAll(async () => {
+  await db.drop()
+  const admin = (await import('postgres')).default(new URL('/postgres', db.url.replace(/\/[^/]*$/, '/postgres')).toString(), { max: 1 })
+  await admin.unsafe(`drop role if exists ${role}`).catch(() => {})
+  await admin.end()
+})
+
+describe('operations across tenants', () => {
+  it('migrate --schemas migrates every matching schema; a failing one is named and the others are migrated', async () => {
+    const result = await runCli(['migrate', '--schemas', 'tenant_*'], env)
+    expect(result.code).toBe(1)
+    expect(result.stdout).toMatch(/applied to "tenant_a"\."outbox": 0001_outbox/)
+    expect(result.stdout).toMatch(/applied to "tenant_b"\."outbox": 0001_outbox/)
+    expect(result.stderr).toMatch(/^outbox-poller: tenant_c: migration 0001_outbox failed/m)
+    expect(result.stderr).not.toMatch(/\n\s+at /) // no stack trace
+    const failFast = await runCli(['migrate', '--schemas', 'tenant_c', 'tenant_a', '--fail-fast'], env)
+    expect(failFast.code).toBe(1)
+    expect(failFast.stdout).not.toMatch(/tenant_c/) // tenant_a comes first and is up to date; tenant_c fails, last anyway
+    await db.sql.unsafe('drop table tenant_c.outbox')
+    const again = await runCli(['migrate', '--schemas', 'tenant_*'], env)
+    expect(again.code).toBe(0)
+    expect(again.stdout).toMatch(/"tenant_a"\."outbox" is up to date/)
+    expect(again.stdout).toMatch(/applied to "tenant_c"\."outbox"/)
+  })
+
+  it('capture <table> --schemas attaches each schema\'s own table; grant --schemas grants in each', async () => {
+    for (const schema of ['tenant_a', 'tenant_b', 'tenant_c']) await db.sql.unsafe(`create table ${schema}.orders (id int primary key, note text)`)
+    const captured = await runCli(['capture', 'orders', '--schemas', 'tenant_*', '--entity', 'order'], env)
+    expect(captured.code).toBe(0)
+    for (const schema of ['tenant_a', 'tenant_b', 'tenant_c']) expect(captured.stdout).toContain(`capturing ${schema}.orders as order.created|updated|deleted`)
+    const granted = await runCli(['grant', role, '--schemas', 'tenant_*'], env)
+    expect(granted.code).toBe(0)
+    for (const schema of ['tenant_a', 'tenant_b', 'tenant_c']) {
+      const [row] = await db.sql`select has_table_privilege(${role}, ${`${schema}.outbox`}, 'UPDATE') as can`
+      expect(row!.can).toBe(true)
+    }
+  })
+
+  it('status --schemas shows the totals and the worst tenants; --json has every tenant; dead, replay and cleanup work in each', async () => {
+    await writeOrders(db.sql, 'tenant_a', 3)
+    await writeOrders(db.sql, 'tenant_b', 5)
+    await db.sql`update tenant_b.outbox set dead_at = now(), attempts = 10, last_error = 'boom' where entity_id in ('1', '2')`
+    await db.sql`update tenant_c.outbox set processed_at = now() - interval '2 days'`
+    const text = await runCli(['status', '--schemas', 'tenant_*', '--top', '1'], env)
+    expect(text.code).toBe(0)
+    expect(text.stdout).toMatch(/^3 tenant outboxes matching tenant_\*/)
+    expect(text.stdout).toMatch(/pending {4}6\n/)
+    expect(text.stdout).toMatch(/dead {7}2\n/)
+    expect(text.stdout).toMatch(/worst 1 by dead events:\n {2}tenant_b /)
+    const json = JSON.parse((await runCli(['status', '--schemas', 'tenant_*', '--json'], env)).stdout)
+    expect(json.tenants.map((tenant: { schema: string }) => tenant.schema)).toEqual(['tenant_a', 'tenant_b', 'tenant_c'])
+    expect(json.totals).toMatchObject({ tenants: 3, pending: 6, dead: 2 })
+    const limited = await runCli(['status', '--schemas', 'tenant_*', '--max-dead', '1'], env)
+    expect(limited.code).toBe(1)
+    expect(limited.stderr).toContain('2 dead events exceed --max-dead 1')
+    const dead = await runCli(['dead', '--schemas', 'tenant_*'], env)
+    expect(dead.code).toBe(0)
+    expect(dead.stdout).toMatch(/no dead events in "tenant_a"\."outbox"/)
+    expect(dead.stdout).toContain('boom')
+    const replayed = await runCli(['replay', '--dead', '--schemas', 'tenant_*'], env)
+    expect(replayed.code).toBe(0)
+    expect(replayed.stdout).toContain('re-queued 2 dead events in "tenant_b"."outbox"')
+    const cleaned = await runCli(['cleanup', '--schemas', 'tenant_*', '--older-than', '1d'], env)
+    expect(cleaned.code).toBe(0)
+    expect(cleaned.stdout).toContain('deleted 0 processed events older than 1d from "tenant_c"') // captured on no insert yet
+    expect((await db.sql`select count(*)::int as n from tenant_b.outbox where dead_at is null and processed_at is null`)[0]!.n).toBe(5)
+  })
+
+  it('--schemas and --schema together, or a pattern matching nothing, are one clear line and exit 2', async () => {
+    const both = await runCli(['status', '--schemas', 'tenant_*', '--schema', 'tenant_a'], env)
+    expect(both.code).toBe(2)
+    expect(both.stderr.trim()).toBe('outbox-poller: --schema and --schemas exclude each other: one outbox, or every outbox of the matching schemas')
+    const none = await runCli(['cleanup', '--schemas', 'nobody_*', '--older-than', '1d'], env)
+    expect(none.code).toBe(2)
+    expect(none.stderr.trim()).toBe('outbox-poller: no schema matches nobody_*')
+  })
+})

@@ -1,0 +1,137 @@
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { fixturePath, killReplicas, type Replica, startReplica } from '../support/cli.js'
+import { createTestDatabase, type TestDatabase } from '../support/database.js'
+import { createTenantsFromTemplate } from '../support/tenant-template.js'
+import { tenantName } from '../support/tenants.js'
+import { waitFor } from '../support/wait-for.js'
+
+// 500 tenant schemas built from a template, served by replicas started with --schemas 'tenant_*'.
+const tenants = Array.from({ length: 500 }, (_, i) => tenantName(i + 1))
+let db: TestDatabase
+let directory: string
+const replicas: Replica[] = []
+
+beforeAll(async () => {
+  db = await createTestDatabase({ migrate: false })
+  directory = await mkdtemp(join(tmpdir(), 'outbox-tenants-'))
+  await createTenantsFromTemplate(db.sql, db.url, tenants)
+}, 900_000)
+afterEach(async () => {
+  await killReplicas(replicas)
+  // DELETE, not TRUNCATE: a thousand truncates (a new file each) take minutes on a loaded machine
+  await db.sql.unsafe(`do $$ declare s name; begin
+    for s in select nspname from pg_namespace where nspname like 'tenant\\_%' loop execute format('delete from %I.outbox; delete from %I.orders', s, s); end loop; end $$`)
+}, 600_000)
+afterAll(async () => {
+  await db?.drop()
+  if (directory !== undefined) await rm(directory, { recursive: true, force: true })
+})
+
+function replica(args: string[], env: Record<string, string>): Replica {
+  const started = startReplica(['run', '--schemas', 'tenant_*', '--handlers', fixturePath('tenant-handler.js'), '--interval-max', '1s', ...args], { DATABASE_URL: db.url, ...env })
+  replicas.push(started)
+  return started
+}
+
+/** `n` orders in every tenant (one transaction), so each outbox gets `n` events. */
+async function writeEverywhere(n: number, from = 1): Promise<void> {
+  await db.sql.unsafe(`do $$ declare s name; begin
+    for s in select nspname from pg_namespace where nspname like 'tenant\\_%' loop
+      execute format('insert into %I.orders (id, note) select g, ''order'' from generate_series(${from}, ${from + n - 1}) g', s);
+    end loop; end $$`)
+}
+
+async function records(file: string): Promise<Array<{ schema: string; id: string; attempt: number; pid: number }>> {
+  const text = await readFile(file, 'utf8').catch(() => '')
+  return text.split('\n').filter(Boolean).map((line) => {
+    const [schema, id, attempt, pid] = line.split(' ')
+    return { schema: schema!, id: id!, attempt: Number(attempt), pid: Number(pid) }
+  })
+}
+
+/** A count over every tenant's outbox: one query, a union of each tenant's count. */
+async function countEverywhere(where: string, schemas: readonly string[] = tenants): Promise<number> {
+  const counts = schemas.map((schema) => `select count(*) as n from "${schema}".outbox where ${where}`).join(' union all ')
+  return (await db.sql.unsafe<Array<{ n: number }>>(`select coalesce(sum(n), 0)::int as n from (${counts}) as c`))[0]!.n
+}
+
+const pendingEverywhere = () => countEverywhere('processed_at is null and dead_at is null')
+
+async function pollerConnections(): Promise<number> {
+  const [row] = await db.sql<{ n: number }[]>`select count(*)::int as n from pg_stat_activity where datname = current_database() and application_name like 'outbox-poller/%'`
+  return row!.n
+}
+
+describe('one replica set for 500 tenants', () => {
+  it('one replica handles every event of every tenant exactly once, on at most 2 connections', async () => {
+    const file = join(directory, 'all.log')
+    replica([], { RECORD_FILE: file })
+    await waitFor('the replica polling', async () => (await pollerConnections()) >= 2, 60_000, 100)
+    await writeEverywhere(3)
+    let most = 0
+    await waitFor('every tenant drained', async () => {
+      most = Math.max(most, await pollerConnections())
+      return (await pendingEverywhere()) === 0
+    }, 240_000, 250)
+    const handled = await records(file)
+    expect(handled).toHaveLength(1500)
+    expect(new Set(handled.map((event) => `${event.schema}/${event.id}`)).size).toBe(1500)
+    expect(new Set(handled.map((event) => event.schema)).size).toBe(500)
+    expect(most).toBeLessThanOrEqual(2)
+    expect(await pollerConnections()).toBeLessThanOrEqual(2)
+  }, 300_000)
+
+  it('a hot tenant with a 200,000-event backlog does not hold back the 499 cold ones', async () => {
+    const file = join(directory, 'hot.log')
+    await db.sql`insert into tenant_0001.orders (id, note) select g, 'hot' from generate_series(1, 200000) g`
+    replica(['--no-supervise'], { RECORD_FILE: file, HANDLER_DELAY_MS: '1' })
+    await waitFor('the hot backlog draining', async () => (await db.sql`select count(*)::int as n from tenant_0001.outbox where processed_at is not null`)[0]!.n > 0, 60_000, 100)
+    await db.sql.unsafe(`do $$ declare s name; begin
+      for s in select nspname from pg_namespace where nspname like 'tenant\\_%' and nspname <> 'tenant_0001' loop
+        execute format('insert into %I.orders (id, note) values (1, ''cold'')', s);
+      end loop; end $$`)
+    await waitFor('every cold event handled', async () => new Set((await records(file)).filter((event) => event.schema !== 'tenant_0001').map((event) => event.schema)).size === 499, 120_000, 200)
+    const [{ pending }] = await db.sql`select count(*)::int as pending from tenant_0001.outbox where processed_at is null`
+    expect(pending).toBeGreaterThan(100_000)
+  }, 300_000)
+
+  it('three replicas: no event handled twice, and a killed replica\'s events are reclaimed by the others', async () => {
+    const file = join(directory, 'three.log')
+    const env = { RECORD_FILE: file, HANDLER_DELAY_MS: '2' }
+    const flags = ['--no-supervise', '--batch-size', '20']
+    const [killed] = [replica(flags, env), replica(flags, env), replica(flags, env)]
+    await waitFor('three replicas polling', async () => (await pollerConnections()) >= 6, 60_000, 100)
+    await writeEverywhere(10)
+    await waitFor('some events handled', async () => (await records(file)).length > 1000, 120_000, 100)
+    killed!.child.kill('SIGKILL') // mid-batch: its batch rolls back and its events go back to the queue
+    await waitFor('every event handled', async () => (await pendingEverywhere()) === 0, 240_000, 250)
+    const handled = await records(file)
+    const byEvent = Map.groupBy(handled, (event) => `${event.schema}/${event.id}`)
+    expect(byEvent.size).toBe(5000)
+    // the live replicas never handled an event twice, nor one the other handled: only the killed replica's
+    // uncommitted batch was handled again
+    const live = handled.filter((event) => event.pid !== killed!.child.pid)
+    expect(new Set(live.map((event) => `${event.schema}/${event.id}`)).size).toBe(live.length)
+    expect(handled.length - live.length).toBeGreaterThan(0)
+  }, 400_000)
+
+  it('three supervised replicas: a poison event is isolated and dead-lettered in its own tenant, no other tenant charged', async () => {
+    const file = join(directory, 'poison.log')
+    const env = { RECORD_FILE: file, POISON_SCHEMA: 'tenant_0042', POISON_ENTITY_ID: '7' }
+    const flags = ['--max-attempts', '3', '--crash-limit', '10', '--batch-size', '20']
+    for (let i = 0; i < 3; i++) replica(flags, env)
+    await waitFor('three replicas polling', async () => (await pollerConnections()) >= 6, 60_000, 100)
+    const nearby = tenants.slice(37, 47) // tenant_0038 … tenant_0047
+    for (const schema of nearby) await db.sql.unsafe(`insert into "${schema}".orders (id, note) select g, 'order' from generate_series(1, 20) g`)
+    await waitFor('the poison event dead-lettered', async () => (await db.sql`select 1 from tenant_0042.outbox where entity_id = '7' and dead_at is not null`).length > 0, 120_000, 200)
+    await waitFor('every other event handled', async () => (await countEverywhere('processed_at is null and dead_at is null', nearby)) === 0, 120_000, 250)
+    const [poison] = await db.sql`select attempts, last_error from tenant_0042.outbox where entity_id = '7'`
+    expect(poison).toMatchObject({ attempts: 3 })
+    expect(poison!.last_error).toMatch(/worker died \(exit code 1\) while handling this event/)
+    expect(await countEverywhere('attempts > 0 or dead_at is not null', nearby.filter((schema) => schema !== 'tenant_0042'))).toBe(0)
+    expect(new Set((await records(file)).map((event) => `${event.schema}/${event.id}`)).size).toBe(199)
+  }, 300_000)
+})
