@@ -98,4 +98,20 @@ describe('a poller with schemas', () => {
     expect(attempts.get('tenant_a/3001')).toBe(1)
     expect((await db.sql`select count(*)::int as n from tenant_a.outbox where dead_at is not null or attempts > 0`)[0]!.n).toBe(0)
   })
+
+  it('claims events that become claimable without a notification (a killed replica\'s batch rolling back), within the safety poll', async () => {
+    const seen: string[] = []
+    const poller = start({ schemas: 'tenant_*', handlers: (event: OutboxEvent) => void seen.push(`${event.schema}/${event.entity_id}`) })
+    await poller.start()
+    await writeOrders(db.sql, 'tenant_b', 5, 5000)
+    await waitFor('the first events handled', () => seen.filter((entry) => entry.startsWith('tenant_b/500')).length === 5)
+    // committed events no claim may take yet (parked), then released by a transaction that inserts nothing: no
+    // NOTIFY, as when a dead replica's batch rolls back; the poller meanwhile found the tenant empty
+    await db.sql`insert into tenant_b.outbox (event_type, entity_type, entity_id, payload, retry_at)
+                 select 'order.created', 'order', g::text, '{}', 'infinity' from generate_series(6000, 6004) g`
+    await new Promise((resolve) => setTimeout(resolve, 600))
+    expect(seen.filter((entry) => entry.startsWith('tenant_b/600'))).toHaveLength(0)
+    await db.sql`update tenant_b.outbox set retry_at = null where retry_at = 'infinity'`
+    await waitFor('the released events handled', () => seen.filter((entry) => entry.startsWith('tenant_b/600')).length === 5, 10_000)
+  })
 })
