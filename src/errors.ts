@@ -24,8 +24,6 @@ export const SqlState = {
   invalidName: '42602',
   invalidSchemaName: '3F000',
   syntaxError: '42601',
-  /** Permission denied (REINDEX by a role that does not own the outbox). */
-  insufficientPrivilege: '42501',
   /** max_connections, or a role's or database's CONNECTION LIMIT, is reached: retried at start. */
   tooManyConnections: '53300',
 } as const

@@ -31,6 +31,23 @@ export interface ReindexResult {
   skipped: string | undefined
 }
 
+export interface MaintenanceResult extends ReindexResult {
+  /** VACUUM ran: the space of the deleted rows is reusable at once. */
+  vacuumed: boolean
+}
+
+/**
+ * What `cleanup` does after its deletes, as the outbox's owner: VACUUM the outbox (so the deleted rows' space
+ * is reused at once, not after autovacuum's next turn), then rebuild its bloated pending indexes. A role that
+ * does not own the outbox gets `notOwner` and nothing is done (PostgreSQL would skip the VACUUM with a warning).
+ */
+export async function outboxMaintenance(sql: Sql, outbox: OutboxTable): Promise<MaintenanceResult | 'notOwner'> {
+  const [owner] = await sql<Array<{ owns: boolean }>>`select pg_has_role(current_user, relowner, 'MEMBER') as owns from pg_class where oid = ${outbox.qualified}::regclass`
+  if (!owner?.owns) return 'notOwner'
+  await sql.unsafe(`vacuum ${outbox.qualified}`)
+  return { vacuumed: true, ...(await outboxReindexBloated(sql, outbox)) }
+}
+
 /**
  * Rebuilds, with REINDEX CONCURRENTLY (pollers and writers go on), the outbox's pending indexes that are
  * bloated: more than `bloatFactor` × the size of a fresh build for the entries they hold. Needs the outbox's
