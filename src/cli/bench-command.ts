@@ -5,6 +5,9 @@ import { captureBench, type CaptureResult } from '../tools/bench/capture-bench.j
 import { type DrainResult, drainBench } from '../tools/bench/drain-bench.js'
 import { type LatencyPoller, latencyBench, type LatencyResult } from '../tools/bench/latency-bench.js'
 import { localWebhook, relayBench, type RelayResult } from '../tools/bench/relay-bench.js'
+import { heldSnapshotBench, type HeldSnapshotResult } from '../tools/bench/held-snapshot-bench.js'
+import { soakBench, type SoakResult } from '../tools/bench/soak-bench.js'
+import { parseDuration } from '../duration.js'
 import { integerOption } from '../poller/poller-options.js'
 import { ConfigError } from '../errors.js'
 import { migrate } from '../outbox/migrate.js'
@@ -26,6 +29,9 @@ interface BenchFlags {
   only?: string[]
   json?: boolean
   poolerUrl?: string
+  holdSnapshot?: string
+  soak?: string
+  rate: string
 }
 
 /** The whole benchmark: drain throughput against the bare loop, latency, capture cost. */
@@ -33,7 +39,12 @@ export async function benchCommand(command: Command): Promise<number> {
   const flags = command.opts<BenchFlags>()
   const events = integerOption(flags.events, '--events', 100_000, 1_000, 10_000_000)
   const seconds = integerOption(flags.seconds, '--seconds', 5, 1, 600)
-  const only = new Set<Part>((listFlag(flags.only) ?? [...parts]).map((part) => {
+  const holdMs = flags.holdSnapshot === undefined ? undefined : boundedDuration(flags.holdSnapshot, '--hold-snapshot')
+  const soakMs = flags.soak === undefined ? undefined : boundedDuration(flags.soak, '--soak')
+  const rate = integerOption(flags.rate, '--rate', 2000, 10, 100_000)
+  // --hold-snapshot and --soak are runs of their own: the other parts only when --only names them
+  const defaultParts = holdMs === undefined && soakMs === undefined ? [...parts] : []
+  const only = new Set<Part>((listFlag(flags.only) ?? defaultParts).map((part) => {
     if (!(parts as readonly string[]).includes(part)) throw new ConfigError(`--only must list parts among ${parts.join(', ')} (got ${JSON.stringify(part)})`)
     return part as Part
   }))
@@ -56,6 +67,8 @@ export async function benchCommand(command: Command): Promise<number> {
   const latency: LatencyResult[] = []
   const capture: CaptureResult[] = []
   const relay: RelayResult[] = []
+  let heldSnapshot: HeldSnapshotResult | undefined
+  let soak: SoakResult | undefined
   try {
     await migrate({ sql, schema: scratch.schema, ordering: 'entity' }) // the drain part runs --ordering entity
     say(`outbox-poller bench on ${scratch.description}, ${cpus().length} CPUs, Node ${process.version}`)
@@ -116,18 +129,44 @@ export async function benchCommand(command: Command): Promise<number> {
       say(`\ncapture cost: writer transactions/s into a plain table, the same table captured by the floor trigger (a bare to_jsonb row trigger), and by ours`)
       capture.push(...(await captureBench(scratch.url, scratch.schema, seconds, 3, events * 10, say)))
     }
+    if (holdMs !== undefined) {
+      say(`\ncommit-to-handler latency at ${rate.toLocaleString('en')} captured rows/s (single-row transactions, one poller): ${seconds} s without, then ${holdMs / 1000} s with a REPEATABLE READ snapshot held`)
+      heldSnapshot = await heldSnapshotBench(scratch.url, scratch.schema, rate, seconds, holdMs / 1000)
+      for (const result of [heldSnapshot.without, heldSnapshot.held]) say(`  ${result.name.padEnd(24)} ${String(result.events).padStart(7)} events  p50 ${ms(result.p50Ms)}  p95 ${ms(result.p95Ms)}  p99 ${ms(result.p99Ms)}  max ${ms(result.maxMs)}`)
+      const sizes = heldSnapshot.pendingIndexBytes
+      say(`  p99 held ÷ without: ${(heldSnapshot.held.p99Ms / heldSnapshot.without.p99Ms).toFixed(2)}×; dead tuples at the end of the held run: ${heldSnapshot.deadTuplesHeld.toLocaleString('en')}`)
+      say(`  pending index: ${kb(sizes.without)} without, ${kb(sizes.held)} held, ${kb(sizes.afterVacuum)} after VACUUM, ${kb(sizes.afterCleanup)} after cleanup (${(sizes.afterCleanup / sizes.without).toFixed(2)}× without)`)
+    }
+    if (soakMs !== undefined) {
+      say(`\nsoak ${soakMs / 1000} s: ${rate.toLocaleString('en')} captured rows/s (transactions of 10 rows), 3 poller replicas, cleanup every ${soakMs / 10_000} s; a sample every tenth`)
+      soak = await soakBench(scratch.url, scratch.schema, soakMs / 1000, rate, 3, say)
+      for (const s of soak.samples) say(`  ${String(s.atSeconds).padStart(4)} s  ${String(s.handled).padStart(7)} handled  latency p50 ${ms(s.p50Ms)}  p99 ${ms(s.p99Ms)}`)
+      say(`  last tenth ÷ second: outbox size ${soak.totalSizeRatio.toFixed(2)}×, pending index ${soak.pendingIndexRatio.toFixed(2)}×, latency p99 ${soak.p99Ratio.toFixed(2)}×`)
+      say(`  written ${soak.written.toLocaleString('en')}, handled ${soak.handled.toLocaleString('en')}, duplicates ${soak.duplicates}, missing ${soak.missing}`)
+    }
   } finally {
     process.off('SIGINT', onSignal)
     process.off('SIGTERM', onSignal)
     await sql.end()
     await scratch.close()
   }
-  if (flags.json) console.log(JSON.stringify({ database: scratch.description, cpus: cpus().length, node: process.version, events, drain, latency, capture, relay }, null, 2))
+  if (flags.json) console.log(JSON.stringify({ database: scratch.description, cpus: cpus().length, node: process.version, events, drain, latency, capture, relay, heldSnapshot, soak }, null, 2))
   return ExitCode.ok
 }
 
 function formatDrain(result: DrainResult): string {
   return `  ${result.name.padEnd(48)} ${Math.round(result.eventsPerSecond).toLocaleString('en').padStart(8)} events/s  peak RSS ${result.peakRssMb.toFixed(0).padStart(4)} MB  batch p50 ${ms(result.batchP50Ms)} p99 ${ms(result.batchP99Ms)}`
+}
+
+/** A run length: at least 10 s, at most a day. */
+function boundedDuration(text: string, name: string): number {
+  const value = parseDuration(text, name)
+  if (value < 10_000 || value > 86_400_000) throw new ConfigError(`${name} must be between 10s and 1d (got ${JSON.stringify(text)})`)
+  return value
+}
+
+function kb(bytes: number): string {
+  return `${Math.round(bytes / 1024).toLocaleString('en')} kB`
 }
 
 function ratio(result: DrainResult, floor: DrainResult): number {

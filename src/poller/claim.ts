@@ -31,15 +31,16 @@ export function claimQueries(outbox: OutboxTable, order: OutboxOrdering = { orde
            and earlier.id < o.id and earlier.processed_at is null${order.onDead === 'continue' ? ' and earlier.dead_at is null' : ''})`
       : ''
   // The parts in claim order (a window without ORDER BY keeps it, and costs no sort), then what the caller reads.
-  const parts = 'select true as suspect_batch, * from suspect union all select false, * from retry union all select false, * from fresh'
-  const output = (payload: string) => `id, event_id, event_type, entity_type, entity_id, ${payload} as payload, metadata, processed_at, created_at, attempts + 1 as attempt, size, suspect_batch as suspect`
+  const parts = 'select true as suspect_batch, false as fresh_part, * from suspect union all select false, false, * from retry union all select false, true, * from fresh'
+  const output = (payload: string) => `id, event_id, event_type, entity_type, entity_id, ${payload} as payload, metadata, processed_at, created_at, attempts + 1 as attempt, size, suspect_batch as suspect, fresh_part as fresh`
   const settings = timeouts === undefined ? '' : `; set local statement_timeout = ${Math.trunc(timeouts.statementTimeoutMs)}; set local idle_in_transaction_session_timeout = ${Math.trunc(timeouts.idleInTransactionTimeoutMs)}`
   return {
     schema: outbox.schema,
     // One simple-protocol message, pipelined with the claim: the settings cost no round trip.
     begin: `begin${settings}`,
     // When $3 allows it, a due suspect (see 0002_suspects.sql) alone, in a batch of one; otherwise due
-    // retries first (by due time), then fresh events in id order, at most $1 in all. Each part is an index
+    // retries first (by due time), then fresh events in id order from id $4 (the ClaimFloor: no fresh event is
+    // claimable below it, and the dead index entries there are not walked), at most $1 in all. Each part is an index
     // scan over its own partial index, so a long retry backlog never slows the claim of fresh rows. Then
     // the byte budget $2 on the rows' stored sizes. Usually the whole claim fits, which one sum tells; else a
     // running total in claim order keeps the rows that fit (the first always does). FOR UPDATE cannot share
@@ -60,7 +61,7 @@ export function claimQueries(outbox: OutboxTable, order: OutboxOrdering = { orde
          order by retry_at limit (select n from room) for update skip locked
       ), fresh as (
         select ${columns} from ${t} as o
-         where processed_at is null and dead_at is null and retry_at is null ${head}
+         where processed_at is null and dead_at is null and retry_at is null and id >= $4::bigint ${head}
          order by id limit (select n from room) - (select count(*) from retry) for update skip locked
       ), total as (
         select (select coalesce(sum(size), 0) from suspect) + (select coalesce(sum(size), 0) from retry) + (select coalesce(sum(size), 0) from fresh) as bytes
@@ -87,6 +88,8 @@ export interface ClaimLimits {
   maxBytes: number
   /** Whether a due suspect may be claimed (alone). */
   suspects: boolean
+  /** The lowest id of a fresh event to claim (see ClaimFloor); `'0'`: every one. */
+  fromId: string
 }
 
 /** A claimed batch. */
@@ -96,9 +99,11 @@ export interface ClaimedBatch {
   bytes: number
   /** The batch is one suspect event, claimed alone. */
   suspect: boolean
+  /** The lowest id among the claimed fresh events (neither retried nor suspect), if any. */
+  firstFreshId: string | undefined
 }
 
-type MeasuredRow = Omit<ClaimedRow, 'payload'> & { payload: string | null; size: number; suspect: boolean }
+type MeasuredRow = Omit<ClaimedRow, 'payload'> & { payload: string | null; size: number; suspect: boolean; fresh: boolean }
 
 /**
  * Claim a batch: BEGIN (with the batch's settings) and the claim go out together (one round trip).
@@ -108,7 +113,7 @@ type MeasuredRow = Omit<ClaimedRow, 'payload'> & { payload: string | null; size:
  */
 export async function outboxClaimBatch(connection: Sql, queries: ClaimQueries, limits: ClaimLimits): Promise<ClaimedBatch> {
   const begin = connection.unsafe(queries.begin)
-  const claim = connection.unsafe<MeasuredRow[]>(queries.claim, [limits.batchSize, limits.maxBytes, limits.suspects], { prepare: true })
+  const claim = connection.unsafe<MeasuredRow[]>(queries.claim, [limits.batchSize, limits.maxBytes, limits.suspects, limits.fromId], { prepare: true })
   let [, rows] = await Promise.all([begin, claim])
   if (rows.length > 0 && rows.at(-1)!.payload === null) {
     const fits = rows.slice(0, -1)
@@ -122,7 +127,8 @@ export async function outboxClaimBatch(connection: Sql, queries: ClaimQueries, l
   }
   let bytes = 0
   for (const row of rows) bytes += row.size
-  return { events: rows.map((row) => new ClaimedEvent(row as ClaimedRow, queries.schema)), bytes, suspect: rows[0]?.suspect === true }
+  // fresh rows come last, in id order: the first is the lowest
+  return { events: rows.map((row) => new ClaimedEvent(row as ClaimedRow, queries.schema)), bytes, suspect: rows[0]?.suspect === true, firstFreshId: rows.find((row) => row.fresh)?.id }
 }
 
 /** Ends the batch transaction without settling: every claimed event returns to the queue as it was. */

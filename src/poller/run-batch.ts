@@ -4,6 +4,7 @@ import { type BatchReport, batchReport, emptyBatchReport } from './batch-report.
 import { BatchDeaths } from './batch-deaths.js'
 import { type BatchTrace, startBatchTrace } from './batch-trace.js'
 import { type ClaimQueries, outboxClaimBatch, outboxRollback } from './claim.js'
+import { ClaimFloor } from './claim-floor.js'
 import { outboxChargeCrash } from './charge-suspects.js'
 import type { BatchDispatch, BatchOutcome } from './dispatch-batch.js'
 import { errorMessage, isConnectionFailure, serverReason } from '../errors.js'
@@ -51,6 +52,8 @@ export class BatchRunner {
   /** Suspects are claimed (alone) at most every other claim, so fresh events never wait behind them. */
   #suspectTurn = true
   #forced = false
+  /** Where the claim of fresh events starts, past the dead index entries a held snapshot keeps. */
+  readonly #floor = new ClaimFloor()
 
   constructor(options: BatchRunnerOptions) {
     this.#o = options
@@ -78,7 +81,10 @@ export class BatchRunner {
 
   async #claimAndHandle(connection: Sql, batch: ActiveBatch, deferrals: number): Promise<BatchResult & { report: BatchReport | undefined }> {
     await this.#o.paused.refresh(connection)
-    const claim = await outboxClaimBatch(connection, this.#o.claimQueries, { batchSize: this.#deaths.batchSize, maxBytes: this.#o.batchMaxBytes, suspects: this.#suspectTurn })
+    const { fromId, sweep } = this.#floor.next()
+    const claimStartedAt = performance.now()
+    const claim = await outboxClaimBatch(connection, this.#o.claimQueries, { batchSize: this.#deaths.batchSize, maxBytes: this.#o.batchMaxBytes, suspects: this.#suspectTurn, fromId })
+    this.#floor.claimed(claim.firstFreshId, sweep, performance.now() - claimStartedAt)
     const { events: rows, parked } = await this.#o.paused.park(connection, claim.events)
     Object.assign(batch, { claimed: rows.length, bytes: claim.bytes, suspect: claim.suspect })
     this.#suspectTurn = !claim.suspect
@@ -147,6 +153,7 @@ export class BatchRunner {
     // losing the connection leaves its transaction aborted instead: roll it back.
     const reason = lost ? (serverReason(error) ?? (await connection`select 1`.then(() => undefined, (probe: unknown) => serverReason(probe) ?? errorMessage(probe)))) : serverReason(error)
     if (!lost) await outboxRollback(connection).catch(() => {})
+    this.#floor.reset() // the batch's events are claimable again, maybe below the floor
     const death = batch !== undefined && batch.claimed > 0 ? this.#deaths.died(batch.suspect, batch.inFlight) : undefined
     const fields = { error: errorMessage(error), reason, events: batch?.claimed, in_flight: batch?.inFlight.length, batch_ms: batch && Math.round(performance.now() - batch.startedAt), next_batch_size: this.#deaths.batchSize, retry_in_ms: retryInMs }
     if (lost) this.#o.log.warn(fields, 'connection lost: the batch in hand rolled back; reconnecting')

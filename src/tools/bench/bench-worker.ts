@@ -10,7 +10,7 @@ import { createPoller } from '../../poller/poller.js'
 import type { Handler, OutboxEvent } from '../../types.js'
 
 export type BenchTask =
-  | { mode: 'poller'; url: string; listenUrl?: string; listen?: boolean; schema: string; batchSize: number; recordLatency?: boolean; ordering?: 'none' | 'entity'; handler?: 'noop' | 'tx'; sink?: string; sinkSecret?: string }
+  | { mode: 'poller'; url: string; listenUrl?: string; listen?: boolean; schema: string; batchSize: number; recordLatency?: boolean; recordIds?: boolean; ordering?: 'none' | 'entity'; handler?: 'noop' | 'tx'; sink?: string; sinkSecret?: string }
   | { mode: 'bare'; url: string; schema: string; batchSize: number }
   // script: one transaction's statements, run in a loop; $1 is a random id from `from` to `to`
   | { mode: 'writer'; url: string; script: string[]; seconds: number; from: number; to: number }
@@ -23,6 +23,9 @@ export interface BenchReport {
   batchMs: number[]
   /** Commit-to-handler latency of each event (ms), when recorded. */
   latencyMs: number[]
+  /** When each of those events was handled (ms since the epoch), and its id, with recordIds. */
+  handledAt: number[]
+  handledIds: number[]
   /** Statements a writer completed. */
   statements: number
 }
@@ -32,6 +35,8 @@ type ParentMessage = { type: 'go' } | { type: 'report' } | { type: 'stop' }
 const task = JSON.parse(process.argv[2]!) as BenchTask
 const batchMs: number[] = []
 const latencyMs: number[] = []
+const handledAt: number[] = []
+const handledIds: number[] = []
 let statements = 0
 const send = (message: object) => process.send!(message)
 
@@ -41,7 +46,11 @@ function peakRssMb(): number {
 }
 
 async function runPoller(t: Extract<BenchTask, { mode: 'poller' }>): Promise<() => Promise<void>> {
-  const record = (event: OutboxEvent) => void latencyMs.push(Date.now() - event.created_at.getTime())
+  const record = (event: OutboxEvent) => {
+    const now = Date.now()
+    latencyMs.push(now - event.created_at.getTime())
+    if (t.recordIds) handledAt.push(now), handledIds.push(Number(event.id))
+  }
   const effects = `${quoteIdent(t.schema)}.bench_effects`
   // one row per event through ctx.tx(): the cost of exactly-once effects in the batch transaction
   const writeEffect: Handler = async (event, ctx) => {
@@ -124,7 +133,7 @@ process.on('message', async (message: ParentMessage) => {
   if (message.type === 'go') releaseGo()
   else if (message.type === 'report') {
     if (task.mode === 'writer') await stop()
-    send({ type: 'report', peakRssMb: peakRssMb(), batchMs, latencyMs, statements } satisfies BenchReport)
+    send({ type: 'report', peakRssMb: peakRssMb(), batchMs, latencyMs, handledAt, handledIds, statements } satisfies BenchReport)
   } else if (message.type === 'stop') {
     if (task.mode !== 'writer') await stop()
     process.disconnect?.()

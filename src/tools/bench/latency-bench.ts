@@ -28,7 +28,13 @@ export interface LatencyPoller {
   listen?: boolean
 }
 
-export async function latencyBench(url: string, schema: string, name: string, ratePerSecond: number, seconds: number, through: LatencyPoller = {}): Promise<LatencyResult> {
+/** Called around the writes: just before the first, and just after the last (before the poller catches up). */
+export interface LatencyHooks {
+  beforeWrites?: () => Promise<void>
+  afterWrites?: () => Promise<void>
+}
+
+export async function latencyBench(url: string, schema: string, name: string, ratePerSecond: number, seconds: number, through: LatencyPoller = {}, hooks: LatencyHooks = {}): Promise<LatencyResult> {
   // synchronous_commit off for the writer only: its commit becomes visible (and notifies) without waiting
   // for the disk flush, so created_at stays within a fraction of a millisecond of the commit, as measured.
   const sql = postgres(url, { max: 8, onnotice: () => {}, connection: { synchronous_commit: 'off' } as Record<string, string> })
@@ -41,6 +47,7 @@ export async function latencyBench(url: string, schema: string, name: string, ra
   try {
     // let the poller settle into its idle state (flag raised, asleep) before the first write
     await new Promise((resolve) => setTimeout(resolve, 500))
+    await hooks.beforeWrites?.()
     const events = Math.round(ratePerSecond * seconds)
     const tickMs = Math.max(1000 / ratePerSecond, 10)
     const perTick = Math.max(1, Math.round((ratePerSecond * tickMs) / 1000))
@@ -54,13 +61,14 @@ export async function latencyBench(url: string, schema: string, name: string, ra
       for (let i = 0; i < perTick && written < events; i++, written++) writes.push(sql.unsafe(`insert into ${table} (name) values ('x')`).execute())
     }
     await Promise.all(writes)
+    await hooks.afterWrites?.()
     for (;;) {
       const [{ pending }] = await sql.unsafe(`select count(*)::int as pending from ${outbox.qualified} where ${pendingCondition}`)
       if (pending === 0) break
       await new Promise((resolve) => setTimeout(resolve, 50))
     }
     const { latencyMs } = await poller!.report()
-    return { name, ratePerSecond, events: latencyMs.length, p50Ms: percentile(latencyMs, 50), p95Ms: percentile(latencyMs, 95), p99Ms: percentile(latencyMs, 99), maxMs: Math.max(...latencyMs) }
+    return { name, ratePerSecond, events: latencyMs.length, p50Ms: percentile(latencyMs, 50), p95Ms: percentile(latencyMs, 95), p99Ms: percentile(latencyMs, 99), maxMs: latencyMs.reduce((a, b) => Math.max(a, b), Number.NEGATIVE_INFINITY) }
   } finally {
     await poller!.stop()
     await sql.end()

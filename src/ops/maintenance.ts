@@ -1,0 +1,99 @@
+import type { Sql } from 'postgres'
+import { quoteIdent, type OutboxTable } from '../outbox/outbox-table.js'
+
+/**
+ * The partial indexes over pending events, with the predicate each is built on and the width of its key. Every
+ * processed event leaves a dead entry in them; VACUUM frees those pages for reuse but never gives them back,
+ * so after a snapshot was held for minutes (see the README's "Long transactions") they stay many times the size
+ * their few live entries need.
+ */
+function pendingIndexes(outbox: OutboxTable): Array<{ name: string; predicate: string; keyBytes: string }> {
+  return [
+    { name: `${outbox.table}_pending`, predicate: 'processed_at is null and dead_at is null and retry_at is null', keyBytes: '8' },
+    { name: `${outbox.table}_retry`, predicate: 'processed_at is null and dead_at is null and retry_at is not null', keyBytes: '8' },
+    { name: `${outbox.table}_suspect`, predicate: 'processed_at is null and dead_at is null and suspect', keyBytes: '8' },
+    // text keys: their mean stored size, from a sample
+    { name: `${outbox.table}_entity_pending`, predicate: 'processed_at is null', keyBytes: '8 + coalesce((select avg(pg_column_size(entity_type) + pg_column_size(entity_id)) from (select entity_type, entity_id from $table where processed_at is null limit 1000) as s), 0)' },
+  ]
+}
+
+/** Rebuilt when larger than this many times the size a fresh build would take… */
+export const bloatFactor = 4
+/** …and larger than this (bytes): rebuilding a small index gains nothing. */
+export const bloatMinBytes = 256 * 1024
+/** A snapshot older than this (s) would hold the rebuild until it ends, and keep it bloated too: skip then. */
+export const reindexSnapshotLimitSeconds = 60
+
+export interface ReindexResult {
+  /** Indexes rebuilt, with their sizes before and after (bytes). */
+  rebuilt: Array<{ index: string; bytesBefore: number; bytesAfter: number }>
+  /** Why nothing was rebuilt although an index was bloated; undefined otherwise. */
+  skipped: string | undefined
+}
+
+export interface MaintenanceResult extends ReindexResult {
+  /** VACUUM ran: the space of the deleted rows is reusable at once. */
+  vacuumed: boolean
+}
+
+/**
+ * What `cleanup` does after its deletes, as the outbox's owner: VACUUM the outbox (so the deleted rows' space
+ * is reused at once, not after autovacuum's next turn), then rebuild its bloated pending indexes. A role that
+ * does not own the outbox gets `notOwner` and nothing is done (PostgreSQL would skip the VACUUM with a warning).
+ */
+export async function outboxMaintenance(sql: Sql, outbox: OutboxTable): Promise<MaintenanceResult | 'notOwner'> {
+  const [owner] = await sql<Array<{ owns: boolean }>>`select pg_has_role(current_user, relowner, 'MEMBER') as owns from pg_class where oid = ${outbox.qualified}::regclass`
+  if (!owner?.owns) return 'notOwner'
+  await sql.unsafe(`vacuum ${outbox.qualified}`)
+  return { vacuumed: true, ...(await outboxReindexBloated(sql, outbox)) }
+}
+
+/**
+ * Rebuilds, with REINDEX CONCURRENTLY (pollers and writers go on), the outbox's pending indexes that are
+ * bloated: more than `bloatFactor` × the size of a fresh build for the entries they hold. Needs the outbox's
+ * owner; a rebuild that fails leaves an invalid copy, dropped here before the error is passed on.
+ */
+export async function outboxReindexBloated(sql: Sql, outbox: OutboxTable, snapshotLimitSeconds = reindexSnapshotLimitSeconds): Promise<ReindexResult> {
+  const schema = quoteIdent(outbox.schema)
+  const bloated: Array<{ index: string; bytes: number }> = []
+  for (const index of pendingIndexes(outbox)) {
+    const qualified = `${schema}.${quoteIdent(index.name)}`
+    const [row] = await sql.unsafe<Array<{ bytes: string | null; fresh: string }>>(`
+      select pg_relation_size(to_regclass($1)) as bytes,
+             -- a fresh build: 90 % full leaves of (tuple header + key, 8-aligned, + line pointer), a metapage, a root
+             8192 * (2 + ceil(count(*) * (12 + 8 * ceil((${index.keyBytes.replace('$table', outbox.qualified)}) / 8.0)) / (0.9 * 8160))) as fresh
+        from ${outbox.qualified} where to_regclass($1) is not null and ${index.predicate}`, [qualified])
+    if (row!.bytes === null) continue // not created (the entity index exists only for --ordering entity)
+    const bytes = Number(row!.bytes)
+    if (bytes > bloatMinBytes && bytes > bloatFactor * Number(row!.fresh)) bloated.push({ index: qualified, bytes })
+  }
+  if (bloated.length === 0) return { rebuilt: [], skipped: undefined }
+  // only this database's snapshots hold back its VACUUM and REINDEX CONCURRENTLY
+  const [oldest] = await sql<Array<{ pid: number; seconds: number }>>`
+    select pid, extract(epoch from now() - xact_start)::float8 as seconds from pg_stat_activity
+     where datname = current_database() and pid <> pg_backend_pid() and backend_xmin is not null and xact_start is not null
+     order by xact_start limit 1`
+  if (oldest !== undefined && oldest.seconds > snapshotLimitSeconds) {
+    return { rebuilt: [], skipped: `a snapshot ${Math.round(oldest.seconds)} s old (pid ${oldest.pid}) is held: a rebuild would wait for it, and stay bloated` }
+  }
+  const rebuilt: ReindexResult['rebuilt'] = []
+  for (const { index, bytes } of bloated) {
+    try {
+      await sql.unsafe(`reindex index concurrently ${index}`)
+    } catch (error) {
+      await dropInvalidCopies(sql, outbox)
+      throw error
+    }
+    const [after] = await sql.unsafe<Array<{ bytes: string }>>('select pg_relation_size($1::regclass) as bytes', [index])
+    rebuilt.push({ index, bytesBefore: bytes, bytesAfter: Number(after!.bytes) })
+  }
+  return { rebuilt, skipped: undefined }
+}
+
+/** REINDEX CONCURRENTLY interrupted leaves `<index>_ccnew` (invalid, still maintained by every write): drop it. */
+async function dropInvalidCopies(sql: Sql, outbox: OutboxTable): Promise<void> {
+  const leftovers = await sql<Array<{ name: string }>>`
+    select c.relname as name from pg_index i join pg_class c on c.oid = i.indexrelid join pg_namespace n on n.oid = c.relnamespace
+     where n.nspname = ${outbox.schema} and i.indrelid = to_regclass(${outbox.qualified}) and not i.indisvalid and c.relname like '%\_ccnew%'`
+  for (const { name } of leftovers) await sql.unsafe(`drop index concurrently if exists ${quoteIdent(outbox.schema)}.${quoteIdent(name)}`)
+}

@@ -1,0 +1,101 @@
+import { randomBytes } from 'node:crypto'
+import postgres from 'postgres'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { outboxMaintenance, outboxReindexBloated } from '../../src/ops/maintenance.js'
+import { outboxTable } from '../../src/outbox/outbox-table.js'
+import { createTestDatabase, type TestDatabase } from '../support/database.js'
+
+const outbox = outboxTable('public', 'outbox')
+const cleaner = `outbox_cleaner_${randomBytes(4).toString('hex')}`
+let db: TestDatabase
+
+beforeAll(async () => {
+  db = await createTestDatabase({ ordering: 'entity' })
+  await db.sql.unsafe(`create role ${cleaner} login password 'pw'; grant select, delete on outbox to ${cleaner}`)
+})
+afterAll(async () => {
+  await db.sql.unsafe(`drop owned by ${cleaner}; drop role ${cleaner}`)
+  await db.drop()
+})
+
+const indexBytes = async (name: string) => Number((await db.sql<{ bytes: string }[]>`select pg_relation_size(${name}::regclass) as bytes`)[0]!.bytes)
+
+/** Events written and processed while a REPEATABLE READ snapshot is held: their dead entries stay until it ends. */
+async function bloatUnderSnapshot(events: number, whileHeld: () => Promise<void> = async () => {}): Promise<void> {
+  const session = postgres(db.url, { max: 1, onnotice: () => {} })
+  const held = await session.reserve()
+  await held`begin isolation level repeatable read`
+  await held`select 1`
+  try {
+    for (let done = 0; done < events; done += 10_000) {
+      await db.sql`insert into outbox (event_type, entity_type, entity_id, payload) select 'bloat.test', 'bloat', g::text, '{}' from generate_series(1, 10000) g`
+      await db.sql`update outbox set processed_at = now() where processed_at is null and entity_type = 'bloat'`
+    }
+    await whileHeld()
+  } finally {
+    await held`rollback`
+    held.release()
+    await session.end()
+  }
+}
+
+describe('rebuilding bloated pending indexes', () => {
+  it('after a held snapshot ended, the pending indexes return to the size they had before it', async () => {
+    await db.sql`insert into outbox (event_type, entity_type, entity_id, payload) select 'bloat.test', 'keep', g::text, '{}' from generate_series(1, 500) g`
+    await db.sql`vacuum outbox`
+    const before = await indexBytes('outbox_pending')
+    await bloatUnderSnapshot(100_000)
+    await db.sql`vacuum outbox` // what autovacuum does once the snapshot ended: the pages are freed, the file stays
+    const bloated = await indexBytes('outbox_pending')
+    expect(bloated).toBeGreaterThan(4 * before)
+    const result = await outboxMaintenance(db.sql, outbox)
+    if (result === 'notOwner') throw new Error('the test database owner should own its outbox')
+    const { rebuilt, skipped } = result
+    expect(skipped).toBeUndefined()
+    expect(rebuilt.map((r) => r.index)).toEqual(expect.arrayContaining(['"public"."outbox_pending"', '"public"."outbox_entity_pending"']))
+    expect(await indexBytes('outbox_pending')).toBeLessThanOrEqual(2 * before)
+    // the rebuilt index is valid and used: the 500 pending events are still found through it
+    const [{ pending }] = await db.sql`select count(*)::int as pending from outbox where processed_at is null and dead_at is null and retry_at is null`
+    expect(pending).toBe(500)
+    expect((await db.sql`select 1 from pg_index where not indisvalid and indrelid = 'outbox'::regclass`).length).toBe(0)
+    // nothing left to rebuild
+    expect((await outboxReindexBloated(db.sql, outbox)).rebuilt).toEqual([])
+  })
+
+  it('while an old snapshot is still held it says so and rebuilds nothing', async () => {
+    await bloatUnderSnapshot(50_000)
+    await db.sql`vacuum outbox`
+    const session = postgres(db.url, { max: 1, onnotice: () => {}, connection: { application_name: 'old-report' } })
+    const held = await session.reserve()
+    try {
+      await held`begin isolation level repeatable read`
+      await held`select 1`
+      const before = await indexBytes('outbox_pending')
+      // any snapshot counts as old with a limit of 0 s
+      const { rebuilt, skipped } = await outboxReindexBloated(db.sql, outbox, 0)
+      expect(rebuilt).toEqual([])
+      expect(skipped).toMatch(/^a snapshot \d+ s old \(pid \d+\) is held: a rebuild would wait for it, and stay bloated$/)
+      expect(await indexBytes('outbox_pending')).toBe(before)
+    } finally {
+      await held`rollback`
+      held.release()
+      await session.end()
+    }
+  })
+
+  it('a role that may delete but does not own the outbox is told; a rebuild it tries anyway fails and leaves no invalid copy', async () => {
+    await bloatUnderSnapshot(50_000)
+    await db.sql`vacuum outbox`
+    const url = new URL(db.url)
+    url.username = cleaner
+    url.password = 'pw'
+    const restricted = postgres(url.toString(), { max: 1, onnotice: () => {} })
+    try {
+      expect(await outboxMaintenance(restricted, outbox)).toBe('notOwner')
+      await expect(outboxReindexBloated(restricted, outbox)).rejects.toMatchObject({ code: '42501' })
+      expect((await db.sql`select 1 from pg_index where not indisvalid and indrelid = 'outbox'::regclass`).length).toBe(0)
+    } finally {
+      await restricted.end()
+    }
+  })
+})
