@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { runCli } from '../support/cli.js'
 import { createTestDatabase, type TestDatabase } from '../support/database.js'
+import { bloatMinBytes } from '../../src/ops/maintenance.js'
 
 let db: TestDatabase
 
@@ -24,7 +25,11 @@ describe('bench --soak', () => {
     expect(soak.samples).toHaveLength(10)
     // a minute is short of the steady state a 10-minute soak reaches by its second minute (1.3 × there): 1.5 × here
     expect(soak.totalSizeRatio).toBeLessThanOrEqual(1.5)
-    expect(soak.pendingIndexRatio).toBeLessThanOrEqual(2)
+    // the pending index is a few pages here, and cleanups rebuild it: one sample may fall just after a rebuild, so
+    // bounded means the last tenth no larger than twice the largest of the first three, or than the size below
+    // which cleanup never rebuilds (a ratio of a few 8 kB pages says nothing)
+    const indexBytes = soak.samples.map((sample: { pendingIndexBytes: number }) => sample.pendingIndexBytes)
+    expect(indexBytes.at(-1)).toBeLessThanOrEqual(Math.max(2 * Math.max(...indexBytes.slice(0, 3)), bloatMinBytes))
   }, 300_000)
 
   it('rejects a soak or a held snapshot of less than 10 s with exit code 2', async () => {
