@@ -116,6 +116,13 @@ async function runPoller(setup: WorkerSetup, handlers: HandlerMap): Promise<numb
   process.on('SIGTERM', (signal) => stops.signal(signal))
   process.on('SIGINT', (signal) => stops.signal(signal))
   link?.onStopRequest((why, force) => stops.request(why, force))
+  // A supervisor killed while this worker was still loading disconnected before anyone listened: it will not
+  // say so again, and a worker left running would poll unsupervised.
+  if (link !== undefined && !process.connected) {
+    log.warn('the supervisor is gone: exiting before polling')
+    await sinks?.close()
+    return ExitCode.ok
+  }
   let memoryExceeded = false
   const memory = new MemoryWatch({
     limitMb: setup.supervisor.memoryLimitMb,

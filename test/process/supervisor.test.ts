@@ -223,4 +223,20 @@ describe('supervisor', () => {
     const [{ processed }] = await db.sql`select count(*)::int as processed from outbox where processed_at is not null`
     expect(processed).toBe(ids.length)
   })
+
+  it('a worker whose supervisor is killed while the worker is still starting exits instead of polling unsupervised', async () => {
+    const replica = supervised('slow-load-handler.js', [], { LOAD_MS: '3000' })
+    const [worker] = await waitFor('the worker started', () => (workerPids(replica.output()).length > 0 ? workerPids(replica.output()) : undefined))
+    replica.child.kill('SIGKILL') // before the worker has loaded its handlers and listens for the supervisor
+    const alive = (pid: number) => {
+      try {
+        process.kill(pid, 0)
+        return true
+      } catch {
+        return false
+      }
+    }
+    await waitFor('the orphaned worker gone', () => !alive(worker!), 20_000, 100)
+    expect(replica.output()).toContain('the supervisor is gone: exiting before polling')
+  })
 })
