@@ -96,7 +96,7 @@ async function runPoller(setup: WorkerSetup, handlers: HandlerMap): Promise<numb
   const sinks = sinkModule === undefined ? undefined : await sinkModule.createSinkHandlers(setup.sinks, { secret: setup.sinkSecret, log, timeoutMs: sinkTimeoutMs(resolved.handlerTimeoutMs) })
   const metrics = setup.supervised ? undefined : new (await import('../observe/metrics.js')).OutboxMetrics()
   metrics?.setWorkerMemoryLimit(setup.supervisor.memoryLimitMb * 1_048_576)
-  const link = setup.supervised ? new WorkerLink(processChannel()) : undefined
+  const link = setup.supervised ? new WorkerLink(processChannel(resolved.drainTimeoutMs + orphanGraceMs)) : undefined
   // alone under systemd (OUTBOX_POLLER_SUPERVISE=false), the worker is the unit's main process and notifies itself
   const notifier = setup.supervised ? undefined : SystemdNotifier.fromEnvironment(process.env, process.pid, log)
   const loop = new LoopLiveness()
@@ -155,14 +155,24 @@ async function runPoller(setup: WorkerSetup, handlers: HandlerMap): Promise<numb
   return memoryExceeded ? ExitCode.memoryRestart : ExitCode.ok
 }
 
-/** This process's IPC channel to the supervisor that forked it. */
-function processChannel(): ConstructorParameters<typeof WorkerLink>[0] {
+/** How long past its drain timeout a worker whose supervisor is gone may take before it exits regardless. */
+const orphanGraceMs = 10_000
+
+/**
+ * This process's IPC channel to the supervisor that forked it. Once the supervisor is gone the worker drains,
+ * but never outlives `exitAfterMs` (a drain stuck on an unanswering database must not leave it running unsupervised).
+ */
+function processChannel(exitAfterMs: number): ConstructorParameters<typeof WorkerLink>[0] {
   return {
     get connected() {
       return process.connected
     },
     send: (message, sent) => void process.send!(message, undefined, {}, () => sent()),
     onMessage: (listener) => void process.on('message', listener as (message: unknown) => void),
-    onDisconnect: (listener) => void process.on('disconnect', listener),
+    onDisconnect: (listener) =>
+      void process.on('disconnect', () => {
+        setTimeout(() => process.exit(ExitCode.failure), exitAfterMs).unref()
+        listener()
+      }),
   }
 }
