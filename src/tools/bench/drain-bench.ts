@@ -39,6 +39,9 @@ export interface DrainVariant {
   sink?: string
   sinkSecret?: string
   label?: string
+  /** Called once the processes are connected, before the events are written, and once they are drained. */
+  onReady?: () => Promise<void>
+  onDrained?: () => Promise<void>
 }
 
 export async function drainBench(sql: Sql, url: string, schema: string, mode: DrainMode, processes: number, batchSize: number, events: number, variant: DrainVariant = {}): Promise<DrainResult> {
@@ -52,6 +55,7 @@ export async function drainBench(sql: Sql, url: string, schema: string, mode: Dr
   }
   const workers = await startBenchProcesses(processes, mode === 'poller' ? { mode, url, schema, batchSize, ordering: variant.ordering, handler: variant.handler, sink: variant.sink, sinkSecret: variant.sinkSecret } : { mode, url, schema, batchSize })
   try {
+    await variant.onReady?.()
     const entityId = variant.entities === undefined ? 'n::text' : `(n % ${Math.trunc(variant.entities)})::text`
     // the same events, the same payloads, in either table
     await sql.unsafe(`insert into ${outbox} (event_type, entity_type, entity_id, payload) select 'issue.created', 'issue', ${entityId}, ${samplePayloadSql} from generate_series(1, $1::int) n`, [events])
@@ -62,6 +66,7 @@ export async function drainBench(sql: Sql, url: string, schema: string, mode: Dr
       if (pending === 0) break
       await new Promise((resolve) => setTimeout(resolve, 50))
     }
+    await variant.onDrained?.()
     const [{ seconds }] = await sql.unsafe(`select extract(epoch from max(processed_at) - min(processed_at))::float8 as seconds from ${outbox}`)
     const reports = await Promise.all(workers.map((worker) => worker.report()))
     const batches = reports.flatMap((report) => report.batchMs)
