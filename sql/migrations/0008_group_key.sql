@@ -11,7 +11,7 @@ ALTER TABLE {{outbox}} ADD COLUMN group_key text;
 -- Triggers attached before this migration have no argument 9 (TG_ARGV[9] is NULL): they keep working unchanged,
 -- their events without a group. The group is the column's value as text (->>), rendered canonically as the payload
 -- is; it follows RENAME COLUMN like the other options, and a dropped group column leaves the events without one.
--- A capture without a group pays one test of the argument and a NULL column.
+-- A capture without a group pays one test of the argument, in the insert, and a NULL column.
 CREATE OR REPLACE FUNCTION {{schema}}.{{name:_capture}}() RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -29,8 +29,6 @@ DECLARE
   old_row     pg_catalog.jsonb;
   entity_id   pg_catalog.text;
   event_type  pg_catalog.text;
-  group_by    pg_catalog.text; -- the group column's current name; NULL: no group (or its column was dropped)
-  group_value pg_catalog.text;
 BEGIN
   IF rel OPERATOR(pg_catalog.<>) TG_RELID THEN
     -- a partition (its numbers may differ from the captured parent's, its names do not), or a table restored
@@ -40,10 +38,6 @@ BEGIN
   key := {{schema}}.{{name:_column_name}}(rel, TG_ARGV[2]::pg_catalog.int2);
   IF key IS NULL THEN
     PERFORM {{schema}}.{{name:_key_dropped}}(rel, entity, TG_ARGV[3]);
-  END IF;
-  -- NULL (not '') for a trigger attached before this migration: it has no argument 9
-  IF TG_ARGV[9] OPERATOR(pg_catalog.<>) '' THEN
-    group_by := {{schema}}.{{name:_column_name}}(rel, TG_ARGV[9]::pg_catalog.int2);
   END IF;
   IF {{schema}}.{{name:_settings_differ}}() THEN
     session := {{schema}}.{{name:_canonical_settings}}();
@@ -60,9 +54,12 @@ BEGIN
     session := {{schema}}.{{name:_canonical_settings}}(session);
   END IF;
   IF TG_OP OPERATOR(pg_catalog.=) 'INSERT' AND TG_ARGV[5] OPERATOR(pg_catalog.=) '' AND TG_ARGV[7] OPERATOR(pg_catalog.=) '{}' THEN
-    -- the common insert: no column option applies
+    -- the common insert: no column option applies. The group column's current name (NULL: no group, or its
+    -- column was dropped) is looked up in the insert itself: a statement of its own would cost every capture.
+    -- TG_ARGV[9] is NULL, not '', for a trigger attached before this migration.
     INSERT INTO {{outbox}} (event_type, entity_type, entity_id, group_key, payload, metadata)
-    VALUES (entity OPERATOR(pg_catalog.||) '.created', entity, new_row OPERATOR(pg_catalog.->>) key, new_row OPERATOR(pg_catalog.->>) group_by,
+    VALUES (entity OPERATOR(pg_catalog.||) '.created', entity, new_row OPERATOR(pg_catalog.->>) key,
+            new_row OPERATOR(pg_catalog.->>) CASE WHEN TG_ARGV[9] OPERATOR(pg_catalog.<>) '' THEN {{schema}}.{{name:_column_name}}(rel, TG_ARGV[9]::pg_catalog.int2) END,
             pg_catalog.jsonb_build_object('data', new_row), {{schema}}.{{name:_event_context}}());
     RETURN NULL;
   END IF;
@@ -78,10 +75,8 @@ BEGIN
       event_type := '.restored';
     END IF;
   END IF;
-  -- the entity id and the group from the whole row, before any column is filtered out: a delete carries the old
-  -- group, an insert or update the new one
+  -- the entity id from the whole row, before any column is filtered out
   entity_id := CASE WHEN TG_OP OPERATOR(pg_catalog.=) 'DELETE' THEN old_row ELSE new_row END OPERATOR(pg_catalog.->>) key;
-  group_value := CASE WHEN TG_OP OPERATOR(pg_catalog.=) 'DELETE' THEN old_row ELSE new_row END OPERATOR(pg_catalog.->>) group_by;
   -- Only the captured columns, never the excluded ones, leave the database.
   IF columns IS NOT NULL THEN
     new_row := (SELECT coalesce(pg_catalog.jsonb_object_agg(c.key, c.value), '{}') FROM pg_catalog.jsonb_each(new_row) AS c WHERE c.key OPERATOR(pg_catalog.=) ANY (columns));
@@ -95,7 +90,7 @@ BEGIN
     -- One jsonb diff, in the insert itself: the old values of the columns that changed, with their JSON types
     -- kept. A column is in both rows (the same table), so = on jsonb, never NULL, says whether it changed.
     INSERT INTO {{outbox}} (event_type, entity_type, entity_id, group_key, payload, metadata)
-    SELECT entity OPERATOR(pg_catalog.||) event_type, entity, entity_id, group_value,
+    SELECT entity OPERATOR(pg_catalog.||) event_type, entity, entity_id, new_row OPERATOR(pg_catalog.->>) CASE WHEN TG_ARGV[9] OPERATOR(pg_catalog.<>) '' THEN {{schema}}.{{name:_column_name}}(rel, TG_ARGV[9]::pg_catalog.int2) END,
            pg_catalog.jsonb_build_object('data', new_row, 'previous_attributes', d.changed), {{schema}}.{{name:_event_context}}()
       FROM (SELECT pg_catalog.jsonb_object_agg(o.key, o.value) AS changed FROM pg_catalog.jsonb_each(old_row) AS o
              WHERE NOT coalesce(o.value OPERATOR(pg_catalog.=) (new_row OPERATOR(pg_catalog.->) o.key), false)
@@ -104,7 +99,10 @@ BEGIN
     RETURN NULL;
   END IF;
   INSERT INTO {{outbox}} (event_type, entity_type, entity_id, group_key, payload, metadata)
-  VALUES (entity OPERATOR(pg_catalog.||) event_type, entity, entity_id, group_value,
+  -- the group as in the common insert: a delete carries the old row's, an update the new row's (the group column
+  -- is among the captured columns and never excluded, see {{name:_capture_attach}})
+  VALUES (entity OPERATOR(pg_catalog.||) event_type, entity, entity_id,
+          CASE WHEN TG_OP OPERATOR(pg_catalog.=) 'DELETE' THEN old_row ELSE new_row END OPERATOR(pg_catalog.->>) CASE WHEN TG_ARGV[9] OPERATOR(pg_catalog.<>) '' THEN {{schema}}.{{name:_column_name}}(rel, TG_ARGV[9]::pg_catalog.int2) END,
           pg_catalog.jsonb_build_object('data', CASE WHEN TG_OP OPERATOR(pg_catalog.=) 'DELETE' THEN old_row ELSE new_row END),
           {{schema}}.{{name:_event_context}}());
   RETURN NULL;
@@ -228,7 +226,8 @@ END
 $fn$;
 
 -- Writes a table's capture triggers and its registry row, as in 0005, with the group column's number as trigger
--- argument 9 and its name in the registry's options ("group_by": null when none).
+-- argument 9 and its name in the registry's options ("group_by": null when none). The group column is captured
+-- whatever --columns says, as the key is, so the capture functions read it from the row they send.
 DROP FUNCTION {{schema}}.{{name:_capture_attach}}(regclass, text, int2, text, int2[], int2[], int2[], text[], int2, text[], text);
 CREATE FUNCTION {{schema}}.{{name:_capture_attach}}(
   target regclass, entity text, key_attnum int2, key_name text, ignored int2[], columns int2[], excluded int2[],
@@ -245,8 +244,8 @@ DECLARE
   event text;
 BEGIN
   IF columns IS NOT NULL THEN
-    -- the entity id always travels with the row
-    columns := ARRAY(SELECT DISTINCT c FROM unnest(columns || key_attnum) AS c WHERE c IS NOT NULL ORDER BY c);
+    -- the entity id and the group always travel with the row
+    columns := ARRAY(SELECT DISTINCT c FROM unnest(columns || key_attnum || group_attnum) AS c WHERE c IS NOT NULL ORDER BY c);
   END IF;
   args := format('%L, %L, %L, %L, %L, %L, %L, %L, %L, %L', entity, target::oid, coalesce(key_attnum, 0), key_name, ignored,
                  coalesce(columns::text, ''), excluded, excluded_names, coalesce(soft_delete::text, ''), coalesce(group_attnum::text, ''));
@@ -337,6 +336,9 @@ BEGIN
    WHERE NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = target AND attname = c AND attnum > 0 AND NOT attisdropped);
   IF missing IS NOT NULL THEN
     RAISE EXCEPTION 'table % has no column %', target, missing USING ERRCODE = '42703';
+  END IF;
+  IF group_column = ANY (excluded_columns) THEN
+    RAISE EXCEPTION 'the group column % cannot be excluded: every event carries its value as group_key', quote_ident(group_column) USING ERRCODE = '22023';
   END IF;
   IF events IS NULL OR cardinality(events) = 0 OR NOT events <@ '{insert,update,delete}'::text[] THEN
     RAISE EXCEPTION 'events must be a non-empty subset of insert, update, delete (got %)', events USING ERRCODE = '22023';

@@ -28,7 +28,8 @@ export interface CaptureOptions {
   /**
    * A column whose value every event of this table carries as its `group_key` (as text; NULL when the row's value
    * is NULL), e.g. `order_id` on order lines: `--ordering group` pollers handle one group's events in order. A
-   * delete carries the old row's group, an insert or update the new row's. Default: none.
+   * delete carries the old row's group, an insert or update the new row's. Like the key, it is captured whatever
+   * `columns` says, and it cannot be among `excludeColumns`. Default: none.
    */
   groupBy?: string
 }
@@ -58,6 +59,8 @@ export interface CapturedTable {
 
 /** SQLSTATE 0A000: statement mode asked for a partitioned or inherited table. */
 const featureNotSupported = '0A000'
+/** SQLSTATE 22023: options that contradict each other (the group column among the excluded ones). */
+const invalidParameterValue = '22023'
 
 /** Attaches the capture triggers to a table (replacing earlier ones). A missing table or key column is a ConfigError. */
 export async function captureTable(sql: Sql, outbox: OutboxTable, options: CaptureOptions): Promise<CapturedTable> {
@@ -75,7 +78,7 @@ export async function captureTable(sql: Sql, outbox: OutboxTable, options: Captu
       ${list(options.columns)}::text[], ${list(options.excludeColumns)}::text[], ${options.softDeleteColumn ?? null}::text, ${events}::text[], ${mode}::text, ${options.groupBy ?? null}::text)`
   } catch (error) {
     const state = sqlState(error)
-    if (state === SqlState.undefinedColumn || state === featureNotSupported) throw new ConfigError(`cannot capture ${options.table}: ${(error as Error).message}`)
+    if (state === SqlState.undefinedColumn || state === featureNotSupported || state === invalidParameterValue) throw new ConfigError(`cannot capture ${options.table}: ${(error as Error).message}`)
     throw error
   }
   const name = await regclassName(sql, target)

@@ -48,9 +48,9 @@ describe('capture --group-by', () => {
 
   it('the group follows RENAME COLUMN, works with column options, and a dropped group column leaves events without one', async () => {
     await db.sql`create table tickets (id int primary key, account text, secret text, note text)`
-    await captureTable(db.sql, outbox, { table: 'tickets', entity: 'ticket', groupBy: 'account', excludeColumns: ['secret'], ignoreColumns: ['note'] })
+    await captureTable(db.sql, outbox, { table: 'tickets', entity: 'ticket', groupBy: 'account', columns: ['note', 'secret'], excludeColumns: ['secret'], ignoreColumns: ['note'] })
     await db.sql`alter table tickets rename column account to tenant`
-    expect((await listCaptures(db.sql, outbox)).find((c) => c.table === 'tickets')!.groupBy).toBe('tenant')
+    expect((await listCaptures(db.sql, outbox)).find((c) => c.table === 'tickets')).toMatchObject({ groupBy: 'tenant', columns: ['id', 'tenant', 'secret', 'note'] }) // the key and the group always travel
     const since = await lastId()
     await db.sql`insert into tickets values (1, 'acme', 's', 'n')`
     await db.sql`update tickets set note = 'm' where id = 1` // ignored: no event
@@ -71,6 +71,8 @@ describe('capture --group-by', () => {
     const refused = await runCli(['capture', 'plain_lines', '--entity', 'line', '--group-by', 'nope'], { DATABASE_URL: db.url })
     expect([refused.code, refused.stderr]).toEqual([2, 'outbox-poller: cannot capture plain_lines: table public.plain_lines has no column nope\n'])
     expect((await listCaptures(db.sql, outbox)).some((c) => c.table === 'plain_lines')).toBe(false)
+    const excluded = await runCli(['capture', 'plain_lines', '--entity', 'line', '--group-by', 'order_id', '--exclude-columns', 'order_id'], { DATABASE_URL: db.url })
+    expect([excluded.code, excluded.stderr]).toEqual([2, 'outbox-poller: cannot capture plain_lines: the group column order_id cannot be excluded: every event carries its value as group_key\n'])
     await captureTable(db.sql, outbox, { table: 'plain_lines', entity: 'line' })
     const since = await lastId()
     await db.sql`insert into plain_lines values (1, 5)`
