@@ -11,7 +11,7 @@ ALTER TABLE {{outbox}} ADD COLUMN group_key text;
 -- Triggers attached before this migration have no argument 9 (TG_ARGV[9] is NULL): they keep working unchanged,
 -- their events without a group. The group is the column's value as text (->>), rendered canonically as the payload
 -- is; it follows RENAME COLUMN like the other options, and a dropped group column leaves the events without one.
--- A capture without a group pays one test of the argument, in the insert, and a NULL column.
+-- A capture without a group pays one test of the argument and a NULL column.
 CREATE OR REPLACE FUNCTION {{schema}}.{{name:_capture}}() RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -29,6 +29,7 @@ DECLARE
   old_row     pg_catalog.jsonb;
   entity_id   pg_catalog.text;
   event_type  pg_catalog.text;
+  group_by    pg_catalog.text; -- the group column's current name; NULL: no group (or its column was dropped)
 BEGIN
   IF rel OPERATOR(pg_catalog.<>) TG_RELID THEN
     -- a partition (its numbers may differ from the captured parent's, its names do not), or a table restored
@@ -38,6 +39,11 @@ BEGIN
   key := {{schema}}.{{name:_column_name}}(rel, TG_ARGV[2]::pg_catalog.int2);
   IF key IS NULL THEN
     PERFORM {{schema}}.{{name:_key_dropped}}(rel, entity, TG_ARGV[3]);
+  END IF;
+  -- A plain expression, not part of the inserts: there its set-up would be paid on every call. TG_ARGV[9] is NULL,
+  -- not '', for a trigger attached before this migration.
+  IF TG_ARGV[9] OPERATOR(pg_catalog.<>) '' THEN
+    group_by := {{schema}}.{{name:_column_name}}(rel, TG_ARGV[9]::pg_catalog.int2);
   END IF;
   IF {{schema}}.{{name:_settings_differ}}() THEN
     session := {{schema}}.{{name:_canonical_settings}}();
@@ -54,12 +60,9 @@ BEGIN
     session := {{schema}}.{{name:_canonical_settings}}(session);
   END IF;
   IF TG_OP OPERATOR(pg_catalog.=) 'INSERT' AND TG_ARGV[5] OPERATOR(pg_catalog.=) '' AND TG_ARGV[7] OPERATOR(pg_catalog.=) '{}' THEN
-    -- the common insert: no column option applies. The group column's current name (NULL: no group, or its
-    -- column was dropped) is looked up in the insert itself: a statement of its own would cost every capture.
-    -- TG_ARGV[9] is NULL, not '', for a trigger attached before this migration.
+    -- the common insert: no column option applies
     INSERT INTO {{outbox}} (event_type, entity_type, entity_id, group_key, payload, metadata)
-    VALUES (entity OPERATOR(pg_catalog.||) '.created', entity, new_row OPERATOR(pg_catalog.->>) key,
-            new_row OPERATOR(pg_catalog.->>) CASE WHEN TG_ARGV[9] OPERATOR(pg_catalog.<>) '' THEN {{schema}}.{{name:_column_name}}(rel, TG_ARGV[9]::pg_catalog.int2) END,
+    VALUES (entity OPERATOR(pg_catalog.||) '.created', entity, new_row OPERATOR(pg_catalog.->>) key, new_row OPERATOR(pg_catalog.->>) group_by,
             pg_catalog.jsonb_build_object('data', new_row), {{schema}}.{{name:_event_context}}());
     RETURN NULL;
   END IF;
@@ -90,7 +93,7 @@ BEGIN
     -- One jsonb diff, in the insert itself: the old values of the columns that changed, with their JSON types
     -- kept. A column is in both rows (the same table), so = on jsonb, never NULL, says whether it changed.
     INSERT INTO {{outbox}} (event_type, entity_type, entity_id, group_key, payload, metadata)
-    SELECT entity OPERATOR(pg_catalog.||) event_type, entity, entity_id, new_row OPERATOR(pg_catalog.->>) CASE WHEN TG_ARGV[9] OPERATOR(pg_catalog.<>) '' THEN {{schema}}.{{name:_column_name}}(rel, TG_ARGV[9]::pg_catalog.int2) END,
+    SELECT entity OPERATOR(pg_catalog.||) event_type, entity, entity_id, new_row OPERATOR(pg_catalog.->>) group_by,
            pg_catalog.jsonb_build_object('data', new_row, 'previous_attributes', d.changed), {{schema}}.{{name:_event_context}}()
       FROM (SELECT pg_catalog.jsonb_object_agg(o.key, o.value) AS changed FROM pg_catalog.jsonb_each(old_row) AS o
              WHERE NOT coalesce(o.value OPERATOR(pg_catalog.=) (new_row OPERATOR(pg_catalog.->) o.key), false)
@@ -98,11 +101,11 @@ BEGIN
      WHERE d.changed IS NOT NULL; -- nothing captured changed, or only ignored columns: no event
     RETURN NULL;
   END IF;
+  -- a delete carries the old row's group, an update the new row's (the group column is among the captured columns
+  -- and never excluded, see {{name:_capture_attach}}, so the rows still hold it)
   INSERT INTO {{outbox}} (event_type, entity_type, entity_id, group_key, payload, metadata)
-  -- the group as in the common insert: a delete carries the old row's, an update the new row's (the group column
-  -- is among the captured columns and never excluded, see {{name:_capture_attach}})
   VALUES (entity OPERATOR(pg_catalog.||) event_type, entity, entity_id,
-          CASE WHEN TG_OP OPERATOR(pg_catalog.=) 'DELETE' THEN old_row ELSE new_row END OPERATOR(pg_catalog.->>) CASE WHEN TG_ARGV[9] OPERATOR(pg_catalog.<>) '' THEN {{schema}}.{{name:_column_name}}(rel, TG_ARGV[9]::pg_catalog.int2) END,
+          CASE WHEN TG_OP OPERATOR(pg_catalog.=) 'DELETE' THEN old_row ELSE new_row END OPERATOR(pg_catalog.->>) group_by,
           pg_catalog.jsonb_build_object('data', CASE WHEN TG_OP OPERATOR(pg_catalog.=) 'DELETE' THEN old_row ELSE new_row END),
           {{schema}}.{{name:_event_context}}());
   RETURN NULL;
