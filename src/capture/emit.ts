@@ -1,4 +1,4 @@
-import type { Sql } from 'postgres'
+import type { Sql, TransactionSql } from 'postgres'
 import { stringifyLosslessJson } from '../poller/lossless-json.js'
 import { type OutboxTable, outboxTable } from '../outbox/outbox-table.js'
 
@@ -31,7 +31,7 @@ export interface EventContextValues {
 }
 
 /** A postgres.js transaction (or instance), or a Kysely transaction. */
-export type Executor = Sql | { executeQuery: unknown; selectFrom: unknown }
+export type Executor = Sql | TransactionSql | { executeQuery: unknown; selectFrom: unknown }
 
 /**
  * Writes an explicit event in the caller's transaction (same shape and guarantees as a captured change).
@@ -62,7 +62,7 @@ export async function withEventContext(tx: Executor, context: EventContextValues
 }
 
 async function run(tx: Executor, text: string, values: unknown[]): Promise<Array<Record<string, unknown>>> {
-  if (typeof (tx as Sql).unsafe === 'function') return (tx as Sql).unsafe(text, values as never[]) as unknown as Array<Record<string, unknown>>
+  if (typeof (tx as Sql).unsafe === 'function') return (tx as Sql | TransactionSql).unsafe(text, values as never[]) as unknown as Array<Record<string, unknown>>
   // Kysely has no positional raw parameters: rebuild the query as a template with its values.
   const { sql } = await import('kysely')
   const parts = text.split(/\$\d+/)
