@@ -3,6 +3,7 @@ import { captureTable, listCaptures } from '../../src/capture/capture.js'
 import { emit } from '../../src/capture/emit.js'
 import { migrate } from '../../src/outbox/migrate.js'
 import { outboxTable } from '../../src/outbox/outbox-table.js'
+import { fixturePath, runCli } from '../support/cli.js'
 import { createTestDatabase, type TestDatabase } from '../support/database.js'
 
 let db: TestDatabase
@@ -38,8 +39,10 @@ async function write(id: number) {
 }
 
 describe('upgrading to groups', () => {
-  it('tables captured before keep capturing as they did, without a group; then a capture names one; emit keeps its grants', async () => {
+  it('a worker waits for the migration; tables captured before keep capturing as they did, without a group; then a capture names one; emit keeps its grants', async () => {
     const before = await write(1)
+    const early = await runCli(['--handlers', fixturePath('record-handler.js')], { DATABASE_URL: db.url })
+    expect([early.code, early.stderr.split('\n')[0]]).toEqual([2, 'outbox-poller: outbox table "public"."outbox" needs newer migrations: run `outbox-poller migrate` first'])
     const shape = (rows: Awaited<ReturnType<typeof write>>) => rows.map((row) => [row.event_type, row.payload.data])
     expect((await migrate({ sql: db.sql })).applied).toContain('0008_group_key')
 
