@@ -16,6 +16,8 @@ export interface OutboxEvent<Payload = unknown> {
   readonly event_type: string
   readonly entity_type: string
   readonly entity_id: string
+  /** The group its capture's `groupBy` column (or `emit`) gave it, ordered by under `ordering: 'group'`; null when none. */
+  readonly group_key: string | null
   /**
    * `{ data }`, and for updates `{ data, previous_attributes }` with the changed columns' old values. Parsed
    * from `payloadText` on first read, without silent loss: an integer beyond ±Number.MAX_SAFE_INTEGER is a

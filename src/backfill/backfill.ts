@@ -154,7 +154,7 @@ interface ChunkQueries {
 /**
  * One chunk, two statements: the bound (the chunk size-th key from the last one; every row sharing it joins the
  * chunk, so a key that is not unique is never cut in two), then the rows up to it locked FOR SHARE in key
- * order and their events, in key order, in one statement. The entity id and payload are made as the capture makes them.
+ * order and their events, in key order, in one statement. The entity id, group and payload are made as the capture makes them.
  * Rows whose key is NULL have no entity id: they are skipped.
  */
 async function chunkQueries(sql: ReservedSql, outbox: OutboxTable, capture: CapturedTable, oid: string, where: string | null): Promise<ChunkQueries> {
@@ -164,6 +164,8 @@ async function chunkQueries(sql: ReservedSql, outbox: OutboxTable, capture: Capt
   const condition = where === null ? 'true' : `(${where})`
   const columns = capture.columns.length === 0 ? 'null' : `array[${capture.columns.map(quoteLiteral).join(', ')}]::text[]`
   const excluded = `array[${capture.excludeColumns.map(quoteLiteral).join(', ')}]::text[]`
+  // the group as the capture takes it; only named for a capture with one (older outboxes have no such column)
+  const group = capture.groupBy === null ? { column: '', value: '' } : { column: ', group_key', value: `, l.row ->> ${quoteLiteral(capture.groupBy)}` }
   // the bound is its own query, so the chunk's range is known when the chunk is planned (an index range scan)
   const bound = (after: string) => `select max(k)::text as last from (select ${key} as k from ${capture.table} as t where ${after} and ${condition} order by ${key} limit $1) as s`
   const chunk = (after: string) => `
@@ -173,11 +175,11 @@ async function chunkQueries(sql: ReservedSql, outbox: OutboxTable, capture: Capt
        order by ${key}
          for share of t
     ), written as (
-      insert into ${outbox.qualified} (event_type, entity_type, entity_id, payload, metadata)
+      insert into ${outbox.qualified} (event_type, entity_type, entity_id, payload, metadata${group.column})
       select $2, ${quoteLiteral(capture.entity)}, l.row ->> ${quoteLiteral(capture.key)},
              jsonb_build_object('data', case when ${columns} is null then l.row
                                              else (select coalesce(jsonb_object_agg(c.key, c.value), '{}') from jsonb_each(l.row) as c where c.key = any (${columns})) end - ${excluded}),
-             ${quoteIdent(outbox.schema)}.${quoteIdent(`${outbox.table}_event_context`)}()
+             ${quoteIdent(outbox.schema)}.${quoteIdent(`${outbox.table}_event_context`)}()${group.value}
         from locked as l order by l.k
       returning 1
     )

@@ -25,8 +25,8 @@ const reasons: Record<LostCaptureProblem, string> = {
 interface RegistryRow {
   table: string
   entity: string
-  // mode: absent before the statement mode existed, 'row' since for those tables
-  options: { key: string; ignore_columns: string[]; columns: string[] | null; exclude_columns: string[]; soft_delete_column: string | null; events: CapturedTable['events']; mode?: CapturedTable['mode'] }
+  // mode: absent before the statement mode existed, 'row' since for those tables; group_by: absent before groups existed
+  options: { key: string; ignore_columns: string[]; columns: string[] | null; exclude_columns: string[]; soft_delete_column: string | null; events: CapturedTable['events']; mode?: CapturedTable['mode']; group_by?: string | null }
   problem: LostCaptureProblem
   sql: string
 }
@@ -38,13 +38,14 @@ interface RegistryRow {
 export async function lostCaptures(sql: Sql | TransactionSql, outbox: OutboxTable): Promise<LostCapture[]> {
   const rows = await sql<RegistryRow[]>`
     select coalesce(current.oid::regclass::text, registered.name) as table, r.entity, r.options, state.problem,
-           format('SELECT %s(%L, %L, %L, %L, %L, %L, %L, %L%s)', ${outbox.captureTableFunction}::text, registered.name, r.entity,
+           format('SELECT %s(%L, %L, %L, %L, %L, %L, %L, %L%s%s)', ${outbox.captureTableFunction}::text, registered.name, r.entity,
                   case when state.problem = 'key-dropped' then '<column>' else r.options ->> 'key' end,
                   array(select jsonb_array_elements_text(r.options -> 'ignore_columns')),
                   array(select jsonb_array_elements_text(coalesce(nullif(r.options -> 'columns', 'null'), '[]'))),
                   array(select jsonb_array_elements_text(r.options -> 'exclude_columns')), r.options ->> 'soft_delete_column',
                   array(select jsonb_array_elements_text(r.options -> 'events')),
-                  case when r.options ->> 'mode' = 'row' then ', ''row''' else '' end) as sql
+                  case when r.options ->> 'mode' = 'row' then ', ''row''' else '' end,
+                  case when r.options ->> 'group_by' is not null then format(', group_column => %L', r.options ->> 'group_by') else '' end) as sql
       from ${sql.unsafe(outbox.captured)} as r
      cross join lateral (select format('%I.%I', r.table_schema, r.table_name) as name) as registered
       left join lateral (
@@ -77,6 +78,7 @@ function lostCapture(row: RegistryRow): LostCapture {
     softDeleteColumn: o.soft_delete_column,
     events: o.events,
     mode: o.mode ?? 'row',
+    groupBy: o.group_by ?? null,
   }
   return { ...captured, problem, reason: reasons[problem], recapture: { command: recaptureCommand(captured, problem), sql: row.sql } }
 }
@@ -89,6 +91,7 @@ function recaptureCommand(c: CapturedTable, problem: LostCaptureProblem): string
   if (c.softDeleteColumn !== null) words.push('--soft-delete-column', shellWord(c.softDeleteColumn))
   if (c.events.length < 3) words.push('--events', c.events.join(','))
   if (c.mode === 'row') words.push('--mode', 'row') // the default, auto, may choose statement
+  if (c.groupBy !== null) words.push('--group-by', shellWord(c.groupBy))
   return words.join(' ')
 }
 

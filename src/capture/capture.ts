@@ -25,6 +25,13 @@ export interface CaptureOptions {
    * and payloads are the same in every mode. Default: `auto`.
    */
   mode?: CaptureModeOption
+  /**
+   * A column whose value every event of this table carries as its `group_key` (as text; NULL when the row's value
+   * is NULL), e.g. `order_id` on order lines: `--ordering group` pollers handle one group's events in order. A
+   * delete carries the old row's group, an insert or update the new row's. Like the key, it is captured whatever
+   * `columns` says, and it cannot be among `excludeColumns`. Default: none.
+   */
+  groupBy?: string
 }
 
 /** How the capture triggers are attached; `auto` resolves to one of the other two. */
@@ -46,10 +53,14 @@ export interface CapturedTable {
   softDeleteColumn: string | null
   events: CaptureEvent[]
   mode: CaptureMode
+  /** The group column, or null. */
+  groupBy: string | null
 }
 
 /** SQLSTATE 0A000: statement mode asked for a partitioned or inherited table. */
 const featureNotSupported = '0A000'
+/** SQLSTATE 22023: options that contradict each other (the group column among the excluded ones). */
+const invalidParameterValue = '22023'
 
 /** Attaches the capture triggers to a table (replacing earlier ones). A missing table or key column is a ConfigError. */
 export async function captureTable(sql: Sql, outbox: OutboxTable, options: CaptureOptions): Promise<CapturedTable> {
@@ -64,10 +75,10 @@ export async function captureTable(sql: Sql, outbox: OutboxTable, options: Captu
   const list = (values?: readonly string[]) => [...(values ?? [])]
   try {
     await sql`select ${sql.unsafe(outbox.captureTableFunction)}(${target}::regclass, ${options.entity}, ${key}, ${list(options.ignoreColumns)}::text[],
-      ${list(options.columns)}::text[], ${list(options.excludeColumns)}::text[], ${options.softDeleteColumn ?? null}::text, ${events}::text[], ${mode}::text)`
+      ${list(options.columns)}::text[], ${list(options.excludeColumns)}::text[], ${options.softDeleteColumn ?? null}::text, ${events}::text[], ${mode}::text, ${options.groupBy ?? null}::text)`
   } catch (error) {
     const state = sqlState(error)
-    if (state === SqlState.undefinedColumn || state === featureNotSupported) throw new ConfigError(`cannot capture ${options.table}: ${(error as Error).message}`)
+    if (state === SqlState.undefinedColumn || state === featureNotSupported || state === invalidParameterValue) throw new ConfigError(`cannot capture ${options.table}: ${(error as Error).message}`)
     throw error
   }
   const name = await regclassName(sql, target)
@@ -138,10 +149,11 @@ export function captureTriggerNames(outbox: OutboxTable): string[] {
 
 /**
  * tgargs holds the trigger's arguments, each ended by a NUL byte (see the capture function in
- * sql/migrations/0005_capture_at_the_floor.sql); column numbers become the columns' current names.
+ * sql/migrations/0005_capture_at_the_floor.sql and 0008_group_key.sql); column numbers become the columns' current names.
  */
 function readTriggerArguments(args: Buffer, names: Record<string, string>): Omit<CapturedTable, 'table' | 'events' | 'mode'> {
-  const [entity = '', , key = '0', keyName = '', ignored = '{}', columns = '', excluded = '{}', excludedNames = '{}', softDelete = ''] = args.toString('utf8').split('\0')
+  // argument 9, the group column, exists since 0008_group_key
+  const [entity = '', , key = '0', keyName = '', ignored = '{}', columns = '', excluded = '{}', excludedNames = '{}', softDelete = '', group = ''] = args.toString('utf8').split('\0')
   const named = (numbers: string) => parseTextArray(numbers).flatMap((n) => (names[n] === undefined ? [] : [names[n]!]))
   return {
     entity,
@@ -151,6 +163,7 @@ function readTriggerArguments(args: Buffer, names: Record<string, string>): Omit
     // excluded by number, and by the names they had: shown when a column has such a name now
     excludeColumns: [...new Set([...named(excluded), ...parseTextArray(excludedNames).filter((name) => Object.values(names).includes(name))])],
     softDeleteColumn: softDelete === '' ? null : (names[softDelete] ?? null),
+    groupBy: group === '' ? null : (names[group] ?? null),
   }
 }
 

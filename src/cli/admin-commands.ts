@@ -13,17 +13,19 @@ import { type OutboxTable, quoteIdent } from '../outbox/outbox-table.js'
 
 export async function migrateCommand(command: Command): Promise<number> {
   const flags = command.opts<{ ordering?: string; failFast?: boolean }>()
-  if (flags.ordering !== undefined && flags.ordering !== 'entity') throw new ConfigError(`--ordering must be entity (got ${JSON.stringify(flags.ordering)})`)
+  if (flags.ordering !== undefined && flags.ordering !== 'entity' && flags.ordering !== 'group') throw new ConfigError(`--ordering must be entity or group (got ${JSON.stringify(flags.ordering)})`)
+  const ordering = flags.ordering as 'entity' | 'group' | undefined
   return withSchemas(command, 'migrate', async (sql, outbox) => {
-    const { applied, orderingIndex } = await migrate({ sql, schema: outbox.schema, table: outbox.table, ordering: flags.ordering as 'entity' | undefined })
+    const { applied, orderingIndex, groupIndex } = await migrate({ sql, schema: outbox.schema, table: outbox.table, ordering })
     console.log(applied.length === 0 ? `${outbox.qualified} is up to date` : `applied to ${outbox.qualified}: ${applied.join(', ')}`)
-    if (orderingIndex !== undefined) console.log(`${outbox.entityPendingIndex} ${orderingIndex === 'exists' ? 'exists' : `created${orderingIndex === 'created concurrently' ? ' concurrently' : ''}`}: pollers may run with --ordering entity`)
+    const states = [[outbox.entityPendingIndex, orderingIndex], [outbox.groupPendingIndex, groupIndex]].filter(([, state]) => state !== undefined)
+    if (states.length > 0) console.log(`${states.map(([index, state]) => `${index} ${state}`).join(', ')}: pollers may run with --ordering ${ordering}`)
     return ExitCode.ok
   }, { allSchemas: true, failFast: flags.failFast })
 }
 
 export async function captureCommand(table: string, command: Command): Promise<number> {
-  const flags = command.opts<{ entity: string; key?: string; ignoreColumns?: string[]; columns?: string[]; excludeColumns?: string[]; softDeleteColumn?: string; events?: string[]; mode?: string }>()
+  const flags = command.opts<{ entity: string; key?: string; ignoreColumns?: string[]; columns?: string[]; excludeColumns?: string[]; softDeleteColumn?: string; events?: string[]; mode?: string; groupBy?: string }>()
   return withSchemas(command, 'capture', async (sql, outbox) => {
     const captured = await captureTable(sql, outbox, {
       table: tableIn(table, outbox, schemasGiven(command)),
@@ -35,6 +37,7 @@ export async function captureCommand(table: string, command: Command): Promise<n
       softDeleteColumn: flags.softDeleteColumn,
       events: listFlag(flags.events) as CaptureEvent[] | undefined,
       mode: flags.mode as CaptureModeOption | undefined,
+      groupBy: flags.groupBy,
     })
     console.log(`capturing ${describeCapture(captured)} into ${outbox.qualified}`)
     return ExitCode.ok
@@ -63,6 +66,7 @@ function describeCapture(c: CapturedTable): string {
   if (c.excludeColumns.length > 0) details.push(`excluding ${c.excludeColumns.join(', ')}`)
   if (c.ignoreColumns.length > 0) details.push(`ignoring ${c.ignoreColumns.join(', ')}`)
   if (c.softDeleteColumn) details.push(`soft delete ${c.softDeleteColumn}`)
+  if (c.groupBy) details.push(`group by ${c.groupBy}`)
   return `${c.table} as ${c.entity}.${[...new Set(types)].join('|')} (${details.join('; ')}) by ${c.mode}`
 }
 

@@ -70,7 +70,7 @@ export async function benchCommand(command: Command): Promise<number> {
   let heldSnapshot: HeldSnapshotResult | undefined
   let soak: SoakResult | undefined
   try {
-    await migrate({ sql, schema: scratch.schema, ordering: 'entity' }) // the drain part runs --ordering entity
+    await migrate({ sql, schema: scratch.schema, ordering: 'group' }) // the drain part runs --ordering entity and group
     say(`outbox-poller bench on ${scratch.description}, ${cpus().length} CPUs, Node ${process.version}`)
     if (only.has('drain')) {
       say(`\ndrain ${events.toLocaleString('en')} pre-filled no-op events (events/s from the first to the last batch)`)
@@ -91,10 +91,12 @@ export async function benchCommand(command: Command): Promise<number> {
       const entities = Math.max(1, Math.round(events / 50))
       const unordered = await drainBench(sql, scratch.url, scratch.schema, 'poller', 1, 250, events, { entities, label: `${entities.toLocaleString('en')} entities, unordered` })
       const ordered = await drainBench(sql, scratch.url, scratch.schema, 'poller', 1, 250, events, { entities, ordering: 'entity', label: `${entities.toLocaleString('en')} entities, --ordering entity` })
+      const grouped = await drainBench(sql, scratch.url, scratch.schema, 'poller', 1, 250, events, { entities, entitiesPerGroup: 5, ordering: 'group', label: `${Math.ceil(entities / 5).toLocaleString('en')} groups of 5 entities, --ordering group` })
       const withTx = await drainBench(sql, scratch.url, scratch.schema, 'poller', 1, 250, events, { handler: 'tx', label: 'a ctx.tx write per event' })
-      drain.push(unordered, ordered, withTx)
+      drain.push(unordered, ordered, grouped, withTx)
       say(formatDrain(unordered))
       say(`${formatDrain(ordered)}   ${(ordered.eventsPerSecond / unordered.eventsPerSecond).toFixed(2)}× unordered`)
+      say(`${formatDrain(grouped)}   ${(grouped.eventsPerSecond / unordered.eventsPerSecond).toFixed(2)}× unordered, ${(grouped.eventsPerSecond / ordered.eventsPerSecond).toFixed(2)}× --ordering entity`)
       const noop = drain.find((r) => r.mode === 'poller' && r.processes === 1 && r.batchSize === 250)
       const vsNoop = (result: DrainResult) => (noop ? `   ${(result.eventsPerSecond / noop.eventsPerSecond).toFixed(2)}× the no-op handler` : '')
       say(`${formatDrain(withTx)}${vsNoop(withTx)}`)

@@ -37,7 +37,7 @@ function buildProgram(setExitCode: (code: number) => void): Command {
     .action(action(async (command) => (await import('./run-command.js')).runCommand(command)))
 
   addSchemasFlag(databaseCommand(program, 'migrate', 'create or upgrade the outbox table, its indexes and trigger functions (idempotent; safe when replicas start together)'))
-    .option('--ordering <mode>', 'entity: also create the index that --ordering entity pollers need (concurrently on a large outbox); run it as the outbox\'s owner before starting them')
+    .option('--ordering <mode>', 'entity or group: also create the indexes that pollers with that --ordering need (concurrently on a large outbox); run it as the outbox\'s owner before starting them')
     .option('--fail-fast', 'with --schemas: stop at the first schema whose migration fails (default: name it and go on with the others)')
     .action(action(async (command) => (await admin()).migrateCommand(command)))
 
@@ -50,6 +50,7 @@ function buildProgram(setExitCode: (code: number) => void): Command {
     .option('--soft-delete-column <column>', 'an update setting it emits <entity>.deleted; clearing it, <entity>.restored')
     .option('--events <events...>', 'capture a subset of insert, update, delete (default: all)')
     .option('--mode <mode>', 'row: a trigger call per row; statement: one set-based call per statement; auto: statement, or row for a partitioned table (default: auto)')
+    .option('--group-by <column>', "every event carries this column's value as its group_key (a delete the old row's), for --ordering group, e.g. order_id (default: none)")
     .action(action(async (command, table) => (await admin()).captureCommand(table, command)))
 
   databaseCommand(program, 'uncapture <table>', 'stop capturing a table')

@@ -133,8 +133,8 @@ ${s.replicas.map((r) => {
 export function capturesPage(ctx: PageContext, tables: CapturedTable[]): Html {
   const lost = ctx.status?.lostCaptures ?? []
   return html`${lost.map((l) => html`<p class="error">${l.table} ${l.reason}; capture it again: <code>${l.recapture.command}</code></p>`)}
-${tables.length === 0 ? html`<p class="muted">no table is captured</p>` : html`<table><thead><tr><th>table</th><th>entity</th><th>key</th><th>events</th><th>ignored columns</th><th>columns</th><th>excluded columns</th><th>soft delete</th></tr></thead><tbody>
-${tables.map((t) => html`<tr><td><code>${t.table}</code></td><td>${t.entity}</td><td>${t.key}</td><td>${t.events.join(', ')}</td><td>${t.ignoreColumns.join(', ') || '-'}</td><td>${t.columns.join(', ') || 'all'}</td><td>${t.excludeColumns.join(', ') || '-'}</td><td>${t.softDeleteColumn ?? '-'}</td></tr>`)}</tbody></table>`}`
+${tables.length === 0 ? html`<p class="muted">no table is captured</p>` : html`<table><thead><tr><th>table</th><th>entity</th><th>key</th><th>events</th><th>ignored columns</th><th>columns</th><th>excluded columns</th><th>soft delete</th><th>group by</th></tr></thead><tbody>
+${tables.map((t) => html`<tr><td><code>${t.table}</code></td><td>${t.entity}</td><td>${t.key}</td><td>${t.events.join(', ')}</td><td>${t.ignoreColumns.join(', ') || '-'}</td><td>${t.columns.join(', ') || 'all'}</td><td>${t.excludeColumns.join(', ') || '-'}</td><td>${t.softDeleteColumn ?? '-'}</td><td>${t.groupBy ?? '-'}</td></tr>`)}</tbody></table>`}`
 }
 
 export function tailPage(_ctx: PageContext, type: string): Html {

@@ -14,6 +14,7 @@ function pendingIndexes(outbox: OutboxTable): Array<{ name: string; predicate: s
     { name: `${outbox.table}_suspect`, predicate: 'processed_at is null and dead_at is null and suspect', keyBytes: '8' },
     // text keys: their mean stored size, from a sample
     { name: `${outbox.table}_entity_pending`, predicate: 'processed_at is null', keyBytes: '8 + coalesce((select avg(pg_column_size(entity_type) + pg_column_size(entity_id)) from (select entity_type, entity_id from $table where processed_at is null limit 1000) as s), 0)' },
+    { name: `${outbox.table}_group_pending`, predicate: 'processed_at is null and group_key is not null', keyBytes: '8 + coalesce((select avg(pg_column_size(group_key)) from (select group_key from $table where processed_at is null and group_key is not null limit 1000) as s), 0)' },
   ]
 }
 
@@ -58,12 +59,15 @@ export async function outboxReindexBloated(sql: Sql, outbox: OutboxTable, snapsh
   const bloated: Array<{ index: string; bytes: number }> = []
   for (const index of pendingIndexes(outbox)) {
     const qualified = `${schema}.${quoteIdent(index.name)}`
+    // not created (the entity and group indexes exist only for ordered pollers); asked first, since an outbox
+    // migrated before 0008 has no group_key column to name
+    const [exists] = await sql<Array<{ found: boolean }>>`select to_regclass(${qualified}) is not null as found`
+    if (!exists!.found) continue
     const [row] = await sql.unsafe<Array<{ bytes: string | null; fresh: string }>>(`
       select pg_relation_size(to_regclass($1)) as bytes,
              -- a fresh build: 90 % full leaves of (tuple header + key, 8-aligned, + line pointer), a metapage, a root
              8192 * (2 + ceil(count(*) * (12 + 8 * ceil((${index.keyBytes.replace('$table', outbox.qualified)}) / 8.0)) / (0.9 * 8160))) as fresh
         from ${outbox.qualified} where to_regclass($1) is not null and ${index.predicate}`, [qualified])
-    if (row!.bytes === null) continue // not created (the entity index exists only for --ordering entity)
     const bytes = Number(row!.bytes)
     if (bytes > bloatMinBytes && bytes > bloatFactor * Number(row!.fresh)) bloated.push({ index: qualified, bytes })
   }

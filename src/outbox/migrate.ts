@@ -6,7 +6,7 @@ import { PostgresJSDialect } from 'kysely-postgres-js'
 import type { Sql } from 'postgres'
 import { errorMessage } from '../errors.js'
 import { fillPlaceholders, outboxTable } from './outbox-table.js'
-import { type OrderingIndexState, outboxCreateOrderingIndex } from './ordering-index.js'
+import { type IndexedOrdering, type OrderingIndexState, outboxCreateOrderingIndexes } from './ordering-index.js'
 
 const bodyTag = '$outbox_poller_migration$'
 const migrationsDirectory = fileURLToPath(new URL('../../sql/migrations/', import.meta.url))
@@ -20,15 +20,17 @@ export interface MigrateOptions {
   table?: string
   /** Stop after this migration (e.g. `0003_ordering_and_emit`). Default: apply all. For staged upgrades. */
   target?: string
-  /** `entity`: also create the index that `--ordering entity` pollers need (see `outboxCreateOrderingIndex`). Default: none. */
-  ordering?: 'entity'
+  /** `entity` or `group`: also create the indexes that pollers with that `--ordering` need (see `outboxCreateOrderingIndexes`). Default: none. */
+  ordering?: IndexedOrdering
 }
 
 export interface MigrateResult {
   /** Names of the migrations applied by this call (empty when already up to date). */
   applied: string[]
-  /** With `ordering: 'entity'`: whether the ordering index was there or was created. */
+  /** With `ordering`: whether the entity index (which both modes use) was there or was created. */
   orderingIndex?: OrderingIndexState
+  /** With `ordering: 'group'`: the same for the group index. */
+  groupIndex?: OrderingIndexState
 }
 
 /** Kysely's migration lock key: held by our migrations and the application's Kysely migrations alike, and by older versions' session locks. */
@@ -59,10 +61,11 @@ export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
     await rawSql`select pg_advisory_xact_lock(${rawSql.lit(migrationLockKey)}::bigint)`.execute(trx)
     return migrateLocked(trx, options)
   })
-  if (options.ordering !== 'entity') return { applied }
-  // after the commit: the index is on tables the transaction created, and a concurrent build runs outside any transaction
+  if (options.ordering === undefined) return { applied }
+  // after the commit: the indexes are on tables the transaction created, and a concurrent build runs outside any transaction
   const outbox = outboxTable(options.schema ?? 'public', options.table ?? 'outbox')
-  return { applied, orderingIndex: await outboxCreateOrderingIndex(options.sql, outbox) }
+  const [entity, group] = await outboxCreateOrderingIndexes(options.sql, outbox, options.ordering)
+  return { applied, orderingIndex: entity!.state, ...(group === undefined ? {} : { groupIndex: group.state }) }
 }
 
 async function migrateLocked(db: Kysely<unknown>, options: MigrateOptions): Promise<string[]> {

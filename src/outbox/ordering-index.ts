@@ -2,34 +2,61 @@ import type { Sql } from 'postgres'
 import { ConfigError } from '../errors.js'
 import { type OutboxTable, quoteIdent } from './outbox-table.js'
 
-/** From this size on, the ordering index is built concurrently, so writers never wait for the build. */
+/** From this size on, an ordering index is built concurrently, so writers never wait for the build. */
 const concurrentBuildBytes = 16 * 1024 * 1024
 
 export type OrderingIndexState = 'exists' | 'created' | 'created concurrently'
 
+/** An ordering mode that claims heads, and so needs indexes of pending events to find them. */
+export type IndexedOrdering = 'entity' | 'group'
+
+interface OrderingIndex {
+  /** Qualified. */
+  qualified: string
+  name: string
+  definition: string
+}
+
 /**
- * Creates the `(entity_type, entity_id, id)` index of pending events that `--ordering entity` claims probe, if the
- * outbox lacks it. Only the outbox's owner can: the pollers' role never does. On a large outbox the build is
- * concurrent (no lock that stops writers); an invalid index left by an interrupted concurrent build is rebuilt.
+ * The indexes an ordering's head checks probe: `entity` one `(entity_type, entity_id, id)` of pending events,
+ * `group` that one too (an entity's events stay in order across a change of group, and events without a group are
+ * ordered by entity) and `(group_key, id)` of pending events that have a group.
  */
-export async function outboxCreateOrderingIndex(sql: Sql, outbox: OutboxTable): Promise<OrderingIndexState> {
-  const [index] = await sql<{ valid: boolean }[]>`select i.indisvalid as valid from pg_index i where i.indexrelid = to_regclass(${outbox.entityPendingIndex})`
-  if (index?.valid) return 'exists'
+function orderingIndexes(outbox: OutboxTable, ordering: IndexedOrdering): OrderingIndex[] {
+  const entity = { qualified: outbox.entityPendingIndex, name: `${outbox.table}_entity_pending`, definition: '(entity_type, entity_id, id) where processed_at is null' }
+  const group = { qualified: outbox.groupPendingIndex, name: `${outbox.table}_group_pending`, definition: '(group_key, id) where processed_at is null and group_key is not null' }
+  return ordering === 'entity' ? [entity] : [entity, group]
+}
+
+/**
+ * Creates the indexes that `--ordering <ordering>` claims probe, where the outbox lacks them, and returns each one's
+ * state (entity index first). Only the outbox's owner can: the pollers' role never does. On a large outbox the build
+ * is concurrent (no lock that stops writers); an invalid index left by an interrupted concurrent build is rebuilt.
+ */
+export async function outboxCreateOrderingIndexes(sql: Sql, outbox: OutboxTable, ordering: IndexedOrdering): Promise<Array<{ index: string; state: OrderingIndexState }>> {
+  const states: Array<{ index: string; state: OrderingIndexState }> = []
+  for (const index of orderingIndexes(outbox, ordering)) states.push({ index: index.qualified, state: await createIndex(sql, outbox, index) })
+  return states
+}
+
+async function createIndex(sql: Sql, outbox: OutboxTable, index: OrderingIndex): Promise<OrderingIndexState> {
+  const [found] = await sql<{ valid: boolean }[]>`select i.indisvalid as valid from pg_index i where i.indexrelid = to_regclass(${index.qualified})`
+  if (found?.valid) return 'exists'
   const [size] = await sql<{ bytes: string }[]>`select pg_relation_size(${outbox.qualified}::regclass)::text as bytes`
-  const concurrently = index !== undefined || Number(size!.bytes) >= concurrentBuildBytes
-  if (index !== undefined) await sql.unsafe(`drop index concurrently if exists ${outbox.entityPendingIndex}`)
-  await sql.unsafe(
-    `create index ${concurrently ? 'concurrently ' : ''}if not exists ${quoteIdent(`${outbox.table}_entity_pending`)} on ${outbox.qualified} (entity_type, entity_id, id) where processed_at is null`,
-  )
+  const concurrently = found !== undefined || Number(size!.bytes) >= concurrentBuildBytes
+  if (found !== undefined) await sql.unsafe(`drop index concurrently if exists ${index.qualified}`)
+  await sql.unsafe(`create index ${concurrently ? 'concurrently ' : ''}if not exists ${quoteIdent(index.name)} on ${outbox.qualified} ${index.definition}`)
   return concurrently ? 'created concurrently' : 'created'
 }
 
-/** `--ordering entity` needs the index: without it every ordered claim would scan the pending events once per candidate. */
-export async function outboxCheckOrderingIndex(sql: Sql, outbox: OutboxTable): Promise<void> {
-  const [index] = await sql<{ valid: boolean }[]>`select i.indisvalid as valid from pg_index i where i.indexrelid = to_regclass(${outbox.entityPendingIndex})`
-  if (index?.valid) return
-  throw new ConfigError(
-    `--ordering entity needs the index ${outbox.entityPendingIndex}, which this outbox ${index ? 'has only half-built (an interrupted build)' : 'lacks'}: ` +
-      `run \`outbox-poller migrate --ordering entity\` as the outbox's owner first`,
-  )
+/** An ordered claim needs its indexes: without them every claim would scan the pending events once per candidate. */
+export async function outboxCheckOrderingIndex(sql: Sql, outbox: OutboxTable, ordering: IndexedOrdering): Promise<void> {
+  for (const index of orderingIndexes(outbox, ordering)) {
+    const [found] = await sql<{ valid: boolean }[]>`select i.indisvalid as valid from pg_index i where i.indexrelid = to_regclass(${index.qualified})`
+    if (found?.valid) continue
+    throw new ConfigError(
+      `--ordering ${ordering} needs the index ${index.qualified}, which this outbox ${found ? 'has only half-built (an interrupted build)' : 'lacks'}: ` +
+        `run \`outbox-poller migrate --ordering ${ordering}\` as the outbox's owner first`,
+    )
+  }
 }

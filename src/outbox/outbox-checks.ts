@@ -6,24 +6,25 @@ import { outboxCheckOrderingIndex } from './ordering-index.js'
 /**
  * A missing outbox is a user mistake (wrong --schema or --table, or no migration yet), not a crash. With
  * `current`, an outbox that lacks the latest migrations is one too: the check looks for the newest
- * migration's objects (the settings of 0003, the registry of captured tables of 0004).
+ * migration's objects (the settings of 0003, the registry of captured tables of 0004, the group column of 0008).
  */
 export async function outboxCheckExists(sql: Sql, outbox: OutboxTable, options: { current?: boolean } = {}): Promise<void> {
-  const [row] = await sql<{ exists: boolean; current: boolean }[]>`select to_regclass(${outbox.qualified}) is not null as exists, to_regclass(${outbox.settings}) is not null and to_regclass(${outbox.captured}) is not null as current`
+  const [row] = await sql<{ exists: boolean; current: boolean }[]>`select to_regclass(${outbox.qualified}) is not null as exists, to_regclass(${outbox.settings}) is not null and to_regclass(${outbox.captured}) is not null
+      and exists (select 1 from pg_attribute where attrelid = to_regclass(${outbox.qualified}) and attname = 'group_key' and not attisdropped) as current`
   if (!row!.exists) throw new ConfigError(`outbox table ${outbox.qualified} does not exist: run \`outbox-poller migrate\` first`)
   if (options.current && !row!.current) throw new ConfigError(`outbox table ${outbox.qualified} needs newer migrations: run \`outbox-poller migrate\` first`)
 }
 
 /** A poller's ordering, as the outbox records it. */
 export interface OutboxOrdering {
-  ordering: 'none' | 'entity'
+  ordering: 'none' | 'entity' | 'group'
   onDead: 'continue' | 'block'
 }
 
 /** The ordering mode is the outbox's: the first replica records it, and one started with another refuses. */
 export async function outboxCheckOrdering(sql: Sql, outbox: OutboxTable, order: OutboxOrdering): Promise<void> {
-  if (order.ordering === 'entity') await outboxCheckOrderingIndex(sql, outbox)
-  const mine = order.ordering === 'entity' ? `entity, on dead: ${order.onDead}` : 'none'
+  if (order.ordering !== 'none') await outboxCheckOrderingIndex(sql, outbox, order.ordering)
+  const mine = order.ordering === 'none' ? 'none' : `${order.ordering}, on dead: ${order.onDead}`
   let [stored] = await sql.unsafe(
     `with recorded as (insert into ${outbox.settings} (name, value) values ('ordering', $1) on conflict (name) do nothing returning value, set_at)
      select value, set_at from recorded union all select value, set_at from ${outbox.settings} where name = 'ordering'`,

@@ -36,8 +36,10 @@ export interface OutboxTable {
   readonly emitFunction: string
   /** `"schema"."table_captured"`: the registry of captured tables, as they were when captured. */
   readonly captured: string
-  /** `"schema"."table_entity_pending"`: the index ordered claims need (`migrate --ordering entity`). */
+  /** `"schema"."table_entity_pending"`: the index ordered claims need (`migrate --ordering entity` or `group`). */
   readonly entityPendingIndex: string
+  /** `"schema"."table_group_pending"`: the index group-ordered claims need too (`migrate --ordering group`). */
+  readonly groupPendingIndex: string
   /** `"schema"."table_settings"`: settings of the outbox itself (the ordering mode). */
   readonly settings: string
   /** Bookkeeping table of our migrations, in the outbox's schema. */
@@ -60,6 +62,7 @@ export function outboxTable(schema: string, table: string): OutboxTable {
     emitFunction: derived('_emit'),
     captured: derived('_captured'),
     entityPendingIndex: derived('_entity_pending'),
+    groupPendingIndex: derived('_group_pending'),
     settings: derived('_settings'),
     migrationTable: `${table}_poller_migration`,
   }

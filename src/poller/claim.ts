@@ -21,18 +21,11 @@ export interface BatchTimeouts {
 export function claimQueries(outbox: OutboxTable, order: OutboxOrdering = { ordering: 'none', onDead: 'continue' }, timeouts?: BatchTimeouts): ClaimQueries {
   const t = outbox.qualified
   // The payload stays jsonb (a TOAST pointer) until a row is known to fit: rows past the budget are never read.
-  const columns = 'id, event_id, event_type, entity_type, entity_id, payload, metadata, processed_at, created_at, attempts, pg_column_size(payload) + coalesce(pg_column_size(metadata), 0) as size'
-  // Ordered mode: only an entity's head — no earlier event of the entity still pending (nor dead, under
-  // block) — may be claimed. A head locked by another replica or waiting for its retry holds back its own
-  // entity only. One probe of the entity index per candidate row.
-  const head =
-    order.ordering === 'entity'
-      ? `and not exists (select 1 from ${t} as earlier where earlier.entity_type = o.entity_type and earlier.entity_id = o.entity_id
-           and earlier.id < o.id and earlier.processed_at is null${order.onDead === 'continue' ? ' and earlier.dead_at is null' : ''})`
-      : ''
+  const columns = 'id, event_id, event_type, entity_type, entity_id, group_key, payload, metadata, processed_at, created_at, attempts, pg_column_size(payload) + coalesce(pg_column_size(metadata), 0) as size'
+  const output = (payload: string) => `id, event_id, event_type, entity_type, entity_id, group_key, ${payload} as payload, metadata, processed_at, created_at, attempts + 1 as attempt, size, suspect_batch as suspect, fresh_part as fresh`
+  const head = headCondition(t, order)
   // The parts in claim order (a window without ORDER BY keeps it, and costs no sort), then what the caller reads.
   const parts = 'select true as suspect_batch, false as fresh_part, * from suspect union all select false, false, * from retry union all select false, true, * from fresh'
-  const output = (payload: string) => `id, event_id, event_type, entity_type, entity_id, ${payload} as payload, metadata, processed_at, created_at, attempts + 1 as attempt, size, suspect_batch as suspect, fresh_part as fresh`
   const settings = timeouts === undefined ? '' : `; set local statement_timeout = ${Math.trunc(timeouts.statementTimeoutMs)}; set local idle_in_transaction_session_timeout = ${Math.trunc(timeouts.idleInTransactionTimeoutMs)}`
   return {
     schema: outbox.schema,
@@ -79,6 +72,23 @@ export function claimQueries(outbox: OutboxTable, order: OutboxOrdering = { orde
        where o.attempts = c.attempts and o.processed_at is null and o.dead_at is null and (o.retry_at is null or o.retry_at <= now())
          for update of o skip locked`,
   }
+}
+
+/**
+ * Ordered modes: only a head may be claimed. Under `entity`, an entity's head: no earlier event of the entity still
+ * pending (nor dead, under block). Under `group`, an event that is both its entity's head and, if it has a group, its
+ * group's head: a group's events run one at a time in id order, an entity's too (across a change of its group), and
+ * an event without a group is ordered by its entity alone. A head locked by another replica or waiting for its retry
+ * holds back its own entity and group only. One index probe per candidate row and key (see ordering-index.ts); every
+ * wait is for a lower id, so the lowest pending event is always claimable.
+ */
+function headCondition(t: string, order: OutboxOrdering): string {
+  if (order.ordering === 'none') return ''
+  const pending = `earlier.id < o.id and earlier.processed_at is null${order.onDead === 'continue' ? ' and earlier.dead_at is null' : ''}`
+  const entity = `and not exists (select 1 from ${t} as earlier where earlier.entity_type = o.entity_type and earlier.entity_id = o.entity_id and ${pending})`
+  if (order.ordering === 'entity') return entity
+  return `${entity}
+           and (o.group_key is null or not exists (select 1 from ${t} as earlier where earlier.group_key = o.group_key and ${pending}))`
 }
 
 export interface ClaimLimits {

@@ -9,6 +9,7 @@ export interface ClaimedRow {
   event_type: string
   entity_type: string
   entity_id: string
+  group_key: string | null
   payload: string
   metadata: Record<string, unknown> | null
   processed_at: Date | null
@@ -30,6 +31,7 @@ export class ClaimedEvent implements OutboxEvent {
   readonly event_type: string
   readonly entity_type: string
   readonly entity_id: string
+  readonly group_key: string | null
   readonly payloadText: string
   readonly metadata: Record<string, unknown> | null
   readonly processed_at: Date | null
@@ -46,6 +48,7 @@ export class ClaimedEvent implements OutboxEvent {
     this.event_type = row.event_type
     this.entity_type = row.entity_type
     this.entity_id = row.entity_id
+    this.group_key = row.group_key
     this.payloadText = row.payload
     this.metadata = row.metadata
     this.processed_at = row.processed_at

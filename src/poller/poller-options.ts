@@ -8,9 +8,12 @@ import { parseSchemaPatterns } from '../tenants/schema-pattern.js'
 
 /** What to do with an event that no registered handler matches. */
 export type UnmatchedPolicy = 'process' | 'hold'
-/** `entity`: one entity's events are handled in id order and never two at a time, across all replicas. */
-export type Ordering = 'none' | 'entity'
-/** Under `--ordering entity`, whether a dead event holds back its entity's later events. */
+/**
+ * `entity`: one entity's events are handled in id order and never two at a time, across all replicas. `group`: the
+ * same for one group's events (`group_key`), and for one entity's; events without a group are ordered by entity.
+ */
+export type Ordering = 'none' | 'entity' | 'group'
+/** Under `--ordering entity` or `group`, whether a dead event holds back its entity's (and group's) later events. */
 export type OrderingOnDead = 'continue' | 'block'
 
 /** The poller's defaults: each component's defaults live beside its options (the supervisor's, the HTTP server's). */
@@ -96,9 +99,9 @@ export interface PollerOptions {
   retryDelayMax?: number | string
   /** `process`: mark events no handler matches as processed; `hold`: leave them for a replica that has a handler. Default `process`. */
   unmatched?: UnmatchedPolicy | string
-  /** `none`, or `entity`: per-entity order across replicas. A property of the outbox: every replica must agree. Default `none`. */
+  /** `none`; `entity`: per-entity order across replicas; `group`: per-group (and per-entity) order. A property of the outbox: every replica must agree. Default `none`. */
   ordering?: Ordering | string
-  /** Under entity ordering: `continue` (a dead event does not hold back its entity) or `block` (its later events wait for a replay). Default `continue`. */
+  /** Under entity or group ordering: `continue` (a dead event does not hold back its entity or group) or `block` (their later events wait for a replay). Default `continue`. */
   orderingOnDead?: OrderingOnDead | string
   /** How long start-up keeps retrying an unreachable database (0 – 1 h). Default 30 s. */
   connectTimeout?: number | string
@@ -200,7 +203,7 @@ export function resolveOptions(input: PollerOptions, nameOf: OptionNamer = (key)
     retryDelayMs: ms('retryDelay', defaults.retryDelayMs, 1, 30 * DAY),
     retryDelayMaxMs: ms('retryDelayMax', defaults.retryDelayMaxMs, 1, 30 * DAY),
     unmatched: choiceOption(input.unmatched, nameOf('unmatched'), defaults.unmatched, ['process', 'hold'] as const),
-    ordering: choiceOption(input.ordering, nameOf('ordering'), defaults.ordering, ['none', 'entity'] as const),
+    ordering: choiceOption(input.ordering, nameOf('ordering'), defaults.ordering, ['none', 'entity', 'group'] as const),
     orderingOnDead: choiceOption(input.orderingOnDead, nameOf('orderingOnDead'), defaults.orderingOnDead, ['continue', 'block'] as const),
     connectTimeoutMs: ms('connectTimeout', defaults.connectTimeoutMs, 0, HOUR),
     listen: booleanOption(input.listen, nameOf('listen'), true),

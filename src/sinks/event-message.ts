@@ -12,6 +12,8 @@ export interface EventMessageFields {
   event_type: string
   entity_type: string
   entity_id: string
+  /** Only when the event has a group. */
+  group_key?: string
   /** ISO 8601, UTC. */
   created_at: string
   metadata?: Record<string, unknown>
@@ -25,6 +27,7 @@ export function eventMessageFields(event: OutboxEvent): EventMessageFields {
     entity_id: event.entity_id,
     created_at: event.created_at.toISOString(),
   }
+  if (event.group_key !== null) fields.group_key = event.group_key
   if (event.metadata !== null) fields.metadata = event.metadata
   return fields
 }

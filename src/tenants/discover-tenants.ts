@@ -19,7 +19,9 @@ export async function outboxDiscoverSchemas(sql: Sql, patterns: readonly string[
     select n.nspname as schema,
            to_regclass(format('%I.%I', n.nspname, ${table}::text)) is not null as has_outbox,
            to_regclass(format('%I.%I', n.nspname, ${table}::text || '_settings')) is not null
-             and to_regclass(format('%I.%I', n.nspname, ${table}::text || '_captured')) is not null as current
+             and to_regclass(format('%I.%I', n.nspname, ${table}::text || '_captured')) is not null
+             and exists (select 1 from pg_attribute a where a.attrelid = to_regclass(format('%I.%I', n.nspname, ${table}::text))
+                            and a.attname = 'group_key' and not a.attisdropped) as current
       from pg_namespace as n
      where n.nspname like any(${patterns.map(schemaPatternToLike)}::text[])
      order by n.nspname`

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Instructions per captured write, counted by callgrind: repeatable whatever else the machine is doing, where
-# pgbench's rates swing with the load. A throwaway cluster (initdb) gets five tables of one shape: plain, the
+# pgbench's rates swing with the load. A throwaway cluster (initdb) gets seven tables of one shape: plain, the
 # floor trigger, the previous release's row capture (migration 0004, schema old), this release's by row and by
-# statement. Each write then runs N and 2N times in single-user mode under callgrind; the difference ÷ N is one
+# statement, and the same two with a group column (--group-by amount). Each write then runs N and 2N times in single-user mode under callgrind; the difference ÷ N is one
 # statement with its commit, without the start-up.
 # Run: npm run build && test/bench/capture-instructions.sh [N]   (needs valgrind and PostgreSQL's server binaries)
 set -euo pipefail
@@ -24,7 +24,7 @@ DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres" node --input-type=mo
   await migrate({ sql })
   await sql`create schema old`
   await migrate({ sql, schema: "old", target: "0004_capture_follows_columns" })
-  for (const table of ["t_plain", "t_floor", "t_previous", "t_row", "t_statement"]) {
+  for (const table of ["t_plain", "t_floor", "t_previous", "t_row", "t_statement", "t_row_group", "t_statement_group"]) {
     await sql.unsafe(`create table ${table} ${shape}`)
     await sql.unsafe(`insert into ${table} (name, amount) select $$item$$, n from generate_series(1, 10000) n`)
   }
@@ -40,6 +40,8 @@ DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres" node --input-type=mo
   await sql`select old.outbox_capture_table(${"public.t_previous"}::regclass, ${"item"}, ${"id"}, ${[]}::text[], ${[]}::text[], ${[]}::text[], null, ${["insert", "update", "delete"]}::text[])`
   await captureTable(sql, outboxTable("public", "outbox"), { table: "t_row", entity: "item", mode: "row" })
   await captureTable(sql, outboxTable("public", "outbox"), { table: "t_statement", entity: "item", mode: "statement" })
+  await captureTable(sql, outboxTable("public", "outbox"), { table: "t_row_group", entity: "item", mode: "row", groupBy: "amount" })
+  await captureTable(sql, outboxTable("public", "outbox"), { table: "t_statement_group", entity: "item", mode: "statement", groupBy: "amount" })
   await sql.end()'
 "${run_as[@]}" "$bin/pg_ctl" -D "$root/data" -w stop >/dev/null
 
@@ -50,13 +52,13 @@ count() { # statement, repetitions: total instructions of a single-user session 
     -c fsync=off -c autovacuum=off -c timezone=UTC postgres < "$root/script.sql" > /dev/null 2> "$root/valgrind.log"
   grep -E '^(summary|totals):' "$root/callgrind.out" | head -1 | awk '{print $2}'
 }
-printf '%-22s %12s %12s %12s %12s %12s\n' write plain floor previous by_row by_statement
+printf '%-22s %12s %12s %12s %12s %12s %12s %12s\n' write plain floor previous by_row by_statement row_group statement_group
 for write in "insert into %t (name, amount) values ('item', 1);" "update %t set amount = amount + 1 where id = 77;"; do
   line=$(echo "$write" | cut -d' ' -f1)
-  for table in t_plain t_floor t_previous t_row t_statement; do
+  for table in t_plain t_floor t_previous t_row t_statement t_row_group t_statement_group; do
     statement=${write//%t/$table}
     once=$(count "$statement" "$n"); twice=$(count "$statement" $((2 * n)))
     line="$line $(( (twice - once) / n ))"
   done
-  printf '%-22s %12s %12s %12s %12s %12s\n' $line
+  printf '%-22s %12s %12s %12s %12s %12s %12s %12s\n' $line
 done

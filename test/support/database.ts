@@ -14,8 +14,8 @@ export interface TestDatabase {
   drop(): Promise<void>
 }
 
-/** Creates a fresh database for one test file and migrates the default outbox into it (`ordering: 'entity'`: with the ordering index). */
-export async function createTestDatabase(options: { migrate?: boolean; ordering?: 'entity' } = {}): Promise<TestDatabase> {
+/** Creates a fresh database for one test file and migrates the default outbox into it (`ordering`: with the indexes that ordering needs). */
+export async function createTestDatabase(options: { migrate?: boolean; ordering?: 'entity' | 'group' } = {}): Promise<TestDatabase> {
   const adminUrl = inject('adminDatabaseUrl')
   const name = `outbox_test_${randomBytes(6).toString('hex')}`
   const admin = postgres(adminUrl, { max: 1, onnotice: () => {} })

@@ -10,7 +10,7 @@ import { createPoller } from '../../poller/poller.js'
 import type { Handler, OutboxEvent } from '../../types.js'
 
 export type BenchTask =
-  | { mode: 'poller'; url: string; listenUrl?: string; listen?: boolean; schema: string; batchSize: number; recordLatency?: boolean; recordIds?: boolean; ordering?: 'none' | 'entity'; handler?: 'noop' | 'tx'; sink?: string; sinkSecret?: string }
+  | { mode: 'poller'; url: string; listenUrl?: string; listen?: boolean; schema: string; batchSize: number; recordLatency?: boolean; recordIds?: boolean; ordering?: 'none' | 'entity' | 'group'; handler?: 'noop' | 'tx'; sink?: string; sinkSecret?: string }
   | { mode: 'bare'; url: string; schema: string; batchSize: number }
   // script: one transaction's statements, run in a loop; $1 is a random id from `from` to `to`
   | { mode: 'writer'; url: string; script: string[]; seconds: number; from: number; to: number }

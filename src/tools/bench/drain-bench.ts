@@ -30,9 +30,11 @@ export const samplePayloadSql = `jsonb_build_object('data', jsonb_build_object('
  * process start-up and connection time never count, for the poller and the baseline alike.
  */
 export interface DrainVariant {
-  /** Per-entity ordering, over `entities` entities (events spread round-robin). */
-  ordering?: 'none' | 'entity'
+  /** Per-entity or per-group ordering, over `entities` entities (events spread round-robin). */
+  ordering?: 'none' | 'entity' | 'group'
   entities?: number
+  /** Entities per group (entity e in group e ÷ this); default: no group. */
+  entitiesPerGroup?: number
   /** `tx`: each event writes one row through ctx.tx(). */
   handler?: 'noop' | 'tx'
   /** Relay every event to this sink (a --sink spec) instead of a no-op handler. */
@@ -57,8 +59,9 @@ export async function drainBench(sql: Sql, url: string, schema: string, mode: Dr
   try {
     await variant.onReady?.()
     const entityId = variant.entities === undefined ? 'n::text' : `(n % ${Math.trunc(variant.entities)})::text`
+    const group = variant.entitiesPerGroup === undefined ? { column: '', value: '' } : { column: ', group_key', value: `, ((${entityId})::bigint / ${Math.trunc(variant.entitiesPerGroup)})::text` }
     // the same events, the same payloads, in either table
-    await sql.unsafe(`insert into ${outbox} (event_type, entity_type, entity_id, payload) select 'issue.created', 'issue', ${entityId}, ${samplePayloadSql} from generate_series(1, $1::int) n`, [events])
+    await sql.unsafe(`insert into ${outbox} (event_type, entity_type, entity_id, payload${group.column}) select 'issue.created', 'issue', ${entityId}, ${samplePayloadSql}${group.value} from generate_series(1, $1::int) n`, [events])
     await sql.unsafe(`analyze ${outbox}`)
     for (const worker of workers) worker.go() // pollers were already woken by the insert's NOTIFY
     for (;;) {
