@@ -3,7 +3,7 @@ import { type CapturedTable, type CaptureEvent, type CaptureModeOption, captureT
 import { type LostCapture, lostCaptures } from '../capture/capture-registry.js'
 import { outboxCheckExists } from '../outbox/outbox-checks.js'
 import { grantPollerRole } from '../outbox/grant.js'
-import { migrate } from '../outbox/migrate.js'
+import { migrate, type TruncateUpgrade } from '../outbox/migrate.js'
 import { ConfigError } from '../errors.js'
 import { ExitCode } from '../supervisor/exit-codes.js'
 import { listFlag } from './options.js'
@@ -15,9 +15,13 @@ export async function migrateCommand(command: Command): Promise<number> {
   const flags = command.opts<{ ordering?: string; failFast?: boolean }>()
   if (flags.ordering !== undefined && flags.ordering !== 'entity') throw new ConfigError(`--ordering must be entity (got ${JSON.stringify(flags.ordering)})`)
   return withSchemas(command, 'migrate', async (sql, outbox) => {
-    const { applied, orderingIndex } = await migrate({ sql, schema: outbox.schema, table: outbox.table, ordering: flags.ordering as 'entity' | undefined })
+    const { applied, orderingIndex, truncateUpgrade } = await migrate({ sql, schema: outbox.schema, table: outbox.table, ordering: flags.ordering as 'entity' | undefined })
     console.log(applied.length === 0 ? `${outbox.qualified} is up to date` : `applied to ${outbox.qualified}: ${applied.join(', ')}`)
-    if (orderingIndex !== undefined) console.log(`${outbox.entityPendingIndex} ${orderingIndex === 'exists' ? 'exists' : `created${orderingIndex === 'created concurrently' ? ' concurrently' : ''}`}: pollers may run with --ordering entity`)
+    // an upgrade of an outbox with captured tables says what became of them; a new outbox has none
+    if (truncateUpgrade !== undefined && truncateUpgrade.attached.length + truncateUpgrade.leftOut.length > 0) console.log(describeTruncateUpgrade(truncateUpgrade))
+    if (orderingIndex !== undefined) {
+      console.log(`${outbox.entityPendingIndex} and ${outbox.truncatedPendingIndex} ${orderingIndex === 'exists' ? 'exist' : `created${orderingIndex === 'created concurrently' ? ' concurrently' : ''}`}: pollers may run with --ordering entity`)
+    }
     return ExitCode.ok
   }, { allSchemas: true, failFast: flags.failFast })
 }
@@ -41,6 +45,13 @@ export async function captureCommand(table: string, command: Command): Promise<n
   })
 }
 
+/** One line: which existing captures now capture TRUNCATE (their handlers on `<entity>.*` get `.truncated` events). */
+function describeTruncateUpgrade({ attached, leftOut }: TruncateUpgrade): string {
+  const now = attached.length === 0 ? 'no captured table captures TRUNCATE' : `TRUNCATE is now captured on ${attached.join(', ')} (handlers of <entity>.* get <entity>.truncated events)`
+  const left = leftOut.length === 0 ? '' : `; ${leftOut.join(', ')} keep their --events subset (capture again with truncate among --events to add it)`
+  return now + left
+}
+
 /**
  * With --schemas, an unqualified <table> is the one in each outbox's own schema (`capture orders --schemas
  * 'tenant_*'` attaches every tenant's orders); a qualified one, or a single outbox's, is as written.
@@ -56,7 +67,7 @@ function tableIn(table: string, outbox: OutboxTable, perSchema: boolean): string
 }
 
 function describeCapture(c: CapturedTable): string {
-  const types = c.events.map((event) => ({ insert: 'created', update: 'updated', delete: 'deleted' })[event])
+  const types = c.events.map((event) => ({ insert: 'created', update: 'updated', delete: 'deleted', truncate: 'truncated' })[event])
   if (c.softDeleteColumn) types.push('deleted', 'restored')
   const details = [`key ${c.key}`]
   if (c.columns.length > 0) details.push(`columns ${c.columns.join(', ')}`)

@@ -41,14 +41,14 @@ function buildProgram(setExitCode: (code: number) => void): Command {
     .option('--fail-fast', 'with --schemas: stop at the first schema whose migration fails (default: name it and go on with the others)')
     .action(action(async (command) => (await admin()).migrateCommand(command)))
 
-  addSchemasFlag(databaseCommand(program, 'capture <table>', "capture a table's INSERT / UPDATE / DELETE into the outbox (again on a captured table: replace its options); <table> as SQL writes it: issues, app.orders, '\"Order Items\"'"))
-    .requiredOption('--entity <name>', 'entity type: events are <entity>.created, .updated, .deleted')
+  addSchemasFlag(databaseCommand(program, 'capture <table>', "capture a table's INSERT / UPDATE / DELETE / TRUNCATE into the outbox (again on a captured table: replace its options); <table> as SQL writes it: issues, app.orders, '\"Order Items\"'"))
+    .requiredOption('--entity <name>', 'entity type: events are <entity>.created, .updated, .deleted, .truncated')
     .option('--key <column>', "column holding the entity id (default: the table's primary key)")
     .option('--ignore-columns <columns...>', 'columns whose change alone emits no event (comma or space separated), e.g. updated_at')
     .option('--columns <columns...>', 'capture only these columns (the key column always travels too)')
     .option('--exclude-columns <columns...>', 'columns that never leave the database, e.g. password_hash,token')
     .option('--soft-delete-column <column>', 'an update setting it emits <entity>.deleted; clearing it, <entity>.restored')
-    .option('--events <events...>', 'capture a subset of insert, update, delete (default: all)')
+    .option('--events <events...>', 'capture a subset of insert, update, delete, truncate, with at least one of the first three (default: all four)')
     .option('--mode <mode>', 'row: a trigger call per row; statement: one set-based call per statement; auto: statement, or row for a partitioned table (default: auto)')
     .action(action(async (command, table) => (await admin()).captureCommand(table, command)))
 

@@ -5,7 +5,7 @@ import { type Migration, Migrator } from 'kysely/migration'
 import { PostgresJSDialect } from 'kysely-postgres-js'
 import type { Sql } from 'postgres'
 import { errorMessage } from '../errors.js'
-import { fillPlaceholders, outboxTable } from './outbox-table.js'
+import { fillPlaceholders, type OutboxTable, outboxTable } from './outbox-table.js'
 import { type OrderingIndexState, outboxCreateOrderingIndex } from './ordering-index.js'
 
 const bodyTag = '$outbox_poller_migration$'
@@ -20,16 +20,31 @@ export interface MigrateOptions {
   table?: string
   /** Stop after this migration (e.g. `0003_ordering_and_emit`). Default: apply all. For staged upgrades. */
   target?: string
-  /** `entity`: also create the index that `--ordering entity` pollers need (see `outboxCreateOrderingIndex`). Default: none. */
+  /**
+   * `entity`: also create the indexes that `--ordering entity` pollers need (see `outboxCreateOrderingIndex`); an
+   * outbox whose recorded ordering is `entity` gets any it lacks without it. Default: none.
+   */
   ordering?: 'entity'
+}
+
+/** When this call applied 0007: the captured tables it gave the truncate trigger, and those it left without. */
+export interface TruncateUpgrade {
+  /** Tables captured with every row event, which now capture TRUNCATE as a new capture does. */
+  attached: string[]
+  /** Tables captured with an events subset, left as they were. */
+  leftOut: string[]
 }
 
 export interface MigrateResult {
   /** Names of the migrations applied by this call (empty when already up to date). */
   applied: string[]
-  /** With `ordering: 'entity'`: whether the ordering index was there or was created. */
+  /** With `ordering: 'entity'`, or on an outbox recorded as ordered: whether the ordering indexes were there or were created. */
   orderingIndex?: OrderingIndexState
+  /** Present when this call applied `0007_capture_truncate`. */
+  truncateUpgrade?: TruncateUpgrade
 }
+
+const truncateMigration = '0007_capture_truncate'
 
 /** Kysely's migration lock key: held by our migrations and the application's Kysely migrations alike, and by older versions' session locks. */
 const migrationLockKey = '3853314791062309107'
@@ -59,10 +74,30 @@ export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
     await rawSql`select pg_advisory_xact_lock(${rawSql.lit(migrationLockKey)}::bigint)`.execute(trx)
     return migrateLocked(trx, options)
   })
-  if (options.ordering !== 'entity') return { applied }
-  // after the commit: the index is on tables the transaction created, and a concurrent build runs outside any transaction
   const outbox = outboxTable(options.schema ?? 'public', options.table ?? 'outbox')
-  return { applied, orderingIndex: await outboxCreateOrderingIndex(options.sql, outbox) }
+  const result: MigrateResult = { applied }
+  if (applied.includes(truncateMigration)) result.truncateUpgrade = await truncateUpgrade(options.sql, outbox)
+  // after the commit: the index is on tables the transaction created, and a concurrent build runs outside any transaction
+  if (options.ordering === 'entity' || (await recordedEntityOrdering(options.sql, outbox))) result.orderingIndex = await outboxCreateOrderingIndex(options.sql, outbox)
+  return result
+}
+
+/** Ordered pollers of this version need the barrier index too: an outbox already ordered gets it from a plain migrate. */
+async function recordedEntityOrdering(sql: Sql, outbox: OutboxTable): Promise<boolean> {
+  const [row] = await sql<{ entity: boolean }[]>`
+    select exists (select 1 from ${sql.unsafe(outbox.settings)} where name = 'ordering' and value like 'entity%') as entity`
+  return row!.entity
+}
+
+/** Right after 0007: which captured tables it gave the truncate trigger (see the end of that file). */
+async function truncateUpgrade(sql: Sql, outbox: OutboxTable): Promise<TruncateUpgrade> {
+  const rows = await sql<{ table: string; truncate: boolean }[]>`
+    select r.relid::regclass::text as table, r.options -> 'events' ? 'truncate' as truncate
+      from ${sql.unsafe(outbox.captured)} as r
+     where exists (select 1 from pg_trigger t where t.tgrelid = r.relid and t.tgparentid = 0
+                      and t.tgfoid in (${outbox.captureFunction}::regproc, ${outbox.captureRowsFunction}::regproc))
+     order by 1`
+  return { attached: rows.filter((row) => row.truncate).map((row) => row.table), leftOut: rows.filter((row) => !row.truncate).map((row) => row.table) }
 }
 
 async function migrateLocked(db: Kysely<unknown>, options: MigrateOptions): Promise<string[]> {

@@ -2,6 +2,7 @@ import type { Sql } from 'postgres'
 import { ClaimedEvent, type ClaimedRow } from './claimed-event.js'
 import type { OutboxOrdering } from '../outbox/outbox-checks.js'
 import type { OutboxTable } from '../outbox/outbox-table.js'
+import { truncatedCondition } from '../outbox/ordering-index.js'
 
 /** SQL text of the claim, built once per outbox (identifiers quoted once, values always parameters). */
 export interface ClaimQueries {
@@ -24,12 +25,10 @@ export function claimQueries(outbox: OutboxTable, order: OutboxOrdering = { orde
   const columns = 'id, event_id, event_type, entity_type, entity_id, payload, metadata, processed_at, created_at, attempts, pg_column_size(payload) + coalesce(pg_column_size(metadata), 0) as size'
   // Ordered mode: only an entity's head — no earlier event of the entity still pending (nor dead, under
   // block) — may be claimed. A head locked by another replica or waiting for its retry holds back its own
-  // entity only. One probe of the entity index per candidate row.
-  const head =
-    order.ordering === 'entity'
-      ? `and not exists (select 1 from ${t} as earlier where earlier.entity_type = o.entity_type and earlier.entity_id = o.entity_id
-           and earlier.id < o.id and earlier.processed_at is null${order.onDead === 'continue' ? ' and earlier.dead_at is null' : ''})`
-      : ''
+  // entity only. One probe of the entity index per candidate row. A `<entity_type>.truncated` event is a
+  // barrier for its whole entity type (a consumer that clears its copy must not then apply an older change):
+  // it waits for every earlier pending event of the type, and every later event of the type waits for it.
+  const head = order.ordering === 'entity' ? `${entityHead(t, order.onDead)} ${truncateBarrier(t, order.onDead)}` : ''
   // The parts in claim order (a window without ORDER BY keeps it, and costs no sort), then what the caller reads.
   const parts = 'select true as suspect_batch, false as fresh_part, * from suspect union all select false, false, * from retry union all select false, true, * from fresh'
   const output = (payload: string) => `id, event_id, event_type, entity_type, entity_id, ${payload} as payload, metadata, processed_at, created_at, attempts + 1 as attempt, size, suspect_batch as suspect, fresh_part as fresh`
@@ -79,6 +78,30 @@ export function claimQueries(outbox: OutboxTable, order: OutboxOrdering = { orde
        where o.attempts = c.attempts and o.processed_at is null and o.dead_at is null and (o.retry_at is null or o.retry_at <= now())
          for update of o skip locked`,
   }
+}
+
+/** Still in the way of a later event: pending, or dead under `--ordering-on-dead block`. */
+function blocking(alias: string, onDead: OutboxOrdering['onDead']): string {
+  return `${alias}.processed_at is null${onDead === 'continue' ? ` and ${alias}.dead_at is null` : ''}`
+}
+
+function entityHead(t: string, onDead: OutboxOrdering['onDead']): string {
+  return `and not exists (select 1 from ${t} as earlier where earlier.entity_type = o.entity_type and earlier.entity_id = o.entity_id
+           and earlier.id < o.id and ${blocking('earlier', onDead)})`
+}
+
+/**
+ * The truncate barrier. Truncations are rare: the first arm, an uncorrelated subquery that runs once per claim
+ * part over the (nearly always empty) barrier index, settles it for every candidate when none is pending. Else
+ * per candidate: no earlier barrier of its type (a probe of that index), and, for a barrier itself, no earlier
+ * event of its type at all (a walk of the type's pending entries in the entity index, only for the barrier rows).
+ * One statement, one snapshot: across replicas, an event in flight elsewhere is still pending here.
+ */
+function truncateBarrier(t: string, onDead: OutboxOrdering['onDead']): string {
+  return `and ((select not exists (select 1 from ${t} as b where ${truncatedCondition('b')} and ${blocking('b', onDead)}))
+           or (not exists (select 1 from ${t} as b where b.entity_type = o.entity_type and b.id < o.id and ${truncatedCondition('b')} and ${blocking('b', onDead)})
+               and (o.event_type <> o.entity_type || '.truncated'
+                    or not exists (select 1 from ${t} as earlier where earlier.entity_type = o.entity_type and earlier.id < o.id and ${blocking('earlier', onDead)}))))`
 }
 
 export interface ClaimLimits {
