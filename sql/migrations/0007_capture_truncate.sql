@@ -109,8 +109,9 @@ REVOKE ALL ON FUNCTION {{schema}}.{{name:_capture_truncate}}() FROM PUBLIC;
 REVOKE ALL ON FUNCTION {{schema}}.{{name:_capture_truncate_attach}}(regclass, text, boolean) FROM PUBLIC;
 
 -- Tables captured before with every row event (the default then: "capture every change") get the truncate trigger
--- now, as a capture made today would; tables captured with an events subset keep exactly that subset. Tables whose
--- capture is lost (dropped, stripped of their triggers) are left to the lost-capture report.
+-- now, as a capture made today would; tables captured with an events subset keep exactly that subset. A table whose
+-- capture is lost (dropped, stripped of its triggers) gets no trigger, but its registry row the event, so that
+-- capturing it again as the lost-capture report says renews it as the others are now.
 DO $truncate$
 DECLARE
   captured record;
@@ -122,7 +123,8 @@ BEGIN
                       AND t.tgfoid IN ({{capture_function}}::pg_catalog.regproc, {{qualified_literal:_capture_rows}}::pg_catalog.regproc))
   LOOP
     PERFORM {{schema}}.{{name:_capture_truncate_attach}}(captured.relid::regclass, captured.entity, true);
-    UPDATE {{schema}}.{{name:_captured}} SET options = jsonb_set(options, '{events}', (options -> 'events') || '"truncate"') WHERE relid = captured.relid;
   END LOOP;
+  UPDATE {{schema}}.{{name:_captured}} SET options = jsonb_set(options, '{events}', (options -> 'events') || '"truncate"')
+   WHERE options -> 'events' @> '["insert", "update", "delete"]';
 END
 $truncate$;
