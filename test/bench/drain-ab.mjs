@@ -1,5 +1,5 @@
 // Drain of two builds side by side, against the floor measured in the same round: for a change on the hot path.
-// usage: DATABASE_URL=… node test/bench/drain-ab.mjs <dist before> <dist after> [rounds=3] [events=100000]
+// usage: DATABASE_URL=… [ORDERING=entity] node test/bench/drain-ab.mjs <dist before> <dist after> [rounds=3] [events=100000]
 // Each round, per configuration: the floor (bare loop, minimal table), the poller of each build, in turn.
 import path from 'node:path'
 import postgres from 'postgres'
@@ -7,6 +7,7 @@ import postgres from 'postgres'
 const [before, after] = process.argv.slice(2, 4).map((dir) => path.resolve(dir))
 const rounds = Number(process.argv[4] ?? 3)
 const events = Number(process.argv[5] ?? 100_000)
+const ordering = process.env.ORDERING === 'entity' ? 'entity' : 'none' // the pollers' --ordering (one entity per event)
 const load = async (dist) => ({
   drain: await import(`${dist}/tools/bench/drain-bench.js`),
   migrate: await import(`${dist}/outbox/migrate.js`),
@@ -17,12 +18,12 @@ const scratch = await builds.after.scratch.openScratchDatabase('drainab', proces
 const sql = postgres(scratch.url, { max: 1, onnotice: () => {} })
 const ratios = {}
 try {
-  await builds.after.migrate.migrate({ sql, schema: scratch.schema })
+  await builds.after.migrate.migrate({ sql, schema: scratch.schema, ordering: ordering === 'entity' ? 'entity' : undefined })
   for (let round = 1; round <= rounds; round++) {
     for (const [processes, batch] of [[1, 250], [3, 250]]) {
       const floor = await builds.after.drain.drainBench(sql, scratch.url, scratch.schema, 'floor', processes, batch, events)
       for (const [name, build] of Object.entries(builds)) {
-        const result = await build.drain.drainBench(sql, scratch.url, scratch.schema, 'poller', processes, batch, events)
+        const result = await build.drain.drainBench(sql, scratch.url, scratch.schema, 'poller', processes, batch, events, { ordering })
         const key = `${processes}×${batch} ${name}`
         ;(ratios[key] ??= []).push(result.eventsPerSecond / floor.eventsPerSecond)
         console.log(`round ${round} ${key}: ${Math.round(result.eventsPerSecond)} events/s, floor ${Math.round(floor.eventsPerSecond)}: ${(result.eventsPerSecond / floor.eventsPerSecond).toFixed(2)}× the floor`)
