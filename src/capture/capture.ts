@@ -67,6 +67,7 @@ export async function captureTable(sql: Sql, outbox: OutboxTable, options: Captu
   const mode = options.mode ?? 'auto'
   if (!captureModes.includes(mode)) throw new ConfigError(`mode must be one of ${captureModes.join(', ')} (got ${JSON.stringify(mode)})`)
   const list = (values?: readonly string[]) => [...(values ?? [])]
+  if (events.includes('truncate')) await checkTruncateCapture(sql, outbox)
   try {
     await sql`select ${sql.unsafe(outbox.captureTableFunction)}(${target}::regclass, ${options.entity}, ${key}, ${list(options.ignoreColumns)}::text[],
       ${list(options.columns)}::text[], ${list(options.excludeColumns)}::text[], ${options.softDeleteColumn ?? null}::text, ${events}::text[], ${mode}::text)`
@@ -77,6 +78,12 @@ export async function captureTable(sql: Sql, outbox: OutboxTable, options: Captu
   }
   const name = await regclassName(sql, target)
   return (await listCaptures(sql, outbox)).find((captured) => captured.table === name)!
+}
+
+/** Capturing TRUNCATE needs migration 0007 (its trigger function); an outbox without it is told to migrate. */
+async function checkTruncateCapture(sql: Sql, outbox: OutboxTable): Promise<void> {
+  const [row] = await sql<{ exists: boolean }[]>`select to_regproc(${outbox.captureTruncateFunction}) is not null as exists`
+  if (!row!.exists) throw new ConfigError(`outbox ${outbox.qualified} cannot capture TRUNCATE before migration 0007_capture_truncate: run \`outbox-poller migrate\` first (or leave truncate out of events)`)
 }
 
 /**
@@ -118,12 +125,12 @@ async function forgetCapture(sql: Sql, outbox: OutboxTable, table: string): Prom
 export async function listCaptures(sql: Sql, outbox: OutboxTable): Promise<CapturedTable[]> {
   // the truncate trigger (which carries only the entity) sorts last, so the options come from a row or statement trigger
   const rows = await sql<{ table: string; args: Buffer; type: number; truncate: boolean; names: Record<string, string> | null }[]>`
-    select t.tgrelid::regclass::text as table, t.tgargs as args, t.tgtype::int as type, t.tgfoid = ${outbox.captureTruncateFunction}::regproc as truncate,
+    select t.tgrelid::regclass::text as table, t.tgargs as args, t.tgtype::int as type, t.tgfoid is not distinct from to_regproc(${outbox.captureTruncateFunction}) as truncate,
            (select json_object_agg(a.attnum, a.attname) from pg_attribute a where a.attrelid = t.tgrelid and a.attnum > 0 and not a.attisdropped) as names
       from pg_trigger t
-     where t.tgfoid in (${outbox.captureFunction}::regproc, ${outbox.captureRowsFunction}::regproc, ${outbox.captureTruncateFunction}::regproc)
+     where t.tgfoid in (${outbox.captureFunction}::regproc, ${outbox.captureRowsFunction}::regproc, to_regproc(${outbox.captureTruncateFunction}))
        and t.tgname = any (${captureTriggerNames(outbox)}::text[]) and t.tgparentid = 0
-     order by 1, t.tgfoid = ${outbox.captureTruncateFunction}::regproc, t.tgname`
+     order by 1, 4, t.tgname`
   const byTable = new Map<string, CapturedTable>()
   for (const row of rows) {
     const captured = byTable.get(row.table)

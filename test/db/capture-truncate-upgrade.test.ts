@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { listCaptures } from '../../src/capture/capture.js'
+import { captureTable, listCaptures } from '../../src/capture/capture.js'
 import { lostCaptures } from '../../src/capture/capture-registry.js'
 import { migrate } from '../../src/outbox/migrate.js'
 import { outboxCheckOrdering } from '../../src/outbox/outbox-checks.js'
@@ -45,6 +45,12 @@ describe('upgrading to captured TRUNCATE', () => {
   it('tables captured with every row event now capture TRUNCATE, an events subset stays as it was, and migrate says so in one line', async () => {
     const before = await write(1)
     expect(before.map((e) => e.event_type)).toEqual(['stmt.created', 'stmt.updated', 'stmt.deleted', 'row.created', 'row.updated', 'row.deleted', 'sub.created', 'sub.updated'])
+
+    // this release's code on the database before its migration: captures list as they are; TRUNCATE needs 0007
+    expect((await listCaptures(db.sql, outbox)).map((c) => c.events.join(','))).toEqual(['insert,update,delete', 'insert,update,delete', 'insert,update'])
+    await expect(captureTable(db.sql, outbox, { table: 'subset', entity: 'sub' })).rejects.toThrow(
+      'outbox "public"."outbox" cannot capture TRUNCATE before migration 0007_capture_truncate: run `outbox-poller migrate` first (or leave truncate out of events)',
+    )
 
     const migrated = await runCli(['migrate'], { DATABASE_URL: db.url })
     expect(migrated.stdout.split('\n')).toEqual([
