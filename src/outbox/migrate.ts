@@ -84,6 +84,9 @@ export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
 
 /** Ordered pollers of this version need the barrier index too: an outbox already ordered gets it from a plain migrate. */
 async function recordedEntityOrdering(sql: Sql, outbox: OutboxTable): Promise<boolean> {
+  // a staged migration may stop before 0003, which creates the settings table
+  const [settings] = await sql<{ exists: boolean }[]>`select to_regclass(${outbox.settings}) is not null as exists`
+  if (!settings!.exists) return false
   const [row] = await sql<{ entity: boolean }[]>`
     select exists (select 1 from ${sql.unsafe(outbox.settings)} where name = 'ordering' and value like 'entity%') as entity`
   return row!.entity

@@ -83,4 +83,9 @@ describe('upgrading to captured TRUNCATE', () => {
     expect(await migrate({ sql: db.sql, schema: 'ordered' })).toMatchObject({ applied: ['0007_capture_truncate'], orderingIndex: 'created' })
     await outboxCheckOrdering(db.sql, ordered, order)
   })
+
+  it('a staged migration that stops before the settings table exists still completes (no recorded ordering to look up)', async () => {
+    await db.sql`create schema staged`
+    expect(await migrate({ sql: db.sql, schema: 'staged', target: '0002_suspects' })).toEqual({ applied: ['0001_outbox', '0002_suspects'] })
+  })
 })
