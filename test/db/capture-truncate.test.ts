@@ -50,6 +50,16 @@ describe('capturing TRUNCATE', () => {
     expect(written.map((e) => e.txid)).toEqual([txid, txid])
   })
 
+  it('TRUNCATE … CASCADE writes an event for each captured table it empties, the referencing ones too', async () => {
+    await db.sql`create table parents (id int primary key)`
+    await db.sql`create table children (id int primary key, parent_id int references parents)`
+    await captureTable(db.sql, outbox, { table: 'parents', entity: 'parent' })
+    await captureTable(db.sql, outbox, { table: 'children', entity: 'child' })
+    await db.sql`truncate parents cascade`
+    expect((await events()).map((e) => e.event_type).sort()).toEqual(['child.truncated', 'parent.truncated'])
+    for (const table of ['children', 'parents']) await uncaptureTable(db.sql, outbox, table)
+  })
+
   it('a TRUNCATE that rolls back writes nothing', async () => {
     await db.sql`insert into orders (note) values ('kept')`
     await db.sql
