@@ -1,6 +1,7 @@
 // Drain of two builds side by side, against the floor measured in the same round: for a change on the hot path.
 // usage: DATABASE_URL=… [ORDERING=entity] node test/bench/drain-ab.mjs <dist before> <dist after> [rounds=3] [events=100000]
-// Each round, per configuration: the floor (bare loop, minimal table), the poller of each build, in turn.
+// Each round, per configuration: the floor (bare loop, minimal table), the poller of each build, in turn. The after
+// build migrates the scratch outbox (give the newer build second).
 import path from 'node:path'
 import postgres from 'postgres'
 
@@ -22,7 +23,8 @@ try {
   for (let round = 1; round <= rounds; round++) {
     for (const [processes, batch] of [[1, 250], [3, 250]]) {
       const floor = await builds.after.drain.drainBench(sql, scratch.url, scratch.schema, 'floor', processes, batch, events)
-      for (const [name, build] of Object.entries(builds)) {
+      // the builds take turns going first, so neither always drains right after the other
+      for (const [name, build] of round % 2 === 1 ? Object.entries(builds) : Object.entries(builds).reverse()) {
         const result = await build.drain.drainBench(sql, scratch.url, scratch.schema, 'poller', processes, batch, events, { ordering })
         const key = `${processes}×${batch} ${name}`
         ;(ratios[key] ??= []).push(result.eventsPerSecond / floor.eventsPerSecond)
