@@ -94,13 +94,13 @@ function entityHead(t: string, onDead: OutboxOrdering['onDead']): string {
  * The truncate barrier. Truncations are rare: the first arm, an uncorrelated subquery that runs once per claim
  * part over the (nearly always empty) barrier index, settles it for every candidate when none is pending. Else
  * per candidate: no earlier barrier of its type (a probe of that index), and, for a barrier itself, no earlier
- * event of its type at all (a walk of the type's pending entries in the entity index, only for the barrier rows).
+ * event of its type at all (a walk over the type's earlier pending events, only for the barrier rows).
  * One statement, one snapshot: across replicas, an event in flight elsewhere is still pending here.
  */
 function truncateBarrier(t: string, onDead: OutboxOrdering['onDead']): string {
   return `and ((select not exists (select 1 from ${t} as b where ${truncatedCondition('b')} and ${blocking('b', onDead)}))
            or (not exists (select 1 from ${t} as b where b.entity_type = o.entity_type and b.id < o.id and ${truncatedCondition('b')} and ${blocking('b', onDead)})
-               and (o.event_type <> o.entity_type || '.truncated'
+               and (not (${truncatedCondition('o')})
                     or not exists (select 1 from ${t} as earlier where earlier.entity_type = o.entity_type and earlier.id < o.id and ${blocking('earlier', onDead)}))))`
 }
 
