@@ -1,6 +1,6 @@
 export { createPoller, type Poller, type PollerStats } from './poller/poller.js'
-import type { MigrateOptions, MigrateResult } from './outbox/migrate.js'
-export type { MigrateOptions, MigrateResult }
+import type { MigrateOptions, MigrateResult, TruncateUpgrade } from './outbox/migrate.js'
+export type { MigrateOptions, MigrateResult, TruncateUpgrade }
 export { captureTable, uncaptureTable, listCaptures, type CaptureEvent, type CaptureOptions, type CapturedTable } from './capture/capture.js'
 export { lostCaptures, type LostCapture, type LostCaptureProblem } from './capture/capture-registry.js'
 export { emit, withEventContext, type EventContextValues, type ExplicitEvent } from './capture/emit.js'

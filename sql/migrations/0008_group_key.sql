@@ -298,13 +298,13 @@ BEGIN
 END
 $fn$;
 
--- Attaches the capture to a table, as in 0005, and names its group column (group_column, default none), e.g.
+-- Attaches the capture to a table, as in 0007 (TRUNCATE among the events), and names its group column (group_column, default none), e.g.
 -- SELECT public.outbox_capture_table('order_lines', 'order_line', 'id', group_column => 'order_id').
 DROP FUNCTION {{schema}}.{{name:_capture_table}}(regclass, text, text, text[], text[], text[], text, text[], text);
 CREATE FUNCTION {{schema}}.{{name:_capture_table}}(
   target regclass, entity text, key_column text,
   ignored_columns text[] DEFAULT '{}', columns text[] DEFAULT '{}', excluded_columns text[] DEFAULT '{}',
-  soft_delete_column text DEFAULT NULL, events text[] DEFAULT '{insert,update,delete}', mode text DEFAULT 'auto',
+  soft_delete_column text DEFAULT NULL, events text[] DEFAULT '{insert,update,delete,truncate}', mode text DEFAULT 'auto',
   group_column text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
@@ -343,8 +343,8 @@ BEGIN
   IF group_column = ANY (excluded_columns) THEN
     RAISE EXCEPTION 'the group column % cannot be excluded: every event carries its value as group_key', quote_ident(group_column) USING ERRCODE = '22023';
   END IF;
-  IF events IS NULL OR cardinality(events) = 0 OR NOT events <@ '{insert,update,delete}'::text[] THEN
-    RAISE EXCEPTION 'events must be a non-empty subset of insert, update, delete (got %)', events USING ERRCODE = '22023';
+  IF events IS NULL OR NOT events <@ '{insert,update,delete,truncate}'::text[] OR NOT events && '{insert,update,delete}'::text[] THEN
+    RAISE EXCEPTION 'events must be a subset of insert, update, delete, truncate with at least one of insert, update, delete (got %)', events USING ERRCODE = '22023';
   END IF;
   EXECUTE number_of INTO key_attnum USING target, ARRAY[key_column];
   EXECUTE number_of INTO ignored USING target, ignored_columns;
@@ -354,6 +354,7 @@ BEGIN
   EXECUTE number_of INTO group_attnum USING target, ARRAY[group_column];
   PERFORM {{schema}}.{{name:_capture_attach}}(target, entity, key_attnum[1], key_column, coalesce(ignored, '{}'),
     CASE WHEN cardinality(columns) > 0 THEN captured END, coalesce(excluded, '{}'), coalesce(excluded_columns, '{}'), soft_delete[1], events, mode, group_attnum[1]);
+  PERFORM {{schema}}.{{name:_capture_truncate_attach}}(target, entity, 'truncate' = ANY (events));
 END
 $fn$;
 

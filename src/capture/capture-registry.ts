@@ -1,5 +1,5 @@
 import type { Sql, TransactionSql } from 'postgres'
-import { type CapturedTable, captureTriggerNames } from './capture.js'
+import { type CapturedTable, captureEvents, captureTriggerNames } from './capture.js'
 import type { OutboxTable } from '../outbox/outbox-table.js'
 
 /** What happened to a registered table whose changes no longer flow as they were captured. */
@@ -89,7 +89,7 @@ function recaptureCommand(c: CapturedTable, problem: LostCaptureProblem): string
   const list = (flag: string, values: readonly string[]) => (values.length > 0 ? [flag, shellWord(values.join(','))] : [])
   words.push(...list('--ignore-columns', c.ignoreColumns), ...list('--columns', c.columns), ...list('--exclude-columns', c.excludeColumns))
   if (c.softDeleteColumn !== null) words.push('--soft-delete-column', shellWord(c.softDeleteColumn))
-  if (c.events.length < 3) words.push('--events', c.events.join(','))
+  if (c.events.length < captureEvents.length) words.push('--events', c.events.join(','))
   if (c.mode === 'row') words.push('--mode', 'row') // the default, auto, may choose statement
   if (c.groupBy !== null) words.push('--group-by', shellWord(c.groupBy))
   return words.join(' ')

@@ -5,7 +5,7 @@ import type { OutboxTable } from '../outbox/outbox-table.js'
 export interface CaptureOptions {
   /** The table as SQL writes it, optionally schema-qualified: `issues`, `app.orders`, `"Order Items"`. */
   table: string
-  /** Entity type: events are `<entity>.created|updated|deleted`. */
+  /** Entity type: events are `<entity>.created|updated|deleted|truncated`. */
   entity: string
   /** Column whose value becomes `entity_id`. Default: the table's single-column primary key. */
   key?: string
@@ -17,7 +17,10 @@ export interface CaptureOptions {
   excludeColumns?: readonly string[]
   /** An update that sets this column emits `<entity>.deleted`; one that clears it, `<entity>.restored`. */
   softDeleteColumn?: string
-  /** Which changes to capture. Default: all three. */
+  /**
+   * Which changes to capture. `truncate`: one `<entity>.truncated` event per TRUNCATE of the table. At least one of
+   * insert, update, delete. Default: all four.
+   */
   events?: ReadonlyArray<CaptureEvent>
   /**
    * `row`: one trigger call per changed row; `statement`: one per statement, set-based over its transition tables
@@ -39,8 +42,9 @@ export type CaptureMode = 'row' | 'statement'
 export type CaptureModeOption = CaptureMode | 'auto'
 export const captureModes: readonly CaptureModeOption[] = ['row', 'statement', 'auto']
 
-export type CaptureEvent = 'insert' | 'update' | 'delete'
-export const captureEvents: readonly CaptureEvent[] = ['insert', 'update', 'delete']
+export type CaptureEvent = 'insert' | 'update' | 'delete' | 'truncate'
+export const captureEvents: readonly CaptureEvent[] = ['insert', 'update', 'delete', 'truncate']
+const rowEvents: readonly CaptureEvent[] = ['insert', 'update', 'delete']
 
 export interface CapturedTable {
   /** Qualified, quoted table name. */
@@ -68,11 +72,13 @@ export async function captureTable(sql: Sql, outbox: OutboxTable, options: Captu
   const target = await resolveTable(sql, options.table)
   const key = options.key ?? (await primaryKeyColumn(sql, target, options.table))
   const events = [...(options.events ?? captureEvents)]
-  for (const event of events) if (!captureEvents.includes(event)) throw new ConfigError(`events must be among insert, update, delete (got ${JSON.stringify(event)})`)
-  if (events.length === 0) throw new ConfigError('events must name at least one of insert, update, delete')
+  for (const event of events) if (!captureEvents.includes(event)) throw new ConfigError(`events must be among ${captureEvents.join(', ')} (got ${JSON.stringify(event)})`)
+  // the table's options live on its row or statement triggers: the truncate trigger alone could not carry them
+  if (!events.some((event) => rowEvents.includes(event))) throw new ConfigError('events must name at least one of insert, update, delete')
   const mode = options.mode ?? 'auto'
   if (!captureModes.includes(mode)) throw new ConfigError(`mode must be one of ${captureModes.join(', ')} (got ${JSON.stringify(mode)})`)
   const list = (values?: readonly string[]) => [...(values ?? [])]
+  if (events.includes('truncate')) await checkTruncateCapture(sql, outbox)
   try {
     await sql`select ${sql.unsafe(outbox.captureTableFunction)}(${target}::regclass, ${options.entity}, ${key}, ${list(options.ignoreColumns)}::text[],
       ${list(options.columns)}::text[], ${list(options.excludeColumns)}::text[], ${options.softDeleteColumn ?? null}::text, ${events}::text[], ${mode}::text, ${options.groupBy ?? null}::text)`
@@ -83,6 +89,12 @@ export async function captureTable(sql: Sql, outbox: OutboxTable, options: Captu
   }
   const name = await regclassName(sql, target)
   return (await listCaptures(sql, outbox)).find((captured) => captured.table === name)!
+}
+
+/** Capturing TRUNCATE needs migration 0007 (its trigger function); an outbox without it is told to migrate. */
+async function checkTruncateCapture(sql: Sql, outbox: OutboxTable): Promise<void> {
+  const [row] = await sql<{ exists: boolean }[]>`select to_regproc(${outbox.captureTruncateFunction}) is not null as exists`
+  if (!row!.exists) throw new ConfigError(`outbox ${outbox.qualified} cannot capture TRUNCATE before migration 0007_capture_truncate: run \`outbox-poller migrate\` first (or leave truncate out of events)`)
 }
 
 /**
@@ -122,21 +134,28 @@ async function forgetCapture(sql: Sql, outbox: OutboxTable, table: string): Prom
  * columns' current names: the triggers hold column numbers, so options follow RENAME COLUMN.
  */
 export async function listCaptures(sql: Sql, outbox: OutboxTable): Promise<CapturedTable[]> {
-  const rows = await sql<{ table: string; args: Buffer; type: number; names: Record<string, string> | null }[]>`
-    select t.tgrelid::regclass::text as table, t.tgargs as args, t.tgtype::int as type,
+  // the truncate trigger (which carries only the entity) sorts last, so the options come from a row or statement trigger
+  const rows = await sql<{ table: string; args: Buffer; type: number; truncate: boolean; names: Record<string, string> | null }[]>`
+    select t.tgrelid::regclass::text as table, t.tgargs as args, t.tgtype::int as type, t.tgfoid is not distinct from to_regproc(${outbox.captureTruncateFunction}) as truncate,
            (select json_object_agg(a.attnum, a.attname) from pg_attribute a where a.attrelid = t.tgrelid and a.attnum > 0 and not a.attisdropped) as names
       from pg_trigger t
-     where t.tgfoid in (${outbox.captureFunction}::regproc, ${outbox.captureRowsFunction}::regproc) and t.tgname = any (${captureTriggerNames(outbox)}::text[])
-       and t.tgparentid = 0
-     order by 1, t.tgname`
+     where t.tgfoid in (${outbox.captureFunction}::regproc, ${outbox.captureRowsFunction}::regproc, to_regproc(${outbox.captureTruncateFunction}))
+       and t.tgname = any (${captureTriggerNames(outbox)}::text[]) and t.tgparentid = 0
+     order by 1, 4, t.tgname`
   const byTable = new Map<string, CapturedTable>()
   for (const row of rows) {
+    const captured = byTable.get(row.table)
+    if (row.truncate) {
+      // a truncate trigger left alone (the others dropped by hand) is no capture: the lost-capture report tells
+      captured?.events.push('truncate')
+      continue
+    }
     // tgtype bits: 1 row (else statement), 4 insert, 8 delete, 16 update
-    const captured = byTable.get(row.table) ?? { table: row.table, ...readTriggerArguments(row.args, row.names ?? {}), events: [], mode: row.type & 1 ? 'row' : 'statement' }
-    if (row.type & 4) captured.events.push('insert')
-    if (row.type & 16) captured.events.push('update')
-    if (row.type & 8) captured.events.push('delete')
-    byTable.set(row.table, captured)
+    const table = captured ?? { table: row.table, ...readTriggerArguments(row.args, row.names ?? {}), events: [], mode: row.type & 1 ? 'row' : 'statement' }
+    if (row.type & 4) table.events.push('insert')
+    if (row.type & 16) table.events.push('update')
+    if (row.type & 8) table.events.push('delete')
+    byTable.set(row.table, table)
   }
   for (const captured of byTable.values()) captured.events.sort((a, b) => captureEvents.indexOf(a) - captureEvents.indexOf(b))
   return [...byTable.values()]
@@ -144,7 +163,7 @@ export async function listCaptures(sql: Sql, outbox: OutboxTable): Promise<Captu
 
 /** The names the capture triggers of either mode take on a captured table. */
 export function captureTriggerNames(outbox: OutboxTable): string[] {
-  return ['', '_update', '_stmt_i', '_stmt_u', '_stmt_d'].map((suffix) => outbox.captureTrigger + suffix)
+  return ['', '_update', '_stmt_i', '_stmt_u', '_stmt_d', '_stmt_t'].map((suffix) => outbox.captureTrigger + suffix)
 }
 
 /**

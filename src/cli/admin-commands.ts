@@ -3,7 +3,7 @@ import { type CapturedTable, type CaptureEvent, type CaptureModeOption, captureT
 import { type LostCapture, lostCaptures } from '../capture/capture-registry.js'
 import { outboxCheckExists } from '../outbox/outbox-checks.js'
 import { grantPollerRole } from '../outbox/grant.js'
-import { migrate } from '../outbox/migrate.js'
+import { migrate, type TruncateUpgrade } from '../outbox/migrate.js'
 import { ConfigError } from '../errors.js'
 import { ExitCode } from '../supervisor/exit-codes.js'
 import { listFlag } from './options.js'
@@ -16,10 +16,14 @@ export async function migrateCommand(command: Command): Promise<number> {
   if (flags.ordering !== undefined && flags.ordering !== 'entity' && flags.ordering !== 'group') throw new ConfigError(`--ordering must be entity or group (got ${JSON.stringify(flags.ordering)})`)
   const ordering = flags.ordering as 'entity' | 'group' | undefined
   return withSchemas(command, 'migrate', async (sql, outbox) => {
-    const { applied, orderingIndex, groupIndex } = await migrate({ sql, schema: outbox.schema, table: outbox.table, ordering })
+    const { applied, orderingIndexes, truncateUpgrade } = await migrate({ sql, schema: outbox.schema, table: outbox.table, ordering })
     console.log(applied.length === 0 ? `${outbox.qualified} is up to date` : `applied to ${outbox.qualified}: ${applied.join(', ')}`)
-    const states = [[outbox.entityPendingIndex, orderingIndex], [outbox.groupPendingIndex, groupIndex]].filter(([, state]) => state !== undefined)
-    if (states.length > 0) console.log(`${states.map(([index, state]) => `${index} ${state}`).join(', ')}: pollers may run with --ordering ${ordering}`)
+    // an upgrade of an outbox with captured tables says what became of them; a new outbox has none
+    if (truncateUpgrade !== undefined && truncateUpgrade.attached.length + truncateUpgrade.leftOut.length > 0) console.log(describeTruncateUpgrade(truncateUpgrade))
+    if (orderingIndexes !== undefined) {
+      const recorded = ordering ?? (orderingIndexes.some(({ index }) => index === outbox.groupPendingIndex) ? 'group' : 'entity')
+      console.log(`${orderingIndexes.map(({ index, state }) => `${index} ${state}`).join(', ')}: pollers may run with --ordering ${recorded}`)
+    }
     return ExitCode.ok
   }, { allSchemas: true, failFast: flags.failFast })
 }
@@ -44,6 +48,13 @@ export async function captureCommand(table: string, command: Command): Promise<n
   })
 }
 
+/** One line: which existing captures now capture TRUNCATE (their handlers on `<entity>.*` get `.truncated` events). */
+function describeTruncateUpgrade({ attached, leftOut }: TruncateUpgrade): string {
+  const now = attached.length === 0 ? 'no captured table captures TRUNCATE' : `TRUNCATE is now captured on ${attached.join(', ')} (handlers of <entity>.* get <entity>.truncated events)`
+  const left = leftOut.length === 0 ? '' : `; ${leftOut.join(', ')} keep their --events subset (capture again with truncate among --events to add it)`
+  return now + left
+}
+
 /**
  * With --schemas, an unqualified <table> is the one in each outbox's own schema (`capture orders --schemas
  * 'tenant_*'` attaches every tenant's orders); a qualified one, or a single outbox's, is as written.
@@ -59,7 +70,7 @@ function tableIn(table: string, outbox: OutboxTable, perSchema: boolean): string
 }
 
 function describeCapture(c: CapturedTable): string {
-  const types = c.events.map((event) => ({ insert: 'created', update: 'updated', delete: 'deleted' })[event])
+  const types = c.events.map((event) => ({ insert: 'created', update: 'updated', delete: 'deleted', truncate: 'truncated' })[event])
   if (c.softDeleteColumn) types.push('deleted', 'restored')
   const details = [`key ${c.key}`]
   if (c.columns.length > 0) details.push(`columns ${c.columns.join(', ')}`)

@@ -78,7 +78,7 @@ export async function demoCommand(command: Command): Promise<number> {
     await migrate({ sql, schema: scratch.schema })
     await sql.unsafe(`create table ${orders} (id bigserial primary key, customer text not null, status text not null, total numeric(10,2) not null, updated_at timestamptz not null default now())`)
     await captureTable(sql, outbox, { table: orders, entity: 'order', ignoreColumns: ['updated_at'] })
-    console.log(`demo: ${scratch.description}; outbox ${outbox.qualified}; capturing ${orders} as order.created|updated|deleted`)
+    console.log(`demo: ${scratch.description}; outbox ${outbox.qualified}; capturing ${orders} as order.created|updated|deleted|truncated`)
 
     const workerPids = new Set<number>()
     for (let i = 0; i < replicas; i++) children.push(startReplica(scratch.url, scratch.schema, directory, workerPids))

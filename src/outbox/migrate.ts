@@ -5,7 +5,7 @@ import { type Migration, Migrator } from 'kysely/migration'
 import { PostgresJSDialect } from 'kysely-postgres-js'
 import type { Sql } from 'postgres'
 import { errorMessage } from '../errors.js'
-import { fillPlaceholders, outboxTable } from './outbox-table.js'
+import { fillPlaceholders, type OutboxTable, outboxTable } from './outbox-table.js'
 import { type IndexedOrdering, type OrderingIndexState, outboxCreateOrderingIndexes } from './ordering-index.js'
 
 const bodyTag = '$outbox_poller_migration$'
@@ -20,18 +20,36 @@ export interface MigrateOptions {
   table?: string
   /** Stop after this migration (e.g. `0003_ordering_and_emit`). Default: apply all. For staged upgrades. */
   target?: string
-  /** `entity` or `group`: also create the indexes that pollers with that `--ordering` need (see `outboxCreateOrderingIndexes`). Default: none. */
+  /**
+   * `entity` or `group`: also create the indexes that pollers with that `--ordering` need (see
+   * `outboxCreateOrderingIndexes`); an outbox whose recorded ordering is one of them gets any it lacks without it.
+   * Default: none.
+   */
   ordering?: IndexedOrdering
+}
+
+/** When this call applied 0007: the captured tables it gave the truncate trigger, and those it left without. */
+export interface TruncateUpgrade {
+  /** Tables captured with every row event, which now capture TRUNCATE as a new capture does. */
+  attached: string[]
+  /** Tables captured with an events subset, left as they were. */
+  leftOut: string[]
 }
 
 export interface MigrateResult {
   /** Names of the migrations applied by this call (empty when already up to date). */
   applied: string[]
-  /** With `ordering`: whether the entity index (which both modes use) was there or was created. */
+  /**
+   * With `ordering`, or on an outbox recorded as ordered: whether the ordering indexes were all there (`exists`) or
+   * some were created (`created concurrently` if any was built so); each index's state in `orderingIndexes`.
+   */
   orderingIndex?: OrderingIndexState
-  /** With `ordering: 'group'`: the same for the group index. */
-  groupIndex?: OrderingIndexState
+  orderingIndexes?: Array<{ index: string; state: OrderingIndexState }>
+  /** Present when this call applied `0007_capture_truncate`. */
+  truncateUpgrade?: TruncateUpgrade
 }
+
+const truncateMigration = '0007_capture_truncate'
 
 /** Kysely's migration lock key: held by our migrations and the application's Kysely migrations alike, and by older versions' session locks. */
 const migrationLockKey = '3853314791062309107'
@@ -61,11 +79,38 @@ export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
     await rawSql`select pg_advisory_xact_lock(${rawSql.lit(migrationLockKey)}::bigint)`.execute(trx)
     return migrateLocked(trx, options)
   })
-  if (options.ordering === undefined) return { applied }
-  // after the commit: the indexes are on tables the transaction created, and a concurrent build runs outside any transaction
   const outbox = outboxTable(options.schema ?? 'public', options.table ?? 'outbox')
-  const [entity, group] = await outboxCreateOrderingIndexes(options.sql, outbox, options.ordering)
-  return { applied, orderingIndex: entity!.state, ...(group === undefined ? {} : { groupIndex: group.state }) }
+  const result: MigrateResult = { applied }
+  if (applied.includes(truncateMigration)) result.truncateUpgrade = await truncateUpgrade(options.sql, outbox)
+  // after the commit: the indexes are on tables the transaction created, and a concurrent build runs outside any transaction
+  const ordering = options.ordering ?? (await recordedOrdering(options.sql, outbox))
+  if (ordering !== undefined) {
+    const states = await outboxCreateOrderingIndexes(options.sql, outbox, ordering)
+    result.orderingIndexes = states
+    result.orderingIndex = states.some((s) => s.state === 'created concurrently') ? 'created concurrently' : states.some((s) => s.state === 'created') ? 'created' : 'exists'
+  }
+  return result
+}
+
+/** Ordered pollers of this version need the barrier index too: an outbox already ordered gets it from a plain migrate. */
+async function recordedOrdering(sql: Sql, outbox: OutboxTable): Promise<IndexedOrdering | undefined> {
+  // a staged migration may stop before 0003, which creates the settings table
+  const [settings] = await sql<{ exists: boolean }[]>`select to_regclass(${outbox.settings}) is not null as exists`
+  if (!settings!.exists) return undefined
+  const [row] = await sql<{ ordering: string | null }[]>`
+    select (select split_part(value, ',', 1) from ${sql.unsafe(outbox.settings)} where name = 'ordering') as ordering`
+  return row!.ordering === 'entity' || row!.ordering === 'group' ? row!.ordering : undefined
+}
+
+/** Right after 0007: which captured tables it gave the truncate trigger (see the end of that file). */
+async function truncateUpgrade(sql: Sql, outbox: OutboxTable): Promise<TruncateUpgrade> {
+  const rows = await sql<{ table: string; truncate: boolean }[]>`
+    select r.relid::regclass::text as table, r.options -> 'events' ? 'truncate' as truncate
+      from ${sql.unsafe(outbox.captured)} as r
+     where exists (select 1 from pg_trigger t where t.tgrelid = r.relid and t.tgparentid = 0
+                      and t.tgfoid in (${outbox.captureFunction}::regproc, ${outbox.captureRowsFunction}::regproc))
+     order by 1`
+  return { attached: rows.filter((row) => row.truncate).map((row) => row.table), leftOut: rows.filter((row) => !row.truncate).map((row) => row.table) }
 }
 
 async function migrateLocked(db: Kysely<unknown>, options: MigrateOptions): Promise<string[]> {

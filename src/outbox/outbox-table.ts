@@ -24,12 +24,14 @@ export interface OutboxTable {
   readonly wakeup: string
   /** The LISTEN/NOTIFY channel. */
   readonly channel: string
-  /** Name of the capture triggers on captured tables (`<schema>_<table>_capture`, and with the suffixes `_update`, `_stmt_i|u|d`). */
+  /** Name of the capture triggers on captured tables (`<schema>_<table>_capture`, and with the suffixes `_update`, `_stmt_i|u|d|t`). */
   readonly captureTrigger: string
   /** `"schema"."table_capture"`: the capture trigger function. */
   readonly captureFunction: string
   /** `"schema"."table_capture_rows"`: the statement-level capture function (transition tables). */
   readonly captureRowsFunction: string
+  /** `"schema"."table_capture_truncate"`: the statement-level function of the truncate trigger. */
+  readonly captureTruncateFunction: string
   readonly captureTableFunction: string
   readonly uncaptureTableFunction: string
   /** `"schema"."table_emit"`: writes an explicit event. */
@@ -40,6 +42,8 @@ export interface OutboxTable {
   readonly entityPendingIndex: string
   /** `"schema"."table_group_pending"`: the index group-ordered claims need too (`migrate --ordering group`). */
   readonly groupPendingIndex: string
+  /** `"schema"."table_truncated_pending"`: the pending `.truncated` events, the barriers of an ordered claim (created with the ordering index). */
+  readonly truncatedPendingIndex: string
   /** `"schema"."table_settings"`: settings of the outbox itself (the ordering mode). */
   readonly settings: string
   /** Bookkeeping table of our migrations, in the outbox's schema. */
@@ -57,12 +61,14 @@ export function outboxTable(schema: string, table: string): OutboxTable {
     captureTrigger: truncateBytes(`${schema}_${table}_capture`, 56),
     captureFunction: derived('_capture'),
     captureRowsFunction: derived('_capture_rows'),
+    captureTruncateFunction: derived('_capture_truncate'),
     captureTableFunction: derived('_capture_table'),
     uncaptureTableFunction: derived('_uncapture_table'),
     emitFunction: derived('_emit'),
     captured: derived('_captured'),
     entityPendingIndex: derived('_entity_pending'),
     groupPendingIndex: derived('_group_pending'),
+    truncatedPendingIndex: derived('_truncated_pending'),
     settings: derived('_settings'),
     migrationTable: `${table}_poller_migration`,
   }

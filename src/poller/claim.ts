@@ -2,6 +2,7 @@ import type { Sql } from 'postgres'
 import { ClaimedEvent, type ClaimedRow } from './claimed-event.js'
 import type { OutboxOrdering } from '../outbox/outbox-checks.js'
 import type { OutboxTable } from '../outbox/outbox-table.js'
+import { truncatedCondition } from '../outbox/ordering-index.js'
 
 /** SQL text of the claim, built once per outbox (identifiers quoted once, values always parameters). */
 export interface ClaimQueries {
@@ -74,21 +75,42 @@ export function claimQueries(outbox: OutboxTable, order: OutboxOrdering = { orde
   }
 }
 
+/** Still in the way of a later event: pending, or dead under `--ordering-on-dead block`. */
+function blocking(alias: string, onDead: OutboxOrdering['onDead']): string {
+  return `${alias}.processed_at is null${onDead === 'continue' ? ` and ${alias}.dead_at is null` : ''}`
+}
+
 /**
  * Ordered modes: only a head may be claimed. Under `entity`, an entity's head: no earlier event of the entity still
  * pending (nor dead, under block). Under `group`, an event that is both its entity's head and, if it has a group, its
  * group's head: a group's events run one at a time in id order, an entity's too (across a change of its group), and
  * an event without a group is ordered by its entity alone. A head locked by another replica or waiting for its retry
  * holds back its own entity and group only. One index probe per candidate row and key (see ordering-index.ts); every
- * wait is for a lower id, so the lowest pending event is always claimable.
+ * wait is for a lower id, so the lowest pending event is always claimable. In both modes a `<entity_type>.truncated`
+ * event is a barrier for its whole entity type (a consumer that clears its copy must not then apply an older change):
+ * it waits for every earlier pending event of the type, and every later event of the type waits for it.
  */
 function headCondition(t: string, order: OutboxOrdering): string {
   if (order.ordering === 'none') return ''
-  const pending = `earlier.id < o.id and earlier.processed_at is null${order.onDead === 'continue' ? ' and earlier.dead_at is null' : ''}`
+  const pending = `earlier.id < o.id and ${blocking('earlier', order.onDead)}`
   const entity = `and not exists (select 1 from ${t} as earlier where earlier.entity_type = o.entity_type and earlier.entity_id = o.entity_id and ${pending})`
-  if (order.ordering === 'entity') return entity
-  return `${entity}
-           and (o.group_key is null or not exists (select 1 from ${t} as earlier where earlier.group_key = o.group_key and ${pending}))`
+  const group = order.ordering === 'group' ? `
+           and (o.group_key is null or not exists (select 1 from ${t} as earlier where earlier.group_key = o.group_key and ${pending}))` : ''
+  return `${entity}${group} ${truncateBarrier(t, order.onDead)}`
+}
+
+/**
+ * The truncate barrier. Truncations are rare: the first arm, an uncorrelated subquery that runs once per claim
+ * part over the (nearly always empty) barrier index, settles it for every candidate when none is pending. Else
+ * per candidate: no earlier barrier of its type (a probe of that index), and, for a barrier itself, no earlier
+ * event of its type at all (a walk over the type's earlier pending events, only for the barrier rows).
+ * One statement, one snapshot: across replicas, an event in flight elsewhere is still pending here.
+ */
+function truncateBarrier(t: string, onDead: OutboxOrdering['onDead']): string {
+  return `and ((select not exists (select 1 from ${t} as b where ${truncatedCondition('b')} and ${blocking('b', onDead)}))
+           or (not exists (select 1 from ${t} as b where b.entity_type = o.entity_type and b.id < o.id and ${truncatedCondition('b')} and ${blocking('b', onDead)})
+               and (not (${truncatedCondition('o')})
+                    or not exists (select 1 from ${t} as earlier where earlier.entity_type = o.entity_type and earlier.id < o.id and ${blocking('earlier', onDead)}))))`
 }
 
 export interface ClaimLimits {

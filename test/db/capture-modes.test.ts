@@ -141,9 +141,9 @@ describe('row and statement capture write the same events, byte for byte', () =>
     await db.sql`create table switched (id int primary key, name text)`
     await captureTable(db.sql, outbox, { table: 'switched', entity: 'switched', mode: 'row' })
     await captureTable(db.sql, outbox, { table: 'switched', entity: 'switched' })
-    expect((await listCaptures(db.sql, outbox)).find((c) => c.table === 'switched')).toMatchObject({ mode: 'statement', events: ['insert', 'update', 'delete'] })
+    expect((await listCaptures(db.sql, outbox)).find((c) => c.table === 'switched')).toMatchObject({ mode: 'statement', events: ['insert', 'update', 'delete', 'truncate'] })
     const triggers = await db.sql`select tgname from pg_trigger where tgrelid = 'switched'::regclass order by 1`
-    expect(triggers.map((t) => t.tgname)).toEqual(['public_outbox_capture_stmt_d', 'public_outbox_capture_stmt_i', 'public_outbox_capture_stmt_u'])
+    expect(triggers.map((t) => t.tgname)).toEqual(['public_outbox_capture_stmt_d', 'public_outbox_capture_stmt_i', 'public_outbox_capture_stmt_t', 'public_outbox_capture_stmt_u'])
     await captureTable(db.sql, outbox, { table: 'switched', entity: 'switched', mode: 'row', events: ['insert'] })
     expect((await listCaptures(db.sql, outbox)).find((c) => c.table === 'switched')).toMatchObject({ mode: 'row', events: ['insert'] })
     await expect(captureTable(db.sql, outbox, { table: 'switched', entity: 'switched', mode: 'rows' as CaptureMode })).rejects.toThrow('mode must be one of row, statement, auto (got "rows")')

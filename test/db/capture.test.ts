@@ -372,7 +372,7 @@ async function lastId() {
       expect(lost.map((c) => [c.table, c.problem])).toEqual([['carts', 'untriggered'], ['orders', 'recreated'], ['public.baskets', 'dropped']])
       expect(lost[1]!.recapture).toEqual({
         command: `outbox-poller capture orders --entity order --key id --ignore-columns total${mode === 'row' ? ' --mode row' : ''}`,
-        sql: `SELECT "public"."outbox_capture_table"('public.orders', 'order', 'id', '{total}', '{}', '{}', NULL, '{insert,update,delete}'${mode === 'row' ? ", 'row'" : ''})`,
+        sql: `SELECT "public"."outbox_capture_table"('public.orders', 'order', 'id', '{total}', '{}', '{}', NULL, '{insert,update,delete,truncate}'${mode === 'row' ? ", 'row'" : ''})`,
       })
       await db.sql.unsafe(lost[1]!.recapture.sql) // the SQL call renews it, as a migration that re-creates the table would
       expect(await uncaptureTable(db.sql, outbox, 'carts')).toBe(true)

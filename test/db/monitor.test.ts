@@ -196,7 +196,7 @@ describe('lost captures', () => {
     expect(JSON.parse((await cli(['status', '--json'])).stdout).lostCaptures).toMatchObject([{ table: 'invoices', problem: 'recreated' }])
     const captures = await cli(['captures'])
     expect(captures.stdout).toContain(`invoices was dropped and re-created without its capture triggers: its changes are not captured\n  capture it again: ${command}\n`)
-    expect(captures.stdout).toContain(`  or, in the migration that re-creates it: SELECT "public"."outbox_capture_table"('public.invoices', 'invoice', 'id', '{updated_at}', '{}', '{}', NULL, '{insert,update,delete}');`)
+    expect(captures.stdout).toContain(`  or, in the migration that re-creates it: SELECT "public"."outbox_capture_table"('public.invoices', 'invoice', 'id', '{updated_at}', '{}', '{}', NULL, '{insert,update,delete,truncate}');`)
     expect(JSON.parse((await cli(['captures', '--json'])).stdout)).toMatchObject([{ table: 'invoices', entity: 'invoice', key: 'id', problem: 'recreated', recapture: { command } }])
     expect((await cli(command.split(' ').slice(1))).code).toBe(0)
     expect((await outboxStatus(db.sql, outbox)).lostCaptures).toEqual([])

@@ -12,7 +12,7 @@ afterAll(async () => {
   await db.drop()
 })
 
-const index = async () => (await db.sql`select to_regclass('public.outbox_entity_pending')::text as name`)[0]!.name
+const index = async (name = 'outbox_entity_pending') => (await db.sql`select to_regclass(${`public.${name}`})::text as name`)[0]!.name
 
 describe('the ordering index', () => {
   it('exists only where ordering is used: a replica with --ordering entity on an outbox without it refuses, saying how to create it', async () => {
@@ -23,11 +23,12 @@ describe('the ordering index', () => {
     expect((await db.sql`select 1 from outbox_settings where name = 'ordering'`).length).toBe(0) // nothing recorded
   })
 
-  it('migrate --ordering entity creates it (once), and a later migrate keeps it', async () => {
+  it('migrate --ordering entity creates it and the truncate barriers\' index (once), and a later migrate keeps them', async () => {
     const created = await runCli(['migrate', '--ordering', 'entity'], { DATABASE_URL: db.url })
-    expect(created.stdout).toBe('"public"."outbox" is up to date\n"public"."outbox_entity_pending" created: pollers may run with --ordering entity\n')
+    expect(created.stdout).toBe('"public"."outbox" is up to date\n"public"."outbox_entity_pending" created, "public"."outbox_truncated_pending" created: pollers may run with --ordering entity\n')
     expect(await index()).toBe('outbox_entity_pending')
-    expect((await runCli(['migrate', '--ordering', 'entity'], { DATABASE_URL: db.url })).stdout).toMatch(/"public"."outbox_entity_pending" exists: /)
+    expect(await index('outbox_truncated_pending')).toBe('outbox_truncated_pending')
+    expect((await runCli(['migrate', '--ordering', 'entity'], { DATABASE_URL: db.url })).stdout).toMatch(/"public"."outbox_truncated_pending" exists: /)
     expect((await runCli(['migrate'], { DATABASE_URL: db.url })).code).toBe(0)
     expect(await index()).toBe('outbox_entity_pending')
     const bad = await runCli(['migrate', '--ordering', 'none'], { DATABASE_URL: db.url })
@@ -38,7 +39,7 @@ describe('the ordering index', () => {
     await db.sql`update pg_index set indisvalid = false where indexrelid = 'outbox_entity_pending'::regclass`
     const refused = await runCli(['--handlers', fixturePath('record-handler.js'), '--ordering', 'entity'], { DATABASE_URL: db.url })
     expect(refused.stderr).toMatch(/has only half-built \(an interrupted build\): run `outbox-poller migrate --ordering entity`/)
-    expect((await runCli(['migrate', '--ordering', 'entity'], { DATABASE_URL: db.url })).stdout).toMatch(/"public"."outbox_entity_pending" created concurrently: /)
+    expect((await runCli(['migrate', '--ordering', 'entity'], { DATABASE_URL: db.url })).stdout).toMatch(/"public"."outbox_entity_pending" created concurrently, "public"."outbox_truncated_pending" exists: /)
     expect((await db.sql`select indisvalid from pg_index where indexrelid = 'outbox_entity_pending'::regclass`)[0]!.indisvalid).toBe(true)
   })
 })
@@ -57,7 +58,7 @@ describe('the group ordering index', () => {
 
   it('migrate --ordering group creates what is missing, and a replica then records the mode; one started with entity ordering refuses', async () => {
     const created = await runCli(['migrate', '--ordering', 'group'], { DATABASE_URL: db.url })
-    expect(created.stdout).toBe('"public"."outbox" is up to date\n"public"."outbox_entity_pending" exists, "public"."outbox_group_pending" created: pollers may run with --ordering group\n')
+    expect(created.stdout).toBe('"public"."outbox" is up to date\n"public"."outbox_entity_pending" exists, "public"."outbox_truncated_pending" exists, "public"."outbox_group_pending" created: pollers may run with --ordering group\n')
     expect(await groupIndex()).toBe('outbox_group_pending')
     expect((await runCli(['migrate'], { DATABASE_URL: db.url })).code).toBe(0)
     expect(await groupIndex()).toBe('outbox_group_pending') // a plain migrate keeps it

@@ -69,6 +69,30 @@ describe('per-entity ordering', () => {
     }
   })
 
+  it('3 replicas, truncations among 1,500 events: none starts before every earlier event of its type ended, none of its type after it starts before it ended', async () => {
+    const file = join(directory, 'truncated.log')
+    // 10 rounds over 150 entities, an account.truncated (entity id '') after rounds 3 and 7, another type beside
+    await db.sql`insert into outbox (event_type, entity_type, entity_id, payload)
+                 select t.type, t.entity, t.id, '{}' from generate_series(1, 10) r
+                  cross join lateral (select 'account.updated' as type, 'account' as entity, e::text as id, e as n from generate_series(1, 100) e
+                                      union all select 'note.updated', 'note', e::text, 100 + e from generate_series(1, 50) e
+                                      union all select 'account.truncated', 'account', '', 1000 where r in (3, 7)) as t
+                  order by r, t.n`
+    for (let i = 0; i < 3; i++) replica(file, ['--ordering', 'entity', '--batch-size', '50', '--concurrency', '16', '--max-attempts', '1000'], { FAIL_PERCENT: '3', MAX_DELAY_MS: '4' })
+    await waitFor('all 1,502 events processed', async () => (await db.sql`select count(*)::int as n from outbox where processed_at is null`)[0]!.n === 0, 120_000, 250)
+    const records = await handled(file)
+    expect(records).toHaveLength(1502)
+    const accounts = new Set((await db.sql`select id::int from outbox where entity_type = 'account'`).map((row) => row.id as number))
+    const barriers = records.filter((r) => r.entity === '')
+    expect(barriers).toHaveLength(2)
+    for (const barrier of barriers) {
+      for (const r of records.filter((r) => accounts.has(r.id) && r.id !== barrier.id)) {
+        if (r.id < barrier.id) expect(r.end).toBeLessThanOrEqual(barrier.start)
+        else expect(r.start).toBeGreaterThanOrEqual(barrier.end)
+      }
+    }
+  })
+
   it('a failing event holds back only its own entity; after it is dead, its entity continues (or waits under block)', async () => {
     const file = join(directory, 'hold.log')
     await db.sql`insert into outbox (event_type, entity_type, entity_id, payload)

@@ -16,7 +16,7 @@ beforeAll(async () => {
 })
 afterEach(async () => {
   await stopAllRelays()
-  for (const schema of ['tenant_s1', 'tenant_s2']) await db.sql.unsafe(`truncate ${schema}.outbox, ${schema}.orders`)
+  for (const schema of ['tenant_s1', 'tenant_s2']) await db.sql.unsafe(`truncate ${schema}.orders; truncate ${schema}.outbox`) // the outbox last: a TRUNCATE of orders writes its event
 })
 afterAll(async () => {
   await db.drop()

@@ -53,9 +53,9 @@ describe('capture commands', () => {
     const env = { DATABASE_URL: db.url }
     const captured = await runCli(['capture', 'tickets', '--entity', 'ticket', '--ignore-columns', 'updated_at'], env)
     expect(captured.code).toBe(0)
-    expect(captured.stdout).toMatch(/capturing tickets as ticket.created\|updated\|deleted \(key id; ignoring updated_at\) by statement/)
+    expect(captured.stdout).toMatch(/capturing tickets as ticket.created\|updated\|deleted\|truncated \(key id; ignoring updated_at\) by statement/)
     const list = await runCli(['captures', '--json'], env)
-    expect(JSON.parse(list.stdout)).toEqual([{ table: 'tickets', entity: 'ticket', key: 'id', ignoreColumns: ['updated_at'], columns: [], excludeColumns: [], softDeleteColumn: null, events: ['insert', 'update', 'delete'], mode: 'statement', groupBy: null }])
+    expect(JSON.parse(list.stdout)).toEqual([{ table: 'tickets', entity: 'ticket', key: 'id', ignoreColumns: ['updated_at'], columns: [], excludeColumns: [], softDeleteColumn: null, events: ['insert', 'update', 'delete', 'truncate'], mode: 'statement', groupBy: null }])
     expectUsageError(await runCli(['capture', 'missing_table', '--entity', 'x'], env), /^outbox-poller: table missing_table does not exist\n$/)
     expectUsageError(await runCli(['capture', 'tickets'], env), /required option '--entity <name>' not specified/)
     expect((await runCli(['uncapture', 'tickets'], env)).stdout).toMatch(/no longer capturing tickets/)

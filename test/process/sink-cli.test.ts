@@ -10,7 +10,7 @@ import { waitFor } from '../support/wait-for.js'
 
 const suite = processSuite('sink-cli', {
   items: false,
-  truncate: 'orders, outbox',
+  truncate: 'orders',
   setup: async (db) => {
     await db.sql`create table orders (id int primary key, total int)`
     await captureTable(db.sql, outboxTable('public', 'outbox'), { table: 'orders', entity: 'order' })

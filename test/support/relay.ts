@@ -102,7 +102,8 @@ export function relaySuite(tables: Record<string, { columns: string; entity: str
   })
   afterEach(async () => {
     await stopAllRelays()
-    await created!.sql.unsafe(`truncate ${[...Object.keys(tables), 'outbox'].join(', ')}`)
+    // the outbox last, on its own: a captured table's TRUNCATE writes its .truncated event
+    await created!.sql.unsafe(`truncate ${Object.keys(tables).join(', ')}; truncate outbox`)
   })
   afterAll(async () => {
     for (const cleanup of cleanups) await cleanup().catch(() => {})
