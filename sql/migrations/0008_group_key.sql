@@ -143,18 +143,19 @@ BEGIN
     session := {{schema}}.{{name:_canonical_settings}}();
   END IF;
   BEGIN
-    -- arrays keep the transition tables' order; a subtransaction without a transaction id (it writes nothing)
-    IF TG_OP OPERATOR(pg_catalog.<>) 'DELETE' THEN new_rows_j := ARRAY(SELECT pg_catalog.to_jsonb(n) FROM new_rows AS n); END IF;
-    IF TG_OP OPERATOR(pg_catalog.<>) 'INSERT' THEN old_rows_j := ARRAY(SELECT pg_catalog.to_jsonb(o) FROM old_rows AS o); END IF;
+    -- arrays keep the transition tables' order; a subtransaction without a transaction id (it writes nothing).
+    -- n.* and o.*: the whole row even when the table has a column named n or o (a bare n would be that column)
+    IF TG_OP OPERATOR(pg_catalog.<>) 'DELETE' THEN new_rows_j := ARRAY(SELECT pg_catalog.to_jsonb(n.*) FROM new_rows AS n); END IF;
+    IF TG_OP OPERATOR(pg_catalog.<>) 'INSERT' THEN old_rows_j := ARRAY(SELECT pg_catalog.to_jsonb(o.*) FROM old_rows AS o); END IF;
   EXCEPTION WHEN untranslatable_character OR numeric_value_out_of_range OR program_limit_exceeded THEN
     -- transition rows are anonymous records: cast to the table's row type, whose columns _row_jsonb reads by name
     row_type := (SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c
                    JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace WHERE c.oid OPERATOR(pg_catalog.=) rel);
     IF TG_OP OPERATOR(pg_catalog.<>) 'DELETE' THEN
-      EXECUTE pg_catalog.format('SELECT ARRAY(SELECT %s(n::%s) FROM new_rows AS n)', {{qualified_literal:_row_jsonb}}, row_type) INTO new_rows_j;
+      EXECUTE pg_catalog.format('SELECT ARRAY(SELECT %s((n.*)::%s) FROM new_rows AS n)', {{qualified_literal:_row_jsonb}}, row_type) INTO new_rows_j;
     END IF;
     IF TG_OP OPERATOR(pg_catalog.<>) 'INSERT' THEN
-      EXECUTE pg_catalog.format('SELECT ARRAY(SELECT %s(o::%s) FROM old_rows AS o)', {{qualified_literal:_row_jsonb}}, row_type) INTO old_rows_j;
+      EXECUTE pg_catalog.format('SELECT ARRAY(SELECT %s((o.*)::%s) FROM old_rows AS o)', {{qualified_literal:_row_jsonb}}, row_type) INTO old_rows_j;
     END IF;
   END;
   IF session IS NOT NULL THEN

@@ -64,6 +64,21 @@ describe('row and statement capture write the same events, byte for byte', () =>
     expect(row.find((e) => e.entity_id === '102')).toMatchObject({ event_type: 'plain.updated', payload: '{"data": {"id": 102, "done": false, "tags": null, "title": "bulk 2", "points": null}, "previous_attributes": {"id": 2}}' })
   })
 
+  it('a table with columns named n and o, the names the statement capture gives its transition rows', async () => {
+    const { row, statement } = await sameWrites('letters', 'id int primary key, n int, o text', { entity: 'letter' }, [
+      `insert into $t values (1, 10, 'a'), (2, null, null)`,
+      `update $t set n = n + 1, o = 'b' where id = 1`,
+      `delete from $t where id = 2`,
+    ])
+    expect(statement).toEqual(row)
+    expect(statement.map((e) => [e.event_type, e.entity_id, e.payload])).toEqual([
+      ['letter.created', '1', '{"data": {"n": 10, "o": "a", "id": 1}}'],
+      ['letter.created', '2', '{"data": {"n": null, "o": null, "id": 2}}'],
+      ['letter.updated', '1', '{"data": {"n": 11, "o": "b", "id": 1}, "previous_attributes": {"n": 10, "o": "a"}}'],
+      ['letter.deleted', '2', '{"data": {"n": null, "o": null, "id": 2}}'],
+    ])
+  })
+
   it('an upsert that inserts some rows and updates others: the same events; by statement, the updates come first', async () => {
     const { row, statement } = await sameWrites('upsert', 'id int primary key, title text', { entity: 'upsert' }, [
       `insert into $t values (1, 'one'), (2, 'two')`,

@@ -54,7 +54,7 @@ describe('upgrading to captured TRUNCATE', () => {
 
     const migrated = await runCli(['migrate'], { DATABASE_URL: db.url })
     expect(migrated.stdout.split('\n')).toEqual([
-      'applied to "public"."outbox": 0007_capture_truncate',
+      expect.stringMatching(/^applied to "public"."outbox": 0007_capture_truncate(, |$)/),
       'TRUNCATE is now captured on by_row, by_statement (handlers of <entity>.* get <entity>.truncated events); subset keep their --events subset (capture again with truncate among --events to add it)',
       '',
     ])
@@ -80,7 +80,7 @@ describe('upgrading to captured TRUNCATE', () => {
     const ordered = outboxTable('ordered', 'outbox')
     const order = { ordering: 'entity', onDead: 'continue' } as const
     await expect(outboxCheckOrdering(db.sql, ordered, order)).rejects.toThrow('--ordering entity needs the index "ordered"."outbox_truncated_pending", which this outbox lacks')
-    expect(await migrate({ sql: db.sql, schema: 'ordered' })).toMatchObject({ applied: ['0007_capture_truncate'], orderingIndex: 'created' })
+    expect(await migrate({ sql: db.sql, schema: 'ordered' })).toMatchObject({ applied: expect.arrayContaining(['0007_capture_truncate']), orderingIndex: 'created' })
     await outboxCheckOrdering(db.sql, ordered, order)
   })
 

@@ -27,7 +27,7 @@ describe('capture --group-by', () => {
       const table = `lines_${mode}`
       await db.sql.unsafe(`create table ${table} (id int primary key, order_id bigint, sku text)`)
       const captured = await runCli(['capture', table, '--entity', 'line', '--group-by', 'order_id', '--mode', mode], { DATABASE_URL: db.url })
-      expect(captured.stdout).toBe(`capturing ${table} as line.created|updated|deleted (key id; group by order_id) by ${mode} into "public"."outbox"\n`)
+      expect(captured.stdout).toBe(`capturing ${table} as line.created|updated|deleted|truncated (key id; group by order_id) by ${mode} into "public"."outbox"\n`)
       const since = await lastId()
       await db.sql.unsafe(`insert into ${table} values (1, 10, 'a'), (2, null, 'b')`)
       await db.sql.unsafe(`update ${table} set sku = 'c' where id = 1`)
