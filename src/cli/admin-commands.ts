@@ -4,6 +4,8 @@ import { type LostCapture, lostCaptures } from '../capture/capture-registry.js'
 import { outboxCheckExists } from '../outbox/outbox-checks.js'
 import { grantPollerRole } from '../outbox/grant.js'
 import { migrate } from '../outbox/migrate.js'
+import { parsePartitionBy, type PartitionBy } from '../outbox/partition-layout.js'
+import type { UpkeepResult } from '../outbox/partition-upkeep.js'
 import { ConfigError } from '../errors.js'
 import { ExitCode } from '../supervisor/exit-codes.js'
 import { listFlag } from './options.js'
@@ -12,14 +14,23 @@ import { schemasGiven, withSchemas } from './with-schemas.js'
 import { type OutboxTable, quoteIdent } from '../outbox/outbox-table.js'
 
 export async function migrateCommand(command: Command): Promise<number> {
-  const flags = command.opts<{ ordering?: string; failFast?: boolean }>()
+  const flags = command.opts<{ ordering?: string; failFast?: boolean; partitionBy?: string }>()
   if (flags.ordering !== undefined && flags.ordering !== 'entity') throw new ConfigError(`--ordering must be entity (got ${JSON.stringify(flags.ordering)})`)
+  const partitionBy = parsePartitionBy(flags.partitionBy)
   return withSchemas(command, 'migrate', async (sql, outbox) => {
-    const { applied, orderingIndex } = await migrate({ sql, schema: outbox.schema, table: outbox.table, ordering: flags.ordering as 'entity' | undefined })
+    const { applied, orderingIndex, partitions } = await migrate({ sql, schema: outbox.schema, table: outbox.table, ordering: flags.ordering as 'entity' | undefined, partitionBy })
     console.log(applied.length === 0 ? `${outbox.qualified} is up to date` : `applied to ${outbox.qualified}: ${applied.join(', ')}`)
+    if (partitions !== undefined) printUpkeep(outbox, partitions)
     if (orderingIndex !== undefined) console.log(`${outbox.entityPendingIndex} ${orderingIndex === 'exists' ? 'exists' : `created${orderingIndex === 'created concurrently' ? ' concurrently' : ''}`}: pollers may run with --ordering entity`)
     return ExitCode.ok
   }, { allSchemas: true, failFast: flags.failFast })
+}
+
+/** What partition upkeep did, one line, and a line per partition it could not create. */
+export function printUpkeep(outbox: OutboxTable, partitions: { by: PartitionBy } & UpkeepResult): void {
+  const created = partitions.created.length === 0 ? 'none missing' : `created ${partitions.created.join(', ')}`
+  console.log(`${outbox.qualified} is partitioned by ${partitions.by}: ${created}`)
+  for (const { name, reason } of partitions.skipped) console.log(`partition ${name} not created: ${reason}`)
 }
 
 export async function captureCommand(table: string, command: Command): Promise<number> {

@@ -39,6 +39,7 @@ function buildProgram(setExitCode: (code: number) => void): Command {
   addSchemasFlag(databaseCommand(program, 'migrate', 'create or upgrade the outbox table, its indexes and trigger functions (idempotent; safe when replicas start together)'))
     .option('--ordering <mode>', 'entity: also create the index that --ordering entity pollers need (concurrently on a large outbox); run it as the outbox\'s owner before starting them')
     .option('--fail-fast', 'with --schemas: stop at the first schema whose migration fails (default: name it and go on with the others)')
+    .option('--partition-by <width>', 'day or hour: create the outbox range-partitioned on created_at, partitions kept ready ahead (only when migrate creates the outbox; see the README, "Partitioned outbox"); later runs, as the owner, create the partitions ahead')
     .action(action(async (command) => (await admin()).migrateCommand(command)))
 
   addSchemasFlag(databaseCommand(program, 'capture <table>', "capture a table's INSERT / UPDATE / DELETE into the outbox (again on a captured table: replace its options); <table> as SQL writes it: issues, app.orders, '\"Order Items\"'"))

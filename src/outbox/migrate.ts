@@ -4,9 +4,11 @@ import { Kysely, PostgresAdapter, sql as rawSql } from 'kysely'
 import { type Migration, Migrator } from 'kysely/migration'
 import { PostgresJSDialect } from 'kysely-postgres-js'
 import type { Sql } from 'postgres'
-import { errorMessage } from '../errors.js'
+import { ConfigError, errorMessage } from '../errors.js'
 import { fillPlaceholders, outboxTable } from './outbox-table.js'
 import { type OrderingIndexState, outboxCreateOrderingIndex } from './ordering-index.js'
+import { moveProcedure, outboxKindQuery, outboxPartitionBy, partitionBySettingQuery, type PartitionBy, partitionOutboxStatement } from './partition-layout.js'
+import { outboxPartitionUpkeep, partitionsAhead, type UpkeepResult } from './partition-upkeep.js'
 
 const bodyTag = '$outbox_poller_migration$'
 const migrationsDirectory = fileURLToPath(new URL('../../sql/migrations/', import.meta.url))
@@ -22,6 +24,12 @@ export interface MigrateOptions {
   target?: string
   /** `entity`: also create the index that `--ordering entity` pollers need (see `outboxCreateOrderingIndex`). Default: none. */
   ordering?: 'entity'
+  /**
+   * Create the outbox range-partitioned on `created_at`, one partition per day or hour (see partition-layout.ts).
+   * Only when this call creates the outbox: an existing plain outbox is refused (moving one is a procedure of
+   * its own), an existing partitioned one must have been created with the same width.
+   */
+  partitionBy?: PartitionBy
 }
 
 export interface MigrateResult {
@@ -29,6 +37,8 @@ export interface MigrateResult {
   applied: string[]
   /** With `ordering: 'entity'`: whether the ordering index was there or was created. */
   orderingIndex?: OrderingIndexState
+  /** On a partitioned outbox: its width, and the partitions this call created ahead (or could not). */
+  partitions?: { by: PartitionBy } & UpkeepResult
 }
 
 /** Kysely's migration lock key: held by our migrations and the application's Kysely migrations alike, and by older versions' session locks. */
@@ -54,15 +64,34 @@ class LockHeldDialect extends PostgresJSDialect {
  * apart from the application's own Kysely migrations.
  */
 export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
+  const outbox = outboxTable(options.schema ?? 'public', options.table ?? 'outbox')
+  if (options.partitionBy !== undefined && options.target !== undefined) throw new ConfigError('--partition-by creates an outbox at the latest migration: it takes no --target')
   const db = new Kysely<unknown>({ dialect: new LockHeldDialect({ postgres: options.sql }) })
   const applied = await db.transaction().execute(async (trx) => {
     await rawSql`select pg_advisory_xact_lock(${rawSql.lit(migrationLockKey)}::bigint)`.execute(trx)
-    return migrateLocked(trx, options)
+    const { rows } = await rawSql.raw<{ kind: string }>(outboxKindQuery(outbox)).execute(trx)
+    const creates = rows.length === 0
+    if (options.partitionBy !== undefined && !creates) {
+      const by = rows[0]!.kind === 'p' ? ((await rawSql.raw<{ by: PartitionBy }>(partitionBySettingQuery(outbox)).execute(trx)).rows[0]?.by ?? 'day') : undefined
+      checkLayout(outbox, by, options.partitionBy)
+    }
+    const names = await migrateLocked(trx, options)
+    // The frozen migrations create a plain table; an outbox this transaction created is rebuilt partitioned before anyone sees it.
+    if (options.partitionBy !== undefined && creates) await rawSql.raw(partitionOutboxStatement(outbox, options.partitionBy, partitionsAhead[options.partitionBy])).execute(trx)
+    return names
   })
-  if (options.ordering !== 'entity') return { applied }
+  const result: MigrateResult = { applied }
+  const by = await outboxPartitionBy(options.sql, outbox)
+  if (by !== undefined) result.partitions = { by, ...(await outboxPartitionUpkeep(options.sql, outbox, by)) }
   // after the commit: the index is on tables the transaction created, and a concurrent build runs outside any transaction
-  const outbox = outboxTable(options.schema ?? 'public', options.table ?? 'outbox')
-  return { applied, orderingIndex: await outboxCreateOrderingIndex(options.sql, outbox) }
+  if (options.ordering === 'entity') result.orderingIndex = await outboxCreateOrderingIndex(options.sql, outbox)
+  return result
+}
+
+/** `--partition-by` on an outbox that exists: it must be partitioned, with that width. */
+function checkLayout(outbox: ReturnType<typeof outboxTable>, by: PartitionBy | undefined, wanted: PartitionBy): void {
+  if (by === undefined) throw new ConfigError(`${outbox.qualified} exists as a plain table: --partition-by only applies when migrate creates the outbox; to move a plain outbox to a partitioned one, see the ${moveProcedure}`)
+  if (by !== wanted) throw new ConfigError(`${outbox.qualified} is partitioned by ${by}, not ${wanted}: the width is chosen when the outbox is created`)
 }
 
 async function migrateLocked(db: Kysely<unknown>, options: MigrateOptions): Promise<string[]> {
