@@ -4,8 +4,8 @@ import { type LostCapture, lostCaptures } from '../capture/capture-registry.js'
 import { outboxCheckExists } from '../outbox/outbox-checks.js'
 import { grantPollerRole } from '../outbox/grant.js'
 import { migrate } from '../outbox/migrate.js'
-import { parsePartitionBy, type PartitionBy } from '../outbox/partition-layout.js'
-import type { UpkeepResult } from '../outbox/partition-upkeep.js'
+import { parsePartitionBy } from '../outbox/partition-layout.js'
+import { printUpkeep } from './partition-report.js'
 import { ConfigError } from '../errors.js'
 import { ExitCode } from '../supervisor/exit-codes.js'
 import { listFlag } from './options.js'
@@ -24,13 +24,6 @@ export async function migrateCommand(command: Command): Promise<number> {
     if (orderingIndex !== undefined) console.log(`${outbox.entityPendingIndex} ${orderingIndex === 'exists' ? 'exists' : `created${orderingIndex === 'created concurrently' ? ' concurrently' : ''}`}: pollers may run with --ordering entity`)
     return ExitCode.ok
   }, { allSchemas: true, failFast: flags.failFast })
-}
-
-/** What partition upkeep did, one line, and a line per partition it could not create. */
-export function printUpkeep(outbox: OutboxTable, partitions: { by: PartitionBy } & UpkeepResult): void {
-  const created = partitions.created.length === 0 ? 'none missing' : `created ${partitions.created.join(', ')}`
-  console.log(`${outbox.qualified} is partitioned by ${partitions.by}: ${created}`)
-  for (const { name, reason } of partitions.skipped) console.log(`partition ${name} not created: ${reason}`)
 }
 
 export async function captureCommand(table: string, command: Command): Promise<number> {

@@ -2,8 +2,8 @@ import type { Sql, TransactionSql } from 'postgres'
 import { type OutboxTable, quoteIdent, quoteLiteral } from './outbox-table.js'
 import { defaultPartition, type PartitionBy } from './partition-layout.js'
 
-/** Partitions kept ready past the current one: a week of days, a day of hours. Upkeep (migrate, cleanup) runs far more often. */
-export const partitionsAhead: Record<PartitionBy, number> = { day: 7, hour: 24 }
+/** Partitions kept ready past the current one: a week of days, two days of hours. Upkeep (migrate, cleanup's daily timer) runs more often. */
+export const partitionsAhead: Record<PartitionBy, number> = { day: 7, hour: 48 }
 
 const periodMs: Record<PartitionBy, number> = { day: 86_400_000, hour: 3_600_000 }
 
