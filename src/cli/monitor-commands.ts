@@ -154,11 +154,13 @@ async function cleanupCommand(command: Command): Promise<number> {
   const chunkSize = integerOption(flags.chunkSize, '--chunk-size', 1000, 1, 100_000)
   return withSchemas(command, 'cleanup', async (sql, outbox) => {
     await outboxCheckExists(sql, outbox)
+    // partitions first (what a drop takes, no delete need write), reported after the deletes' line
     const by = await outboxPartitionBy(sql, outbox)
-    if (by !== undefined) await partitionUpkeep(sql, outbox, by, olderThanMs, deadOlderThanMs)
+    const partitions = by === undefined ? undefined : await partitionUpkeep(sql, outbox, by, olderThanMs, deadOlderThanMs)
     const deleted = await outboxCleanup(sql, outbox, { olderThanMs, deadOlderThanMs, chunkSize })
     const dead = deadOlderThanMs === undefined ? '' : ` and ${deleted.dead} dead event${deleted.dead === 1 ? '' : 's'} older than ${flags.deadOlderThan}`
     console.log(`deleted ${deleted.processed} processed event${deleted.processed === 1 ? '' : 's'} older than ${flags.olderThan}${dead} from ${outbox.qualified}`)
+    partitions?.()
     if (flags.maintenance) await maintain(sql, outbox)
     return ExitCode.ok
   })
@@ -166,16 +168,18 @@ async function cleanupCommand(command: Command): Promise<number> {
 
 /**
  * On a partitioned outbox, before the chunked deletes: the partitions ahead, then the drop of those holding
- * nothing to keep. Both need the outbox's owner; another role is told, and its deletes still run.
+ * nothing to keep. Both need the outbox's owner; another role is told, and its deletes still run. Returns what
+ * prints the outcome.
  */
-async function partitionUpkeep(sql: Sql, outbox: OutboxTable, by: PartitionBy, olderThanMs: number, deadOlderThanMs: number | undefined): Promise<void> {
-  if (!(await outboxOwned(sql, outbox))) {
-    console.log(`partitions neither created ahead nor dropped: that needs the outbox's owner (run cleanup as the owner; the deletes still run)`)
-    return
-  }
-  printUpkeep(outbox, { by, ...(await outboxPartitionUpkeep(sql, outbox, by)) })
+async function partitionUpkeep(sql: Sql, outbox: OutboxTable, by: PartitionBy, olderThanMs: number, deadOlderThanMs: number | undefined): Promise<() => void> {
+  if (!(await outboxOwned(sql, outbox))) return () => console.log(`partitions neither created ahead nor dropped: that needs the outbox's owner (run cleanup as the owner; the deletes still run)`)
+  const upkeep = await outboxPartitionUpkeep(sql, outbox, by)
   const processedBefore = (await databaseTimeAgo(sql, olderThanMs))!
-  printDrops(outbox, await outboxDropDonePartitions(sql, outbox, { processedBefore, deadBefore: await databaseTimeAgo(sql, deadOlderThanMs) }))
+  const drops = await outboxDropDonePartitions(sql, outbox, { processedBefore, deadBefore: await databaseTimeAgo(sql, deadOlderThanMs) })
+  return () => {
+    if (upkeep.created.length > 0 || upkeep.skipped.length > 0) printUpkeep(outbox, { by, ...upkeep })
+    printDrops(outbox, drops)
+  }
 }
 
 /** VACUUM and the rebuild of bloated pending indexes after a cleanup: a role that may delete but does not own the outbox is told, not failed. */

@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { captureTable } from '../../src/capture/capture.js'
 import { ConfigError } from '../../src/errors.js'
 import { grantPollerRole } from '../../src/outbox/grant.js'
+import { settleQueries } from '../../src/poller/settle.js'
 import { outboxDropDonePartitions } from '../../src/ops/partition-retention.js'
 import { migrate } from '../../src/outbox/migrate.js'
 import { outboxTable } from '../../src/outbox/outbox-table.js'
@@ -107,6 +108,30 @@ describe('a partitioned outbox', () => {
     expect(second.dropped.map((d) => d.name)).toEqual([dead.name])
     expect(await partitions()).toContain(pending.name)
     for (const range of [pending, recent]) await db.sql.unsafe(`drop table ${range.qualified}`)
+  })
+
+  it('the settle statements prune to the batch\'s partitions, also as the generic plan of a prepared statement', async () => {
+    const queries = settleQueries(outbox)
+    const session = await db.sql.reserve()
+    try {
+      await session`begin`
+      await session`set local plan_cache_mode = force_generic_plan`
+      const bounds = "now() - interval '1 minute', now() + interval '1 minute'"
+      const plans = [
+        [queries.markProcessed, `'{1,2}'::bigint[], ${bounds}`],
+        [queries.hold, `'{1,2}'::bigint[], ${bounds}, 1000`],
+        [queries.markFailed, `'{1}'::bigint[], '{e}'::text[], '{5}'::float8[], 3, ${bounds}`],
+      ]
+      for (const [i, [query, args]] of plans.entries()) {
+        await session.unsafe(`prepare settle_${i} as ${query!}`)
+        const plan = (await session.unsafe<Array<{ 'QUERY PLAN': string }>>(`explain (analyze, costs off, timing off, summary off) execute settle_${i}(${args!})`)).map((row) => row['QUERY PLAN']).join('\n')
+        // every partition but the current day's is removed before it runs
+        expect(plan).toContain(`Subplans Removed: ${partitionsAhead.day + 1}`)
+      }
+    } finally {
+      await session`rollback`
+      session.release()
+    }
   })
 
   it('a poller role granted by grant claims and settles through the outbox, and can neither create nor drop a partition', async () => {
