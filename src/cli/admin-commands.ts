@@ -11,7 +11,8 @@ import { ExitCode } from '../supervisor/exit-codes.js'
 import { listFlag } from './options.js'
 import { withDatabase } from './with-database.js'
 import { schemasGiven, withSchemas } from './with-schemas.js'
-import { type OutboxTable, quoteIdent } from '../outbox/outbox-table.js'
+import { type OutboxTable, outboxTable, quoteIdent } from '../outbox/outbox-table.js'
+import { outboxMoveCaptures } from '../capture/move-captures.js'
 
 export async function migrateCommand(command: Command): Promise<number> {
   const flags = command.opts<{ ordering?: string; failFast?: boolean; partitionBy?: string }>()
@@ -73,6 +74,17 @@ function describeCapture(c: CapturedTable): string {
 /** A lost capture and the two ways to renew it: the command, and the SQL call for the migration that re-creates the table. */
 function describeLostCapture(c: LostCapture): string {
   return [`${c.table} ${c.reason}`, `  capture it again: ${c.recapture.command}`, `  or, in the migration that re-creates it: ${c.recapture.sql};`].join('\n')
+}
+
+export async function moveCapturesCommand(command: Command): Promise<number> {
+  const flags = command.opts<{ toTable: string }>()
+  return withDatabase(command, 'capture', async (sql, outbox) => {
+    const to = outboxTable(outbox.schema, flags.toTable)
+    const moved = await outboxMoveCaptures(sql, outbox, to)
+    for (const captured of moved) console.log(`capturing ${describeCapture(captured)} into ${to.qualified}`)
+    console.log(`moved ${moved.length} captured table${moved.length === 1 ? '' : 's'} from ${outbox.qualified} to ${to.qualified}`)
+    return ExitCode.ok
+  })
 }
 
 export async function uncaptureCommand(table: string, command: Command): Promise<number> {

@@ -53,6 +53,10 @@ function buildProgram(setExitCode: (code: number) => void): Command {
     .option('--mode <mode>', 'row: a trigger call per row; statement: one set-based call per statement; auto: statement, or row for a partitioned table (default: auto)')
     .action(action(async (command, table) => (await admin()).captureCommand(table, command)))
 
+  databaseCommand(program, 'move-captures', 'move every captured table of the outbox to another outbox of its schema (e.g. a partitioned one created beside it), same options, in one transaction')
+    .requiredOption('--to-table <table>', 'the outbox to capture into from now on, migrated first (outbox-poller migrate --table <table>)')
+    .action(action(async (command) => (await admin()).moveCapturesCommand(command)))
+
   databaseCommand(program, 'uncapture <table>', 'stop capturing a table')
     .action(action(async (command, table) => (await admin()).uncaptureCommand(table, command)))
 

@@ -2,8 +2,8 @@ import type { Sql, TransactionSql } from 'postgres'
 import { type OutboxTable, quoteIdent, quoteLiteral } from './outbox-table.js'
 import { defaultPartition, type PartitionBy } from './partition-layout.js'
 
-/** Partitions kept ready past the current one: a week of days, two days of hours. Upkeep (migrate, cleanup's daily timer) runs more often. */
-export const partitionsAhead: Record<PartitionBy, number> = { day: 7, hour: 48 }
+/** Partitions kept ready past the current one: two days, or 26 hours, more than the daily cleanup timer needs. Each partition costs every claim a lock and an index probe: no more. */
+export const partitionsAhead: Record<PartitionBy, number> = { day: 2, hour: 26 }
 
 const periodMs: Record<PartitionBy, number> = { day: 86_400_000, hour: 3_600_000 }
 
