@@ -51,7 +51,7 @@ export function registerMonitorCommands(program: Command, action: CommandAction)
     .option('--yes', `replay even more than ${replayConfirmLimit} events`)
     .action(action(replayCommand))
 
-  addSchemasFlag(databaseCommand(program, 'cleanup', 'delete old processed events (and, if asked, old dead events) in chunks'))
+  addSchemasFlag(databaseCommand(program, 'cleanup', 'delete old processed events (and, if asked, old dead events) in chunks; on a partitioned outbox, as its owner, first create the partitions ahead and drop those holding nothing to keep'))
     .requiredOption('--older-than <duration>', 'delete events processed longer ago than this, e.g. 7d')
     .option('--dead-older-than <duration>', 'also delete events dead longer ago than this, e.g. 30d (default: keep them)')
     .option('--chunk-size <n>', 'events deleted per transaction (1-100000) (default: 1000)')
