@@ -27,7 +27,9 @@ export interface MigrateOptions {
   /**
    * Create the outbox range-partitioned on `created_at`, one partition per day or hour (see partition-layout.ts).
    * Only when this call creates the outbox: an existing plain outbox is refused (moving one is a procedure of
-   * its own), an existing partitioned one must have been created with the same width.
+   * its own), an existing partitioned one must have been created with the same width. With `target` (at
+   * 0003 or later), the outbox is partitioned after that migration and later ones run on the partitioned
+   * table: how an upgrade test checks a new migration on this layout.
    */
   partitionBy?: PartitionBy
 }
@@ -65,7 +67,6 @@ class LockHeldDialect extends PostgresJSDialect {
  */
 export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
   const outbox = outboxTable(options.schema ?? 'public', options.table ?? 'outbox')
-  if (options.partitionBy !== undefined && options.target !== undefined) throw new ConfigError('--partition-by creates an outbox at the latest migration: it takes no --target')
   const db = new Kysely<unknown>({ dialect: new LockHeldDialect({ postgres: options.sql }) })
   const applied = await db.transaction().execute(async (trx) => {
     await rawSql`select pg_advisory_xact_lock(${rawSql.lit(migrationLockKey)}::bigint)`.execute(trx)
@@ -77,7 +78,12 @@ export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
     }
     const names = await migrateLocked(trx, options)
     // The frozen migrations create a plain table; an outbox this transaction created is rebuilt partitioned before anyone sees it.
-    if (options.partitionBy !== undefined && creates) await rawSql.raw(partitionOutboxStatement(outbox, options.partitionBy, partitionsAhead[options.partitionBy])).execute(trx)
+    if (options.partitionBy !== undefined && creates) {
+      // the layout is recorded in the settings table, which 0003 creates (a staged creation may stop later, not earlier)
+      const { rows: settings } = await rawSql<{ exists: boolean }>`select to_regclass(${outbox.settings}) is not null as exists`.execute(trx)
+      if (!settings[0]!.exists) throw new ConfigError('a partitioned outbox is created at 0003_ordering_and_emit or later: its layout is recorded in the settings table')
+      await rawSql.raw(partitionOutboxStatement(outbox, options.partitionBy, partitionsAhead[options.partitionBy])).execute(trx)
+    }
     return names
   })
   const result: MigrateResult = { applied }

@@ -36,7 +36,8 @@ try {
   const results = []
   for (const table of ['plain', 'parted']) {
     const outbox = outboxTable('public', table)
-    const [{ size: before }] = await sql.unsafe(`select coalesce((select sum(pg_total_relation_size(relid)) from pg_partition_tree('${table}')), 0)::bigint as size`)
+    const totalSize = `coalesce((select sum(pg_total_relation_size(relid)) from pg_partition_tree('${table}')), pg_total_relation_size('${table}'))::bigint`
+    const [{ size: before }] = await sql.unsafe(`select ${totalSize} as size`)
     const [{ lsn: start }] = await sql`select pg_current_wal_lsn() as lsn`
     const started = performance.now()
     let removed
@@ -50,7 +51,7 @@ try {
     }
     const seconds = (performance.now() - started) / 1000
     const [{ wal }] = await sql`select pg_wal_lsn_diff(pg_current_wal_lsn(), ${start}::pg_lsn)::bigint as wal`
-    const [{ size: after, left }] = await sql.unsafe(`select (select sum(pg_total_relation_size(relid)) from pg_partition_tree('${table}'))::bigint as size, (select count(*) from ${table})::int as left`)
+    const [{ size: after, left }] = await sql.unsafe(`select ${totalSize} as size, (select count(*) from ${table})::int as left`)
     results.push({ table, removed, seconds, wal: mb(wal), before: mb(before), after: mb(after), left })
     console.log(`${table === 'parted' ? 'drop partition ' : `chunked delete (${chunkSize}) + VACUUM`}: ${seconds.toFixed(2)} s, WAL ${mb(wal)}, total size ${mb(before)} -> ${mb(after)}, ${left} events left (${removed})`)
   }

@@ -4,6 +4,7 @@ import { captureTable } from '../../src/capture/capture.js'
 import { ConfigError } from '../../src/errors.js'
 import { grantPollerRole } from '../../src/outbox/grant.js'
 import { settleQueries } from '../../src/poller/settle.js'
+import { claimQueries } from '../../src/poller/claim.js'
 import { outboxDropDonePartitions } from '../../src/ops/partition-retention.js'
 import { migrate } from '../../src/outbox/migrate.js'
 import { outboxTable } from '../../src/outbox/outbox-table.js'
@@ -42,6 +43,24 @@ async function pastPartition(daysAgo: number, rows: number, state: 'processed' |
 }
 
 describe('a partitioned outbox', () => {
+  it('created at an earlier migration, then upgraded: the later migrations run on the partitioned table, capture and the claim work', async () => {
+    const staged = outboxTable('public', 'staged')
+    await expect(migrate({ sql: db.sql, table: 'staged', target: '0002_suspects', partitionBy: 'day' })).rejects.toThrow(/created at 0003_ordering_and_emit or later/)
+    expect((await migrate({ sql: db.sql, table: 'staged', target: '0003_ordering_and_emit', partitionBy: 'day' })).applied).toEqual(['0001_outbox', '0002_suspects', '0003_ordering_and_emit'])
+    expect(await outboxPartitionBy(db.sql, staged)).toBe('day')
+    const upgraded = await migrate({ sql: db.sql, table: 'staged' })
+    expect(upgraded.applied[0]).toBe('0004_capture_follows_columns')
+    expect(upgraded.partitions?.by).toBe('day')
+    await db.sql`create table staged_items (id int primary key, name text)`
+    await captureTable(db.sql, staged, { table: 'staged_items', entity: 'staged_item' })
+    await db.sql`insert into staged_items values (1, 'a')`
+    const [row] = await db.sql<Array<{ partition: string; type: string }>>`select tableoid::regclass::text as partition, event_type as type from staged`
+    expect(row).toEqual({ partition: wantedPartitions(staged, 'day', await now())[0]!.name, type: 'staged_item.created' })
+    const claimed = await db.sql.begin((tx) => tx.unsafe(claimQueries(staged).claim, [10, 1_000_000, false, '0']))
+    expect(claimed.map((c) => c.event_type)).toEqual(['staged_item.created'])
+  })
+
+
   it('is created range-partitioned on created_at, with the layout recorded, a default partition and the partitions ahead', async () => {
     expect(await outboxPartitionBy(db.sql, outbox)).toBe('day')
     const [layout] = await db.sql<Array<{ kind: string; key: string; pk: string }>>`
