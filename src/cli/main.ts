@@ -94,7 +94,7 @@ function registerToolCommands(program: Command, action: CommandAction): void {
     .option('--hold-snapshot <duration>', 'instead: latency at --rate captured rows/s for --seconds, then with a REPEATABLE READ snapshot held this long (e.g. 3m), and the pending index before, during and after (cleanup\'s rebuild)')
     .option('--soak <duration>', 'instead: a steady --rate captured rows/s with 3 replicas and a cleanup every tenth of the run, e.g. 10m: outbox and pending index sizes, latency per tenth, exactly-once')
     .option('--rate <n>', 'captured rows per second for --hold-snapshot and --soak', '2000')
-    .option('--partition-by <width>', 'instead: the drain of the plain outbox against one partitioned by day or hour, back to back, --rounds times (1 and 3 pollers × batch 250)')
+    .option('--partition-by <width>', 'instead: the drain of the plain outbox against one partitioned by day or hour, and one that also keeps a week of past partitions, back to back, --rounds times (1 and 3 pollers × batch 250)')
     .option('--rounds <n>', 'rounds of --partition-by (1-20)', '3')
     .option('--pooler-url <url>', 'also measure latency with the poller behind this pooler (PgBouncer in transaction mode, in front of --database-url): LISTEN on a direct --listen-url, and --no-listen')
     .option('--sink <[pattern=]url>', 'relay to this sink (a broker URL, or webhook for a local receiver), against the no-op drain and the broker\'s own ceiling (repeatable)', collectValues, [] as string[])
