@@ -12,6 +12,9 @@ export function printUpkeep(outbox: OutboxTable, partitions: { by: PartitionBy }
 
 /** What cleanup's partition drops did. */
 export function printDrops(outbox: OutboxTable, drops: DroppedPartitions): void {
-  for (const { name, rows } of drops.dropped) console.log(`dropped partition ${name} of ${outbox.qualified} (about ${Math.round(rows).toLocaleString('en')} events)`)
+  for (const { name, rows, bytes } of drops.dropped) {
+    const size = `${(bytes / 1048576).toFixed(1)} MB`
+    console.log(`dropped partition ${name} of ${outbox.qualified} (${rows === null ? size : `about ${Math.round(rows).toLocaleString('en')} events, ${size}`})`)
+  }
   for (const name of drops.busy) console.log(`partition ${name} not dropped: its lock was not granted in time (a long transaction on the outbox?): the next cleanup tries again`)
 }

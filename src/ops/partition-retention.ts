@@ -10,8 +10,8 @@ export interface PartitionRetention {
 }
 
 export interface DroppedPartitions {
-  /** Partitions dropped, with their estimated rows (pg_class.reltuples: a count would read them). */
-  dropped: Array<{ name: string; rows: number }>
+  /** Partitions dropped, with their estimated rows (pg_class.reltuples, null before the first ANALYZE: a count would read them) and size. */
+  dropped: Array<{ name: string; rows: number | null; bytes: number }>
   /** Partitions that could go but whose lock was not granted in time (the next cleanup tries again). */
   busy: string[]
 }
@@ -27,8 +27,8 @@ export interface DroppedPartitions {
  */
 export async function outboxDropDonePartitions(sql: Sql, outbox: OutboxTable, retention: PartitionRetention, retry: LockRetry = defaultLockRetry): Promise<DroppedPartitions> {
   const result: DroppedPartitions = { dropped: [], busy: [] }
-  const partitions = await sql<Array<{ name: string; upper: Date | null; rows: number }>>`
-    select c.relname as name, greatest(c.reltuples, 0)::float8 as rows,
+  const partitions = await sql<Array<{ name: string; upper: Date | null; rows: number | null; bytes: number }>>`
+    select c.relname as name, case when c.reltuples >= 0 then c.reltuples::float8 end as rows, pg_total_relation_size(c.oid)::float8 as bytes,
            (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'TO \\(''([^'']+)''\\)'))[1]::timestamptz as upper
       from pg_inherits as i join pg_class as c on c.oid = i.inhrelid
      where i.inhparent = ${outbox.qualified}::regclass and pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT'
@@ -45,7 +45,7 @@ export async function outboxDropDonePartitions(sql: Sql, outbox: OutboxTable, re
       dropped = true
     })
     if (!granted) result.busy.push(partition.name)
-    else if (dropped) result.dropped.push({ name: partition.name, rows: partition.rows })
+    else if (dropped) result.dropped.push({ name: partition.name, rows: partition.rows, bytes: partition.bytes })
   }
   return result
 }

@@ -10,6 +10,7 @@ import { migrate } from '../../src/outbox/migrate.js'
 import { outboxTable } from '../../src/outbox/outbox-table.js'
 import { outboxPartitionBy } from '../../src/outbox/partition-layout.js'
 import { createPartition, outboxPartitionUpkeep, partitionRange, partitionsAhead, periodStart, wantedPartitions, withLockRetries } from '../../src/outbox/partition-upkeep.js'
+import { runCli } from '../support/cli.js'
 import { createTestDatabase, type TestDatabase } from '../support/database.js'
 
 const outbox = outboxTable('public', 'outbox')
@@ -226,5 +227,23 @@ describe('a partitioned outbox', () => {
       await writer.end()
       await batch.end()
     }
+  })
+
+  it('the CLI: migrate --partition-by on a plain outbox exits 2 with one line; cleanup as the owner drops a done partition and says so after its deletes line', async () => {
+    const refused = await runCli(['migrate', '--table', 'plain_outbox', '--partition-by', 'day'], { DATABASE_URL: db.url })
+    expect(refused.code).toBe(2)
+    expect(refused.stderr.trim().split('\n')).toHaveLength(1)
+    expect(refused.stderr).toMatch(/exists as a plain table/)
+    const bad = await runCli(['migrate', '--partition-by', 'week'], { DATABASE_URL: db.url })
+    expect(bad.code).toBe(2)
+    expect(bad.stderr.trim()).toBe('outbox-poller: --partition-by must be day or hour (got "week")')
+    const old = await pastPartition(30, 50)
+    await db.sql.unsafe(`analyze ${old.qualified}`)
+    const cleanup = await runCli(['cleanup', '--older-than', '7d', '--no-maintenance'], { DATABASE_URL: db.url })
+    expect(cleanup.code, cleanup.stderr).toBe(0)
+    const lines = cleanup.stdout.trim().split('\n')
+    expect(lines[0]).toMatch(/^deleted \d+ processed events? older than 7d from "public"."outbox"$/)
+    expect(lines.slice(1)).toEqual([expect.stringMatching(new RegExp(`^dropped partition ${old.name} of "public"\\."outbox" \\(about 50 events, [0-9.]+ MB\\)$`))])
+    expect(await partitions()).not.toContain(old.name)
   })
 })
