@@ -73,7 +73,7 @@ export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
     const { rows } = await rawSql.raw<{ kind: string }>(outboxKindQuery(outbox)).execute(trx)
     const creates = rows.length === 0
     if (options.partitionBy !== undefined && !creates) {
-      const by = rows[0]!.kind === 'p' ? ((await rawSql.raw<{ by: PartitionBy }>(partitionBySettingQuery(outbox)).execute(trx)).rows[0]?.by ?? 'day') : undefined
+      const by = rows[0]!.kind === 'p' ? ((await rawSql.raw<{ by: PartitionBy }>(partitionBySettingQuery(outbox)).execute(trx)).rows[0]!.by) : undefined
       checkLayout(outbox, by, options.partitionBy)
     }
     const names = await migrateLocked(trx, options)

@@ -32,7 +32,7 @@ export async function outboxPartitionBy(sql: Sql, outbox: OutboxTable): Promise<
   const [row] = await sql.unsafe<Array<{ kind: string }>>(outboxKindQuery(outbox))
   if (row?.kind !== 'p') return undefined
   const [setting] = await sql.unsafe<Array<{ by: PartitionBy }>>(partitionBySettingQuery(outbox))
-  return setting?.by ?? 'day'
+  return setting!.by
 }
 
 /** One row when the outbox exists: its relkind (`p`: partitioned). */
@@ -40,9 +40,17 @@ export function outboxKindQuery(outbox: OutboxTable): string {
   return `select c.relkind as kind from pg_class as c where c.oid = to_regclass(${quoteLiteral(outbox.qualified)})`
 }
 
-/** The recorded width of a partitioned outbox (whose settings table always exists: it is created at the latest migration). */
+/**
+ * The width of a partitioned outbox (whose settings table exists: it is partitioned at 0003 or later): as
+ * recorded, or, should the setting have been deleted, as its range partitions span.
+ */
 export function partitionBySettingQuery(outbox: OutboxTable): string {
-  return `select value as by from ${outbox.settings} where name = ${quoteLiteral(partitionBySetting)}`
+  return `select coalesce((select value from ${outbox.settings} where name = ${quoteLiteral(partitionBySetting)}),
+                          (select case when max(b[2]::timestamptz - b[1]::timestamptz) <= interval '1 hour' then 'hour' else 'day' end
+                             from pg_inherits as i join pg_class as c on c.oid = i.inhrelid,
+                                  regexp_match(pg_get_expr(c.relpartbound, c.oid), 'FROM \\(''([^'']+)''\\) TO \\(''([^'']+)''\\)') as b
+                            where i.inhparent = ${quoteLiteral(outbox.qualified)}::regclass),
+                          'day') as by`
 }
 
 /**

@@ -101,6 +101,17 @@ describe('a partitioned outbox', () => {
     expect(await outboxPartitionBy(db.sql, plain)).toBeUndefined()
   })
 
+  it('the width survives the deletion of its setting: read from the partitions\' span', async () => {
+    const hourly = outboxTable('public', 'hourly')
+    await migrate({ sql: db.sql, table: 'hourly', partitionBy: 'hour' })
+    await db.sql`delete from hourly_settings`
+    expect(await outboxPartitionBy(db.sql, hourly)).toBe('hour')
+    await expect(migrate({ sql: db.sql, table: 'hourly', partitionBy: 'day' })).rejects.toThrow(/is partitioned by hour, not day/)
+    await db.sql`delete from outbox_settings where name = 'partition_by'`
+    expect(await outboxPartitionBy(db.sql, outbox)).toBe('day')
+    await db.sql`insert into outbox_settings (name, value) values ('partition_by', 'day')`
+  })
+
   it('upkeep creates a missing partition ahead; one whose range the default partition holds rows of is skipped, said why', async () => {
     const ahead = wantedPartitions(outbox, 'day', await now())
     await db.sql.unsafe(`drop table ${ahead[1]!.qualified}; drop table ${ahead[2]!.qualified}`)
