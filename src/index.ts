@@ -17,6 +17,9 @@ export { outboxDeadEvents, outboxDeleteDead } from './ops/dead.js'
 export { outboxPause, outboxResume, outboxPausedTypes } from './ops/pause.js'
 export { outboxReplay, outboxReplayCount } from './ops/replay.js'
 export { outboxCleanup } from './ops/cleanup.js'
+export { outboxDropDonePartitions, type DroppedPartitions, type PartitionRetention } from './ops/partition-retention.js'
+export { outboxPartitionUpkeep, type UpkeepResult } from './outbox/partition-upkeep.js'
+export { outboxPartitionBy, type PartitionBy } from './outbox/partition-layout.js'
 
 /** Creates or upgrades the outbox. Its migrator (kysely) loads on the first call, not with the package. */
 export async function migrate(options: MigrateOptions): Promise<MigrateResult> {

@@ -4,20 +4,25 @@ import { type LostCapture, lostCaptures } from '../capture/capture-registry.js'
 import { outboxCheckExists } from '../outbox/outbox-checks.js'
 import { grantPollerRole } from '../outbox/grant.js'
 import { migrate, type TruncateUpgrade } from '../outbox/migrate.js'
+import { parsePartitionBy } from '../outbox/partition-layout.js'
+import { printUpkeep } from './partition-report.js'
 import { ConfigError } from '../errors.js'
 import { ExitCode } from '../supervisor/exit-codes.js'
 import { listFlag } from './options.js'
 import { withDatabase } from './with-database.js'
 import { schemasGiven, withSchemas } from './with-schemas.js'
-import { type OutboxTable, quoteIdent } from '../outbox/outbox-table.js'
+import { type OutboxTable, outboxTable, quoteIdent } from '../outbox/outbox-table.js'
+import { outboxMoveCaptures } from '../capture/move-captures.js'
 
 export async function migrateCommand(command: Command): Promise<number> {
-  const flags = command.opts<{ ordering?: string; failFast?: boolean }>()
+  const flags = command.opts<{ ordering?: string; failFast?: boolean; partitionBy?: string }>()
   if (flags.ordering !== undefined && flags.ordering !== 'entity' && flags.ordering !== 'group') throw new ConfigError(`--ordering must be entity or group (got ${JSON.stringify(flags.ordering)})`)
   const ordering = flags.ordering as 'entity' | 'group' | undefined
+  const partitionBy = parsePartitionBy(flags.partitionBy)
   return withSchemas(command, 'migrate', async (sql, outbox) => {
-    const { applied, orderingIndexes, truncateUpgrade } = await migrate({ sql, schema: outbox.schema, table: outbox.table, ordering })
+    const { applied, orderingIndexes, truncateUpgrade, partitions } = await migrate({ sql, schema: outbox.schema, table: outbox.table, ordering, partitionBy })
     console.log(applied.length === 0 ? `${outbox.qualified} is up to date` : `applied to ${outbox.qualified}: ${applied.join(', ')}`)
+    if (partitions !== undefined) printUpkeep(outbox, partitions)
     // an upgrade of an outbox with captured tables says what became of them; a new outbox has none
     if (truncateUpgrade !== undefined && truncateUpgrade.attached.length + truncateUpgrade.leftOut.length > 0) console.log(describeTruncateUpgrade(truncateUpgrade))
     if (orderingIndexes !== undefined) {
@@ -84,6 +89,17 @@ function describeCapture(c: CapturedTable): string {
 /** A lost capture and the two ways to renew it: the command, and the SQL call for the migration that re-creates the table. */
 function describeLostCapture(c: LostCapture): string {
   return [`${c.table} ${c.reason}`, `  capture it again: ${c.recapture.command}`, `  or, in the migration that re-creates it: ${c.recapture.sql};`].join('\n')
+}
+
+export async function moveCapturesCommand(command: Command): Promise<number> {
+  const flags = command.opts<{ toTable: string }>()
+  return withDatabase(command, 'capture', async (sql, outbox) => {
+    const to = outboxTable(outbox.schema, flags.toTable)
+    const moved = await outboxMoveCaptures(sql, outbox, to)
+    for (const captured of moved) console.log(`capturing ${describeCapture(captured)} into ${to.qualified}`)
+    console.log(`moved ${moved.length} captured table${moved.length === 1 ? '' : 's'} from ${outbox.qualified} to ${to.qualified}`)
+    return ExitCode.ok
+  })
 }
 
 export async function uncaptureCommand(table: string, command: Command): Promise<number> {

@@ -3,6 +3,8 @@ import type { Command } from 'commander'
 import postgres from 'postgres'
 import { captureBench, type CaptureResult } from '../tools/bench/capture-bench.js'
 import { type DrainResult, drainBench } from '../tools/bench/drain-bench.js'
+import { type PartitionedDrainPair, partitionedDrainBench } from '../tools/bench/partitioned-drain-bench.js'
+import { parsePartitionBy } from '../outbox/partition-layout.js'
 import { type LatencyPoller, latencyBench, type LatencyResult } from '../tools/bench/latency-bench.js'
 import { localWebhook, relayBench, type RelayResult } from '../tools/bench/relay-bench.js'
 import { heldSnapshotBench, type HeldSnapshotResult } from '../tools/bench/held-snapshot-bench.js'
@@ -32,6 +34,8 @@ interface BenchFlags {
   holdSnapshot?: string
   soak?: string
   rate: string
+  partitionBy?: string
+  rounds: string
 }
 
 /** The whole benchmark: drain throughput against the bare loop, latency, capture cost. */
@@ -42,8 +46,10 @@ export async function benchCommand(command: Command): Promise<number> {
   const holdMs = flags.holdSnapshot === undefined ? undefined : boundedDuration(flags.holdSnapshot, '--hold-snapshot')
   const soakMs = flags.soak === undefined ? undefined : boundedDuration(flags.soak, '--soak')
   const rate = integerOption(flags.rate, '--rate', 2000, 10, 100_000)
-  // --hold-snapshot and --soak are runs of their own: the other parts only when --only names them
-  const defaultParts = holdMs === undefined && soakMs === undefined ? [...parts] : []
+  const partitionBy = parsePartitionBy(flags.partitionBy)
+  const rounds = integerOption(flags.rounds, '--rounds', 3, 1, 20)
+  // --hold-snapshot, --soak and --partition-by are runs of their own: the other parts only when --only names them
+  const defaultParts = holdMs === undefined && soakMs === undefined && partitionBy === undefined ? [...parts] : []
   const only = new Set<Part>((listFlag(flags.only) ?? defaultParts).map((part) => {
     if (!(parts as readonly string[]).includes(part)) throw new ConfigError(`--only must list parts among ${parts.join(', ')} (got ${JSON.stringify(part)})`)
     return part as Part
@@ -69,9 +75,14 @@ export async function benchCommand(command: Command): Promise<number> {
   const relay: RelayResult[] = []
   let heldSnapshot: HeldSnapshotResult | undefined
   let soak: SoakResult | undefined
+  let partitioned: PartitionedDrainPair[] | undefined
   try {
     await migrate({ sql, schema: scratch.schema, ordering: 'group' }) // the drain part runs --ordering entity and group
     say(`outbox-poller bench on ${scratch.description}, ${cpus().length} CPUs, Node ${process.version}`)
+    if (partitionBy !== undefined) {
+      say(`\ndrain ${events.toLocaleString('en')} pre-filled no-op events, the plain outbox against one partitioned by ${partitionBy}, back to back, ${rounds} rounds`)
+      partitioned = await partitionedDrainBench(sql, scratch.url, scratch.schema, partitionBy, events, rounds, say)
+    }
     if (only.has('drain')) {
       say(`\ndrain ${events.toLocaleString('en')} pre-filled no-op events (events/s from the first to the last batch)`)
       say('  floor: the bare loop on the minimal table; our table: the same loop on our outbox; RSS: peak VmHWM, each process alone')
@@ -152,7 +163,7 @@ export async function benchCommand(command: Command): Promise<number> {
     await sql.end()
     await scratch.close()
   }
-  if (flags.json) console.log(JSON.stringify({ database: scratch.description, cpus: cpus().length, node: process.version, events, drain, latency, capture, relay, heldSnapshot, soak }, null, 2))
+  if (flags.json) console.log(JSON.stringify({ database: scratch.description, cpus: cpus().length, node: process.version, events, drain, latency, capture, relay, heldSnapshot, soak, partitioned }, null, 2))
   return ExitCode.ok
 }
 

@@ -39,6 +39,7 @@ function buildProgram(setExitCode: (code: number) => void): Command {
   addSchemasFlag(databaseCommand(program, 'migrate', 'create or upgrade the outbox table, its indexes and trigger functions (idempotent; safe when replicas start together)'))
     .option('--ordering <mode>', 'entity or group: also create the indexes that pollers with that --ordering need (concurrently on a large outbox); run it as the outbox\'s owner before starting them')
     .option('--fail-fast', 'with --schemas: stop at the first schema whose migration fails (default: name it and go on with the others)')
+    .option('--partition-by <width>', 'day or hour: create the outbox range-partitioned on created_at, partitions kept ready ahead (only when migrate creates the outbox; see the README, "Partitioned outbox"); later runs, as the owner, create the partitions ahead')
     .action(action(async (command) => (await admin()).migrateCommand(command)))
 
   addSchemasFlag(databaseCommand(program, 'capture <table>', "capture a table's INSERT / UPDATE / DELETE / TRUNCATE into the outbox (again on a captured table: replace its options); <table> as SQL writes it: issues, app.orders, '\"Order Items\"'"))
@@ -52,6 +53,10 @@ function buildProgram(setExitCode: (code: number) => void): Command {
     .option('--mode <mode>', 'row: a trigger call per row; statement: one set-based call per statement; auto: statement, or row for a partitioned table (default: auto)')
     .option('--group-by <column>', "every event carries this column's value as its group_key (a delete the old row's), for --ordering group, e.g. order_id (default: none)")
     .action(action(async (command, table) => (await admin()).captureCommand(table, command)))
+
+  databaseCommand(program, 'move-captures', 'move every captured table of the outbox to another outbox of its schema (e.g. a partitioned one created beside it), same options, in one transaction')
+    .requiredOption('--to-table <table>', 'the outbox to capture into from now on, migrated first (outbox-poller migrate --table <table>)')
+    .action(action(async (command) => (await admin()).moveCapturesCommand(command)))
 
   databaseCommand(program, 'uncapture <table>', 'stop capturing a table')
     .action(action(async (command, table) => (await admin()).uncaptureCommand(table, command)))
@@ -90,6 +95,8 @@ function registerToolCommands(program: Command, action: CommandAction): void {
     .option('--hold-snapshot <duration>', 'instead: latency at --rate captured rows/s for --seconds, then with a REPEATABLE READ snapshot held this long (e.g. 3m), and the pending index before, during and after (cleanup\'s rebuild)')
     .option('--soak <duration>', 'instead: a steady --rate captured rows/s with 3 replicas and a cleanup every tenth of the run, e.g. 10m: outbox and pending index sizes, latency per tenth, exactly-once')
     .option('--rate <n>', 'captured rows per second for --hold-snapshot and --soak', '2000')
+    .option('--partition-by <width>', 'instead: the drain of the plain outbox against one partitioned by day or hour, and one that also keeps a week of past partitions, back to back, --rounds times (1 and 3 pollers × batch 250)')
+    .option('--rounds <n>', 'rounds of --partition-by (1-20)', '3')
     .option('--pooler-url <url>', 'also measure latency with the poller behind this pooler (PgBouncer in transaction mode, in front of --database-url): LISTEN on a direct --listen-url, and --no-listen')
     .option('--sink <[pattern=]url>', 'relay to this sink (a broker URL, or webhook for a local receiver), against the no-op drain and the broker\'s own ceiling (repeatable)', collectValues, [] as string[])
     .addOption(new Option('--sink-secret <secret>', 'webhook signing secret for a webhook --sink').env('OUTBOX_POLLER_SINK_SECRET'))

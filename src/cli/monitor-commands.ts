@@ -9,7 +9,12 @@ import { parseDuration } from '../duration.js'
 import { ConfigError } from '../errors.js'
 import { parseEventTypePattern } from '../poller/event-type-pattern.js'
 import { outboxStatus } from '../ops/monitor.js'
-import { outboxCheckExists } from '../outbox/outbox-checks.js'
+import { outboxCheckExists, outboxOwned } from '../outbox/outbox-checks.js'
+import type { OutboxTable } from '../outbox/outbox-table.js'
+import { outboxPartitionBy, type PartitionBy } from '../outbox/partition-layout.js'
+import { outboxPartitionUpkeep } from '../outbox/partition-upkeep.js'
+import { outboxDropDonePartitions } from '../ops/partition-retention.js'
+import { printDrops, printUpkeep } from './partition-report.js'
 import { outboxReplay, outboxReplayCount, type ReplaySelection } from '../ops/replay.js'
 import { ExitCode } from '../supervisor/exit-codes.js'
 import { addSchemasFlag, componentOptionsFrom, databaseCommand, listFlag, optionNamer } from './options.js'
@@ -46,7 +51,7 @@ export function registerMonitorCommands(program: Command, action: CommandAction)
     .option('--yes', `replay even more than ${replayConfirmLimit} events`)
     .action(action(replayCommand))
 
-  addSchemasFlag(databaseCommand(program, 'cleanup', 'delete old processed events (and, if asked, old dead events) in chunks'))
+  addSchemasFlag(databaseCommand(program, 'cleanup', 'delete old processed events (and, if asked, old dead events) in chunks; on a partitioned outbox, as its owner, first create the partitions ahead and drop those holding nothing to keep'))
     .requiredOption('--older-than <duration>', 'delete events processed longer ago than this, e.g. 7d')
     .option('--dead-older-than <duration>', 'also delete events dead longer ago than this, e.g. 30d (default: keep them)')
     .option('--chunk-size <n>', 'events deleted per transaction (1-100000) (default: 1000)')
@@ -149,12 +154,32 @@ async function cleanupCommand(command: Command): Promise<number> {
   const chunkSize = integerOption(flags.chunkSize, '--chunk-size', 1000, 1, 100_000)
   return withSchemas(command, 'cleanup', async (sql, outbox) => {
     await outboxCheckExists(sql, outbox)
+    // partitions first (what a drop takes, no delete need write), reported after the deletes' line
+    const by = await outboxPartitionBy(sql, outbox)
+    const partitions = by === undefined ? undefined : await partitionUpkeep(sql, outbox, by, olderThanMs, deadOlderThanMs)
     const deleted = await outboxCleanup(sql, outbox, { olderThanMs, deadOlderThanMs, chunkSize })
     const dead = deadOlderThanMs === undefined ? '' : ` and ${deleted.dead} dead event${deleted.dead === 1 ? '' : 's'} older than ${flags.deadOlderThan}`
     console.log(`deleted ${deleted.processed} processed event${deleted.processed === 1 ? '' : 's'} older than ${flags.olderThan}${dead} from ${outbox.qualified}`)
+    partitions?.()
     if (flags.maintenance) await maintain(sql, outbox)
     return ExitCode.ok
   })
+}
+
+/**
+ * On a partitioned outbox, before the chunked deletes: the partitions ahead, then the drop of those holding
+ * nothing to keep. Both need the outbox's owner; another role is told, and its deletes still run. Returns what
+ * prints the outcome.
+ */
+async function partitionUpkeep(sql: Sql, outbox: OutboxTable, by: PartitionBy, olderThanMs: number, deadOlderThanMs: number | undefined): Promise<() => void> {
+  if (!(await outboxOwned(sql, outbox))) return () => console.log(`partitions neither created ahead nor dropped: that needs the outbox's owner (run cleanup as the owner; the deletes still run)`)
+  const upkeep = await outboxPartitionUpkeep(sql, outbox, by)
+  const processedBefore = (await databaseTimeAgo(sql, olderThanMs))!
+  const drops = await outboxDropDonePartitions(sql, outbox, { processedBefore, deadBefore: await databaseTimeAgo(sql, deadOlderThanMs) })
+  return () => {
+    if (upkeep.created.length > 0 || upkeep.skipped.length > 0) printUpkeep(outbox, { by, ...upkeep })
+    printDrops(outbox, drops)
+  }
 }
 
 /** VACUUM and the rebuild of bloated pending indexes after a cleanup: a role that may delete but does not own the outbox is told, not failed. */

@@ -22,7 +22,8 @@ export interface CleanupResult {
  * one DELETE, its own transaction, its rows picked from `<outbox>_processed` (or `_dead`) with
  * `FOR UPDATE SKIP LOCKED`. Small transactions keep locks and WAL bursts short and let autovacuum
  * follow; pending events are never touched, so pollers run on undisturbed. The cut-off is fixed when
- * the cleanup starts, on the database's clock.
+ * the cleanup starts, on the database's clock. Rows go by `(id, created_at)`, the primary key of a partitioned
+ * outbox, so each is found in its own partition (on a plain outbox, by id).
  */
 export async function outboxCleanup(sql: Sql, outbox: OutboxTable, options: CleanupOptions): Promise<CleanupResult> {
   const t = sql.unsafe(outbox.qualified)
@@ -36,7 +37,7 @@ export async function outboxCleanup(sql: Sql, outbox: OutboxTable, options: Clea
     for (;;) {
       const deleted = await sql`
         delete from ${t}
-         where id in (select id from ${t}
+         where (id, created_at) in (select id, created_at from ${t}
                        where ${sql.unsafe(column)} < ${cutoff}
                        order by ${sql.unsafe(column)}
                        limit ${options.chunkSize}

@@ -1,4 +1,5 @@
 import type { Sql } from 'postgres'
+import { outboxOwned } from '../outbox/outbox-checks.js'
 import { quoteIdent, type OutboxTable } from '../outbox/outbox-table.js'
 
 /**
@@ -43,8 +44,7 @@ export interface MaintenanceResult extends ReindexResult {
  * does not own the outbox gets `notOwner` and nothing is done (PostgreSQL would skip the VACUUM with a warning).
  */
 export async function outboxMaintenance(sql: Sql, outbox: OutboxTable): Promise<MaintenanceResult | 'notOwner'> {
-  const [owner] = await sql<Array<{ owns: boolean }>>`select pg_has_role(current_user, relowner, 'MEMBER') as owns from pg_class where oid = ${outbox.qualified}::regclass`
-  if (!owner?.owns) return 'notOwner'
+  if (!(await outboxOwned(sql, outbox))) return 'notOwner'
   await sql.unsafe(`vacuum ${outbox.qualified}`)
   return { vacuumed: true, ...(await outboxReindexBloated(sql, outbox)) }
 }

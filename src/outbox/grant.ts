@@ -12,6 +12,8 @@ export interface GrantOptions {
 /**
  * Grants a poller role exactly what polling needs: the outbox's schema, SELECT and UPDATE on the outbox
  * and its wake-up flag, and reading (or, first, recording) the outbox's ordering mode. Nothing on the entity tables (capture runs as the outbox's owner), no DDL.
+ * On a partitioned outbox the same grants do: its partitions are reached through it and need none of their own,
+ * and creating or dropping them is the owner's (migrate, cleanup run as the owner).
  * Returns the statements it ran.
  */
 export async function grantPollerRole(sql: Sql, outbox: OutboxTable, options: GrantOptions): Promise<string[]> {

@@ -4,9 +4,11 @@ import { Kysely, PostgresAdapter, sql as rawSql } from 'kysely'
 import { type Migration, Migrator } from 'kysely/migration'
 import { PostgresJSDialect } from 'kysely-postgres-js'
 import type { Sql } from 'postgres'
-import { errorMessage } from '../errors.js'
+import { ConfigError, errorMessage } from '../errors.js'
 import { fillPlaceholders, type OutboxTable, outboxTable } from './outbox-table.js'
 import { type IndexedOrdering, type OrderingIndexState, outboxCreateOrderingIndexes } from './ordering-index.js'
+import { moveProcedure, outboxKindQuery, outboxPartitionBy, partitionBySettingQuery, type PartitionBy, partitionOutboxStatement } from './partition-layout.js'
+import { outboxPartitionUpkeep, partitionsAhead, type UpkeepResult } from './partition-upkeep.js'
 
 const bodyTag = '$outbox_poller_migration$'
 const migrationsDirectory = fileURLToPath(new URL('../../sql/migrations/', import.meta.url))
@@ -26,6 +28,14 @@ export interface MigrateOptions {
    * Default: none.
    */
   ordering?: IndexedOrdering
+  /**
+   * Create the outbox range-partitioned on `created_at`, one partition per day or hour (see partition-layout.ts).
+   * Only when this call creates the outbox: an existing plain outbox is refused (moving one is a procedure of
+   * its own), an existing partitioned one must have been created with the same width. With `target` (at
+   * 0003 or later), the outbox is partitioned after that migration and later ones run on the partitioned
+   * table: how an upgrade test checks a new migration on this layout.
+   */
+  partitionBy?: PartitionBy
 }
 
 /** When this call applied 0007: the captured tables it gave the truncate trigger, and those it left without. */
@@ -47,6 +57,8 @@ export interface MigrateResult {
   orderingIndexes?: Array<{ index: string; state: OrderingIndexState }>
   /** Present when this call applied `0007_capture_truncate`. */
   truncateUpgrade?: TruncateUpgrade
+  /** On a partitioned outbox: its width, and the partitions this call created ahead (or could not). */
+  partitions?: { by: PartitionBy } & UpkeepResult
 }
 
 const truncateMigration = '0007_capture_truncate'
@@ -74,13 +86,29 @@ class LockHeldDialect extends PostgresJSDialect {
  * apart from the application's own Kysely migrations.
  */
 export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
+  const outbox = outboxTable(options.schema ?? 'public', options.table ?? 'outbox')
   const db = new Kysely<unknown>({ dialect: new LockHeldDialect({ postgres: options.sql }) })
   const applied = await db.transaction().execute(async (trx) => {
     await rawSql`select pg_advisory_xact_lock(${rawSql.lit(migrationLockKey)}::bigint)`.execute(trx)
-    return migrateLocked(trx, options)
+    const { rows } = await rawSql.raw<{ kind: string }>(outboxKindQuery(outbox)).execute(trx)
+    const creates = rows.length === 0
+    if (options.partitionBy !== undefined && !creates) {
+      const by = rows[0]!.kind === 'p' ? ((await rawSql.raw<{ by: PartitionBy }>(partitionBySettingQuery(outbox)).execute(trx)).rows[0]!.by) : undefined
+      checkLayout(outbox, by, options.partitionBy)
+    }
+    const names = await migrateLocked(trx, options)
+    // The frozen migrations create a plain table; an outbox this transaction created is rebuilt partitioned before anyone sees it.
+    if (options.partitionBy !== undefined && creates) {
+      // the layout is recorded in the settings table, which 0003 creates (a staged creation may stop later, not earlier)
+      const { rows: settings } = await rawSql<{ exists: boolean }>`select to_regclass(${outbox.settings}) is not null as exists`.execute(trx)
+      if (!settings[0]!.exists) throw new ConfigError('a partitioned outbox is created at 0003_ordering_and_emit or later: its layout is recorded in the settings table')
+      await rawSql.raw(partitionOutboxStatement(outbox, options.partitionBy, partitionsAhead[options.partitionBy])).execute(trx)
+    }
+    return names
   })
-  const outbox = outboxTable(options.schema ?? 'public', options.table ?? 'outbox')
   const result: MigrateResult = { applied }
+  const by = await outboxPartitionBy(options.sql, outbox)
+  if (by !== undefined) result.partitions = { by, ...(await outboxPartitionUpkeep(options.sql, outbox, by)) }
   if (applied.includes(truncateMigration)) result.truncateUpgrade = await truncateUpgrade(options.sql, outbox)
   // after the commit: the indexes are on tables the transaction created, and a concurrent build runs outside any transaction
   const ordering = options.ordering ?? (await recordedOrdering(options.sql, outbox))
@@ -90,6 +118,12 @@ export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
     result.orderingIndex = states.some((s) => s.state === 'created concurrently') ? 'created concurrently' : states.some((s) => s.state === 'created') ? 'created' : 'exists'
   }
   return result
+}
+
+/** `--partition-by` on an outbox that exists: it must be partitioned, with that width. */
+function checkLayout(outbox: OutboxTable, by: PartitionBy | undefined, wanted: PartitionBy): void {
+  if (by === undefined) throw new ConfigError(`${outbox.qualified} exists as a plain table: --partition-by only applies when migrate creates the outbox; to move a plain outbox to a partitioned one, see the ${moveProcedure}`)
+  if (by !== wanted) throw new ConfigError(`${outbox.qualified} is partitioned by ${by}, not ${wanted}: the width is chosen when the outbox is created`)
 }
 
 /** Ordered pollers of this version need the barrier index too: an outbox already ordered gets it from a plain migrate. */

@@ -40,3 +40,9 @@ export async function outboxCheckOrdering(sql: Sql, outbox: OutboxTable, order: 
     )
   }
 }
+
+/** Whether the current role owns the outbox (or is a member of its owner): partition DDL, VACUUM and REINDEX need it. */
+export async function outboxOwned(sql: Sql, outbox: OutboxTable): Promise<boolean> {
+  const [owner] = await sql<Array<{ owns: boolean }>>`select pg_has_role(current_user, relowner, 'MEMBER') as owns from pg_class where oid = ${outbox.qualified}::regclass`
+  return owner?.owns === true
+}

@@ -10,10 +10,17 @@ export interface SettleQueries {
   hold: string
 }
 
+/**
+ * Each statement also bounds `created_at` by the batch's earliest and latest ($2, $3 of markProcessed and
+ * hold, $5, $6 of markFailed): on a partitioned outbox the executor then prunes the partitions no event of
+ * the batch is in (one or two, not every partition's primary key probed per id); on a plain one the bound is
+ * a filter on rows already found by id.
+ */
 export function settleQueries(outbox: OutboxTable): SettleQueries {
   const t = outbox.qualified
+  const created = (from: number) => `created_at >= $${from}::timestamptz and created_at < $${from + 1}::timestamptz`
   return {
-    markProcessed: `update ${t} set processed_at = now() where id = any($1::bigint[])`,
+    markProcessed: `update ${t} set processed_at = now() where id = any($1::bigint[]) and ${created(2)}`,
     // One statement for every failure of the batch. Dead-lettered rows keep processed_at NULL.
     markFailed: `
       update ${t} as o
@@ -22,10 +29,10 @@ export function settleQueries(outbox: OutboxTable): SettleQueries {
              retry_at = now() + f.delay_ms * interval '1 millisecond',
              dead_at = case when o.attempts + 1 >= $4 then now() end
         from unnest($1::bigint[], $2::text[], $3::float8[]) as f(id, error, delay_ms)
-       where o.id = f.id
+       where o.id = f.id and o.${created(5)}
       returning o.id::text as id, o.dead_at is not null as dead`,
     // Held and deferred events step aside, no attempt charged.
-    hold: `update ${t} set retry_at = now() + $2 * interval '1 millisecond' where id = any($1::bigint[])`,
+    hold: `update ${t} set retry_at = now() + $4 * interval '1 millisecond' where id = any($1::bigint[]) and ${created(2)}`,
   }
 }
 
@@ -37,15 +44,15 @@ const noneDead: ReadonlySet<string> = new Set()
  */
 export async function outboxSettleBatch(connection: Sql, queries: SettleQueries, verdicts: BatchVerdicts, maxAttempts: number): Promise<ReadonlySet<string>> {
   const statements: Promise<unknown>[] = []
-  if (verdicts.processed.length > 0) statements.push(connection.unsafe(queries.markProcessed, [ids(verdicts.processed)], { prepare: true }))
+  if (verdicts.processed.length > 0) statements.push(connection.unsafe(queries.markProcessed, [ids(verdicts.processed), ...createdRange(verdicts.processed)], { prepare: true }))
   let failed: Promise<Array<{ id: string; dead: boolean }>> | undefined
   if (verdicts.failed.length > 0) {
     const f = verdicts.failed
-    failed = connection.unsafe(queries.markFailed, [f.map((x) => x.event.id), f.map((x) => x.error), f.map((x) => x.delayMs), maxAttempts], { prepare: true })
+    failed = connection.unsafe(queries.markFailed, [f.map((x) => x.event.id), f.map((x) => x.error), f.map((x) => x.delayMs), maxAttempts, ...createdRange(f.map((x) => x.event))], { prepare: true })
     statements.push(failed)
   }
-  if (verdicts.held.length > 0) statements.push(connection.unsafe(queries.hold, [ids(verdicts.held), verdicts.holdMs], { prepare: true }))
-  if (verdicts.deferred.length > 0) statements.push(connection.unsafe(queries.hold, [ids(verdicts.deferred), verdicts.deferMs], { prepare: true }))
+  if (verdicts.held.length > 0) statements.push(connection.unsafe(queries.hold, [ids(verdicts.held), ...createdRange(verdicts.held), verdicts.holdMs], { prepare: true }))
+  if (verdicts.deferred.length > 0) statements.push(connection.unsafe(queries.hold, [ids(verdicts.deferred), ...createdRange(verdicts.deferred), verdicts.deferMs], { prepare: true }))
   statements.push(connection.unsafe('commit'))
   await Promise.all(statements)
   if (failed === undefined) return noneDead
@@ -56,6 +63,21 @@ export async function outboxSettleBatch(connection: Sql, queries: SettleQueries,
 
 function ids(events: ReadonlyArray<{ id: string }>): string[] {
   return events.map((event) => event.id)
+}
+
+/**
+ * The batch's created_at bounds, widened by a millisecond each way: a Date holds milliseconds, the column
+ * microseconds, so the values as read are within a millisecond of the stored ones.
+ */
+function createdRange(events: ReadonlyArray<{ created_at: Date }>): [Date, Date] {
+  let low = Number.POSITIVE_INFINITY
+  let high = Number.NEGATIVE_INFINITY
+  for (const { created_at } of events) {
+    const ms = created_at.getTime()
+    if (ms < low) low = ms
+    if (ms > high) high = ms
+  }
+  return [new Date(low - 1), new Date(high + 1)]
 }
 
 /** Counters since start; cheap enough to keep on the hot path. */

@@ -4,6 +4,10 @@ import { inject } from 'vitest'
 import { captureTable } from '../../src/capture/capture.js'
 import { migrate } from '../../src/outbox/migrate.js'
 import { outboxTable } from '../../src/outbox/outbox-table.js'
+import { parsePartitionBy } from '../../src/outbox/partition-layout.js'
+
+/** OUTBOX_TEST_PARTITION_BY=day|hour: the test databases' outboxes are created partitioned (npm test runs the layout-sensitive files both ways). */
+export const testPartitionBy = parsePartitionBy(process.env.OUTBOX_TEST_PARTITION_BY || undefined, 'OUTBOX_TEST_PARTITION_BY')
 
 export interface TestDatabase {
   /** Connection string of this file's own database. */
@@ -14,7 +18,7 @@ export interface TestDatabase {
   drop(): Promise<void>
 }
 
-/** Creates a fresh database for one test file and migrates the default outbox into it (`ordering`: with the indexes that ordering needs). */
+/** Creates a fresh database for one test file and migrates the default outbox into it (`ordering`: with the indexes that ordering needs; partitioned as OUTBOX_TEST_PARTITION_BY says). */
 export async function createTestDatabase(options: { migrate?: boolean; ordering?: 'entity' | 'group' } = {}): Promise<TestDatabase> {
   const adminUrl = inject('adminDatabaseUrl')
   const name = `outbox_test_${randomBytes(6).toString('hex')}`
@@ -22,7 +26,7 @@ export async function createTestDatabase(options: { migrate?: boolean; ordering?
   await admin.unsafe(`create database ${name}`)
   const url = withDatabase(adminUrl, name)
   const sql = postgres(url, { max: 5, onnotice: () => {} })
-  if (options.migrate !== false) await migrate({ sql, ordering: options.ordering })
+  if (options.migrate !== false) await migrate({ sql, ordering: options.ordering, partitionBy: testPartitionBy })
   return {
     url,
     sql,

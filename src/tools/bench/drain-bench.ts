@@ -51,7 +51,7 @@ export async function drainBench(sql: Sql, url: string, schema: string, mode: Dr
   const outbox = mode === 'floor' ? await createFloorTable(sql, schema) : table.qualified
   await sql.unsafe(`truncate ${outbox}`)
   if (mode !== 'floor') {
-    await sql.unsafe(`delete from ${table.settings}`) // each run chooses its own ordering mode
+    await sql.unsafe(`delete from ${table.settings} where name = 'ordering'`) // each run chooses its own ordering mode
     await sql.unsafe(`create table if not exists ${quoteIdent(schema)}.bench_effects (event_id uuid primary key)`)
     await sql.unsafe(`truncate ${quoteIdent(schema)}.bench_effects`)
   }
