@@ -16,9 +16,9 @@ let db: TestDatabase
 beforeAll(async () => {
   db = await createTestDatabase({ migrate: false })
   await migrate({ sql: db.sql, ordering: 'entity' })
-  await db.sql`create table counters (id int primary key, version int not null)`
+  await db.sql`create table counters (id int primary key, version int not null, team int)`
   await db.sql`insert into counters select g, 0 from generate_series(1, ${entities}) g`
-  await captureTable(db.sql, plain, { table: 'counters', entity: 'counter', events: ['update'] })
+  await captureTable(db.sql, plain, { table: 'counters', entity: 'counter', events: ['update'], groupBy: 'team' })
 })
 afterAll(() => db.drop())
 
@@ -60,7 +60,7 @@ it('a plain outbox moved to a partitioned one while writers write and replicas d
     // the move: the new outbox beside the old, the captures moved to it, the old drained to empty
     await migrate({ sql: db.sql, table: next.table, partitionBy: 'day', ordering: 'entity' })
     expect(await outboxPartitionBy(db.sql, next)).toBe('day')
-    expect((await outboxMoveCaptures(db.sql, plain, next)).map((c) => c.table)).toEqual(['counters'])
+    expect((await outboxMoveCaptures(db.sql, plain, next)).map((c) => [c.table, c.events, c.groupBy])).toEqual([['counters', ['update'], 'team']])
     await waitFor('the old outbox drained', async () => (await db.sql`select count(*)::int as n from outbox where processed_at is null`)[0]!.n === 0, 30_000)
     for (const poller of old) await poller.stop({ timeoutMs: 5000 })
     movedAt = handled.length
