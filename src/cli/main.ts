@@ -36,7 +36,7 @@ function buildProgram(setExitCode: (code: number) => void): Command {
     .addHelpText('after', '\nExample:\n  DATABASE_URL=postgres://localhost/app outbox-poller --batch-size 250 --handlers ./handlers.js')
     .action(action(async (command) => (await import('./run-command.js')).runCommand(command)))
 
-  addSchemasFlag(databaseCommand(program, 'migrate', 'create or upgrade the outbox table, its indexes and trigger functions (idempotent; safe when replicas start together)'))
+  addSchemasFlag(databaseCommand(program, 'migrate', 'create or upgrade the outbox table, its indexes and trigger functions (idempotent; safe when replicas start together); with --schemas, a schema also gets the grants recorded in the other matching schemas'))
     .option('--ordering <mode>', 'entity: also create the index that --ordering entity pollers need (concurrently on a large outbox); run it as the outbox\'s owner before starting them')
     .option('--fail-fast', 'with --schemas: stop at the first schema whose migration fails (default: name it and go on with the others)')
     .action(action(async (command) => (await admin()).migrateCommand(command)))
@@ -59,7 +59,7 @@ function buildProgram(setExitCode: (code: number) => void): Command {
     .option('--json', 'print JSON')
     .action(action(async (command) => (await admin()).capturesCommand(command)))
 
-  addSchemasFlag(databaseCommand(program, 'grant <role>', "grant a poller role what polling needs (the outbox's schema, SELECT and UPDATE on the outbox and its wake-up flag), nothing more"))
+  addSchemasFlag(databaseCommand(program, 'grant <role>', "grant a poller role what polling needs (the outbox's schema, SELECT and UPDATE on the outbox and its wake-up flag), nothing more; recorded, so migrate --schemas grants it in tenant schemas created later"))
     .option('--cleanup', 'also grant DELETE, for `outbox-poller cleanup`')
     .action(action(async (command, role) => (await admin()).grantCommand(role, command)))
 
