@@ -7,6 +7,7 @@ import { type LatencyPoller, latencyBench, type LatencyResult } from '../tools/b
 import { localWebhook, relayBench, type RelayResult } from '../tools/bench/relay-bench.js'
 import { heldSnapshotBench, type HeldSnapshotResult } from '../tools/bench/held-snapshot-bench.js'
 import { soakBench, type SoakResult } from '../tools/bench/soak-bench.js'
+import { tenantsBench, type TenantsResult } from '../tools/bench/tenants-bench.js'
 import { parseDuration } from '../duration.js'
 import { integerOption } from '../poller/poller-options.js'
 import { ConfigError } from '../errors.js'
@@ -32,6 +33,10 @@ interface BenchFlags {
   holdSnapshot?: string
   soak?: string
   rate: string
+  tenants?: string
+  hot: string
+  handlerMs: string
+  tenantConcurrency: string
 }
 
 /** The whole benchmark: drain throughput against the bare loop, latency, capture cost. */
@@ -42,8 +47,13 @@ export async function benchCommand(command: Command): Promise<number> {
   const holdMs = flags.holdSnapshot === undefined ? undefined : boundedDuration(flags.holdSnapshot, '--hold-snapshot')
   const soakMs = flags.soak === undefined ? undefined : boundedDuration(flags.soak, '--soak')
   const rate = integerOption(flags.rate, '--rate', 2000, 10, 100_000)
-  // --hold-snapshot and --soak are runs of their own: the other parts only when --only names them
-  const defaultParts = holdMs === undefined && soakMs === undefined ? [...parts] : []
+  const tenants = flags.tenants === undefined ? undefined : integerOption(flags.tenants, '--tenants', 500, 2, 10_000)
+  const hot = integerOption(flags.hot, '--hot', 1, 1, 10_000)
+  if (tenants !== undefined && hot >= tenants) throw new ConfigError(`--hot must be below --tenants (got ${hot} of ${tenants})`)
+  const handlerMs = integerOption(flags.handlerMs, '--handler-ms', 1, 0, 10_000)
+  const tenantConcurrency = integerOption(flags.tenantConcurrency, '--tenant-concurrency', 1, 1, 100)
+  // --hold-snapshot, --soak and --tenants are runs of their own: the other parts only when --only names them
+  const defaultParts = holdMs === undefined && soakMs === undefined && tenants === undefined ? [...parts] : []
   const only = new Set<Part>((listFlag(flags.only) ?? defaultParts).map((part) => {
     if (!(parts as readonly string[]).includes(part)) throw new ConfigError(`--only must list parts among ${parts.join(', ')} (got ${JSON.stringify(part)})`)
     return part as Part
@@ -69,6 +79,7 @@ export async function benchCommand(command: Command): Promise<number> {
   const relay: RelayResult[] = []
   let heldSnapshot: HeldSnapshotResult | undefined
   let soak: SoakResult | undefined
+  let tenantsResult: TenantsResult | undefined
   try {
     await migrate({ sql, schema: scratch.schema, ordering: 'entity' }) // the drain part runs --ordering entity
     say(`outbox-poller bench on ${scratch.description}, ${cpus().length} CPUs, Node ${process.version}`)
@@ -144,13 +155,19 @@ export async function benchCommand(command: Command): Promise<number> {
       say(`  last tenth ÷ second: outbox size ${soak.totalSizeRatio.toFixed(2)}×, pending index ${soak.pendingIndexRatio.toFixed(2)}×, latency p99 ${soak.p99Ratio.toFixed(2)}×`)
       say(`  written ${soak.written.toLocaleString('en')}, handled ${soak.handled.toLocaleString('en')}, duplicates ${soak.duplicates}, missing ${soak.missing}`)
     }
+    if (tenants !== undefined) {
+      say(`\n${tenants} tenants, one replica (--schemas, --tenant-concurrency ${tenantConcurrency}, a ${handlerMs} ms handler): first every outbox empty for 10 s; then ${hot} hot tenant${hot === 1 ? '' : 's'} with ${events.toLocaleString('en')} pending events${hot === 1 ? '' : ' each'} while every other tenant gets one event every 2 s, for ${seconds} s`)
+      const r = (tenantsResult = await tenantsBench(scratch.url, scratch.schema, { tenants, hot, events, seconds, handlerMs, tenantConcurrency }, say))
+      say(`  idle: ${r.idleCpuPercent.toFixed(1)} % of one core, ${r.idleClaimsPerSecond.toFixed(0)} claims/s (${(r.idleClaimsPerSecond / tenants).toFixed(2)} per tenant per second)`)
+      say(`  total ${Math.round(r.eventsPerSecond).toLocaleString('en')} events/s; ${r.coldEvents.toLocaleString('en')} cold events  p50 ${ms(r.coldP50Ms)}  p99 ${ms(r.coldP99Ms)}  max ${ms(r.coldMaxMs)}; hot events still pending at the end ${r.hotPendingAtEnd.toLocaleString('en')}`)
+    }
   } finally {
     process.off('SIGINT', onSignal)
     process.off('SIGTERM', onSignal)
     await sql.end()
     await scratch.close()
   }
-  if (flags.json) console.log(JSON.stringify({ database: scratch.description, cpus: cpus().length, node: process.version, events, drain, latency, capture, relay, heldSnapshot, soak }, null, 2))
+  if (flags.json) console.log(JSON.stringify({ database: scratch.description, cpus: cpus().length, node: process.version, events, drain, latency, capture, relay, heldSnapshot, soak, tenants: tenantsResult }, null, 2))
   return ExitCode.ok
 }
 
