@@ -1,5 +1,5 @@
 import type { Sql } from 'postgres'
-import { applicationName, describeTarget, openDatabase } from '../database/connect.js'
+import { applicationName, describeTarget } from '../database/connect.js'
 import { ConfigError, errorMessage, isConnectionFailure, SqlState, sqlState } from '../errors.js'
 import { silentLogger } from '../log.js'
 import { outboxCheckOrdering } from '../outbox/outbox-checks.js'
@@ -7,6 +7,7 @@ import { errorDelayMaxMs, exponentialDelayMs } from '../poller/backoff.js'
 import { outboxRollback } from '../poller/claim.js'
 import { HandlerRegistry } from '../poller/handler-registry.js'
 import type { Poller } from '../poller/poller.js'
+import { openPollerDatabase, PollerLifecycle } from '../poller/poller-lifecycle.js'
 import { type PollerOptions, type ResolvedOptions, resolveOptions } from '../poller/poller-options.js'
 import type { PollerStats } from '../poller/settle.js'
 import type { Handler, Logger } from '../types.js'
@@ -55,11 +56,7 @@ export class TenantPoller implements Poller {
   #discoveredAt = Number.NEGATIVE_INFINITY
   #discovering: Promise<void> | undefined
   #lastLoopAt = 0
-  #starting: Promise<void> | undefined
-  #stopping: Promise<void> | undefined
-  #stopRequested = false
-  #resolveDone!: () => void
-  #rejectDone!: (error: unknown) => void
+  readonly #lifecycle: PollerLifecycle
 
   constructor(input: PollerOptions) {
     const options = (this.options = resolveOptions(input))
@@ -72,11 +69,13 @@ export class TenantPoller implements Poller {
     this.#log = input.logger ?? silentLogger
     this.#shared = { options, registry: this.#registry, stats: this.stats, log: this.#log, beforeDispatch: input.beforeDispatch, afterBatch: input.afterBatch }
     this.#listener = new TenantListener((schema, payload) => this.#notified(schema, payload))
-    this.done = new Promise((resolve, reject) => {
-      this.#resolveDone = resolve
-      this.#rejectDone = reject
+    this.#lifecycle = new PollerLifecycle({
+      force: () => this.#force(),
+      wake: () => this.#wakeSleepers(),
+      close: () => this.#close(),
+      stopped: () => this.#log.info({ ...this.stats, tenants: this.#tenants.size }, 'poller stopped'),
     })
-    this.done.catch(() => {}) // observed through start()/stop() callers
+    this.done = this.#lifecycle.done
   }
 
   get lastLoopAt(): number {
@@ -94,41 +93,30 @@ export class TenantPoller implements Poller {
   }
 
   start(): Promise<void> {
-    return (this.#starting ??= this.#start())
+    return this.#lifecycle.start(() => this.#open(), async () => void (await Promise.all(this.#slots.map((slot) => this.#slotLoop(slot)))))
   }
 
-  async #start(): Promise<void> {
+  async #open(): Promise<void> {
     if (this.#registry.size === 0) throw new ConfigError('no handlers registered: pass handlers or call poller.on(pattern, handler) before start()')
-    const target = describeTarget(this.#connectionString)
-    try {
-      for (let i = 0; i < this.options.tenantConcurrency; i++) {
-        const slot: Slot = { sql: undefined!, tenant: undefined }
-        slot.sql = (await this.#open(this.#connectionString, () => slot.tenant?.runner.connectionClosed())).sql
-        this.#slots.push(slot)
-      }
-      await this.#listen()
-      await this.#discover(this.#slots[0]!.sql)
-    } catch (error) {
-      await this.#close()
-      this.#resolveDone()
-      throw error
+    for (let i = 0; i < this.options.tenantConcurrency; i++) {
+      const slot: Slot = { sql: undefined!, tenant: undefined }
+      slot.sql = (await this.#connect(this.#connectionString, () => slot.tenant?.runner.connectionClosed())).sql
+      this.#slots.push(slot)
     }
-    this.#log.info({ schemas: this.options.schemas, table: this.options.table, tenants: this.#tenants.size, target, options: this.options }, 'poller started')
-    Promise.all(this.#slots.map((slot) => this.#slotLoop(slot))).then(() => this.#resolveDone(), this.#rejectDone)
+    await this.#listen()
+    await this.#discover(this.#slots[0]!.sql)
+    this.#log.info({ schemas: this.options.schemas, table: this.options.table, tenants: this.#tenants.size, target: describeTarget(this.#connectionString), options: this.options }, 'poller started')
   }
 
-  #open(url: string, onclose?: () => void) {
-    const target = describeTarget(url)
-    return openDatabase(url, { max: 1, applicationName: this.#applicationName, onclose }, this.options.connectTimeoutMs, (error, delayMs) =>
-      this.#log.warn({ target, error: errorMessage(error), retry_in_ms: delayMs }, 'database unreachable, retrying'),
-    )
+  #connect(url: string, onclose?: () => void) {
+    return openPollerDatabase(url, { applicationName: this.#applicationName, connectTimeoutMs: this.options.connectTimeoutMs, log: this.#log }, onclose)
   }
 
   async #listen(): Promise<void> {
     const waitMs = this.options.intervalMaxMs
     if (!this.options.listen) return this.#log.info({ interval_max_ms: waitMs }, 'not listening for NOTIFY: polling every outbox, a new event waits at most the longest poll interval')
     const sql = this.#slots[0]!.sql
-    const listener = this.#listenUrl === undefined ? sql : (this.#listenSql = (await this.#open(this.#listenUrl)).sql)
+    const listener = this.#listenUrl === undefined ? sql : (this.#listenSql = (await this.#connect(this.#listenUrl)).sql)
     if (await this.#listener.start(listener, sql)) return
     this.#log.warn({ interval_max_ms: waitMs }, 'NOTIFY does not reach this poller (its LISTEN connection goes through a pooler in transaction mode): polling every outbox instead; give LISTEN a direct connection (--listen-url) or say so (--no-listen)')
   }
@@ -141,7 +129,7 @@ export class TenantPoller implements Poller {
     let added = 0
     for (const { schema, hasOutbox, current } of found) {
       seen.add(schema)
-      if (this.#tenants.has(schema) || this.#stopRequested) continue
+      if (this.#tenants.has(schema) || this.#lifecycle.stopRequested) continue
       if (!hasOutbox || !current) {
         this.#problem(schema, hasOutbox ? 'not migrated' : 'no outbox', `schema ${schema} matches but ${hasOutbox ? 'its outbox needs newer migrations' : `has no outbox table ${this.options.table} (yet)`}: skipped until \`outbox-poller migrate --schemas\` gives it one`)
         continue
@@ -201,29 +189,12 @@ export class TenantPoller implements Poller {
   }
 
   stop(options: { force?: boolean; timeoutMs?: number } = {}): Promise<void> {
-    if (options.force) this.#force()
-    this.#stopRequested = true
-    this.#wakeSleepers()
-    return (this.#stopping ??= this.#stop(options.timeoutMs ?? this.options.drainTimeoutMs))
+    return this.#lifecycle.stop(options, this.options.drainTimeoutMs)
   }
 
   #force(): void {
     for (const slot of this.#slots) slot.tenant?.runner.force()
     for (const tenant of this.#tenants.values()) tenant.runner.force()
-  }
-
-  async #stop(timeoutMs: number): Promise<void> {
-    if (this.#starting === undefined) return this.#resolveDone()
-    await this.#starting.catch(() => {})
-    const timer = setTimeout(() => this.#force(), timeoutMs)
-    timer.unref()
-    try {
-      await this.done
-    } finally {
-      clearTimeout(timer)
-      await this.#close()
-      this.#log.info({ ...this.stats, tenants: this.#tenants.size }, 'poller stopped')
-    }
   }
 
   async #close(): Promise<void> {
@@ -237,7 +208,7 @@ export class TenantPoller implements Poller {
 
   /** One claim connection's loop: the next tenant in the rotation, one batch, its next turn; discovery when due. */
   async #slotLoop(slot: Slot): Promise<void> {
-    while (!this.#stopRequested) {
+    while (!this.#lifecycle.stopRequested) {
       if (this.#discovering === undefined && performance.now() - this.#discoveredAt >= this.options.discoverIntervalMs) {
         await (this.#discovering = this.#discover(slot.sql)
           .catch((error: unknown) => this.#log.warn({ error: errorMessage(error) }, 'could not look for new tenants: trying again at the next discovery'))
@@ -300,7 +271,7 @@ export class TenantPoller implements Poller {
   }
 
   #sleep(ms: number): Promise<void> {
-    if (this.#stopRequested) return Promise.resolve()
+    if (this.#lifecycle.stopRequested) return Promise.resolve()
     return new Promise((resolve) => {
       const done = () => {
         clearTimeout(timer)
