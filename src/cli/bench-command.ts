@@ -158,7 +158,7 @@ export async function benchCommand(command: Command): Promise<number> {
     if (tenants !== undefined) {
       say(`\n${tenants} tenants, one replica (--schemas, --tenant-concurrency ${tenantConcurrency}, a ${handlerMs} ms handler): first every outbox empty for 10 s; then ${hot} hot tenant${hot === 1 ? '' : 's'} with ${events.toLocaleString('en')} pending events${hot === 1 ? '' : ' each'} while every other tenant gets one event every 2 s, for ${seconds} s`)
       const r = (tenantsResult = await tenantsBench(scratch.url, scratch.schema, { tenants, hot, events, seconds, handlerMs, tenantConcurrency }, say))
-      say(`  idle: ${r.idleCpuPercent.toFixed(1)} % of one core, ${r.idleClaimsPerSecond.toFixed(0)} claims/s (${(r.idleClaimsPerSecond / tenants).toFixed(2)} per tenant per second)`)
+      say(`  idle: ${r.idleCpuPercent.toFixed(1)} % of one core, ${r.idleClaimsPerSecond.toFixed(1)} claims and safety probes/s (${(r.idleClaimsPerSecond / tenants).toFixed(3)} per tenant per second)`)
       say(`  total ${Math.round(r.eventsPerSecond).toLocaleString('en')} events/s; ${r.coldEvents.toLocaleString('en')} cold events  p50 ${ms(r.coldP50Ms)}  p99 ${ms(r.coldP99Ms)}  max ${ms(r.coldMaxMs)}; hot events still pending at the end ${r.hotPendingAtEnd.toLocaleString('en')}`)
     }
   } finally {

@@ -4,6 +4,7 @@ import { ConfigError, errorMessage, isConnectionFailure, SqlState, sqlState } fr
 import { silentLogger } from '../log.js'
 import { outboxCheckOrdering } from '../outbox/outbox-checks.js'
 import { errorDelayMaxMs, exponentialDelayMs } from '../poller/backoff.js'
+import { emptyBatchReport } from '../poller/batch-report.js'
 import { outboxRollback } from '../poller/claim.js'
 import { HandlerRegistry } from '../poller/handler-registry.js'
 import type { Poller } from '../poller/poller.js'
@@ -12,6 +13,7 @@ import { type PollerOptions, type ResolvedOptions, resolveOptions } from '../pol
 import type { PollerStats } from '../poller/settle.js'
 import type { Handler, Logger } from '../types.js'
 import { outboxDiscoverSchemas } from './discover-tenants.js'
+import { outboxProbeTenants } from './probe-tenants.js'
 import { TenantListener } from './tenant-listener.js'
 import { TenantOutbox, type TenantShared } from './tenant-outbox.js'
 import { TenantRotation } from './tenant-rotation.js'
@@ -55,6 +57,8 @@ export class TenantPoller implements Poller {
   #listenSql: Sql | undefined
   #discoveredAt = Number.NEGATIVE_INFINITY
   #discovering: Promise<void> | undefined
+  #probedAt = performance.now()
+  #probing: Promise<void> | undefined
   #lastLoopAt = 0
   readonly #lifecycle: PollerLifecycle
 
@@ -214,9 +218,15 @@ export class TenantPoller implements Poller {
           .catch((error: unknown) => this.#log.warn({ error: errorMessage(error) }, 'could not look for new tenants: trying again at the next discovery'))
           .finally(() => (this.#discovering = undefined)))
       }
+      if (this.#listener.listening && this.#probing === undefined && performance.now() - this.#probedAt >= this.options.intervalMaxMs) {
+        await (this.#probing = this.#probe(slot.sql)
+          .catch((error: unknown) => this.#log.warn({ error: errorMessage(error) }, 'could not look for work in the idle tenants: trying again at the next safety poll'))
+          .finally(() => (this.#probing = undefined)))
+      }
       const tenant = this.#rotation.next(performance.now())
       if (tenant === undefined) {
-        const until = Math.min(this.#rotation.nextDueAt(), this.#discoveredAt + this.options.discoverIntervalMs)
+        const probeAt = this.#listener.listening ? this.#probedAt + this.options.intervalMaxMs : Number.POSITIVE_INFINITY
+        const until = Math.min(this.#rotation.nextDueAt(), this.#discoveredAt + this.options.discoverIntervalMs, probeAt)
         await this.#sleep(Math.max(1, until - performance.now()))
         continue
       }
@@ -229,6 +239,23 @@ export class TenantPoller implements Poller {
       }
       this.#rotation.done(tenant, turn)
     }
+  }
+
+  /**
+   * The safety poll, every `--interval-max`, of the tenants that wait for a notification: one probe of all of
+   * them (a few statements), and a turn for those with claimable events (a dead replica's batch rolled back,
+   * a retry fell due, a notification went missing). An idle tenant costs no claim of its own.
+   */
+  async #probe(sql: Sql): Promise<void> {
+    const startedAt = (this.#probedAt = performance.now())
+    const waiting = this.#rotation.waiting()
+    const claimable = waiting.length === 0 ? new Set<string>() : await outboxProbeTenants(sql, waiting.map((tenant) => tenant.outbox))
+    let woken = false
+    for (const tenant of waiting) if (claimable.has(tenant.schema) && this.#rotation.wake(tenant)) woken = true
+    if (woken) this.#wakeSleepers()
+    // an iteration of the loop, as an empty claim is: the health check and the supervisor see it alive
+    this.#lastLoopAt = Date.now()
+    this.#shared.afterBatch?.(emptyBatchReport(performance.now() - startedAt))
   }
 
   /** One batch of the tenant's outbox, and what its next turn is: the single poller's loop, for one tenant. */
@@ -267,7 +294,8 @@ export class TenantPoller implements Poller {
       await tenant.wakeUp.raise(sql)
       return again
     }
-    return { idleUntil: performance.now() + (listening ? intervalMaxMs : exponentialDelayMs(++tenant.idleSteps, intervalMinMs, intervalMaxMs)) }
+    // listening: asleep until its notification or the safety poll finds work (see #probe)
+    return { idleUntil: listening ? Number.POSITIVE_INFINITY : performance.now() + exponentialDelayMs(++tenant.idleSteps, intervalMinMs, intervalMaxMs) }
   }
 
   #sleep(ms: number): Promise<void> {

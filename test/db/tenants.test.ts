@@ -115,6 +115,22 @@ describe('a poller with schemas', () => {
     await waitFor('the released events handled', () => seen.filter((entry) => entry.startsWith('tenant_b/600')).length === 5, 10_000)
   })
 
+  it('idle tenants cost one safety probe per interval-max between them, not a claim each, and the loop still reports itself alive', async () => {
+    const reports: number[] = []
+    const poller = start({ schemas: 'tenant_a tenant_b tenant_c', handlers: () => {}, afterBatch: (report) => void reports.push(report.claimed) })
+    await poller.start()
+    // each tenant's first turns: its claim, the flag raised, one more look
+    await waitFor('every tenant looked at twice', () => reports.length >= 6)
+    await new Promise((resolve) => setTimeout(resolve, 500))
+    const from = reports.length
+    const loopFrom = poller.lastLoopAt
+    await new Promise((resolve) => setTimeout(resolve, 1000))
+    // intervalMax 200 ms: at most one probe per 200 ms for the three tenants (one claim each per 200 ms before)
+    expect(reports.length - from).toBeLessThanOrEqual(7)
+    expect(reports.length - from).toBeGreaterThan(0)
+    expect(poller.lastLoopAt).toBeGreaterThan(loopFrom)
+  })
+
   it('with tenantConcurrency 2, a slow batch in one tenant does not hold back another tenant; a tenant\'s own batches never overlap', async () => {
     let release!: () => void
     const released = new Promise<void>((resolve) => (release = resolve))

@@ -32,7 +32,7 @@ export interface BenchReport {
   statements: number
   /** Events handled so far (every mode that handles them). */
   handled: number
-  /** Claims so far, empty ones too (tenants mode). */
+  /** Loop iterations so far: claims, empty ones too, and the safety probes of idle tenants (tenants mode). */
   claims: number
   /** CPU time of this process so far, user and system (ms). */
   cpuMs: number

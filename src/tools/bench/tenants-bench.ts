@@ -16,7 +16,7 @@ export interface TenantsBenchOptions {
 }
 
 export interface TenantsResult extends TenantsBenchOptions {
-  /** While every outbox is empty: the poller's CPU (% of one core) and its claims per second (empty ones). */
+  /** While every outbox is empty: the poller's CPU (% of one core), and its claims and safety probes per second. */
   idleCpuPercent: number
   idleClaimsPerSecond: number
   /** Events handled per second over the window, hot and cold. */
