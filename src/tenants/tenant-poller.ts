@@ -284,9 +284,12 @@ export class TenantPoller implements Poller {
     const listening = this.#listener.listening
     if (batch.claimed > 0) {
       tenant.idleSteps = 0
-      // A full batch means a backlog: writers need not notify. A partial one means the outbox is nearly
-      // drained: the flag stays up, so the next claim, if empty, lets the tenant idle at once.
+      // A full batch means a backlog: writers need not notify. A partial one drained the outbox as the claim
+      // saw it: with the flag up, a later event notifies, so the tenant waits for that instead of claiming once
+      // more for nothing (half the turns of a tenant that gets an event now and then). What the claim could
+      // not see or take (a row another replica held, one past the byte budget) the safety poll finds.
       if (tenant.wakeUp.raised && batch.claimed >= batchSize) await tenant.wakeUp.lower(sql)
+      if (listening && tenant.wakeUp.raised && batch.claimed < batchSize && !batch.skippedSuspects) return { idleUntil: Number.POSITIVE_INFINITY }
       return again
     }
     if (listening && !tenant.wakeUp.raised) {
