@@ -7,6 +7,7 @@ import { type LatencyPoller, latencyBench, type LatencyResult } from '../tools/b
 import { localWebhook, relayBench, type RelayResult } from '../tools/bench/relay-bench.js'
 import { heldSnapshotBench, type HeldSnapshotResult } from '../tools/bench/held-snapshot-bench.js'
 import { soakBench, type SoakResult } from '../tools/bench/soak-bench.js'
+import { median } from '../tools/bench/percentiles.js'
 import { tenantsBench, type TenantsResult } from '../tools/bench/tenants-bench.js'
 import { parseDuration } from '../duration.js'
 import { integerOption } from '../poller/poller-options.js'
@@ -79,7 +80,7 @@ export async function benchCommand(command: Command): Promise<number> {
   const relay: RelayResult[] = []
   let heldSnapshot: HeldSnapshotResult | undefined
   let soak: SoakResult | undefined
-  let tenantsResult: TenantsResult | undefined
+  let tenantsResult: TenantsResult[] | undefined
   try {
     await migrate({ sql, schema: scratch.schema, ordering: 'entity' }) // the drain part runs --ordering entity
     say(`outbox-poller bench on ${scratch.description}, ${cpus().length} CPUs, Node ${process.version}`)
@@ -156,10 +157,10 @@ export async function benchCommand(command: Command): Promise<number> {
       say(`  written ${soak.written.toLocaleString('en')}, handled ${soak.handled.toLocaleString('en')}, duplicates ${soak.duplicates}, missing ${soak.missing}`)
     }
     if (tenants !== undefined) {
-      say(`\n${tenants} tenants, one replica (--schemas, --tenant-concurrency ${tenantConcurrency}, a ${handlerMs} ms handler): first every outbox empty for 10 s; then ${hot} hot tenant${hot === 1 ? '' : 's'} with ${events.toLocaleString('en')} pending events${hot === 1 ? '' : ' each'} while every other tenant gets one event every 2 s, for ${seconds} s`)
-      const r = (tenantsResult = await tenantsBench(scratch.url, scratch.schema, { tenants, hot, events, seconds, handlerMs, tenantConcurrency }, say))
-      say(`  idle: ${r.idleCpuPercent.toFixed(1)} % of one core, ${r.idleClaimsPerSecond.toFixed(1)} claims and safety probes/s (${(r.idleClaimsPerSecond / tenants).toFixed(3)} per tenant per second)`)
-      say(`  total ${Math.round(r.eventsPerSecond).toLocaleString('en')} events/s; ${r.coldEvents.toLocaleString('en')} cold events  p50 ${ms(r.coldP50Ms)}  p99 ${ms(r.coldP99Ms)}  max ${ms(r.coldMaxMs)}; hot events still pending at the end ${r.hotPendingAtEnd.toLocaleString('en')}`)
+      say(`\n${tenants} tenants, one replica (--schemas, --tenant-concurrency ${tenantConcurrency}, a ${handlerMs} ms handler): 3 rounds, each a new replica: first every outbox empty for 10 s; then ${hot} hot tenant${hot === 1 ? '' : 's'} with ${events.toLocaleString('en')} pending events${hot === 1 ? '' : ' each'} while every other tenant gets one event every 2 s, for ${seconds} s`)
+      const rounds = (tenantsResult = await tenantsBench(scratch.url, scratch.schema, { tenants, hot, events, seconds, handlerMs, tenantConcurrency, rounds: 3 }, say))
+      const mid = (pick: (r: TenantsResult) => number) => `${median(rounds.map(pick)).toFixed(1)} (${Math.min(...rounds.map(pick)).toFixed(1)}–${Math.max(...rounds.map(pick)).toFixed(1)})`
+      say(`  median (min–max) of 3 rounds: idle ${mid((r) => r.idleCpuPercent)} % of one core; total ${mid((r) => r.eventsPerSecond)} events/s; cold p50 ${mid((r) => r.coldP50Ms)} ms, p99 ${mid((r) => r.coldP99Ms)} ms`)
     }
   } finally {
     process.off('SIGINT', onSignal)
