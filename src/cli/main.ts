@@ -89,7 +89,7 @@ function registerToolCommands(program: Command, action: CommandAction): void {
     .option('--hold-snapshot <duration>', 'instead: latency at --rate captured rows/s for --seconds, then with a REPEATABLE READ snapshot held this long (e.g. 3m), and the pending index before, during and after (cleanup\'s rebuild)')
     .option('--soak <duration>', 'instead: a steady --rate captured rows/s with 3 replicas and a cleanup every tenth of the run, e.g. 10m: outbox and pending index sizes, latency per tenth, exactly-once')
     .option('--rate <n>', 'captured rows per second for --hold-snapshot and --soak', '2000')
-    .option('--tenants <n>', 'instead: this many tenant outboxes served by one replica (--schemas): its idle cost, then --hot tenants with --events pending each while every other gets one event every 2 s, for --seconds: total events/s and the cold events\' latency')
+    .option('--tenants <n>', 'instead: this many tenant outboxes served by one replica (--schemas): its idle cost, then --hot tenants with --events pending each while every other gets one event every 2 s, for --seconds, 3 rounds: total events/s and the cold events\' latency')
     .option('--hot <n>', 'with --tenants: tenants with a backlog', '1')
     .option('--handler-ms <n>', 'with --tenants: how long the handler takes per event', '1')
     .option('--tenant-concurrency <n>', 'with --tenants: the replica\'s --tenant-concurrency', '1')
