@@ -74,9 +74,16 @@ export async function tenantsBench(url: string, scratchSchema: string, options: 
 async function measureRound(sql: Sql, url: string, scratchSchema: string, hot: string[], cold: string[], options: TenantsBenchOptions): Promise<TenantsResult> {
   const [poller] = await startBenchProcesses(1, { mode: 'tenants', url, schemas: `${scratchSchema}_t*`, hot, handlerMs: options.handlerMs, tenantConcurrency: options.tenantConcurrency, batchSize: 250 })
   try {
-    // every tenant found empty and asleep before the idle cost is measured
-    await new Promise((resolve) => setTimeout(resolve, 3_000))
-    const idleFrom = await poller!.report()
+    // every tenant found empty and asleep before the idle cost is measured: the replica's first look at each
+    // (a claim, the flag raised, one more claim) takes seconds on a loaded machine
+    let idleFrom = await poller!.report()
+    for (const until = performance.now() + 60_000; performance.now() < until; ) {
+      await new Promise((resolve) => setTimeout(resolve, 1_000))
+      const next = await poller!.report()
+      const quiet = next.claims - idleFrom.claims <= 2
+      idleFrom = next
+      if (quiet) break
+    }
     await new Promise((resolve) => setTimeout(resolve, idleSeconds * 1000))
     const idleTo = await poller!.report()
     const idleCpuPercent = ((idleTo.cpuMs - idleFrom.cpuMs) / (idleSeconds * 1000)) * 100
