@@ -2,13 +2,16 @@ import type { Command } from 'commander'
 import { type CapturedTable, type CaptureEvent, type CaptureModeOption, captureTable, listCaptures, uncaptureTable } from '../capture/capture.js'
 import { type LostCapture, lostCaptures } from '../capture/capture-registry.js'
 import { outboxCheckExists } from '../outbox/outbox-checks.js'
-import { grantPollerRole } from '../outbox/grant.js'
+import { grantPollerRole, outboxRecordedGrants, type RecordedGrant } from '../outbox/grant.js'
 import { migrate, type TruncateUpgrade } from '../outbox/migrate.js'
 import { parsePartitionBy } from '../outbox/partition-layout.js'
 import { printUpkeep } from './partition-report.js'
 import { ConfigError } from '../errors.js'
 import { ExitCode } from '../supervisor/exit-codes.js'
-import { listFlag } from './options.js'
+import type { Sql } from 'postgres'
+import { resolveOptions } from '../poller/poller-options.js'
+import { outboxDiscoverSchemas } from '../tenants/discover-tenants.js'
+import { componentOptionsFrom, listFlag, optionNamer } from './options.js'
 import { withDatabase } from './with-database.js'
 import { schemasGiven, withSchemas } from './with-schemas.js'
 import { type OutboxTable, outboxTable, quoteIdent } from '../outbox/outbox-table.js'
@@ -19,6 +22,8 @@ export async function migrateCommand(command: Command): Promise<number> {
   if (flags.ordering !== undefined && flags.ordering !== 'entity' && flags.ordering !== 'group') throw new ConfigError(`--ordering must be entity or group (got ${JSON.stringify(flags.ordering)})`)
   const ordering = flags.ordering as 'entity' | 'group' | undefined
   const partitionBy = parsePartitionBy(flags.partitionBy)
+  const tenants = schemasGiven(command)
+  let grants: Promise<RecordedGrant[]> | undefined
   return withSchemas(command, 'migrate', async (sql, outbox) => {
     const { applied, orderingIndexes, truncateUpgrade, partitions } = await migrate({ sql, schema: outbox.schema, table: outbox.table, ordering, partitionBy })
     console.log(applied.length === 0 ? `${outbox.qualified} is up to date` : `applied to ${outbox.qualified}: ${applied.join(', ')}`)
@@ -29,8 +34,35 @@ export async function migrateCommand(command: Command): Promise<number> {
       const recorded = ordering ?? (orderingIndexes.some(({ index }) => index === outbox.groupPendingIndex) ? 'group' : 'entity')
       console.log(`${orderingIndexes.map(({ index, state }) => `${index} ${state}`).join(', ')}: pollers may run with --ordering ${recorded}`)
     }
+    if (tenants) await grantAsTheOthers(sql, outbox, await (grants ??= matchingGrants(sql, command, outbox.table)))
     return ExitCode.ok
   }, { allSchemas: true, failFast: flags.failFast })
+}
+
+/** The grants recorded in the matching schemas' outboxes, read once, when the first schema is migrated. */
+async function matchingGrants(sql: Sql, command: Command, table: string): Promise<RecordedGrant[]> {
+  const { schemas } = resolveOptions(componentOptionsFrom(command).poller, optionNamer(command))
+  const found = await outboxDiscoverSchemas(sql, schemas!, table)
+  return outboxRecordedGrants(sql, found.filter((schema) => schema.current).map((schema) => schema.schema), table)
+}
+
+/**
+ * A tenant schema created after `grant --schemas` gets, when migrated, every grant recorded in the other
+ * matching schemas that it lacks: no one has to remember to run grant again. A role since dropped is said, not an error.
+ */
+async function grantAsTheOthers(sql: Sql, outbox: OutboxTable, grants: readonly RecordedGrant[]): Promise<void> {
+  const own = new Set(grants.filter((grant) => grant.schema === outbox.schema).map((grant) => grant.role))
+  const wanted = new Map<string, boolean>()
+  for (const grant of grants) if (!own.has(grant.role)) wanted.set(grant.role, (wanted.get(grant.role) ?? false) || grant.cleanup)
+  for (const [role, cleanup] of wanted) {
+    try {
+      await grantPollerRole(sql, outbox, { role, cleanup })
+      console.log(`granted ${role} on ${outbox.qualified}${cleanup ? ' (with cleanup)' : ''}, as in the other matching schemas`)
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error
+      console.error(`outbox-poller: ${outbox.schema}: not granted to ${role}, granted in other matching schemas: ${error.message}`)
+    }
+  }
 }
 
 export async function captureCommand(table: string, command: Command): Promise<number> {

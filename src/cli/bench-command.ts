@@ -9,6 +9,8 @@ import { type LatencyPoller, latencyBench, type LatencyResult } from '../tools/b
 import { localWebhook, relayBench, type RelayResult } from '../tools/bench/relay-bench.js'
 import { heldSnapshotBench, type HeldSnapshotResult } from '../tools/bench/held-snapshot-bench.js'
 import { soakBench, type SoakResult } from '../tools/bench/soak-bench.js'
+import { median } from '../tools/bench/percentiles.js'
+import { tenantsBench, type TenantsResult } from '../tools/bench/tenants-bench.js'
 import { parseDuration } from '../duration.js'
 import { integerOption } from '../poller/poller-options.js'
 import { ConfigError } from '../errors.js'
@@ -36,6 +38,10 @@ interface BenchFlags {
   rate: string
   partitionBy?: string
   rounds: string
+  tenants?: string
+  hot: string
+  handlerMs: string
+  tenantConcurrency: string
 }
 
 /** The whole benchmark: drain throughput against the bare loop, latency, capture cost. */
@@ -48,8 +54,13 @@ export async function benchCommand(command: Command): Promise<number> {
   const rate = integerOption(flags.rate, '--rate', 2000, 10, 100_000)
   const partitionBy = parsePartitionBy(flags.partitionBy)
   const rounds = integerOption(flags.rounds, '--rounds', 3, 1, 20)
-  // --hold-snapshot, --soak and --partition-by are runs of their own: the other parts only when --only names them
-  const defaultParts = holdMs === undefined && soakMs === undefined && partitionBy === undefined ? [...parts] : []
+  const tenants = flags.tenants === undefined ? undefined : integerOption(flags.tenants, '--tenants', 500, 2, 10_000)
+  const hot = integerOption(flags.hot, '--hot', 1, 1, 10_000)
+  if (tenants !== undefined && hot >= tenants) throw new ConfigError(`--hot must be below --tenants (got ${hot} of ${tenants})`)
+  const handlerMs = integerOption(flags.handlerMs, '--handler-ms', 1, 0, 10_000)
+  const tenantConcurrency = integerOption(flags.tenantConcurrency, '--tenant-concurrency', 1, 1, 100)
+  // --hold-snapshot, --soak, --partition-by and --tenants are runs of their own: the other parts only when --only names them
+  const defaultParts = holdMs === undefined && soakMs === undefined && partitionBy === undefined && tenants === undefined ? [...parts] : []
   const only = new Set<Part>((listFlag(flags.only) ?? defaultParts).map((part) => {
     if (!(parts as readonly string[]).includes(part)) throw new ConfigError(`--only must list parts among ${parts.join(', ')} (got ${JSON.stringify(part)})`)
     return part as Part
@@ -76,6 +87,7 @@ export async function benchCommand(command: Command): Promise<number> {
   let heldSnapshot: HeldSnapshotResult | undefined
   let soak: SoakResult | undefined
   let partitioned: PartitionedDrainPair[] | undefined
+  let tenantsResult: TenantsResult[] | undefined
   try {
     await migrate({ sql, schema: scratch.schema, ordering: 'group' }) // the drain part runs --ordering entity and group
     say(`outbox-poller bench on ${scratch.description}, ${cpus().length} CPUs, Node ${process.version}`)
@@ -157,13 +169,19 @@ export async function benchCommand(command: Command): Promise<number> {
       say(`  last tenth ÷ second: outbox size ${soak.totalSizeRatio.toFixed(2)}×, pending index ${soak.pendingIndexRatio.toFixed(2)}×, latency p99 ${soak.p99Ratio.toFixed(2)}×`)
       say(`  written ${soak.written.toLocaleString('en')}, handled ${soak.handled.toLocaleString('en')}, duplicates ${soak.duplicates}, missing ${soak.missing}`)
     }
+    if (tenants !== undefined) {
+      say(`\n${tenants} tenants, one replica (--schemas, --tenant-concurrency ${tenantConcurrency}, a ${handlerMs} ms handler): ${rounds} rounds, each a new replica: first every outbox empty for 10 s; then ${hot} hot tenant${hot === 1 ? '' : 's'} with ${events.toLocaleString('en')} pending events${hot === 1 ? '' : ' each'} while every other tenant gets one event every 2 s, for ${seconds} s`)
+      const results = (tenantsResult = await tenantsBench(scratch.url, scratch.schema, { tenants, hot, events, seconds, handlerMs, tenantConcurrency, rounds }, say))
+      const mid = (pick: (r: TenantsResult) => number) => `${median(results.map(pick)).toFixed(1)} (${Math.min(...results.map(pick)).toFixed(1)}–${Math.max(...results.map(pick)).toFixed(1)})`
+      say(`  median (min–max) of ${rounds} rounds: idle ${mid((r) => r.idleCpuPercent)} % of one core; total ${mid((r) => r.eventsPerSecond)} events/s; cold p50 ${mid((r) => r.coldP50Ms)} ms, p99 ${mid((r) => r.coldP99Ms)} ms`)
+    }
   } finally {
     process.off('SIGINT', onSignal)
     process.off('SIGTERM', onSignal)
     await sql.end()
     await scratch.close()
   }
-  if (flags.json) console.log(JSON.stringify({ database: scratch.description, cpus: cpus().length, node: process.version, events, drain, latency, capture, relay, heldSnapshot, soak, partitioned }, null, 2))
+  if (flags.json) console.log(JSON.stringify({ database: scratch.description, cpus: cpus().length, node: process.version, events, drain, latency, capture, relay, heldSnapshot, soak, partitioned, tenants: tenantsResult }, null, 2))
   return ExitCode.ok
 }
 

@@ -36,7 +36,7 @@ function buildProgram(setExitCode: (code: number) => void): Command {
     .addHelpText('after', '\nExample:\n  DATABASE_URL=postgres://localhost/app outbox-poller --batch-size 250 --handlers ./handlers.js')
     .action(action(async (command) => (await import('./run-command.js')).runCommand(command)))
 
-  addSchemasFlag(databaseCommand(program, 'migrate', 'create or upgrade the outbox table, its indexes and trigger functions (idempotent; safe when replicas start together)'))
+  addSchemasFlag(databaseCommand(program, 'migrate', 'create or upgrade the outbox table, its indexes and trigger functions (idempotent; safe when replicas start together); with --schemas, a schema also gets the grants recorded in the other matching schemas'))
     .option('--ordering <mode>', 'entity or group: also create the indexes that pollers with that --ordering need (concurrently on a large outbox); run it as the outbox\'s owner before starting them')
     .option('--fail-fast', 'with --schemas: stop at the first schema whose migration fails (default: name it and go on with the others)')
     .option('--partition-by <width>', 'day or hour: create the outbox range-partitioned on created_at, partitions kept ready ahead (only when migrate creates the outbox; see the README, "Partitioned outbox"); later runs, as the owner, create the partitions ahead')
@@ -65,7 +65,7 @@ function buildProgram(setExitCode: (code: number) => void): Command {
     .option('--json', 'print JSON')
     .action(action(async (command) => (await admin()).capturesCommand(command)))
 
-  addSchemasFlag(databaseCommand(program, 'grant <role>', "grant a poller role what polling needs (the outbox's schema, SELECT and UPDATE on the outbox and its wake-up flag), nothing more"))
+  addSchemasFlag(databaseCommand(program, 'grant <role>', "grant a poller role what polling needs (the outbox's schema, SELECT and UPDATE on the outbox and its wake-up flag), nothing more; recorded, so migrate --schemas grants it in tenant schemas created later"))
     .option('--cleanup', 'also grant DELETE, for `outbox-poller cleanup`')
     .action(action(async (command, role) => (await admin()).grantCommand(role, command)))
 
@@ -96,7 +96,11 @@ function registerToolCommands(program: Command, action: CommandAction): void {
     .option('--soak <duration>', 'instead: a steady --rate captured rows/s with 3 replicas and a cleanup every tenth of the run, e.g. 10m: outbox and pending index sizes, latency per tenth, exactly-once')
     .option('--rate <n>', 'captured rows per second for --hold-snapshot and --soak', '2000')
     .option('--partition-by <width>', 'instead: the drain of the plain outbox against one partitioned by day or hour, and one that also keeps a week of past partitions, back to back, --rounds times (1 and 3 pollers × batch 250)')
-    .option('--rounds <n>', 'rounds of --partition-by (1-20)', '3')
+    .option('--tenants <n>', 'instead: this many tenant outboxes served by one replica (--schemas): its idle cost, then --hot tenants with --events pending each while every other gets one event every 2 s, for --seconds, --rounds times: total events/s and the cold events\' latency')
+    .option('--rounds <n>', 'rounds of --partition-by and --tenants (1-20)', '3')
+    .option('--hot <n>', 'with --tenants: tenants with a backlog', '1')
+    .option('--handler-ms <n>', 'with --tenants: how long the handler takes per event', '1')
+    .option('--tenant-concurrency <n>', 'with --tenants: the replica\'s --tenant-concurrency', '1')
     .option('--pooler-url <url>', 'also measure latency with the poller behind this pooler (PgBouncer in transaction mode, in front of --database-url): LISTEN on a direct --listen-url, and --no-listen')
     .option('--sink <[pattern=]url>', 'relay to this sink (a broker URL, or webhook for a local receiver), against the no-op drain and the broker\'s own ceiling (repeatable)', collectValues, [] as string[])
     .addOption(new Option('--sink-secret <secret>', 'webhook signing secret for a webhook --sink').env('OUTBOX_POLLER_SINK_SECRET'))

@@ -84,7 +84,9 @@ export function addSchemasFlag(command: Command): Command {
 }
 
 export function addPollerFlags(command: Command): Command {
-  return addFlags(command, pollerFlags).option('--no-listen', 'never LISTEN, only poll: a new event waits at most --interval-max (env: OUTBOX_POLLER_LISTEN=false)')
+  return addFlags(command, pollerFlags)
+    .option('--no-listen', 'never LISTEN, only poll: a new event waits at most --interval-max (env: OUTBOX_POLLER_LISTEN=false)')
+    .option('--metrics-per-schema', 'with --schemas and --http: a schema label on the per-event counters and the backlog gauges, one series per tenant (env: OUTBOX_POLLER_METRICS_PER_SCHEMA=true; default: totals over every tenant)')
 }
 
 const componentFlags = [...pollerFlags, ...outboxFlags]
@@ -117,18 +119,23 @@ export function componentOptionsFrom(command: Command): ComponentOptions {
     const attribute = flagAttribute(command, spec)
     if (attribute !== undefined && values[attribute] !== undefined) options[spec.component][spec.key] = values[attribute]
   }
-  const listen = command.options.some((option) => option.long === '--no-listen') ? listenFrom(command) : undefined
-  return { ...options, poller: { ...options.poller, ...(listen === undefined ? {} : { listen }) } }
+  const has = (flag: string) => command.options.some((option) => option.long === flag)
+  const listen = has('--no-listen') ? (command.opts<{ listen?: boolean }>().listen === false ? false : booleanEnv('OUTBOX_POLLER_LISTEN')) : undefined
+  const perSchema = has('--metrics-per-schema') ? (command.opts<{ metricsPerSchema?: boolean }>().metricsPerSchema === true ? true : booleanEnv('OUTBOX_POLLER_METRICS_PER_SCHEMA')) : undefined
+  return {
+    ...options,
+    poller: { ...options.poller, ...(listen === undefined ? {} : { listen }) },
+    http: { ...options.http, ...(perSchema === undefined ? {} : { metricsPerSchema: perSchema }) },
+  }
 }
 
-/** `--no-listen`, or OUTBOX_POLLER_LISTEN (true or false); undefined: the poller's default. */
-function listenFrom(command: Command): boolean | undefined {
-  if (command.opts<{ listen?: boolean }>().listen === false) return false
-  const env = process.env.OUTBOX_POLLER_LISTEN
+/** A true-or-false environment variable (a flag, when given, wins); undefined: unset, the component's default. */
+function booleanEnv(name: string): boolean | undefined {
+  const env = process.env[name]
   if (env === undefined || env === '') return undefined
   if (env === 'true' || env === '1') return true
   if (env === 'false' || env === '0') return false
-  throw new ConfigError(`OUTBOX_POLLER_LISTEN must be true or false (got ${JSON.stringify(env)})`)
+  throw new ConfigError(`${name} must be true or false (got ${JSON.stringify(env)})`)
 }
 
 /** The connection string, checked; errors name DATABASE_URL or --database-url, whichever the user gave. */

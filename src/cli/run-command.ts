@@ -24,6 +24,7 @@ export async function runCommand(command: Command): Promise<number> {
   const poller = resolveOptions(given.poller, nameOf)
   const supervisor = resolveSupervisorOptions({ ...given.supervisor, drainTimeout: poller.drainTimeoutMs }, nameOf)
   const http = resolveHttpOptions(given.http, nameOf)
+  if (http.metricsPerSchema && poller.schemas === undefined) throw new ConfigError('--metrics-per-schema (OUTBOX_POLLER_METRICS_PER_SCHEMA) needs --schemas: with one outbox every series is that outbox\'s')
   const url = databaseUrlFrom(command)
   const sinks = [...flags.sink.map((spec) => parseSink(spec)), ...parseSinkList(process.env.OUTBOX_POLLER_SINKS)]
   if (!flags.handlers && sinks.length === 0) throw new ConfigError('no handlers: pass --handlers <module> or --sink <url> (or set OUTBOX_POLLER_HANDLERS / OUTBOX_POLLER_SINKS)')
@@ -51,7 +52,7 @@ async function runSupervisor(setup: WorkerSetup): Promise<number> {
   const workerArgs = [...process.argv.slice(2), '--no-supervise']
   // loaded here, not at import: a worker process (the same command, forked) never needs them
   const [{ OutboxMetrics }, { serveHttp }, { databaseCrashCharge }, { Supervisor }] = await Promise.all([import('../observe/metrics.js'), import('../observe/serve-http.js'), import('../supervisor/crash-charge.js'), import('../supervisor/supervisor.js')])
-  const metrics = new OutboxMetrics()
+  const metrics = new OutboxMetrics({ tenants: setup.poller.schemas !== undefined, perSchema: setup.http.metricsPerSchema })
   const { schema, table, maxAttempts } = setup.poller
   // under systemd (Type=notify) the supervisor, the unit's main process, says when it is ready and pings the watchdog
   const notifier = SystemdNotifier.fromEnvironment(process.env, process.pid, log)

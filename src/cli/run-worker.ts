@@ -94,7 +94,7 @@ async function runPoller(setup: WorkerSetup, handlers: HandlerMap): Promise<numb
   // Sinks (broker clients) and metrics (prom-client, served by the supervisor when there is one) load only when used.
   const sinkModule = setup.sinks.length === 0 ? undefined : await import('../sinks/create-sinks.js')
   const sinks = sinkModule === undefined ? undefined : await sinkModule.createSinkHandlers(setup.sinks, { secret: setup.sinkSecret, log, timeoutMs: sinkTimeoutMs(resolved.handlerTimeoutMs) })
-  const metrics = setup.supervised ? undefined : new (await import('../observe/metrics.js')).OutboxMetrics()
+  const metrics = setup.supervised ? undefined : new (await import('../observe/metrics.js')).OutboxMetrics({ tenants: resolved.schemas !== undefined, perSchema: setup.http.metricsPerSchema })
   metrics?.setWorkerMemoryLimit(setup.supervisor.memoryLimitMb * 1_048_576)
   const link = setup.supervised ? new WorkerLink(processChannel(resolved.drainTimeoutMs + orphanGraceMs)) : undefined
   // alone under systemd (OUTBOX_POLLER_SUPERVISE=false), the worker is the unit's main process and notifies itself

@@ -6,12 +6,14 @@ import type { HealthCheck } from './http-server.js'
 import type { OutboxMetrics } from './metrics.js'
 import { pausedTypesSql } from '../poller/paused-types.js'
 import { type OutboxTable, pendingCondition } from '../outbox/outbox-table.js'
+import type { TenantBacklog } from './tenant-backlog.js'
 
 /**
  * Health of a replica, from the process that serves HTTP: the poll loop finished a claim recently (a batch
  * may legitimately take up to the handler timeout) and the database answers within 2 s. Also samples the
  * backlog and dead-event gauges and the lost captured tables every 10 s, so a scrape never runs a query. A lost capture is a
- * warning in the /healthz body, not a failure: the pollers themselves are healthy.
+ * warning in the /healthz body, not a failure: the pollers themselves are healthy. With `tenants` (a replica
+ * serving `schemas`), the backlog is every tenant's, sampled by that function, instead of the one outbox's.
  */
 export class ReplicaHealth {
   #timer: NodeJS.Timeout | undefined
@@ -26,31 +28,18 @@ export class ReplicaHealth {
     private readonly lastLoopAt: () => number,
     /** Longest a healthy loop goes without finishing a claim. */
     private readonly staleAfterMs: number,
+    private readonly tenants?: (sql: Sql) => Promise<TenantBacklog>,
   ) {}
 
   startSampling(everyMs = 10_000): void {
     const sample = async () => {
-      try {
-        const [row] = await this.sql.unsafe(
-          `select count(*)::int as pending, coalesce(extract(epoch from now() - min(created_at)), 0)::float8 as oldest,
-                  (select count(*)::int from ${this.outbox.qualified} where dead_at is not null) as dead
-             from ${this.outbox.qualified} where ${pendingCondition}`,
-        )
-        this.metrics.setBacklog(row!.pending as number, row!.oldest as number, row!.dead as number)
-      } catch {
-        // the health check reports a database that does not answer
-      }
-      try {
-        this.metrics.setPausedTypes((await this.sql.unsafe<Array<{ pattern: string }>>(pausedTypesSql(this.outbox))).map((row) => row.pattern))
-      } catch {
-        // same: the health check reports a database that does not answer
-      }
-      try {
-        this.#lostCaptures = await lostCaptures(this.sql, this.outbox)
-        this.metrics.setLostCaptures(this.#lostCaptures)
-      } catch {
-        // same: the health check reports it; an outbox not yet migrated has no registry
-      }
+      if (this.tenants !== undefined) {
+        try {
+          this.metrics.setTenantBacklog(await this.tenants(this.sql))
+        } catch {
+          // the health check reports a database that does not answer
+        }
+      } else await this.#sampleOutbox()
       try {
         const horizon = await vacuumHorizon(this.sql)
         this.#horizonWarnings = horizonWarnings(horizon)
@@ -62,6 +51,31 @@ export class ReplicaHealth {
     void sample()
     this.#timer = setInterval(() => void sample(), everyMs)
     this.#timer.unref()
+  }
+
+  /** The one outbox's backlog, paused types and lost captures. */
+  async #sampleOutbox(): Promise<void> {
+    try {
+      const [row] = await this.sql.unsafe(
+        `select count(*)::int as pending, coalesce(extract(epoch from now() - min(created_at)), 0)::float8 as oldest,
+                (select count(*)::int from ${this.outbox.qualified} where dead_at is not null) as dead
+           from ${this.outbox.qualified} where ${pendingCondition}`,
+      )
+      this.metrics.setBacklog(row!.pending as number, row!.oldest as number, row!.dead as number)
+    } catch {
+      // the health check reports a database that does not answer
+    }
+    try {
+      this.metrics.setPausedTypes((await this.sql.unsafe<Array<{ pattern: string }>>(pausedTypesSql(this.outbox))).map((row) => row.pattern))
+    } catch {
+      // same: the health check reports a database that does not answer
+    }
+    try {
+      this.#lostCaptures = await lostCaptures(this.sql, this.outbox)
+      this.metrics.setLostCaptures(this.#lostCaptures)
+    } catch {
+      // same: the health check reports it; an outbox not yet migrated has no registry
+    }
   }
 
   stop(): void {

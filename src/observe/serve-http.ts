@@ -8,6 +8,7 @@ import type { ResolvedHttpOptions } from './http-options.js'
 import { startHttpServer } from './http-server.js'
 import type { OutboxMetrics } from './metrics.js'
 import { ReplicaHealth } from './replica-health.js'
+import { outboxTenantBacklog } from './tenant-backlog.js'
 
 export interface ServeHttpSetup {
   http: ResolvedHttpOptions
@@ -31,7 +32,9 @@ export async function serveHttp(setup: ServeHttpSetup): Promise<() => Promise<vo
   const { poller } = setup
   const sql = connect(setup.connectionString, { max: 1, applicationName: applicationName('health') })
   // a batch may take up to the handler timeout, and an idle loop sleeps up to --interval-max between claims
-  const health = new ReplicaHealth(sql, outboxTable(poller.schema, poller.table), setup.metrics, setup.lastLoopAt, poller.handlerTimeoutMs + poller.intervalMaxMs + 5_000)
+  const { schemas, table, ordering, orderingOnDead } = poller
+  const tenants = schemas && ((tenantSql: typeof sql) => outboxTenantBacklog(tenantSql, schemas, table, { ordering, onDead: orderingOnDead }))
+  const health = new ReplicaHealth(sql, outboxTable(poller.schema, poller.table), setup.metrics, setup.lastLoopAt, poller.handlerTimeoutMs + poller.intervalMaxMs + 5_000, tenants)
   health.startSampling()
   let server: Server
   try {

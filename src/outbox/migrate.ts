@@ -1,6 +1,6 @@
 import { readdir, readFile } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
-import { Kysely, PostgresAdapter, sql as rawSql } from 'kysely'
+import { type DatabaseIntrospector, Kysely, PostgresAdapter, sql as rawSql, type TableMetadata } from 'kysely'
 import { type Migration, Migrator } from 'kysely/migration'
 import { PostgresJSDialect } from 'kysely-postgres-js'
 import type { Sql } from 'postgres'
@@ -73,8 +73,44 @@ class LockHeldAdapter extends PostgresAdapter {
 }
 
 class LockHeldDialect extends PostgresJSDialect {
+  readonly #schema: string
+
+  constructor(config: ConstructorParameters<typeof PostgresJSDialect>[0], schema: string) {
+    super(config)
+    this.#schema = schema
+  }
+
   override createAdapter(): PostgresAdapter {
     return new LockHeldAdapter()
+  }
+
+  override createIntrospector(db: Kysely<any>): DatabaseIntrospector {
+    return new OwnSchemaIntrospector(db, this.#schema)
+  }
+}
+
+/**
+ * What the migrator asks the catalog (does the schema exist, do its bookkeeping tables), asked of the
+ * outbox's schema alone. Kysely's own introspector reads every column of every table of every schema, each
+ * call: with thousands of tenant schemas every migrate would read them all (`migrate --schemas` grew with the
+ * square of the tenants), and a schema dropped meanwhile (a tenant being deleted) failed the migration.
+ */
+class OwnSchemaIntrospector implements DatabaseIntrospector {
+  constructor(
+    private readonly db: Kysely<any>,
+    private readonly schema: string,
+  ) {}
+
+  async getSchemas(): Promise<Array<{ name: string }>> {
+    const { rows } = await rawSql<{ name: string }>`select nspname as name from pg_catalog.pg_namespace where nspname = ${this.schema}`.execute(this.db)
+    return rows
+  }
+
+  async getTables(): Promise<TableMetadata[]> {
+    const { rows } = await rawSql<{ name: string; kind: string }>`
+      select c.relname as name, c.relkind as kind from pg_catalog.pg_class as c join pg_catalog.pg_namespace as n on n.oid = c.relnamespace
+       where n.nspname = ${this.schema} and c.relkind in ('r', 'v', 'p', 'f')`.execute(this.db)
+    return rows.map((row) => ({ name: row.name, schema: this.schema, isView: row.kind === 'v', isForeign: row.kind === 'f', columns: [] }))
   }
 }
 
@@ -87,7 +123,7 @@ class LockHeldDialect extends PostgresJSDialect {
  */
 export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
   const outbox = outboxTable(options.schema ?? 'public', options.table ?? 'outbox')
-  const db = new Kysely<unknown>({ dialect: new LockHeldDialect({ postgres: options.sql }) })
+  const db = new Kysely<unknown>({ dialect: new LockHeldDialect({ postgres: options.sql }, outbox.schema) })
   const applied = await db.transaction().execute(async (trx) => {
     await rawSql`select pg_advisory_xact_lock(${rawSql.lit(migrationLockKey)}::bigint)`.execute(trx)
     const { rows } = await rawSql.raw<{ kind: string }>(outboxKindQuery(outbox)).execute(trx)

@@ -1,16 +1,17 @@
 import type { Sql } from 'postgres'
 import { type PollerOptions, type ResolvedOptions, resolveOptions } from './poller-options.js'
-import { applicationName, type DatabaseSession, describeTarget, openDatabase } from '../database/connect.js'
+import { applicationName, type DatabaseSession, describeTarget } from '../database/connect.js'
 import { AnnounceWindow } from './announce-window.js'
 import { errorDelayMaxMs, exponentialDelayMs } from './backoff.js'
 import { claimQueries } from './claim.js'
 import { BatchDispatch } from './dispatch-batch.js'
-import { ConfigError, errorMessage } from '../errors.js'
+import { ConfigError } from '../errors.js'
 import { HandlerRegistry } from './handler-registry.js'
 import { silentLogger } from '../log.js'
 import { outboxCheckExists, outboxCheckOrdering } from '../outbox/outbox-checks.js'
 import { type OutboxTable, outboxTable } from '../outbox/outbox-table.js'
 import { PausedTypes } from './paused-types.js'
+import { openPollerDatabase, PollerLifecycle } from './poller-lifecycle.js'
 import { TenantPoller } from '../tenants/tenant-poller.js'
 import { type BatchResult, BatchRunner } from './run-batch.js'
 import { type PollerStats, settleQueries } from './settle.js'
@@ -61,11 +62,7 @@ class OutboxPoller implements Poller {
   /** The pool of `listenUrl`, when given: its one connection only LISTENs. */
   #listenSql: Sql | undefined
   #lastLoopAt = 0
-  #starting: Promise<void> | undefined
-  #stopping: Promise<void> | undefined
-  #stopRequested = false
-  #resolveDone!: () => void
-  #rejectDone!: (error: unknown) => void
+  readonly #lifecycle: PollerLifecycle
 
   constructor(input: PollerOptions) {
     const options = (this.options = resolveOptions(input))
@@ -94,11 +91,13 @@ class OutboxPoller implements Poller {
       stats: this.stats,
       log: this.#log,
     })
-    this.done = new Promise((resolve, reject) => {
-      this.#resolveDone = resolve
-      this.#rejectDone = reject
+    this.#lifecycle = new PollerLifecycle({
+      force: () => this.#batches.force(),
+      wake: () => this.#wakeUp.wake(),
+      close: () => this.#close(),
+      stopped: () => this.#log.info(this.stats, 'poller stopped'),
     })
-    this.done.catch(() => {}) // observed through start()/stop() callers; never an unhandled rejection
+    this.done = this.#lifecycle.done
   }
 
   get lastLoopAt(): number {
@@ -111,33 +110,22 @@ class OutboxPoller implements Poller {
   }
 
   start(): Promise<void> {
-    return (this.#starting ??= this.#start())
+    return this.#lifecycle.start(() => this.#open(), () => this.#loop())
   }
 
-  async #start(): Promise<void> {
+  async #open(): Promise<void> {
     if (this.#registry.size === 0) throw new ConfigError('no handlers registered: pass handlers or call poller.on(pattern, handler) before start()')
-    const target = describeTarget(this.#connectionString!)
-    try {
-      // One connection: BEGIN, the claim, the settlement and COMMIT are pipelined on it.
-      const { sql, session } = await this.#open(this.#connectionString!, () => this.#batches.connectionClosed())
-      this.#sql = sql
-      await outboxCheckExists(sql, this.#outbox, { current: true })
-      await outboxCheckOrdering(sql, this.#outbox, { ordering: this.options.ordering, onDead: this.options.orderingOnDead })
-      await this.#listen(sql, session)
-    } catch (error) {
-      await this.#close()
-      this.#resolveDone() // nothing runs: a later stop() returns at once
-      throw error
-    }
-    this.#log.info({ outbox: `${this.options.schema}.${this.options.table}`, target, options: this.options }, 'poller started')
-    this.#loop().then(this.#resolveDone, this.#rejectDone)
+    // One connection: BEGIN, the claim, the settlement and COMMIT are pipelined on it.
+    const { sql, session } = await this.#connect(this.#connectionString!, () => this.#batches.connectionClosed())
+    this.#sql = sql
+    await outboxCheckExists(sql, this.#outbox, { current: true })
+    await outboxCheckOrdering(sql, this.#outbox, { ordering: this.options.ordering, onDead: this.options.orderingOnDead })
+    await this.#listen(sql, session)
+    this.#log.info({ outbox: `${this.options.schema}.${this.options.table}`, target: describeTarget(this.#connectionString!), options: this.options }, 'poller started')
   }
 
-  #open(url: string, onclose?: () => void): Promise<{ sql: Sql; session: DatabaseSession }> {
-    const target = describeTarget(url)
-    return openDatabase(url, { max: 1, applicationName: this.#applicationName, onclose }, this.options.connectTimeoutMs, (error, delayMs) =>
-      this.#log.warn({ target, error: errorMessage(error), retry_in_ms: delayMs }, 'database unreachable, retrying'),
-    )
+  #connect(url: string, onclose?: () => void): Promise<{ sql: Sql; session: DatabaseSession }> {
+    return openPollerDatabase(url, { applicationName: this.#applicationName, connectTimeoutMs: this.options.connectTimeoutMs, log: this.#log }, onclose)
   }
 
   /** Listens for wake-ups (on `listenUrl` when given), unless told not to or LISTEN turns out not to work. */
@@ -146,7 +134,7 @@ class OutboxPoller implements Poller {
     if (session.pooled) this.#log.info('connected through a connection pooler: no named prepared statements, no server keepalive settings (set the pooler\'s)')
     if (!this.options.listen) return this.#log.info({ interval_max_ms: waitMs }, 'not listening for NOTIFY: polling, a new event waits at most the longest poll interval')
     let listener = sql
-    if (this.#listenUrl !== undefined) listener = this.#listenSql = (await this.#open(this.#listenUrl)).sql
+    if (this.#listenUrl !== undefined) listener = this.#listenSql = (await this.#connect(this.#listenUrl)).sql
     if (await this.#wakeUp.listen(listener, sql, (payload) => this.#paused.notified(payload))) return
     this.#log.warn(
       { interval_max_ms: waitMs },
@@ -155,24 +143,7 @@ class OutboxPoller implements Poller {
   }
 
   stop(options: { force?: boolean; timeoutMs?: number } = {}): Promise<void> {
-    if (options.force) this.#batches.force()
-    this.#stopRequested = true
-    this.#wakeUp.wake()
-    return (this.#stopping ??= this.#stop(options.timeoutMs ?? this.options.drainTimeoutMs))
-  }
-
-  async #stop(timeoutMs: number): Promise<void> {
-    if (this.#starting === undefined) return this.#resolveDone()
-    await this.#starting.catch(() => {})
-    const timer = setTimeout(() => this.#batches.force(), timeoutMs)
-    timer.unref()
-    try {
-      await this.done
-    } finally {
-      clearTimeout(timer)
-      await this.#close()
-      this.#log.info(this.stats, 'poller stopped')
-    }
+    return this.#lifecycle.stop(options, this.options.drainTimeoutMs)
   }
 
   async #close(): Promise<void> {
@@ -189,7 +160,7 @@ class OutboxPoller implements Poller {
     let idleSteps = 0
     let errorSteps = 0
     let deferrals = 0
-    while (!this.#stopRequested) {
+    while (!this.#lifecycle.stopRequested) {
       let batch: BatchResult
       try {
         batch = await this.#batches.run(sql, deferrals)
@@ -217,6 +188,6 @@ class OutboxPoller implements Poller {
   }
 
   #sleep(ms: number): Promise<void> {
-    return this.#stopRequested ? Promise.resolve() : this.#wakeUp.sleep(ms)
+    return this.#lifecycle.stopRequested ? Promise.resolve() : this.#wakeUp.sleep(ms)
   }
 }

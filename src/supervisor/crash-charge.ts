@@ -44,7 +44,7 @@ export function databaseCrashCharge(setup: CrashChargeSetup): CrashCharge {
           if (result.charged.length > 0) setup.log.warn({ worker_pid: workerPid, ...tenant, suspects: result.charged.length }, 'charged the events the dead worker had in flight: they are retried one at a time')
           for (const event of result.dead) {
             setup.log.error({ ...tenant, id: event.id, event_type: event.event_type, error }, 'event dead-lettered: it kept killing the worker')
-            setup.metrics?.recordDead(event.event_type, 1)
+            setup.metrics?.recordDead(event.event_type, 1, schema)
           }
         }
         return charged > 0

@@ -1,16 +1,19 @@
 import type { Sql } from 'postgres'
-import { applicationName, describeTarget, openDatabase } from '../database/connect.js'
+import { applicationName, describeTarget } from '../database/connect.js'
 import { ConfigError, errorMessage, isConnectionFailure, SqlState, sqlState } from '../errors.js'
 import { silentLogger } from '../log.js'
 import { outboxCheckOrdering } from '../outbox/outbox-checks.js'
 import { errorDelayMaxMs, exponentialDelayMs } from '../poller/backoff.js'
+import { emptyBatchReport } from '../poller/batch-report.js'
 import { outboxRollback } from '../poller/claim.js'
 import { HandlerRegistry } from '../poller/handler-registry.js'
 import type { Poller } from '../poller/poller.js'
+import { openPollerDatabase, PollerLifecycle } from '../poller/poller-lifecycle.js'
 import { type PollerOptions, type ResolvedOptions, resolveOptions } from '../poller/poller-options.js'
 import type { PollerStats } from '../poller/settle.js'
 import type { Handler, Logger } from '../types.js'
 import { outboxDiscoverSchemas } from './discover-tenants.js'
+import { outboxProbeTenants } from './probe-tenants.js'
 import { TenantListener } from './tenant-listener.js'
 import { TenantOutbox, type TenantShared } from './tenant-outbox.js'
 import { TenantRotation } from './tenant-rotation.js'
@@ -54,12 +57,10 @@ export class TenantPoller implements Poller {
   #listenSql: Sql | undefined
   #discoveredAt = Number.NEGATIVE_INFINITY
   #discovering: Promise<void> | undefined
+  #probedAt = performance.now()
+  #probing: Promise<void> | undefined
   #lastLoopAt = 0
-  #starting: Promise<void> | undefined
-  #stopping: Promise<void> | undefined
-  #stopRequested = false
-  #resolveDone!: () => void
-  #rejectDone!: (error: unknown) => void
+  readonly #lifecycle: PollerLifecycle
 
   constructor(input: PollerOptions) {
     const options = (this.options = resolveOptions(input))
@@ -72,11 +73,13 @@ export class TenantPoller implements Poller {
     this.#log = input.logger ?? silentLogger
     this.#shared = { options, registry: this.#registry, stats: this.stats, log: this.#log, beforeDispatch: input.beforeDispatch, afterBatch: input.afterBatch }
     this.#listener = new TenantListener((schema, payload) => this.#notified(schema, payload))
-    this.done = new Promise((resolve, reject) => {
-      this.#resolveDone = resolve
-      this.#rejectDone = reject
+    this.#lifecycle = new PollerLifecycle({
+      force: () => this.#force(),
+      wake: () => this.#wakeSleepers(),
+      close: () => this.#close(),
+      stopped: () => this.#log.info({ ...this.stats, tenants: this.#tenants.size }, 'poller stopped'),
     })
-    this.done.catch(() => {}) // observed through start()/stop() callers
+    this.done = this.#lifecycle.done
   }
 
   get lastLoopAt(): number {
@@ -94,41 +97,30 @@ export class TenantPoller implements Poller {
   }
 
   start(): Promise<void> {
-    return (this.#starting ??= this.#start())
+    return this.#lifecycle.start(() => this.#open(), async () => void (await Promise.all(this.#slots.map((slot) => this.#slotLoop(slot)))))
   }
 
-  async #start(): Promise<void> {
+  async #open(): Promise<void> {
     if (this.#registry.size === 0) throw new ConfigError('no handlers registered: pass handlers or call poller.on(pattern, handler) before start()')
-    const target = describeTarget(this.#connectionString)
-    try {
-      for (let i = 0; i < this.options.tenantConcurrency; i++) {
-        const slot: Slot = { sql: undefined!, tenant: undefined }
-        slot.sql = (await this.#open(this.#connectionString, () => slot.tenant?.runner.connectionClosed())).sql
-        this.#slots.push(slot)
-      }
-      await this.#listen()
-      await this.#discover(this.#slots[0]!.sql)
-    } catch (error) {
-      await this.#close()
-      this.#resolveDone()
-      throw error
+    for (let i = 0; i < this.options.tenantConcurrency; i++) {
+      const slot: Slot = { sql: undefined!, tenant: undefined }
+      slot.sql = (await this.#connect(this.#connectionString, () => slot.tenant?.runner.connectionClosed())).sql
+      this.#slots.push(slot)
     }
-    this.#log.info({ schemas: this.options.schemas, table: this.options.table, tenants: this.#tenants.size, target, options: this.options }, 'poller started')
-    Promise.all(this.#slots.map((slot) => this.#slotLoop(slot))).then(() => this.#resolveDone(), this.#rejectDone)
+    await this.#listen()
+    await this.#discover(this.#slots[0]!.sql)
+    this.#log.info({ schemas: this.options.schemas, table: this.options.table, tenants: this.#tenants.size, target: describeTarget(this.#connectionString), options: this.options }, 'poller started')
   }
 
-  #open(url: string, onclose?: () => void) {
-    const target = describeTarget(url)
-    return openDatabase(url, { max: 1, applicationName: this.#applicationName, onclose }, this.options.connectTimeoutMs, (error, delayMs) =>
-      this.#log.warn({ target, error: errorMessage(error), retry_in_ms: delayMs }, 'database unreachable, retrying'),
-    )
+  #connect(url: string, onclose?: () => void) {
+    return openPollerDatabase(url, { applicationName: this.#applicationName, connectTimeoutMs: this.options.connectTimeoutMs, log: this.#log }, onclose)
   }
 
   async #listen(): Promise<void> {
     const waitMs = this.options.intervalMaxMs
     if (!this.options.listen) return this.#log.info({ interval_max_ms: waitMs }, 'not listening for NOTIFY: polling every outbox, a new event waits at most the longest poll interval')
     const sql = this.#slots[0]!.sql
-    const listener = this.#listenUrl === undefined ? sql : (this.#listenSql = (await this.#open(this.#listenUrl)).sql)
+    const listener = this.#listenUrl === undefined ? sql : (this.#listenSql = (await this.#connect(this.#listenUrl)).sql)
     if (await this.#listener.start(listener, sql)) return
     this.#log.warn({ interval_max_ms: waitMs }, 'NOTIFY does not reach this poller (its LISTEN connection goes through a pooler in transaction mode): polling every outbox instead; give LISTEN a direct connection (--listen-url) or say so (--no-listen)')
   }
@@ -141,7 +133,7 @@ export class TenantPoller implements Poller {
     let added = 0
     for (const { schema, hasOutbox, current } of found) {
       seen.add(schema)
-      if (this.#tenants.has(schema) || this.#stopRequested) continue
+      if (this.#tenants.has(schema) || this.#lifecycle.stopRequested) continue
       if (!hasOutbox || !current) {
         this.#problem(schema, hasOutbox ? 'not migrated' : 'no outbox', `schema ${schema} matches but ${hasOutbox ? 'its outbox needs newer migrations' : `has no outbox table ${this.options.table} (yet)`}: skipped until \`outbox-poller migrate --schemas\` gives it one`)
         continue
@@ -201,29 +193,12 @@ export class TenantPoller implements Poller {
   }
 
   stop(options: { force?: boolean; timeoutMs?: number } = {}): Promise<void> {
-    if (options.force) this.#force()
-    this.#stopRequested = true
-    this.#wakeSleepers()
-    return (this.#stopping ??= this.#stop(options.timeoutMs ?? this.options.drainTimeoutMs))
+    return this.#lifecycle.stop(options, this.options.drainTimeoutMs)
   }
 
   #force(): void {
     for (const slot of this.#slots) slot.tenant?.runner.force()
     for (const tenant of this.#tenants.values()) tenant.runner.force()
-  }
-
-  async #stop(timeoutMs: number): Promise<void> {
-    if (this.#starting === undefined) return this.#resolveDone()
-    await this.#starting.catch(() => {})
-    const timer = setTimeout(() => this.#force(), timeoutMs)
-    timer.unref()
-    try {
-      await this.done
-    } finally {
-      clearTimeout(timer)
-      await this.#close()
-      this.#log.info({ ...this.stats, tenants: this.#tenants.size }, 'poller stopped')
-    }
   }
 
   async #close(): Promise<void> {
@@ -237,15 +212,21 @@ export class TenantPoller implements Poller {
 
   /** One claim connection's loop: the next tenant in the rotation, one batch, its next turn; discovery when due. */
   async #slotLoop(slot: Slot): Promise<void> {
-    while (!this.#stopRequested) {
+    while (!this.#lifecycle.stopRequested) {
       if (this.#discovering === undefined && performance.now() - this.#discoveredAt >= this.options.discoverIntervalMs) {
         await (this.#discovering = this.#discover(slot.sql)
           .catch((error: unknown) => this.#log.warn({ error: errorMessage(error) }, 'could not look for new tenants: trying again at the next discovery'))
           .finally(() => (this.#discovering = undefined)))
       }
+      if (this.#listener.listening && this.#probing === undefined && performance.now() - this.#probedAt >= this.options.intervalMaxMs) {
+        await (this.#probing = this.#probe(slot.sql)
+          .catch((error: unknown) => this.#log.warn({ error: errorMessage(error) }, 'could not look for work in the idle tenants: trying again at the next safety poll'))
+          .finally(() => (this.#probing = undefined)))
+      }
       const tenant = this.#rotation.next(performance.now())
       if (tenant === undefined) {
-        const until = Math.min(this.#rotation.nextDueAt(), this.#discoveredAt + this.options.discoverIntervalMs)
+        const probeAt = this.#listener.listening ? this.#probedAt + this.options.intervalMaxMs : Number.POSITIVE_INFINITY
+        const until = Math.min(this.#rotation.nextDueAt(), this.#discoveredAt + this.options.discoverIntervalMs, probeAt)
         await this.#sleep(Math.max(1, until - performance.now()))
         continue
       }
@@ -258,6 +239,23 @@ export class TenantPoller implements Poller {
       }
       this.#rotation.done(tenant, turn)
     }
+  }
+
+  /**
+   * The safety poll, every `--interval-max`, of the tenants that wait for a notification: one probe of all of
+   * them (a few statements), and a turn for those with claimable events (a dead replica's batch rolled back,
+   * a retry fell due, a notification went missing). An idle tenant costs no claim of its own.
+   */
+  async #probe(sql: Sql): Promise<void> {
+    const startedAt = (this.#probedAt = performance.now())
+    const waiting = this.#rotation.waiting()
+    const claimable = waiting.length === 0 ? new Set<string>() : await outboxProbeTenants(sql, waiting.map((tenant) => tenant.outbox))
+    let woken = false
+    for (const tenant of waiting) if (claimable.has(tenant.schema) && this.#rotation.wake(tenant)) woken = true
+    if (woken) this.#wakeSleepers()
+    // an iteration of the loop, as an empty claim is: the health check and the supervisor see it alive
+    this.#lastLoopAt = Date.now()
+    this.#shared.afterBatch?.(emptyBatchReport(performance.now() - startedAt))
   }
 
   /** One batch of the tenant's outbox, and what its next turn is: the single poller's loop, for one tenant. */
@@ -286,9 +284,12 @@ export class TenantPoller implements Poller {
     const listening = this.#listener.listening
     if (batch.claimed > 0) {
       tenant.idleSteps = 0
-      // A full batch means a backlog: writers need not notify. A partial one means the outbox is nearly
-      // drained: the flag stays up, so the next claim, if empty, lets the tenant idle at once.
+      // A full batch means a backlog: writers need not notify. A partial one drained the outbox as the claim
+      // saw it: with the flag up, a later event notifies, so the tenant waits for that instead of claiming once
+      // more for nothing (half the turns of a tenant that gets an event now and then). What the claim could
+      // not see or take (a row another replica held, one past the byte budget) the safety poll finds.
       if (tenant.wakeUp.raised && batch.claimed >= batchSize) await tenant.wakeUp.lower(sql)
+      if (listening && tenant.wakeUp.raised && batch.claimed < batchSize && !batch.skippedSuspects) return { idleUntil: Number.POSITIVE_INFINITY }
       return again
     }
     if (listening && !tenant.wakeUp.raised) {
@@ -296,11 +297,12 @@ export class TenantPoller implements Poller {
       await tenant.wakeUp.raise(sql)
       return again
     }
-    return { idleUntil: performance.now() + (listening ? intervalMaxMs : exponentialDelayMs(++tenant.idleSteps, intervalMinMs, intervalMaxMs)) }
+    // listening: asleep until its notification or the safety poll finds work (see #probe)
+    return { idleUntil: listening ? Number.POSITIVE_INFINITY : performance.now() + exponentialDelayMs(++tenant.idleSteps, intervalMinMs, intervalMaxMs) }
   }
 
   #sleep(ms: number): Promise<void> {
-    if (this.#stopRequested) return Promise.resolve()
+    if (this.#lifecycle.stopRequested) return Promise.resolve()
     return new Promise((resolve) => {
       const done = () => {
         clearTimeout(timer)

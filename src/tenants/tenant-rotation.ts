@@ -75,6 +75,13 @@ export class TenantRotation<T> {
     return this.#ready.size > 0
   }
 
+  /** The idle tenants that wait only to be woken (idle until Infinity): those the safety poll looks at. */
+  waiting(): T[] {
+    const waiting: T[] = []
+    for (const [tenant, until] of this.#idleUntil) if (until === Number.POSITIVE_INFINITY) waiting.push(tenant)
+    return waiting
+  }
+
   /** When the earliest idle tenant falls due; Infinity when none idles. */
   nextDueAt(): number {
     let due = Number.POSITIVE_INFINITY

@@ -12,7 +12,7 @@ export interface ScratchDatabase {
   schema: string
   /** What it runs on, for reports: `embedded PostgreSQL 18.4` or `host:port/db`. */
   description: string
-  /** Drops the schema (DATABASE_URL) or stops the embedded server. */
+  /** Drops the schema and those named `<schema>_…` (DATABASE_URL), or stops the embedded server. */
   close(): Promise<void>
 }
 
@@ -34,7 +34,9 @@ export async function openScratchDatabase(purpose: string, url?: string, postgre
         description: `PostgreSQL ${version} at ${describeTarget(url)}`,
         close: async () => {
           const admin = postgres(url, { max: 1, onnotice: () => {} })
-          await admin.unsafe(`drop schema if exists ${quoteIdent(schema)} cascade`)
+          // and the schemas named after it (bench --tenants makes one per tenant)
+          const own = await admin<{ name: string }[]>`select nspname as name from pg_namespace where nspname = ${schema} or starts_with(nspname, ${`${schema}_`})`
+          for (const { name } of own) await admin.unsafe(`drop schema if exists ${quoteIdent(name)} cascade`)
           await admin.end()
         },
       }

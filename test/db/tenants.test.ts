@@ -114,4 +114,87 @@ describe('a poller with schemas', () => {
     await db.sql`update tenant_b.outbox set retry_at = null where retry_at = 'infinity'`
     await waitFor('the released events handled', () => seen.filter((entry) => entry.startsWith('tenant_b/600')).length === 5, 10_000)
   })
+
+  it('idle tenants cost one safety probe per interval-max between them, not a claim each, and the loop still reports itself alive', async () => {
+    const reports: number[] = []
+    const poller = start({ schemas: 'tenant_a tenant_b tenant_c', handlers: () => {}, afterBatch: (report) => void reports.push(report.claimed) })
+    await poller.start()
+    // each tenant's first turns: its claim, the flag raised, one more look
+    await waitFor('every tenant looked at twice', () => reports.length >= 6)
+    await new Promise((resolve) => setTimeout(resolve, 500))
+    const from = reports.length
+    const loopFrom = poller.lastLoopAt
+    await new Promise((resolve) => setTimeout(resolve, 1000))
+    // intervalMax 200 ms: at most one probe per 200 ms for the three tenants (one claim each per 200 ms before)
+    expect(reports.length - from).toBeLessThanOrEqual(7)
+    expect(reports.length - from).toBeGreaterThan(0)
+    expect(poller.lastLoopAt).toBeGreaterThan(loopFrom)
+  })
+
+  it('with tenantConcurrency 2, a slow batch in one tenant does not hold back another tenant; a tenant\'s own batches never overlap', async () => {
+    let release!: () => void
+    const released = new Promise<void>((resolve) => (release = resolve))
+    let runningInA = 0
+    let mostInA = 0
+    const seen: string[] = []
+    const poller = start({ schemas: 'tenant_a tenant_b', tenantConcurrency: 2, batchSize: 1, handlers: async (event: OutboxEvent) => {
+      if (event.schema === 'tenant_a') {
+        mostInA = Math.max(mostInA, ++runningInA)
+        await released
+        runningInA--
+      }
+      seen.push(`${event.schema}/${event.entity_id}`)
+    } })
+    await poller.start()
+    await writeOrders(db.sql, 'tenant_a', 2, 7000) // two batches of one: the second must wait for the first
+    await waitFor('tenant_a\'s batch in flight', () => runningInA === 1)
+    await writeOrders(db.sql, 'tenant_b', 3, 7000)
+    await waitFor('tenant_b handled while tenant_a\'s batch is stuck', () => seen.filter((entry) => entry.startsWith('tenant_b/700')).length === 3)
+    expect(runningInA).toBe(1)
+    release()
+    await waitFor('tenant_a handled', () => seen.filter((entry) => entry.startsWith('tenant_a/700')).length === 2)
+    expect(mostInA).toBe(1)
+  })
+
+  it('with tenantConcurrency 1, a slow batch in one tenant holds back the others (the trade the option is for)', async () => {
+    let release!: () => void
+    const released = new Promise<void>((resolve) => (release = resolve))
+    let inA = false
+    const seen: string[] = []
+    const poller = start({ schemas: 'tenant_a tenant_b', handlers: async (event: OutboxEvent) => {
+      if (event.schema === 'tenant_a') {
+        inA = true
+        await released
+      }
+      seen.push(`${event.schema}/${event.entity_id}`)
+    } })
+    await poller.start()
+    await writeOrders(db.sql, 'tenant_a', 1, 7100)
+    await waitFor('tenant_a\'s batch in flight', () => inA)
+    await writeOrders(db.sql, 'tenant_b', 1, 7100)
+    await new Promise((resolve) => setTimeout(resolve, 500))
+    expect(seen).toEqual([])
+    release()
+    await waitFor('both handled', () => seen.length === 2)
+    expect(seen).toEqual(['tenant_a/7100', 'tenant_b/7100'])
+  })
+
+  it('--unmatched hold: a tenant\'s unmatched event waits, uncharged, in its own outbox, while that tenant\'s other events and the other tenants go on', async () => {
+    const seen: string[] = []
+    const poller = start({ schemas: 'tenant_a tenant_b', unmatched: 'hold', handlers: { 'order.*': (event: OutboxEvent) => void seen.push(`${event.schema}/${event.entity_id}`) } })
+    await poller.start()
+    await db.sql`insert into tenant_a.outbox (event_type, entity_type, entity_id, payload) values ('invoice.created', 'invoice', '8000', '{}')`
+    await writeOrders(db.sql, 'tenant_a', 2, 8000)
+    await writeOrders(db.sql, 'tenant_b', 2, 8000)
+    await waitFor('the orders handled', () => seen.length === 4)
+    const [held] = await db.sql`select processed_at, dead_at, attempts, retry_at > now() as later from tenant_a.outbox where event_type = 'invoice.created'`
+    expect(held).toMatchObject({ processed_at: null, dead_at: null, attempts: 0, later: true })
+    await poller.stop()
+    running.delete(poller)
+    // a replica that has a handler for it takes it
+    const other: string[] = []
+    await start({ schemas: 'tenant_*', handlers: { 'invoice.*': (event: OutboxEvent) => void other.push(`${event.schema}/${event.entity_id}`) } }).start()
+    await waitFor('the held event handled by a replica with its handler', () => other.includes('tenant_a/8000'), 10_000)
+    expect(other).toEqual(['tenant_a/8000'])
+  })
 })

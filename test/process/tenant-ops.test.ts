@@ -91,4 +91,33 @@ describe('operations across tenants', () => {
     expect(none.code).toBe(2)
     expect(none.stderr.trim()).toBe('outbox-poller: no schema matches nobody_*')
   })
+
+  it('migrate --schemas gives a schema created after grant --schemas the grants of the others; a role since dropped is said, not an error', async () => {
+    await db.sql.unsafe('create schema tenant_d')
+    const canUpdate = async (who: string, schema: string) => (await db.sql`select has_table_privilege(${who}, ${`${schema}.outbox`}, 'UPDATE') as can`)[0]!.can as boolean
+    const migrated = await runCli(['migrate', '--schemas', 'tenant_*'], env)
+    expect(migrated.code).toBe(0)
+    expect(migrated.stdout).toContain(`granted ${role} on "tenant_d"."outbox", as in the other matching schemas`)
+    expect(migrated.stdout).not.toMatch(/granted \S+ on "tenant_a"/) // granted there already
+    expect(await canUpdate(role, 'tenant_d')).toBe(true)
+    expect((await db.sql`select has_table_privilege(${role}, 'tenant_d.outbox', 'DELETE') as can`)[0]!.can).toBe(false)
+    const gone = `${role}_gone`
+    await db.sql.unsafe(`create role ${gone}`)
+    expect((await runCli(['grant', gone, '--schemas', 'tenant_a'], env)).code).toBe(0)
+    await db.sql.unsafe(`drop owned by ${gone}; drop role ${gone}`)
+    await db.sql.unsafe('create schema tenant_e')
+    const again = await runCli(['migrate', '--schemas', 'tenant_*'], env)
+    expect(again.code).toBe(0)
+    expect(again.stdout).toContain(`granted ${role} on "tenant_e"."outbox"`)
+    expect(again.stderr).toMatch(new RegExp(`^outbox-poller: tenant_e: not granted to ${gone}, granted in other matching schemas: role ${gone} does not exist`, 'm'))
+    expect(await canUpdate(role, 'tenant_e')).toBe(true)
+    // a record the outbox's settings hold without the grant behind it (the pollers' role may write there) grants nothing
+    const other = `${role}_other`
+    await db.sql.unsafe(`create role ${other}`)
+    await db.sql`insert into tenant_a.outbox_settings (name, value) values (${`grant:${other}`}, 'poll')`
+    await db.sql.unsafe('create schema tenant_f')
+    expect((await runCli(['migrate', '--schemas', 'tenant_*'], env)).stdout).not.toContain(other)
+    expect(await canUpdate(other, 'tenant_f')).toBe(false)
+    await db.sql.unsafe(`drop owned by ${other}; drop role ${other}`)
+  })
 })

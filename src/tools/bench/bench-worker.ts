@@ -12,6 +12,8 @@ import type { Handler, OutboxEvent } from '../../types.js'
 export type BenchTask =
   | { mode: 'poller'; url: string; listenUrl?: string; listen?: boolean; schema: string; batchSize: number; recordLatency?: boolean; recordIds?: boolean; ordering?: 'none' | 'entity' | 'group'; handler?: 'noop' | 'tx'; sink?: string; sinkSecret?: string }
   | { mode: 'bare'; url: string; schema: string; batchSize: number }
+  // one poller serving every schema matching `schemas`; latency recorded for the events outside `hot`
+  | { mode: 'tenants'; url: string; schemas: string; hot: string[]; handlerMs: number; tenantConcurrency: number; batchSize: number }
   // script: one transaction's statements, run in a loop; $1 is a random id from `from` to `to`
   | { mode: 'writer'; url: string; script: string[]; seconds: number; from: number; to: number }
 
@@ -28,6 +30,12 @@ export interface BenchReport {
   handledIds: number[]
   /** Statements a writer completed. */
   statements: number
+  /** Events handled so far (every mode that handles them). */
+  handled: number
+  /** Loop iterations so far: claims, empty ones too, and the safety probes of idle tenants (tenants mode). */
+  claims: number
+  /** CPU time of this process so far, user and system (ms). */
+  cpuMs: number
 }
 
 type ParentMessage = { type: 'go' } | { type: 'report' } | { type: 'stop' }
@@ -38,6 +46,8 @@ const latencyMs: number[] = []
 const handledAt: number[] = []
 const handledIds: number[] = []
 let statements = 0
+let handled = 0
+let claims = 0
 const send = (message: object) => process.send!(message)
 
 /** Peak resident set (VmHWM) of this process, MB. */
@@ -49,6 +59,7 @@ async function runPoller(t: Extract<BenchTask, { mode: 'poller' }>): Promise<() 
   const record = (event: OutboxEvent) => {
     const now = Date.now()
     latencyMs.push(now - event.created_at.getTime())
+    handled++
     if (t.recordIds) handledAt.push(now), handledIds.push(Number(event.id))
   }
   const effects = `${quoteIdent(t.schema)}.bench_effects`
@@ -79,6 +90,28 @@ async function runPoller(t: Extract<BenchTask, { mode: 'poller' }>): Promise<() 
   }
 }
 
+/** A multi-tenant poller whose handler takes `handlerMs`; the latency of the cold tenants' events only. */
+async function runTenants(t: Extract<BenchTask, { mode: 'tenants' }>): Promise<() => Promise<void>> {
+  const hot = new Set(t.hot)
+  const poller = createPoller({
+    connectionString: t.url,
+    schemas: t.schemas,
+    batchSize: t.batchSize,
+    tenantConcurrency: t.tenantConcurrency,
+    handlers: async (event: OutboxEvent) => {
+      if (!hot.has(event.schema)) latencyMs.push(Date.now() - event.created_at.getTime())
+      if (t.handlerMs > 0) await new Promise((resolve) => setTimeout(resolve, t.handlerMs))
+      handled++
+    },
+    afterBatch: (report) => {
+      claims++
+      if (report.claimed > 0) batchMs.push(report.durationMs)
+    },
+  })
+  await poller.start()
+  return () => poller.stop()
+}
+
 /** The baseline: BEGIN; SELECT … FOR UPDATE SKIP LOCKED LIMIT n; UPDATE … WHERE id = ANY(…); COMMIT — four round trips. */
 async function runBare(t: Extract<BenchTask, { mode: 'bare' }>, go: Promise<void>): Promise<() => Promise<void>> {
   const sql = postgres(t.url, { max: 1, onnotice: () => {} })
@@ -98,6 +131,7 @@ async function runBare(t: Extract<BenchTask, { mode: 'bare' }>, go: Promise<void
       if (rows.length > 0) await sql.unsafe(`update ${table} set processed_at = now() where id = any($1::bigint[])`, [rows.map((row) => row.id)])
       await sql.unsafe('commit')
       if (rows.length === 0) break
+      handled += rows.length
       batchMs.push(performance.now() - started)
     }
   })()
@@ -128,12 +162,13 @@ async function runWriter(t: Extract<BenchTask, { mode: 'writer' }>, go: Promise<
 
 let releaseGo!: () => void
 const go = new Promise<void>((resolve) => (releaseGo = resolve))
-const stop = await (task.mode === 'poller' ? runPoller(task) : task.mode === 'bare' ? runBare(task, go) : runWriter(task, go))
+const stop = await (task.mode === 'poller' ? runPoller(task) : task.mode === 'tenants' ? runTenants(task) : task.mode === 'bare' ? runBare(task, go) : runWriter(task, go))
 process.on('message', async (message: ParentMessage) => {
   if (message.type === 'go') releaseGo()
   else if (message.type === 'report') {
     if (task.mode === 'writer') await stop()
-    send({ type: 'report', peakRssMb: peakRssMb(), batchMs, latencyMs, handledAt, handledIds, statements } satisfies BenchReport)
+    const cpu = process.cpuUsage()
+    send({ type: 'report', peakRssMb: peakRssMb(), batchMs, latencyMs, handledAt, handledIds, statements, handled, claims, cpuMs: (cpu.user + cpu.system) / 1000 } satisfies BenchReport)
   } else if (message.type === 'stop') {
     if (task.mode !== 'writer') await stop()
     process.disconnect?.()

@@ -43,7 +43,7 @@ function peakRssMb(): number {
 
 process.on('message', async (message: { type: string }) => {
   if (message.type === 'go') releaseGo()
-  else if (message.type === 'report') process.send!({ type: 'report', peakRssMb: peakRssMb(), batchMs, latencyMs: [], handledAt: [], handledIds: [], statements: 0 })
+  else if (message.type === 'report') process.send!({ type: 'report', peakRssMb: peakRssMb(), batchMs, latencyMs: [], handledAt: [], handledIds: [], statements: 0, handled: 0, claims: 0, cpuMs: 0 })
   else if (message.type === 'stop') {
     await loop
     await sql.end()
