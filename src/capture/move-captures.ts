@@ -1,5 +1,6 @@
 import type { Sql } from 'postgres'
 import { ConfigError } from '../errors.js'
+import { outboxCheckExists } from '../outbox/outbox-checks.js'
 import type { OutboxTable } from '../outbox/outbox-table.js'
 import { type CapturedTable, captureTable, listCaptures, uncaptureTable } from './capture.js'
 
@@ -11,6 +12,7 @@ import { type CapturedTable, captureTable, listCaptures, uncaptureTable } from '
  */
 export async function outboxMoveCaptures(sql: Sql, from: OutboxTable, to: OutboxTable): Promise<CapturedTable[]> {
   if (from.qualified === to.qualified) throw new ConfigError(`the captures are already in ${to.qualified}`)
+  await outboxCheckExists(sql, from)
   const [exists] = await sql<Array<{ exists: boolean }>>`select to_regclass(${to.captured}) is not null as exists`
   if (!exists!.exists) throw new ConfigError(`${to.qualified} does not exist or is not migrated: run outbox-poller migrate --table ${to.table} first`)
   return (await sql.begin(async (tx) => {
