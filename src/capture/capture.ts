@@ -1,5 +1,6 @@
 import type { Sql } from 'postgres'
 import { ConfigError, SqlState, sqlState } from '../errors.js'
+import { outboxCheckExists } from '../outbox/outbox-checks.js'
 import type { OutboxTable } from '../outbox/outbox-table.js'
 
 export interface CaptureOptions {
@@ -66,9 +67,10 @@ const featureNotSupported = '0A000'
 /** SQLSTATE 22023: options that contradict each other (the group column among the excluded ones). */
 const invalidParameterValue = '22023'
 
-/** Attaches the capture triggers to a table (replacing earlier ones). A missing table or key column is a ConfigError. */
+/** Attaches the capture triggers to a table (replacing earlier ones). A missing outbox, table or key column is a ConfigError. */
 export async function captureTable(sql: Sql, outbox: OutboxTable, options: CaptureOptions): Promise<CapturedTable> {
   if (options.entity.trim() === '') throw new ConfigError('entity must not be empty')
+  await outboxCheckExists(sql, outbox)
   const target = await resolveTable(sql, options.table)
   const key = options.key ?? (await primaryKeyColumn(sql, target, options.table))
   const events = [...(options.events ?? captureEvents)]
@@ -102,6 +104,7 @@ async function checkTruncateCapture(sql: Sql, outbox: OutboxTable): Promise<void
  * (the registry stops reporting it). Returns false if it was not captured.
  */
 export async function uncaptureTable(sql: Sql, outbox: OutboxTable, table: string): Promise<boolean> {
+  await outboxCheckExists(sql, outbox)
   const target = await findTable(sql, table)
   if (target === undefined) {
     if (await forgetCapture(sql, outbox, table)) return true

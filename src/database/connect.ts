@@ -45,6 +45,9 @@ export function connect(url: string, options: ConnectOptions): Sql {
     idle_timeout: 0,
     connection: {
       application_name: options.applicationName,
+      // postgres.js reads timestamps as ISO text: a database or role defaulting to another DateStyle (Postgres,
+      // SQL, German) would give Invalid Dates, and the settle's partition bounds and retention's cut-offs with them
+      DateStyle: 'ISO',
       ...(options.direct === true ? serverKeepalives : {}),
     } as Record<string, unknown> as { application_name: string },
   })

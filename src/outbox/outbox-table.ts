@@ -33,6 +33,10 @@ export interface OutboxTable {
   /** `"schema"."table_capture_truncate"`: the statement-level function of the truncate trigger. */
   readonly captureTruncateFunction: string
   readonly captureTableFunction: string
+  /** Writes a table's row or statement capture triggers and registry row from column numbers (0008's `<outbox>_capture_attach`). */
+  readonly captureAttachFunction: string
+  /** Attaches or detaches a table's TRUNCATE trigger (0007's `<outbox>_capture_truncate_attach`). */
+  readonly captureTruncateAttachFunction: string
   readonly uncaptureTableFunction: string
   /** `"schema"."table_emit"`: writes an explicit event. */
   readonly emitFunction: string
@@ -63,6 +67,8 @@ export function outboxTable(schema: string, table: string): OutboxTable {
     captureRowsFunction: derived('_capture_rows'),
     captureTruncateFunction: derived('_capture_truncate'),
     captureTableFunction: derived('_capture_table'),
+    captureAttachFunction: derived('_capture_attach'),
+    captureTruncateAttachFunction: derived('_capture_truncate_attach'),
     uncaptureTableFunction: derived('_uncapture_table'),
     emitFunction: derived('_emit'),
     captured: derived('_captured'),

@@ -85,13 +85,19 @@ describe('capturing TRUNCATE', () => {
     }
   })
 
-  it('a partitioned table captures a TRUNCATE of the parent', async () => {
+  it('a partitioned table captures a TRUNCATE of the parent, not of one partition (as documented); a DELETE FROM a partition is captured', async () => {
     await db.sql`create table readings (id int primary key, at int) partition by range (id)`
     await db.sql`create table readings_1 partition of readings for values from (0) to (100)`
     await captureTable(db.sql, outbox, { table: 'readings', entity: 'reading' })
     await db.sql`insert into readings values (1, 1)`
     await db.sql`truncate readings`
-    expect((await events()).map((e) => e.event_type)).toEqual(['reading.created', 'reading.truncated'])
+    await db.sql`insert into readings values (2, 1), (3, 1)`
+    await db.sql`truncate readings_1`
+    await db.sql`insert into readings values (4, 1)`
+    await db.sql`delete from readings_1`
+    expect((await events()).map((e) => `${e.event_type} ${e.entity_id}`)).toEqual([
+      'reading.created 1', 'reading.truncated ', 'reading.created 2', 'reading.created 3', 'reading.created 4', 'reading.deleted 4',
+    ])
     await uncaptureTable(db.sql, outbox, 'readings')
   })
 })

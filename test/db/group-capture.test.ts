@@ -46,6 +46,36 @@ describe('capture --group-by', () => {
     })
   }
 
+  for (const mode of ['row', 'statement'] as const) {
+    it(`by ${mode}: a group column of any type gives the value as the payload renders it, as text; retyped under the capture, the new type's`, async () => {
+      await db.sql.unsafe(`create domain group_code_${mode} as text check (value <> '')`)
+      const columns: Record<string, [string, string, string]> = {
+        // column: [type, SQL value, group_key]
+        j: ['jsonb', `'{"b": 1, "a": [1, 2]}'`, '{"a": [1, 2], "b": 1}'],
+        js: ['jsonb', `'"1"'`, '1'],
+        n: ['numeric', '123456789012345678901234567890.000100', '123456789012345678901234567890.000100'],
+        t: ['text', `'ünï 😀'`, 'ünï 😀'],
+        u: ['uuid', `'A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11'`, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'],
+        b: ['bytea', `'\\x00ff'`, '\\x00ff'],
+        a: ['int[]', `'{1,2}'`, '[1, 2]'],
+        d: [`group_code_${mode}`, `'dom'`, 'dom'],
+        ts: ['timestamptz', `'2026-12-02 23:59:59.999+00'`, '2026-12-02T23:59:59.999+00:00'],
+      }
+      for (const [column, [type, value, expected]] of Object.entries(columns)) {
+        const table = `odd_${column}_${mode}`
+        await db.sql.unsafe(`create table ${table} (id int primary key, g ${type})`)
+        await captureTable(db.sql, outbox, { table, entity: table, groupBy: 'g', mode })
+        const since = await lastId()
+        await db.sql.unsafe(`set local timezone = 'Asia/Kolkata'; insert into ${table} values (1, ${value})`)
+        expect((await eventsSince(since)).map((e) => e.group_key), type).toEqual([expected])
+      }
+      await db.sql.unsafe(`alter table odd_n_${mode} alter column g type text using g::text`)
+      const since = await lastId()
+      await db.sql.unsafe(`insert into odd_n_${mode} values (2, '1.0')`)
+      expect((await eventsSince(since)).map((e) => e.group_key)).toEqual(['1.0'])
+    })
+  }
+
   it('the group follows RENAME COLUMN, works with column options, and a dropped group column leaves events without one', async () => {
     await db.sql`create table tickets (id int primary key, account text, secret text, note text)`
     await captureTable(db.sql, outbox, { table: 'tickets', entity: 'ticket', groupBy: 'account', columns: ['note', 'secret'], excludeColumns: ['secret'], ignoreColumns: ['note'] })

@@ -89,3 +89,18 @@ it('a plain outbox moved to a partitioned one while writers write and replicas d
   expect(counts!.old + counts!.fresh).toBe(written)
   expect(counts!.old).toBe(movedAt)
 })
+
+it('move-captures keeps the options exactly: an excluded column dropped before the move stays excluded when re-added after it', async () => {
+  const from = outboxTable('public', 'outbox_from')
+  const to = outboxTable('public', 'outbox_to')
+  await migrate({ sql: db.sql, table: 'outbox_from' })
+  await migrate({ sql: db.sql, table: 'outbox_to' })
+  await db.sql`create table accounts (id int primary key, team int, token text, note text)`
+  await captureTable(db.sql, from, { table: 'accounts', entity: 'account', excludeColumns: ['token'], ignoreColumns: ['note'], groupBy: 'team' })
+  await db.sql`alter table accounts drop column token`
+  expect((await outboxMoveCaptures(db.sql, from, to)).map((c) => [c.table, c.groupBy, c.ignoreColumns])).toEqual([['accounts', 'team', ['note']]])
+  await db.sql`alter table accounts add column token text`
+  await db.sql`insert into accounts (id, team, note, token) values (1, 7, 'n', 'secret')`
+  expect(await db.sql`select event_type, group_key, payload from outbox_to`).toEqual([{ event_type: 'account.created', group_key: '7', payload: { data: { id: 1, team: 7, note: 'n' } } }])
+  expect(await db.sql`select count(*)::int as n from outbox_from`).toEqual([{ n: 0 }])
+})

@@ -9,8 +9,10 @@ import { outboxDropDonePartitions } from '../../src/ops/partition-retention.js'
 import { migrate } from '../../src/outbox/migrate.js'
 import { outboxTable } from '../../src/outbox/outbox-table.js'
 import { outboxPartitionBy } from '../../src/outbox/partition-layout.js'
+import { createPoller } from '../../src/poller/poller.js'
 import { createPartition, outboxPartitionUpkeep, partitionRange, partitionsAhead, periodStart, wantedPartitions, withLockRetries } from '../../src/outbox/partition-upkeep.js'
 import { runCli } from '../support/cli.js'
+import { waitFor } from '../support/wait-for.js'
 import { createTestDatabase, type TestDatabase } from '../support/database.js'
 
 const outbox = outboxTable('public', 'outbox')
@@ -163,6 +165,32 @@ describe('a partitioned outbox', () => {
       await session`rollback`
       session.release()
     }
+  })
+
+  it('events written in the last microsecond of a day and the first of the next, in one batch: claimed, retried and settled in their partitions', async () => {
+    const midnight = new Date(periodStart(await now(), 'day').getTime() + dayMs)
+    await db.sql`
+      insert into outbox (event_type, entity_type, entity_id, payload, created_at)
+      values ('edge.event', 'edge', 'last', '{}', ${midnight}::timestamptz - interval '1 microsecond'), ('edge.event', 'edge', 'first', '{}', ${midnight})`
+    const where = await db.sql<Array<{ entity_id: string; partition: string }>>`select entity_id, tableoid::regclass::text as partition from outbox where entity_type = 'edge' order by id`
+    expect(where.map((row) => row.partition)).toEqual([partitionRange(outbox, 'day', new Date(midnight.getTime() - dayMs)).name, partitionRange(outbox, 'day', midnight).name])
+    const attempts = new Map<string, number>()
+    const poller = createPoller({ connectionString: db.url, intervalMin: 10, intervalMax: 50, retryDelay: 10, handlers: {
+      'edge.event': async (event) => {
+        attempts.set(event.entity_id, (attempts.get(event.entity_id) ?? 0) + 1)
+        if (attempts.get(event.entity_id) === 1) throw new Error('first attempt fails') // the failure is settled too
+      },
+    } })
+    try {
+      await poller.start()
+      await waitFor('both events processed', async () => (await db.sql`select 1 from outbox where entity_type = 'edge' and processed_at is not null`).length === 2, 20_000)
+    } finally {
+      await poller.stop({ timeoutMs: 5000 })
+    }
+    expect(Object.fromEntries(attempts)).toEqual({ last: 2, first: 2 })
+    // the failure was recorded on each (one failed attempt), in its own partition
+    expect(await db.sql`select entity_id, attempts from outbox where entity_type = 'edge' order by id`).toEqual([{ entity_id: 'last', attempts: 1 }, { entity_id: 'first', attempts: 1 }])
+    await db.sql`delete from outbox where entity_type = 'edge'`
   })
 
   it('a poller role granted by grant claims and settles through the outbox, and can neither create nor drop a partition', async () => {
