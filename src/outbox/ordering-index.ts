@@ -20,7 +20,8 @@ interface OrderingIndex {
 /**
  * The indexes an ordering's head checks probe: `entity` one `(entity_type, entity_id, id)` of pending events,
  * `group` that one too (an entity's events stay in order across a change of group, and events without a group are
- * ordered by entity) and `(group_key, id)` of pending events that have a group. Both also the `(entity_type, id)`
+ * ordered by entity) and `(hash of group_key, id)` of pending events that have a group (a hash: a group value of any
+ * length fits in the index, where the value itself past 2,704 bytes would fail the capturing write). Both also the `(entity_type, id)`
  * index of pending `<entity_type>.truncated` events (the barriers of an entity type, see claim.ts): it holds only
  * truncations, so it is nearly always empty; its predicate still costs every insert a comparison, which is why
  * none of these exists where no poller orders.
@@ -28,8 +29,13 @@ interface OrderingIndex {
 function orderingIndexes(outbox: OutboxTable, ordering: IndexedOrdering): OrderingIndex[] {
   const entity = { qualified: outbox.entityPendingIndex, name: `${outbox.table}_entity_pending`, definition: '(entity_type, entity_id, id) where processed_at is null' }
   const truncated = { qualified: outbox.truncatedPendingIndex, name: `${outbox.table}_truncated_pending`, definition: `(entity_type, id) where processed_at is null and ${truncatedCondition('')}` }
-  const group = { qualified: outbox.groupPendingIndex, name: `${outbox.table}_group_pending`, definition: '(group_key, id) where processed_at is null and group_key is not null' }
+  const group = { qualified: outbox.groupPendingIndex, name: `${outbox.table}_group_pending`, definition: `(${groupHash('group_key')}, id) where processed_at is null and group_key is not null` }
   return ordering === 'entity' ? [entity, truncated] : [entity, truncated, group]
+}
+
+/** SQL: the hash of a group key that the group index holds (the claim compares it, then the value). */
+export function groupHash(column: string): string {
+  return `hashtextextended(${column}, 0)`
 }
 
 /** SQL: the event (of the given alias, '' for none) is a `.truncated` one, written as the barrier index's predicate is. */

@@ -2,7 +2,7 @@ import type { Sql } from 'postgres'
 import { ClaimedEvent, type ClaimedRow } from './claimed-event.js'
 import type { OutboxOrdering } from '../outbox/outbox-checks.js'
 import type { OutboxTable } from '../outbox/outbox-table.js'
-import { truncatedCondition } from '../outbox/ordering-index.js'
+import { groupHash, truncatedCondition } from '../outbox/ordering-index.js'
 
 /** SQL text of the claim, built once per outbox (identifiers quoted once, values always parameters). */
 export interface ClaimQueries {
@@ -95,7 +95,7 @@ function headCondition(t: string, order: OutboxOrdering): string {
   const pending = `earlier.id < o.id and ${blocking('earlier', order.onDead)}`
   const entity = `and not exists (select 1 from ${t} as earlier where earlier.entity_type = o.entity_type and earlier.entity_id = o.entity_id and ${pending})`
   const group = order.ordering === 'group' ? `
-           and (o.group_key is null or not exists (select 1 from ${t} as earlier where earlier.group_key = o.group_key and ${pending}))` : ''
+           and (o.group_key is null or not exists (select 1 from ${t} as earlier where ${groupHash('earlier.group_key')} = ${groupHash('o.group_key')} and earlier.group_key = o.group_key and ${pending}))` : ''
   return `${entity}${group} ${truncateBarrier(t, order.onDead)}`
 }
 
