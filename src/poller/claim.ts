@@ -30,8 +30,9 @@ export function claimQueries(outbox: OutboxTable, order: OutboxOrdering = { orde
   const settings = timeouts === undefined ? '' : `; set local statement_timeout = ${Math.trunc(timeouts.statementTimeoutMs)}; set local idle_in_transaction_session_timeout = ${Math.trunc(timeouts.idleInTransactionTimeoutMs)}`
   return {
     schema: outbox.schema,
-    // One simple-protocol message, pipelined with the claim: the settings cost no round trip.
-    begin: `begin${settings}`,
+    // One simple-protocol message, pipelined with the claim: the settings cost no round trip. No JIT: an ordered
+    // claim's estimated cost (its head probes) can pass jit_above_cost, and compiling it took a second a claim.
+    begin: `begin; set local jit = off${settings}`,
     // When $3 allows it, a due suspect (see 0002_suspects.sql) alone, in a batch of one; otherwise due
     // retries first (by due time), then fresh events in id order from id $4 (the ClaimFloor: no fresh event is
     // claimable below it, and the dead index entries there are not walked), at most $1 in all. Each part is an index
