@@ -22,11 +22,13 @@ export interface BatchTimeouts {
 export function claimQueries(outbox: OutboxTable, order: OutboxOrdering = { ordering: 'none', onDead: 'continue' }, timeouts?: BatchTimeouts): ClaimQueries {
   const t = outbox.qualified
   // The payload stays jsonb (a TOAST pointer) until a row is known to fit: rows past the budget are never read.
-  const columns = 'id, event_id, event_type, entity_type, entity_id, group_key, payload, metadata, processed_at, created_at, attempts, pg_column_size(payload) + coalesce(pg_column_size(metadata), 0) as size'
-  const output = (payload: string) => `id, event_id, event_type, entity_type, entity_id, group_key, ${payload} as payload, metadata, processed_at, created_at, attempts + 1 as attempt, size, suspect_batch as suspect, fresh_part as fresh`
+  // No processed_at: a claimed row is pending (the claim's own condition), so ClaimedEvent has it NULL.
+  const columns = 'id, event_id, event_type, entity_type, entity_id, group_key, payload, metadata, created_at, attempts, pg_column_size(payload) + coalesce(pg_column_size(metadata), 0) as size'
+  // One text column names the row's part ('s' suspect, 'r' retry, 'f' fresh): each column costs every row a field to parse.
+  const output = (payload: string) => `id, event_id, event_type, entity_type, entity_id, group_key, ${payload} as payload, metadata, created_at, attempts + 1 as attempt, size, part`
   const head = headCondition(t, order)
   // The parts in claim order (a window without ORDER BY keeps it, and costs no sort), then what the caller reads.
-  const parts = 'select true as suspect_batch, false as fresh_part, * from suspect union all select false, false, * from retry union all select false, true, * from fresh'
+  const parts = `select 's'::text as part, * from suspect union all select 'r', * from retry union all select 'f', * from fresh`
   const settings = timeouts === undefined ? '' : `; set local statement_timeout = ${Math.trunc(timeouts.statementTimeoutMs)}; set local idle_in_transaction_session_timeout = ${Math.trunc(timeouts.idleInTransactionTimeoutMs)}`
   return {
     schema: outbox.schema,
@@ -136,7 +138,7 @@ export interface ClaimedBatch {
   firstFreshId: string | undefined
 }
 
-type MeasuredRow = Omit<ClaimedRow, 'payload'> & { payload: string | null; size: number; suspect: boolean; fresh: boolean }
+type MeasuredRow = Omit<ClaimedRow, 'payload'> & { payload: string | null; size: number; part: 's' | 'r' | 'f' }
 
 /**
  * Claim a batch: BEGIN (with the batch's settings) and the claim go out together (one round trip).
@@ -161,7 +163,7 @@ export async function outboxClaimBatch(connection: Sql, queries: ClaimQueries, l
   let bytes = 0
   for (const row of rows) bytes += row.size
   // fresh rows come last, in id order: the first is the lowest
-  return { events: rows.map((row) => new ClaimedEvent(row as ClaimedRow, queries.schema)), bytes, suspect: rows[0]?.suspect === true, firstFreshId: rows.find((row) => row.fresh)?.id }
+  return { events: rows.map((row) => new ClaimedEvent(row as ClaimedRow, queries.schema)), bytes, suspect: rows[0]?.part === 's', firstFreshId: rows.find((row) => row.part === 'f')?.id }
 }
 
 /** Ends the batch transaction without settling: every claimed event returns to the queue as it was. */

@@ -12,7 +12,6 @@ export interface ClaimedRow {
   group_key: string | null
   payload: string
   metadata: Record<string, unknown> | null
-  processed_at: Date | null
   created_at: Date
   attempt: number
 }
@@ -34,7 +33,8 @@ export class ClaimedEvent implements OutboxEvent {
   readonly group_key: string | null
   readonly payloadText: string
   readonly metadata: Record<string, unknown> | null
-  readonly processed_at: Date | null
+  /** Always NULL: a claimed event is pending. */
+  readonly processed_at: Date | null = null
   readonly created_at: Date
   readonly attempt: number
   #payload: unknown = unparsed
@@ -51,7 +51,6 @@ export class ClaimedEvent implements OutboxEvent {
     this.group_key = row.group_key
     this.payloadText = row.payload
     this.metadata = row.metadata
-    this.processed_at = row.processed_at
     this.created_at = row.created_at
     this.attempt = row.attempt
   }

@@ -55,6 +55,9 @@ export class SavepointTurns {
  * One event's context, shared by its handlers. Its signal, child logger and savepoint are made only
  * when a handler asks for them, so a plain handler costs one small object.
  */
+/** One function for every context whose handler is not running asynchronously (no closure per event). */
+const noFailure = (): void => {}
+
 export class EventContext implements HandlerContext {
   #controller: AbortController | undefined
   #log: Logger | undefined
@@ -65,7 +68,7 @@ export class EventContext implements HandlerContext {
   #previous: PendingRelease | undefined
   #endTurn: ((release?: PendingRelease) => void) | undefined
   /** Fails the running handler (timeout or forced stop); replaced while an async handler runs. */
-  fail: (reason: Error) => void = () => {}
+  fail: (reason: Error) => void = noFailure
 
   constructor(
     private readonly event: OutboxEvent,

@@ -31,7 +31,8 @@ function cpuSeconds(pid) {
   }
 }
 const children = () => readdirSync('/proc').filter((p) => /^\d+$/.test(p) && (() => { try { return readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1].split(' ')[1] === String(process.pid) } catch { return false } })())
-const backends = async () => (await sql`select pid from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()`).map((r) => r.pid)
+// client backends only: an autovacuum worker comes and goes between two reads, and its CPU would count at random
+const backends = async () => (await sql`select pid from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid() and backend_type = 'client backend'`).map((r) => r.pid)
 
 /** The drain, with the CPU of the bench's processes and of their backends read when they are ready and when drained. */
 async function measure(mode, processes, batch) {

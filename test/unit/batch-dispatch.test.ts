@@ -10,7 +10,7 @@ import type { OutboxEvent } from '../../src/types.js'
 function rows(types: string[]): ClaimedEvent[] {
   return types.map(
     (event_type, i) =>
-      new ClaimedEvent({ id: String(i + 1), event_id: `00000000-0000-4000-8000-${String(i + 1).padStart(12, '0')}`, event_type, entity_type: event_type.split('.')[0]!, entity_id: String(i + 1), payload: '{}', metadata: null, processed_at: null, created_at: new Date(), attempt: 1 }, 'public'),
+      new ClaimedEvent({ id: String(i + 1), event_id: `00000000-0000-4000-8000-${String(i + 1).padStart(12, '0')}`, event_type, entity_type: event_type.split('.')[0]!, entity_id: String(i + 1), payload: '{}', metadata: null, created_at: new Date(), attempt: 1 }, 'public'),
   )
 }
 
