@@ -32,7 +32,7 @@ const clearScreen = '\x1b[H\x1b[2J'
 
 /** Adds `status`, `replay` and `cleanup` to the program. */
 export function registerMonitorCommands(program: Command, action: CommandAction): void {
-  addSchemasFlag(databaseCommand(program, 'status', 'show the backlog, dead events, throughput, lag, latency per event type, and the connected replicas'))
+  addSchemasFlag(databaseCommand(program, 'status', 'show the backlog, dead events, throughput, lag, latency per event type, the connected replicas, and the layout (partitions)'))
     .option('--json', 'print JSON (with --watch: one line per refresh)')
     .option('--watch [seconds]', 'refresh in place every <seconds> until Ctrl-C (default: 2)')
     .option('--max-lag <duration>', 'exit 1 when the oldest pending event is older than this, e.g. 60s')

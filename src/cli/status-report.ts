@@ -39,7 +39,7 @@ export function formatStatus(status: OutboxStatus, outboxName: string): string {
     `  lag        ${formatSeconds(status.oldestPendingSeconds)}  (oldest pending event)`,
     `  latency    p50 ${p(latency.p50)}  p95 ${p(latency.p95)}  p99 ${p(latency.p99)}  (last 5 minutes)`,
   ]
-  lines.push(...horizonLines(status.horizon))
+  lines.push(...horizonLines(status.horizon), ...layoutLines(status.layout))
   for (const b of status.backfills) {
     const done = `${b.rows}/${b.total} rows (${b.total === 0 ? 100 : Math.floor((100 * b.rows) / b.total)}%) as ${b.eventType}${b.where === null ? '' : ` where ${b.where}`}`
     lines.push(`  backfill   ${b.table} ${done}, ${b.running ? 'running' : `stopped at key ${b.lastKey ?? '-'}: outbox-poller backfill ${b.table} --resume`}`)
@@ -62,6 +62,18 @@ function horizonLines(horizon: OutboxStatus['horizon']): string[] {
   const oldest = s === null ? 'none' : `${s.ageSeconds === null ? 'of unknown age' : formatSeconds(s.ageSeconds)} (pid ${s.pid}, ${describeSession(s)})`
   const hidden = horizon.seesAllSessions ? '' : '; other roles\' sessions are hidden: grant pg_read_all_stats to see them'
   return [`  snapshot   oldest ${oldest}${hidden}`, ...horizon.warnings.map((warning) => `  warning    ${warning}`)]
+}
+
+/** Plain, or partitioned with its partitions, then each warning about them. */
+function layoutLines(layout: OutboxStatus['layout']): string[] {
+  if (layout.partitionBy === null) return ['  layout     plain table']
+  const newest = layout.newestEndsAt === null ? 'no range partition' : `the newest ends ${layout.newestEndsAt.toISOString()}`
+  const ahead = layout.ahead < 0 ? 'none for now' : `${layout.ahead} ahead`
+  const inDefault = layout.defaultRows === 0 ? 'the default partition empty' : `${layout.defaultRows} events in the default partition`
+  return [
+    `  layout     partitioned by ${layout.partitionBy}: ${layout.partitions} partition${layout.partitions === 1 ? '' : 's'}, ${newest}, ${ahead}; ${inDefault}`,
+    ...layout.warnings.map((warning) => `  warning    ${warning}`),
+  ]
 }
 
 /** The list `outbox-poller dead` prints, most recently dead first. */

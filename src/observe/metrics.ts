@@ -48,6 +48,8 @@ export class OutboxMetrics {
   readonly #oldestSnapshot = new Gauge({ name: 'outbox_oldest_snapshot_age_seconds', help: 'Age of the oldest transaction or snapshot in the cluster, which holds back VACUUM of the outbox (sampled every 10 s; other roles\' sessions need pg_read_all_stats).', registers: [this.registry] })
   readonly #horizonWarnings = new Gauge({ name: 'outbox_vacuum_horizon_warnings', help: 'Long snapshots, inactive replication slots and old prepared transactions holding back VACUUM of the outbox (sampled every 10 s).', registers: [this.registry] })
   readonly #pausedTypes = new Gauge({ name: 'outbox_paused_event_types', help: 'One per paused event-type pattern: its events wait, pending, until resumed (sampled every 10 s).', labelNames: ['pattern'], registers: [this.registry] })
+  readonly #partitionsAhead = new Gauge({ name: 'outbox_partitions_ahead', help: "A partitioned outbox's range partitions after the current period's (-1: none for the current period); absent on a plain outbox (sampled every 10 s).", labelNames: ['partition_by'], registers: [this.registry] })
+  readonly #defaultPartitionEvents = new Gauge({ name: 'outbox_default_partition_events', help: "Events in a partitioned outbox's default partition, which found no partition: upkeep is not running (sampled every 10 s; counted up to 100000).", registers: [this.registry] })
   readonly #restarts = new Counter({ name: 'outbox_worker_restarts_total', help: 'Worker restarts, by reason.', labelNames: ['reason'], registers: [this.registry] })
 
   constructor(options: MetricsOptions = {}) {
@@ -122,6 +124,13 @@ export class OutboxMetrics {
   setPausedTypes(patterns: readonly string[]): void {
     this.#pausedTypes.reset()
     for (const pattern of patterns) this.#pausedTypes.set({ pattern }, 1)
+  }
+
+  /** A partitioned outbox's partitions ahead and default-partition events; `partitionBy` null: a plain outbox, no series. */
+  setLayout(partitionBy: string | null, ahead: number, defaultRows: number): void {
+    this.#partitionsAhead.reset()
+    if (partitionBy !== null) this.#partitionsAhead.set({ partition_by: partitionBy }, ahead)
+    this.#defaultPartitionEvents.set(defaultRows)
   }
 
   setBacklog(pending: number, oldestAgeSeconds: number, dead: number): void {

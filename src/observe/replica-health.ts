@@ -5,20 +5,23 @@ import { errorMessage } from '../errors.js'
 import type { HealthCheck } from './http-server.js'
 import type { OutboxMetrics } from './metrics.js'
 import { pausedTypesSql } from '../poller/paused-types.js'
+import { outboxLayout } from '../ops/partition-status.js'
 import { type OutboxTable, pendingCondition } from '../outbox/outbox-table.js'
 import type { TenantBacklog } from './tenant-backlog.js'
 
 /**
  * Health of a replica, from the process that serves HTTP: the poll loop finished a claim recently (a batch
  * may legitimately take up to the handler timeout) and the database answers within 2 s. Also samples the
- * backlog and dead-event gauges and the lost captured tables every 10 s, so a scrape never runs a query. A lost capture is a
- * warning in the /healthz body, not a failure: the pollers themselves are healthy. With `tenants` (a replica
- * serving `schemas`), the backlog is every tenant's, sampled by that function, instead of the one outbox's.
+ * backlog and dead-event gauges, the lost captured tables and a partitioned outbox's upkeep every 10 s, so a scrape
+ * never runs a query. A lost capture, or upkeep not running, is a warning in the /healthz body, not a failure: the
+ * pollers themselves are healthy. With `tenants` (a replica serving `schemas`), the backlog is every tenant's,
+ * sampled by that function, instead of the one outbox's.
  */
 export class ReplicaHealth {
   #timer: NodeJS.Timeout | undefined
   #lostCaptures: LostCapture[] = []
   #horizonWarnings: string[] = []
+  #layoutWarnings: string[] = []
 
   constructor(
     private readonly sql: Sql,
@@ -44,6 +47,14 @@ export class ReplicaHealth {
         const horizon = await vacuumHorizon(this.sql)
         this.#horizonWarnings = horizonWarnings(horizon)
         this.metrics.setVacuumHorizon(horizon.oldestSnapshot?.ageSeconds ?? 0, this.#horizonWarnings.length)
+      } catch {
+        // same: the health check reports a database that does not answer
+      }
+      try {
+        const [clock] = await this.sql<Array<{ now: Date }>>`select now()`
+        const layout = await outboxLayout(this.sql, this.outbox, clock!.now)
+        this.#layoutWarnings = layout.warnings
+        this.metrics.setLayout(layout.partitionBy, layout.ahead, layout.defaultRows)
       } catch {
         // same: the health check reports a database that does not answer
       }
@@ -83,7 +94,7 @@ export class ReplicaHealth {
   }
 
   async check(): Promise<HealthCheck> {
-    const warnings = [...this.#lostCaptures.map((lost) => `captured table ${lost.table} ${lost.reason}; capture it again: ${lost.recapture.command}`), ...this.#horizonWarnings]
+    const warnings = [...this.#lostCaptures.map((lost) => `captured table ${lost.table} ${lost.reason}; capture it again: ${lost.recapture.command}`), ...this.#horizonWarnings, ...this.#layoutWarnings]
     const last = this.lastLoopAt()
     const age = Date.now() - last
     if (last === 0) return { ok: false, reason: 'the poll loop has not run yet', warnings }

@@ -51,7 +51,8 @@ export async function outboxMaintenance(sql: Sql, outbox: OutboxTable): Promise<
 
 /**
  * Rebuilds, with REINDEX CONCURRENTLY (pollers and writers go on), the outbox's pending indexes that are
- * bloated: more than `bloatFactor` × the size of a fresh build for the entries they hold. Needs the outbox's
+ * bloated: more than `bloatFactor` × the size of a fresh build for the entries they hold. On a partitioned outbox
+ * each partition's index is weighed and rebuilt on its own. Needs the outbox's
  * owner; a rebuild that fails leaves an invalid copy, dropped here before the error is passed on.
  */
 export async function outboxReindexBloated(sql: Sql, outbox: OutboxTable, snapshotLimitSeconds = reindexSnapshotLimitSeconds): Promise<ReindexResult> {
@@ -63,13 +64,15 @@ export async function outboxReindexBloated(sql: Sql, outbox: OutboxTable, snapsh
     // migrated before 0008 has no group_key column to name
     const [exists] = await sql<Array<{ found: boolean }>>`select to_regclass(${qualified}) is not null as found`
     if (!exists!.found) continue
-    const [row] = await sql.unsafe<Array<{ bytes: string | null; fresh: string }>>(`
-      select pg_relation_size(to_regclass($1)) as bytes,
-             -- a fresh build: 90 % full leaves of (tuple header + key, 8-aligned, + line pointer), a metapage, a root
-             8192 * (2 + ceil(count(*) * (12 + 8 * ceil((${index.keyBytes.replace('$table', outbox.qualified)}) / 8.0)) / (0.9 * 8160))) as fresh
-        from ${outbox.qualified} where to_regclass($1) is not null and ${index.predicate}`, [qualified])
-    const bytes = Number(row!.bytes)
-    if (bytes > bloatMinBytes && bytes > bloatFactor * Number(row!.fresh)) bloated.push({ index: qualified, bytes })
+    for (const { index: built, table } of await builtIndexes(sql, qualified)) {
+      const [row] = await sql.unsafe<Array<{ bytes: string | null; fresh: string }>>(`
+        select pg_relation_size(to_regclass($1)) as bytes,
+               -- a fresh build: 90 % full leaves of (tuple header + key, 8-aligned, + line pointer), a metapage, a root
+               8192 * (2 + ceil(count(*) * (12 + 8 * ceil((${index.keyBytes.replace('$table', table)}) / 8.0)) / (0.9 * 8160))) as fresh
+          from ${table} where to_regclass($1) is not null and ${index.predicate}`, [built])
+      const bytes = Number(row!.bytes)
+      if (bytes > bloatMinBytes && bytes > bloatFactor * Number(row!.fresh)) bloated.push({ index: built, bytes })
+    }
   }
   if (bloated.length === 0) return { rebuilt: [], skipped: undefined }
   // only this database's snapshots hold back its VACUUM and REINDEX CONCURRENTLY
@@ -94,10 +97,27 @@ export async function outboxReindexBloated(sql: Sql, outbox: OutboxTable, snapsh
   return { rebuilt, skipped: undefined }
 }
 
+/**
+ * The indexes that hold the entries of the outbox's index `qualified`, each with its table: the index itself on a
+ * plain outbox; on a partitioned one each partition's (the outbox's own index holds no page, and PostgreSQL 15
+ * rebuilds a partition's index concurrently, not the outbox's).
+ */
+async function builtIndexes(sql: Sql, qualified: string): Promise<Array<{ index: string; table: string }>> {
+  return sql<Array<{ index: string; table: string }>>`
+    select '"' || replace(n.nspname, '"', '""') || '"."' || replace(c.relname, '"', '""') || '"' as index, '"' || replace(tn.nspname, '"', '""') || '"."' || replace(t.relname, '"', '""') || '"' as table
+      from pg_class c join pg_namespace n on n.oid = c.relnamespace
+      join pg_index x on x.indexrelid = c.oid
+      join pg_class t on t.oid = x.indrelid join pg_namespace tn on tn.oid = t.relnamespace
+     where (c.oid = to_regclass(${qualified}) and c.relkind = 'i')
+        or c.oid in (select inhrelid from pg_inherits where inhparent = to_regclass(${qualified}))
+     order by t.relname`
+}
+
 /** REINDEX CONCURRENTLY interrupted leaves `<index>_ccnew` (invalid, still maintained by every write): drop it. */
 async function dropInvalidCopies(sql: Sql, outbox: OutboxTable): Promise<void> {
   const leftovers = await sql<Array<{ name: string }>>`
     select c.relname as name from pg_index i join pg_class c on c.oid = i.indexrelid join pg_namespace n on n.oid = c.relnamespace
-     where n.nspname = ${outbox.schema} and i.indrelid = to_regclass(${outbox.qualified}) and not i.indisvalid and c.relname like '%\_ccnew%'`
+     where n.nspname = ${outbox.schema} and not i.indisvalid and c.relname like '%\_ccnew%'
+       and (i.indrelid = to_regclass(${outbox.qualified}) or i.indrelid in (select inhrelid from pg_inherits where inhparent = to_regclass(${outbox.qualified})))`
   for (const { name } of leftovers) await sql.unsafe(`drop index concurrently if exists ${quoteIdent(outbox.schema)}.${quoteIdent(name)}`)
 }

@@ -3,6 +3,7 @@ import { type BackfillState, outboxBackfills } from '../backfill/backfill-progre
 import { type LostCapture, lostCaptures } from '../capture/capture-registry.js'
 import { horizonWarnings, type VacuumHorizon, vacuumHorizon } from '../database/vacuum-horizon.js'
 import { type OutboxTable, pendingCondition } from '../outbox/outbox-table.js'
+import { outboxLayout, type OutboxLayout } from './partition-status.js'
 import { outboxPausedTypes, type PausedType } from './pause.js'
 import { parkedRetryAt } from '../poller/paused-types.js'
 
@@ -40,6 +41,8 @@ export interface OutboxStatus {
   backfills: BackfillState[]
   /** What holds back VACUUM of the outbox (long transactions, slots, prepared transactions), with its warnings. */
   horizon: VacuumHorizon & { warnings: string[] }
+  /** Plain or partitioned, and on a partitioned outbox its partitions, with warnings when upkeep is not running. */
+  layout: OutboxLayout
 }
 
 export interface EventTypeStatus {
@@ -131,6 +134,7 @@ export async function outboxStatus(sql: Sql, outbox: OutboxTable, options: Outbo
     const pausedTypes = await outboxPausedTypes(tx, outbox)
     const backfills = await outboxBackfills(tx, outbox)
     const c = counts!
+    const layout = await outboxLayout(tx, outbox, c.at)
     const [p50 = null, p95 = null, p99 = null] = latency?.p ?? []
     return {
       at: c.at,
@@ -150,6 +154,7 @@ export async function outboxStatus(sql: Sql, outbox: OutboxTable, options: Outbo
       lostCaptures: lost,
       backfills,
       horizon: { ...horizon, warnings: horizonWarnings(horizon) },
+      layout,
     }
   })
 }

@@ -1,6 +1,8 @@
 import type { Sql } from 'postgres'
 import { ConfigError } from '../errors.js'
 import { type OutboxTable, quoteIdent } from './outbox-table.js'
+import { outboxKindQuery } from './partition-layout.js'
+import { defaultLockRetry, withLockRetries } from './partition-upkeep.js'
 
 /** From this size on, an ordering index is built concurrently, so writers never wait for the build. */
 const concurrentBuildBytes = 16 * 1024 * 1024
@@ -47,7 +49,8 @@ export function truncatedCondition(alias: string): string {
 /**
  * Creates the indexes that `--ordering <ordering>` claims probe, where the outbox lacks them, and returns each one's
  * state (entity index first). Only the outbox's owner can: the pollers' role never does. On a large outbox the build
- * is concurrent (no lock that stops writers); an invalid index left by an interrupted concurrent build is rebuilt.
+ * is concurrent (no lock that stops writers; on a partitioned outbox partition by partition); an invalid index left
+ * by an interrupted concurrent build is rebuilt.
  */
 export async function outboxCreateOrderingIndexes(sql: Sql, outbox: OutboxTable, ordering: IndexedOrdering): Promise<Array<{ index: string; state: OrderingIndexState }>> {
   const states: Array<{ index: string; state: OrderingIndexState }> = []
@@ -58,11 +61,46 @@ export async function outboxCreateOrderingIndexes(sql: Sql, outbox: OutboxTable,
 async function createIndex(sql: Sql, outbox: OutboxTable, index: OrderingIndex): Promise<OrderingIndexState> {
   const [found] = await sql<{ valid: boolean }[]>`select i.indisvalid as valid from pg_index i where i.indexrelid = to_regclass(${index.qualified})`
   if (found?.valid) return 'exists'
-  const [size] = await sql<{ bytes: string }[]>`select pg_relation_size(${outbox.qualified}::regclass)::text as bytes`
+  // a partitioned outbox's size is its partitions'
+  const [size] = await sql<{ bytes: string }[]>`select coalesce(sum(pg_relation_size(relid)), 0)::text as bytes from pg_partition_tree(${outbox.qualified}::regclass) where isleaf`
   const concurrently = found !== undefined || Number(size!.bytes) >= concurrentBuildBytes
+  const [kind] = await sql.unsafe<Array<{ kind: string }>>(outboxKindQuery(outbox))
+  if (kind?.kind === 'p' && concurrently) {
+    await createPartitionedConcurrently(sql, outbox, index)
+    return 'created concurrently'
+  }
   if (found !== undefined) await sql.unsafe(`drop index concurrently if exists ${index.qualified}`)
   await sql.unsafe(`create index ${concurrently ? 'concurrently ' : ''}if not exists ${quoteIdent(index.name)} on ${outbox.qualified} ${index.definition}`)
   return concurrently ? 'created concurrently' : 'created'
+}
+
+/**
+ * PostgreSQL 15 builds no index concurrently on a partitioned table, so: the outbox's index alone (`ON ONLY`,
+ * invalid and empty), then each partition's concurrently, attached to it; the outbox's index turns valid once every
+ * partition's is attached. Taken up where it stopped: a partition whose index is attached is skipped, another's
+ * leftover is dropped and rebuilt. The two statements on the outbox itself take a lock writers wait for, so they run
+ * with a short lock_timeout, tried again, as partition upkeep does. Partitions attached later get the index from the
+ * outbox's (ATTACH PARTITION builds it).
+ */
+async function createPartitionedConcurrently(sql: Sql, outbox: OutboxTable, index: OrderingIndex): Promise<void> {
+  const retried = async (statement: string) => {
+    if (!(await withLockRetries(sql, defaultLockRetry, async (tx) => void (await tx.unsafe(statement))))) {
+      throw new Error(`${statement.split(' (')[0]}: its lock was not granted within ${defaultLockRetry.lockTimeoutMs} ms in ${defaultLockRetry.attempts} tries (a long transaction on the outbox?): run migrate again`)
+    }
+  }
+  await retried(`create index if not exists ${quoteIdent(index.name)} on only ${outbox.qualified} ${index.definition}`)
+  const suffix = index.name.slice(outbox.table.length)
+  const unindexed = await sql<Array<{ name: string }>>`
+    select c.relname as name from pg_inherits i join pg_class c on c.oid = i.inhrelid
+     where i.inhparent = ${outbox.qualified}::regclass
+       and not exists (select 1 from pg_inherits a join pg_index x on x.indexrelid = a.inhrelid where a.inhparent = ${index.qualified}::regclass and x.indrelid = c.oid)
+     order by c.relname`
+  for (const { name } of unindexed) {
+    const partitionIndex = `${quoteIdent(outbox.schema)}.${quoteIdent(name + suffix)}`
+    await sql.unsafe(`drop index concurrently if exists ${partitionIndex}`)
+    await sql.unsafe(`create index concurrently ${quoteIdent(name + suffix)} on ${quoteIdent(outbox.schema)}.${quoteIdent(name)} ${index.definition}`)
+    await retried(`alter index ${index.qualified} attach partition ${partitionIndex}`)
+  }
 }
 
 /** An ordered claim needs its indexes: without them every claim would scan the pending events once per candidate. */

@@ -4,7 +4,8 @@ import type { OutboxTable } from '../outbox/outbox-table.js'
 /**
  * The record of a batch that died with events in hand (its worker crashed, or its batch kept dying): one
  * attempt charged to each event still unprocessed, marked suspect and due at once (isolation, not backoff,
- * is what slows it down).
+ * is what slows it down). By id alone: the supervisor learns only the ids in flight from its worker, so on a
+ * partitioned outbox this probes every partition's primary key once per id; it runs only after a crash.
  */
 function chargeCrashQuery(outbox: OutboxTable): string {
   return `

@@ -1,5 +1,6 @@
 import type { Sql } from 'postgres'
 import { ClaimedEvent, type ClaimedRow } from './claimed-event.js'
+import { createdRange, createdWithin } from './created-range.js'
 import type { OutboxOrdering } from '../outbox/outbox-checks.js'
 import type { OutboxTable } from '../outbox/outbox-table.js'
 import { groupHash, truncatedCondition } from '../outbox/ordering-index.js'
@@ -70,10 +71,11 @@ export function claimQueries(outbox: OutboxTable, order: OutboxOrdering = { orde
                where (select bytes from total) > $2::bigint) as m
        where running - size < $2::bigint`,
     // After a claim that locked rows past the budget and rolled back: lock again those within it that are
-    // still as claimed (another replica may have taken, failed or processed one in between).
+    // still as claimed (another replica may have taken, failed or processed one in between). Bounded by the rows'
+    // created_at ($3, $4), so a partitioned outbox probes only their partitions.
     relock: `
       select o.id::text as id from ${t} as o join unnest($1::bigint[], $2::int[]) as c(id, attempts) on o.id = c.id
-       where o.attempts = c.attempts and o.processed_at is null and o.dead_at is null and (o.retry_at is null or o.retry_at <= now())
+       where ${createdWithin(3, 'o')} and o.attempts = c.attempts and o.processed_at is null and o.dead_at is null and (o.retry_at is null or o.retry_at <= now())
          for update of o skip locked`,
   }
 }
@@ -155,7 +157,7 @@ export async function outboxClaimBatch(connection: Sql, queries: ClaimQueries, l
     const [, , relocked] = await Promise.all([
       connection.unsafe('rollback'),
       connection.unsafe(queries.begin),
-      connection.unsafe<Array<{ id: string }>>(queries.relock, [fits.map((row) => row.id), fits.map((row) => row.attempt - 1)], { prepare: true }),
+      connection.unsafe<Array<{ id: string }>>(queries.relock, [fits.map((row) => row.id), fits.map((row) => row.attempt - 1), ...createdRange(fits)], { prepare: true }),
     ])
     const kept = new Set(relocked.map((row) => row.id))
     rows = fits.filter((row) => kept.has(row.id)) as typeof rows

@@ -1,5 +1,6 @@
 import type { Sql } from 'postgres'
 import type { ClaimedEvent } from './claimed-event.js'
+import { createdRange, createdWithin } from './created-range.js'
 import { type OutboxTable, quoteLiteral } from '../outbox/outbox-table.js'
 
 /**
@@ -42,6 +43,19 @@ export function pausedTypesSql(outbox: OutboxTable): string {
 }
 
 /**
+ * Parks the claimed events ($1) that a pause still in force matches, read after the lock: a pause resumed meanwhile
+ * parks nothing. Bounded by their created_at ($2, $3), so a partitioned outbox probes only their partitions.
+ */
+export function parkSql(outbox: OutboxTable): string {
+  return `update ${outbox.qualified} as o set retry_at = '${parkedRetryAt}'
+           where o.id = any($1::bigint[]) and ${createdWithin(2, 'o')} and exists (
+             select 1 from ${outbox.settings} as s
+              where starts_with(s.name, ${quoteLiteral(pausedSettingPrefix)})
+                and ${patternMatchesSql(`substr(s.name, ${pausedSettingPrefix.length + 1})`, 'o.event_type')})
+          returning o.id::text as id`
+}
+
+/**
  * A poller's view of the pauses. Re-read before a claim when a notification said they changed, and at
  * least every `refreshEveryMs` (`--interval-max`), so a replica that missed the notification (a transaction
  * pooler does not pass LISTEN on) still learns of a pause in time.
@@ -58,13 +72,7 @@ export class PausedTypes {
   constructor(outbox: OutboxTable, refreshEveryMs: number) {
     this.#read = pausedTypesSql(outbox)
     this.#lock = pauseLockSql(outbox, 'shared')
-    // Parks only rows a pause still in force matches, read after the lock: a pause resumed meanwhile parks nothing.
-    this.#park = `update ${outbox.qualified} as o set retry_at = '${parkedRetryAt}'
-                   where o.id = any($1::bigint[]) and exists (
-                     select 1 from ${outbox.settings} as s
-                      where starts_with(s.name, ${quoteLiteral(pausedSettingPrefix)})
-                        and ${patternMatchesSql(`substr(s.name, ${pausedSettingPrefix.length + 1})`, 'o.event_type')})
-                  returning o.id::text as id`
+    this.#park = parkSql(outbox)
     this.#refreshEveryMs = refreshEveryMs
   }
 
@@ -92,7 +100,7 @@ export class PausedTypes {
     if (candidates.length === 0) return { events, parked: 0 }
     const [, rows] = await Promise.all([
       connection.unsafe(this.#lock),
-      connection.unsafe<Array<{ id: string }>>(this.#park, [candidates.map((event) => event.id)], { prepare: true }),
+      connection.unsafe<Array<{ id: string }>>(this.#park, [candidates.map((event) => event.id), ...createdRange(candidates)], { prepare: true }),
     ])
     const parked = new Set(rows.map((row) => row.id))
     return { events: events.filter((event) => !parked.has(event.id)), parked: parked.size }

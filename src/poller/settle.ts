@@ -1,6 +1,7 @@
 import type { Sql } from 'postgres'
 import type { OutboxTable } from '../outbox/outbox-table.js'
 import type { Logger } from '../types.js'
+import { createdRange, createdWithin } from './created-range.js'
 import { type BatchVerdicts, verdictCount } from './verdict.js'
 
 /** SQL text of the settlement, built once per outbox. */
@@ -18,7 +19,7 @@ export interface SettleQueries {
  */
 export function settleQueries(outbox: OutboxTable): SettleQueries {
   const t = outbox.qualified
-  const created = (from: number) => `created_at >= $${from}::timestamptz and created_at < $${from + 1}::timestamptz`
+  const created = (from: number) => createdWithin(from)
   return {
     markProcessed: `update ${t} set processed_at = now() where id = any($1::bigint[]) and ${created(2)}`,
     // One statement for every failure of the batch. Dead-lettered rows keep processed_at NULL.
@@ -63,21 +64,6 @@ export async function outboxSettleBatch(connection: Sql, queries: SettleQueries,
 
 function ids(events: ReadonlyArray<{ id: string }>): string[] {
   return events.map((event) => event.id)
-}
-
-/**
- * The batch's created_at bounds, widened by a millisecond each way: a Date holds milliseconds, the column
- * microseconds, so the values as read are within a millisecond of the stored ones.
- */
-function createdRange(events: ReadonlyArray<{ created_at: Date }>): [Date, Date] {
-  let low = Number.POSITIVE_INFINITY
-  let high = Number.NEGATIVE_INFINITY
-  for (const { created_at } of events) {
-    const ms = created_at.getTime()
-    if (ms < low) low = ms
-    if (ms > high) high = ms
-  }
-  return [new Date(low - 1), new Date(high + 1)]
 }
 
 /** Counters since start; cheap enough to keep on the hot path. */

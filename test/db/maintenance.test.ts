@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto'
 import postgres from 'postgres'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { outboxMaintenance, outboxReindexBloated } from '../../src/ops/maintenance.js'
+import { migrate } from '../../src/outbox/migrate.js'
 import { outboxTable } from '../../src/outbox/outbox-table.js'
 import { createTestDatabase, type TestDatabase } from '../support/database.js'
 
@@ -21,15 +22,16 @@ afterAll(async () => {
 const indexBytes = async (name: string) => Number((await db.sql<{ bytes: string }[]>`select pg_relation_size(${name}::regclass) as bytes`)[0]!.bytes)
 
 /** Events written and processed while a REPEATABLE READ snapshot is held: their dead entries stay until it ends. */
-async function bloatUnderSnapshot(events: number, whileHeld: () => Promise<void> = async () => {}): Promise<void> {
+async function bloatUnderSnapshot(events: number, whileHeld: () => Promise<void> = async () => {}, table = 'outbox'): Promise<void> {
+  const t = db.sql(table)
   const session = postgres(db.url, { max: 1, onnotice: () => {} })
   const held = await session.reserve()
   await held`begin isolation level repeatable read`
   await held`select 1`
   try {
     for (let done = 0; done < events; done += 10_000) {
-      await db.sql`insert into outbox (event_type, entity_type, entity_id, payload) select 'bloat.test', 'bloat', g::text, '{}' from generate_series(1, 10000) g`
-      await db.sql`update outbox set processed_at = now() where processed_at is null and entity_type = 'bloat'`
+      await db.sql`insert into ${t} (event_type, entity_type, entity_id, payload) select 'bloat.test', 'bloat', g::text, '{}' from generate_series(1, 10000) g`
+      await db.sql`update ${t} set processed_at = now() where processed_at is null and entity_type = 'bloat'`
     }
     await whileHeld()
   } finally {
@@ -97,5 +99,35 @@ describe('rebuilding bloated pending indexes', () => {
     } finally {
       await restricted.end()
     }
+  })
+
+  it('on a partitioned outbox, each partition\'s bloated pending index is rebuilt, and stays attached to the outbox\'s', async () => {
+    const parted = outboxTable('public', 'parted')
+    await migrate({ sql: db.sql, table: 'parted', partitionBy: 'day', ordering: 'entity' })
+    // the partition of each index that holds today's events
+    const inPartition = async (index: string) =>
+      (await db.sql<Array<{ name: string }>>`
+        select '"' || replace(n.nspname, '"', '""') || '"."' || replace(c.relname, '"', '""') || '"' as name from pg_inherits i join pg_class c on c.oid = i.inhrelid join pg_namespace n on n.oid = c.relnamespace
+          join pg_index x on x.indexrelid = c.oid
+         where i.inhparent = ${index}::regclass and x.indrelid = (select tableoid from parted limit 1)`)[0]!.name
+    await db.sql`insert into parted (event_type, entity_type, entity_id, payload) select 'bloat.test', 'keep', g::text, '{}' from generate_series(1, 500) g`
+    await db.sql`vacuum parted`
+    const pending = await inPartition('parted_pending')
+    const entity = await inPartition('parted_entity_pending')
+    const before = await indexBytes(pending)
+    await bloatUnderSnapshot(100_000, async () => {}, 'parted')
+    await db.sql`vacuum parted`
+    expect(await indexBytes(pending)).toBeGreaterThan(4 * before)
+    const result = await outboxMaintenance(db.sql, parted)
+    if (result === 'notOwner') throw new Error('the test database owner should own its outbox')
+    expect(result.skipped).toBeUndefined()
+    // that partition's two indexes the bloat went through, no other partition's
+    expect(result.rebuilt.map((r) => r.index).sort()).toEqual([entity, pending].sort())
+    expect(await indexBytes(pending)).toBeLessThanOrEqual(2 * before)
+    expect(await inPartition('parted_pending')).toBe(pending)
+    expect((await db.sql`select 1 from pg_index where not indisvalid and indrelid in (select inhrelid from pg_inherits where inhparent = 'parted'::regclass)`).length).toBe(0)
+    const [{ count }] = await db.sql`select count(*)::int as count from parted where processed_at is null and dead_at is null and retry_at is null`
+    expect(count).toBe(500)
+    expect((await outboxReindexBloated(db.sql, parted)).rebuilt).toEqual([])
   })
 })

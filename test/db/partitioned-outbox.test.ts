@@ -5,6 +5,7 @@ import { ConfigError } from '../../src/errors.js'
 import { grantPollerRole } from '../../src/outbox/grant.js'
 import { settleQueries } from '../../src/poller/settle.js'
 import { claimQueries } from '../../src/poller/claim.js'
+import { parkSql } from '../../src/poller/paused-types.js'
 import { outboxDropDonePartitions } from '../../src/ops/partition-retention.js'
 import { migrate } from '../../src/outbox/migrate.js'
 import { outboxTable } from '../../src/outbox/outbox-table.js'
@@ -143,7 +144,7 @@ describe('a partitioned outbox', () => {
     for (const range of [pending, recent]) await db.sql.unsafe(`drop table ${range.qualified}`)
   })
 
-  it('the settle statements prune to the batch\'s partitions, also as the generic plan of a prepared statement', async () => {
+  it('the settle, over-budget relock and park statements prune to the batch\'s partitions, also as the generic plan of a prepared statement', async () => {
     const queries = settleQueries(outbox)
     const session = await db.sql.reserve()
     try {
@@ -154,6 +155,8 @@ describe('a partitioned outbox', () => {
         [queries.markProcessed, `'{1,2}'::bigint[], ${bounds}`],
         [queries.hold, `'{1,2}'::bigint[], ${bounds}, 1000`],
         [queries.markFailed, `'{1}'::bigint[], '{e}'::text[], '{5}'::float8[], 3, ${bounds}`],
+        [claimQueries(outbox).relock, `'{1,2}'::bigint[], '{0,0}'::int[], ${bounds}`],
+        [parkSql(outbox), `'{1,2}'::bigint[], ${bounds}`],
       ]
       for (const [i, [query, args]] of plans.entries()) {
         await session.unsafe(`prepare settle_${i} as ${query!}`)
