@@ -198,11 +198,14 @@ describe('a partitioned outbox', () => {
 
   it('a poller role granted by grant claims and settles through the outbox, and can neither create nor drop a partition', async () => {
     const role = `outbox_poller_${process.pid}`
-    await db.sql.unsafe(`create role ${role} login`)
+    await db.sql.unsafe(`create role ${role} login password 'pw'`)
     try {
       await grantPollerRole(db.sql, outbox, { role, cleanup: true })
       await db.sql`insert into items values (50, 'granted')`
-      const poller = postgres(db.url.replace('//postgres@', `//${role}@`), { max: 1, onnotice: () => {} })
+      const asRole = new URL(db.url)
+      asRole.username = role
+      asRole.password = 'pw' // an embedded server asks for one
+      const poller = postgres(asRole.href, { max: 1, onnotice: () => {} })
       try {
         const settled = await poller.begin(async (tx) => {
           const claimed = await tx<Array<{ id: string }>>`select id::text from outbox where processed_at is null order by id limit 10 for update skip locked`
