@@ -347,7 +347,8 @@ describe('cleanup', () => {
     expect(handled).toBeGreaterThanOrEqual(written!.n)
 
     const dead = await cli(['cleanup', '--older-than', '7d', '--dead-older-than', '30d'])
-    expect(dead.stdout).toBe('deleted 0 processed events older than 7d and 1 dead event older than 30d from "public"."outbox"\n')
+    // the first line: the maintenance may add one (a bloated pending index rebuilt, per partition on a partitioned outbox)
+    expect(dead.stdout.split('\n')[0]).toBe('deleted 0 processed events older than 7d and 1 dead event older than 30d from "public"."outbox"')
     expect((await rows()).filter((row) => row.dead)).toEqual([])
     const missing = await cli(['cleanup'])
     expect(missing.code).toBe(2)
