@@ -25,15 +25,13 @@ export async function migrateCommand(command: Command): Promise<number> {
   const tenants = schemasGiven(command)
   let grants: Promise<RecordedGrant[]> | undefined
   return withSchemas(command, 'migrate', async (sql, outbox) => {
-    const { applied, orderingIndexes, truncateUpgrade, partitions } = await migrate({ sql, schema: outbox.schema, table: outbox.table, ordering, partitionBy })
+    const migrated = await migrate({ sql, schema: outbox.schema, table: outbox.table, ordering, partitionBy })
+    const { applied, orderingIndexes, truncateUpgrade, partitions } = migrated
     console.log(applied.length === 0 ? `${outbox.qualified} is up to date` : `applied to ${outbox.qualified}: ${applied.join(', ')}`)
     if (partitions !== undefined) printUpkeep(outbox, partitions)
     // an upgrade of an outbox with captured tables says what became of them; a new outbox has none
     if (truncateUpgrade !== undefined && truncateUpgrade.attached.length + truncateUpgrade.leftOut.length > 0) console.log(describeTruncateUpgrade(truncateUpgrade))
-    if (orderingIndexes !== undefined) {
-      const recorded = ordering ?? (orderingIndexes.some(({ index }) => index === outbox.groupPendingIndex) ? 'group' : 'entity')
-      console.log(`${orderingIndexes.map(({ index, state }) => `${index} ${state}`).join(', ')}: pollers may run with --ordering ${recorded}`)
-    }
+    if (orderingIndexes !== undefined) console.log(`${orderingIndexes.map(({ index, state }) => `${index} ${state}`).join(', ')}: pollers may run with --ordering ${migrated.ordering}`)
     if (tenants) await grantAsTheOthers(sql, outbox, await (grants ??= matchingGrants(sql, command, outbox.table)))
     return ExitCode.ok
   }, { allSchemas: true, failFast: flags.failFast })

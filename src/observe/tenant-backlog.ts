@@ -1,5 +1,5 @@
 import type { Sql } from 'postgres'
-import { type OutboxOrdering, recordedOrdering } from '../outbox/outbox-checks.js'
+import { type OutboxOrdering, orderingSetting } from '../outbox/outbox-checks.js'
 import { outboxTenantsStatus, type TenantStatus } from '../ops/tenant-status.js'
 import type { tenantProblems } from './metrics.js'
 
@@ -17,7 +17,7 @@ export interface TenantBacklog {
  */
 export async function outboxTenantBacklog(sql: Sql, patterns: readonly string[], table: string, order: OutboxOrdering): Promise<TenantBacklog> {
   const status = await outboxTenantsStatus(sql, patterns, table)
-  const mine = recordedOrdering(order)
+  const mine = orderingSetting(order)
   const notServed: TenantBacklog['notServed'] = status.withoutOutbox.map((schema) => ({ schema, problem: 'no outbox' }))
   const tenants: TenantStatus[] = []
   for (const tenant of status.tenants) {

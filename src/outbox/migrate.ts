@@ -55,6 +55,8 @@ export interface MigrateResult {
    */
   orderingIndex?: OrderingIndexState
   orderingIndexes?: Array<{ index: string; state: OrderingIndexState }>
+  /** The ordering those indexes serve: the one asked for, else the one the outbox records. */
+  ordering?: IndexedOrdering
   /** Present when this call applied `0007_capture_truncate`. */
   truncateUpgrade?: TruncateUpgrade
   /** On a partitioned outbox: its width, and the partitions this call created ahead (or could not). */
@@ -151,6 +153,7 @@ export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
   if (ordering !== undefined) {
     const states = await outboxCreateOrderingIndexes(options.sql, outbox, ordering)
     result.orderingIndexes = states
+    result.ordering = ordering
     result.orderingIndex = states.some((s) => s.state === 'created concurrently') ? 'created concurrently' : states.some((s) => s.state === 'created') ? 'created' : 'exists'
   }
   return result

@@ -59,7 +59,7 @@ export async function outboxCreateOrderingIndexes(sql: Sql, outbox: OutboxTable,
 }
 
 async function createIndex(sql: Sql, outbox: OutboxTable, index: OrderingIndex): Promise<OrderingIndexState> {
-  const [found] = await sql<{ valid: boolean }[]>`select i.indisvalid as valid from pg_index i where i.indexrelid = to_regclass(${index.qualified})`
+  const found = await indexValidity(sql, index.qualified)
   if (found?.valid) return 'exists'
   // a partitioned outbox's size is its partitions'
   const [size] = await sql<{ bytes: string }[]>`select coalesce(sum(pg_relation_size(relid)), 0)::text as bytes from pg_partition_tree(${outbox.qualified}::regclass) where isleaf`
@@ -103,10 +103,16 @@ async function createPartitionedConcurrently(sql: Sql, outbox: OutboxTable, inde
   }
 }
 
+/** Whether the index exists (undefined: it does not) and is valid (false: an interrupted concurrent build). */
+async function indexValidity(sql: Sql, qualified: string): Promise<{ valid: boolean } | undefined> {
+  const [found] = await sql<{ valid: boolean }[]>`select i.indisvalid as valid from pg_index i where i.indexrelid = to_regclass(${qualified})`
+  return found
+}
+
 /** An ordered claim needs its indexes: without them every claim would scan the pending events once per candidate. */
 export async function outboxCheckOrderingIndex(sql: Sql, outbox: OutboxTable, ordering: IndexedOrdering): Promise<void> {
   for (const index of orderingIndexes(outbox, ordering)) {
-    const [found] = await sql<{ valid: boolean }[]>`select i.indisvalid as valid from pg_index i where i.indexrelid = to_regclass(${index.qualified})`
+    const found = await indexValidity(sql, index.qualified)
     if (found?.valid) continue
     throw new ConfigError(
       `--ordering ${ordering} needs the index ${index.qualified}, which this outbox ${found ? 'has only half-built (an interrupted build)' : 'lacks'}: ` +

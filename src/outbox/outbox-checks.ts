@@ -22,14 +22,14 @@ export interface OutboxOrdering {
 }
 
 /** The ordering as the outbox's settings record it (`none`, `entity, on dead: continue`, `group, on dead: block`). */
-export function recordedOrdering(order: OutboxOrdering): string {
+export function orderingSetting(order: OutboxOrdering): string {
   return order.ordering === 'none' ? 'none' : `${order.ordering}, on dead: ${order.onDead}`
 }
 
 /** The ordering mode is the outbox's: the first replica records it, and one started with another refuses. */
 export async function outboxCheckOrdering(sql: Sql, outbox: OutboxTable, order: OutboxOrdering): Promise<void> {
   if (order.ordering !== 'none') await outboxCheckOrderingIndex(sql, outbox, order.ordering)
-  const mine = recordedOrdering(order)
+  const mine = orderingSetting(order)
   let [stored] = await sql.unsafe(
     `with recorded as (insert into ${outbox.settings} (name, value) values ('ordering', $1) on conflict (name) do nothing returning value, set_at)
      select value, set_at from recorded union all select value, set_at from ${outbox.settings} where name = 'ordering'`,
