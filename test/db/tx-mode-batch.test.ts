@@ -87,6 +87,23 @@ describe('--tx-mode batch: one savepoint for the batch, its handlers at once', (
     expect(Object.fromEntries(calls)).toEqual({ a: 2, b: 2, c: 1, d: 2, e: 2, f: 2 })
   })
 
+  it('a statement cancelled by the statement timeout fails only its event; the others do not wait for it, and commit once', async () => {
+    const calls = new Map<string, number>()
+    const poller = startPoller({
+      handlers: writer(calls, async (id, tx) => {
+        // undone with the batch savepoint: the events run again after it keep the poller's own timeout
+        if (id === 'c') await tx`set local statement_timeout = '50ms'`.then(() => tx`select pg_sleep(30)`)
+      }),
+    })
+    await emitJobs(ids)
+    await poller.start()
+    await settled(ids.length)
+    expect(await outcomes()).toEqual({ a: 'processed', b: 'processed', c: 'dead', d: 'processed', e: 'processed', f: 'processed' })
+    expect(await effects()).toEqual(['a', 'b', 'd', 'e', 'f'])
+    expect((await db.sql`select last_error from outbox where entity_id = 'c'`)[0]!.last_error).toMatch(/statement timeout/)
+    expect(calls.get('c')).toBe(1)
+  })
+
   it('a handler that swallows its own SQL error fails only its event; the batch still settles', async () => {
     const poller = startPoller({
       handlers: writer(new Map(), async (id, tx) => {
