@@ -100,16 +100,37 @@ export class BatchDispatch {
       if (durations === undefined) outcome.handlerMs.set(event.event_type, (durations = []))
       durations.push(performance.now() - startedMs)
     }
-    const handle = async (index: number, route: Route, source: SavepointTurns | BatchSavepoint | undefined, startedMs: number) => {
+    const done = (index: number, route: Route, ctx: EventContext, failure: EventError, startedMs: number) => {
+      run.running.delete(rows[index]!.id)
+      // its writes stand or fall with the batch savepoint, and it may run again: still a suspect until then
+      if (ctx.wroteInBatch) held.push({ index, route, failure, startedMs })
+      else record(index, failure, startedMs)
+    }
+    /** Ends the event's savepoint (when a handler took one), then records the event. */
+    const end = (index: number, route: Route, ctx: EventContext, failure: EventError, startedMs: number): Promise<void> | undefined => {
+      // a stopped batch rolls back whole (or has lost its transaction): its savepoints need no statement
+      const ending = run.stopped === undefined ? ctx.finish(failure === undefined) : ctx.abandon()
+      if (ending === undefined) {
+        done(index, route, ctx, failure, startedMs)
+        return
+      }
+      return ending.then(
+        () => done(index, route, ctx, failure, startedMs),
+        // the savepoint could not be kept: the event's writes are gone with it, so the event fails — or, when an
+        // earlier handler's savepoint was in the way (a RetryLaterError), waits with no attempt charged
+        (error: unknown) => done(index, route, ctx, error instanceof RetryLaterError ? { error } : (failure ?? { error }), startedMs),
+      )
+    }
+    /** The rest of an event once something had to be awaited: its later handlers, its batch handlers' result, its savepoint. */
+    const finishAsync = async (index: number, route: Route, ctx: EventContext, startedMs: number, pending: Promise<void> | undefined, from: number, failure: EventError) => {
       const event = rows[index]!
-      const ctx = new EventContext(event, this.options.log, source)
       const span = trace?.eventSpan(index)
-      run.running.set(event.id, ctx)
-      let failure: EventError
       try {
-        for (const handler of route.each) {
-          const pending = span === undefined ? this.#runOne(handler, event, ctx) : span.run(() => this.#runOne(handler, event, ctx))
-          if (pending !== undefined) await pending // a synchronous handler costs no microtask
+        if (pending !== undefined) await pending
+        for (let i = from; i < route.each.length; i++) {
+          const handler = route.each[i]!
+          const next = span === undefined ? this.#runOne(handler, event, ctx) : span.run(() => this.#runOne(handler, event, ctx))
+          if (next !== undefined) await next
         }
       } catch (error) {
         failure = { error }
@@ -118,19 +139,26 @@ export class BatchDispatch {
         const batchResult = pass.resultOf(index)
         failure = worseFailure(failure, batchResult instanceof Promise ? await batchResult : batchResult)
       }
+      await end(index, route, ctx, failure, startedMs)
+    }
+    /** Runs an event's handlers one after another: a promise only once something must be awaited (a synchronous handler costs no microtask). */
+    const handle = (index: number, route: Route, source: SavepointTurns | BatchSavepoint | undefined, startedMs: number): Promise<void> | undefined => {
+      const event = rows[index]!
+      const ctx = new EventContext(event, this.options.log, source)
+      const span = trace?.eventSpan(index)
+      run.running.set(event.id, ctx)
+      let failure: EventError
       try {
-        // a stopped batch rolls back whole (or has lost its transaction): its savepoints need no statement
-        const ending = run.stopped === undefined ? ctx.finish(failure === undefined) : ctx.abandon()
-        if (ending !== undefined) await ending
+        for (let i = 0; i < route.each.length; i++) {
+          const handler = route.each[i]!
+          const pending = span === undefined ? this.#runOne(handler, event, ctx) : span.run(() => this.#runOne(handler, event, ctx))
+          if (pending !== undefined) return finishAsync(index, route, ctx, startedMs, pending, i + 1, undefined)
+        }
       } catch (error) {
-        // the savepoint could not be kept: the event's writes are gone with it, so the event fails — or, when an
-        // earlier handler's savepoint was in the way (a RetryLaterError), waits with no attempt charged
-        failure = error instanceof RetryLaterError ? { error } : (failure ?? { error })
+        failure = { error }
       }
-      run.running.delete(event.id)
-      // its writes stand or fall with the batch savepoint, and it may run again: still a suspect until then
-      if (ctx.wroteInBatch) held.push({ index, route, failure, startedMs })
-      else record(index, failure, startedMs)
+      if (pass !== undefined && route.batch.length > 0) return finishAsync(index, route, ctx, startedMs, undefined, route.each.length, failure)
+      return end(index, route, ctx, failure, startedMs)
     }
     let next = 0
     const worker = async () => {
@@ -150,7 +178,8 @@ export class BatchDispatch {
           continue
         }
         if (route.batch.length === 0) outcome.latencyMs.push(Date.now() - event.created_at.getTime())
-        await handle(index, route, shared ?? turns, performance.now())
+        const handling = handle(index, route, shared ?? turns, performance.now())
+        if (handling !== undefined) await handling
       }
     }
     const workers: Promise<void>[] = pass === undefined ? [] : [pass.handOver()]
@@ -172,7 +201,7 @@ export class BatchDispatch {
    * second run decides. An event that failed on its own (not because another's statement had aborted the
    * transaction) is not run again: its failure stands, and its writes are gone with the savepoint.
    */
-  async #settleShared(shared: BatchSavepoint, held: HeldEvent[], run: BatchRun, record: (index: number, failure: EventError, startedMs: number) => void, handle: (index: number, route: Route, source: SavepointTurns, startedMs: number) => Promise<void>): Promise<void> {
+  async #settleShared(shared: BatchSavepoint, held: HeldEvent[], run: BatchRun, record: (index: number, failure: EventError, startedMs: number) => void, handle: (index: number, route: Route, source: SavepointTurns, startedMs: number) => Promise<void> | undefined): Promise<void> {
     if (held.every((event) => event.failure === undefined) && (await shared.release())) {
       for (const event of held) record(event.index, undefined, event.startedMs)
       return
@@ -189,7 +218,8 @@ export class BatchDispatch {
     const worker = async () => {
       while (next < again.length && run.stopped === undefined) {
         const { index, route } = again[next++]!
-        await handle(index, route, turns, performance.now())
+        const handling = handle(index, route, turns, performance.now())
+        if (handling !== undefined) await handling
       }
     }
     await Promise.all(Array.from({ length: Math.min(this.options.concurrency, again.length) }, worker))
