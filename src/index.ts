@@ -7,6 +7,7 @@ export { emit, withEventContext, type EventContextValues, type ExplicitEvent } f
 export { grantPollerRole, type GrantOptions } from './outbox/grant.js'
 export { outboxTable, type OutboxTable } from './outbox/outbox-table.js'
 export { defaults, resolveOptions, type Ordering, type OrderingOnDead, type PollerOptions, type ResolvedOptions, type UnmatchedPolicy } from './poller/poller-options.js'
+export type { TxMode } from './poller/dispatch-batch.js'
 export { parseDuration } from './duration.js'
 export { parseByteSize } from './byte-size.js'
 export type { BatchReport, TypeReport } from './poller/batch-report.js'

@@ -47,7 +47,8 @@ export interface HandlerContext {
    * A savepoint inside the batch transaction, as a postgres.js instance: what the handler writes through it
    * commits together with the event's processed_at, or rolls back with the event's failure (exactly-once
    * effects in the outbox's database). Handlers that use it take turns within a batch; a handler holding
-   * it must honour `signal`.
+   * it must honour `signal`. Under `txMode: 'batch'` the batch's handlers share one savepoint at the same
+   * time instead, and when one of them fails, the others that used it run again (see PollerOptions.txMode).
    */
   tx(): Promise<Sql>
 }

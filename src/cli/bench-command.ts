@@ -116,13 +116,15 @@ export async function benchCommand(command: Command): Promise<number> {
       const ordered = await drainBench(sql, scratch.url, scratch.schema, 'poller', 1, 250, events, { entities, ordering: 'entity', label: `${entities.toLocaleString('en')} entities, --ordering entity` })
       const grouped = await drainBench(sql, scratch.url, scratch.schema, 'poller', 1, 250, events, { entities, entitiesPerGroup: 5, ordering: 'group', label: `${Math.ceil(entities / 5).toLocaleString('en')} groups of 5 entities, --ordering group` })
       const withTx = await drainBench(sql, scratch.url, scratch.schema, 'poller', 1, 250, events, { handler: 'tx', label: 'a ctx.tx write per event' })
-      drain.push(unordered, ordered, grouped, withTx)
+      const withBatchTx = await drainBench(sql, scratch.url, scratch.schema, 'poller', 1, 250, events, { handler: 'tx', txMode: 'batch', label: 'a ctx.tx write per event, --tx-mode batch' })
+      drain.push(unordered, ordered, grouped, withTx, withBatchTx)
       say(formatDrain(unordered))
       say(`${formatDrain(ordered)}   ${(ordered.eventsPerSecond / unordered.eventsPerSecond).toFixed(2)}× unordered`)
       say(`${formatDrain(grouped)}   ${(grouped.eventsPerSecond / unordered.eventsPerSecond).toFixed(2)}× unordered, ${(grouped.eventsPerSecond / ordered.eventsPerSecond).toFixed(2)}× --ordering entity`)
       const noop = drain.find((r) => r.mode === 'poller' && r.processes === 1 && r.batchSize === 250)
       const vsNoop = (result: DrainResult) => (noop ? `   ${(result.eventsPerSecond / noop.eventsPerSecond).toFixed(2)}× the no-op handler` : '')
       say(`${formatDrain(withTx)}${vsNoop(withTx)}`)
+      say(`${formatDrain(withBatchTx)}${vsNoop(withBatchTx)}`)
     }
     if (only.has('relay') && flags.sink.length > 0) {
       say(`\nrelay ${events.toLocaleString('en')} events, confirmed before processed, against the no-op drain and the broker's own ceiling (${events.toLocaleString('en')} confirmed publishes, 1,000 in flight, no database), in turn;`)

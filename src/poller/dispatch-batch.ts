@@ -1,6 +1,7 @@
 import { RetryLaterError } from '../errors.js'
 import { type BatchCall, BatchHandlerPass, type EventError, worseFailure } from './batch-handler-pass.js'
-import type { HandlerRegistry } from './handler-registry.js'
+import type { HandlerRegistry, Route } from './handler-registry.js'
+import { abortedByAnother, BatchSavepoint } from './batch-savepoint.js'
 import type { ClaimedEvent } from './claimed-event.js'
 import type { Sql } from 'postgres'
 import type { BatchAnnouncements } from './announce-window.js'
@@ -12,6 +13,22 @@ export interface DispatchOptions {
   concurrency: number
   handlerTimeoutMs: number
   log: Logger
+  /** How handlers share the batch transaction through `ctx.tx()` (see TxMode). Default `event`. */
+  txMode?: TxMode
+}
+
+/**
+ * `event`: each event's handlers write through a savepoint of their own, taking turns on the batch's connection.
+ * `batch`: all of a batch's handlers write through one savepoint at the same time (see BatchSavepoint).
+ */
+export type TxMode = 'event' | 'batch'
+
+/** An event that wrote through the batch savepoint: how its first run ended. */
+interface HeldEvent {
+  index: number
+  route: Route
+  failure: EventError
+  startedMs: number
 }
 
 /** What happened to each event of a batch. */
@@ -63,12 +80,86 @@ export class BatchDispatch {
    * Resolves with `stopped` set if the batch was stopped.
    */
   async run(rows: readonly ClaimedEvent[], connection?: Sql, announcements?: BatchAnnouncements, trace?: BatchTrace): Promise<BatchOutcome & { stopped: Error | undefined }> {
-    const turns = connection === undefined ? undefined : new SavepointTurns(connection)
+    const shared = connection !== undefined && this.options.txMode === 'batch' ? new BatchSavepoint(connection) : undefined
+    const turns = connection === undefined || shared !== undefined ? undefined : new SavepointTurns(connection)
     const outcome: BatchOutcome = { succeeded: [], failed: [], unmatched: [], deferred: [], latencyMs: [], handlerMs: new Map() }
     const run: BatchRun = (this.#run = { stopped: this.#forced, running: new Map(), calls: new Set() })
     // the routes are looked up once per batch only when some handler takes the batch at once
     const routes = this.registry.hasBatchForms ? rows.map((row) => this.registry.match(row.event_type)) : undefined
     const pass = routes?.some((route) => route.batch.length > 0) ? new BatchHandlerPass(rows, routes, run, outcome, this.options.handlerTimeoutMs, announcements, trace) : undefined
+    /** Events that wrote through the batch savepoint, their outcome not yet recorded. */
+    const held: HeldEvent[] = []
+    const record = (index: number, failure: EventError, startedMs: number) => {
+      const event = rows[index]!
+      if (failure === undefined) outcome.succeeded.push(event)
+      else if (failure.error instanceof RetryLaterError) outcome.deferred.push(event)
+      else outcome.failed.push({ event, error: failure.error })
+      trace?.eventSpan(index).end(failure?.error)
+      announcements?.finished(event.id)
+      let durations = outcome.handlerMs.get(event.event_type)
+      if (durations === undefined) outcome.handlerMs.set(event.event_type, (durations = []))
+      durations.push(performance.now() - startedMs)
+    }
+    const done = (index: number, route: Route, ctx: EventContext, failure: EventError, startedMs: number) => {
+      run.running.delete(rows[index]!.id)
+      // its writes stand or fall with the batch savepoint, and it may run again: still a suspect until then
+      if (ctx.wroteInBatch) held.push({ index, route, failure, startedMs })
+      else record(index, failure, startedMs)
+    }
+    /** Ends the event's savepoint (when a handler took one), then records the event. */
+    const end = (index: number, route: Route, ctx: EventContext, failure: EventError, startedMs: number): Promise<void> | undefined => {
+      // a stopped batch rolls back whole (or has lost its transaction): its savepoints need no statement
+      const ending = run.stopped === undefined ? ctx.finish(failure === undefined) : ctx.abandon()
+      if (ending === undefined) {
+        done(index, route, ctx, failure, startedMs)
+        return
+      }
+      return ending.then(
+        () => done(index, route, ctx, failure, startedMs),
+        // the savepoint could not be kept: the event's writes are gone with it, so the event fails — or, when an
+        // earlier handler's savepoint was in the way (a RetryLaterError), waits with no attempt charged
+        (error: unknown) => done(index, route, ctx, error instanceof RetryLaterError ? { error } : (failure ?? { error }), startedMs),
+      )
+    }
+    /** The rest of an event once something had to be awaited: its later handlers, its batch handlers' result, its savepoint. */
+    const finishAsync = async (index: number, route: Route, ctx: EventContext, startedMs: number, pending: Promise<void> | undefined, from: number, failure: EventError) => {
+      const event = rows[index]!
+      const span = trace?.eventSpan(index)
+      try {
+        if (pending !== undefined) await pending
+        for (let i = from; i < route.each.length; i++) {
+          const handler = route.each[i]!
+          const next = span === undefined ? this.#runOne(handler, event, ctx) : span.run(() => this.#runOne(handler, event, ctx))
+          if (next !== undefined) await next
+        }
+      } catch (error) {
+        failure = { error }
+      }
+      if (pass !== undefined && route.batch.length > 0) {
+        const batchResult = pass.resultOf(index)
+        failure = worseFailure(failure, batchResult instanceof Promise ? await batchResult : batchResult)
+      }
+      await end(index, route, ctx, failure, startedMs)
+    }
+    /** Runs an event's handlers one after another: a promise only once something must be awaited (a synchronous handler costs no microtask). */
+    const handle = (index: number, route: Route, source: SavepointTurns | BatchSavepoint | undefined, startedMs: number): Promise<void> | undefined => {
+      const event = rows[index]!
+      const ctx = new EventContext(event, this.options.log, source)
+      const span = trace?.eventSpan(index)
+      run.running.set(event.id, ctx)
+      let failure: EventError
+      try {
+        for (let i = 0; i < route.each.length; i++) {
+          const handler = route.each[i]!
+          const pending = span === undefined ? this.#runOne(handler, event, ctx) : span.run(() => this.#runOne(handler, event, ctx))
+          if (pending !== undefined) return finishAsync(index, route, ctx, startedMs, pending, i + 1, undefined)
+        }
+      } catch (error) {
+        failure = { error }
+      }
+      if (pass !== undefined && route.batch.length > 0) return finishAsync(index, route, ctx, startedMs, undefined, route.each.length, failure)
+      return end(index, route, ctx, failure, startedMs)
+    }
     let next = 0
     const worker = async () => {
       while (next < rows.length && run.stopped === undefined) {
@@ -86,43 +177,9 @@ export class BatchDispatch {
           announcements?.finished(event.id)
           continue
         }
-        const startedAt = Date.now()
-        const startedMs = performance.now()
-        if (route.batch.length === 0) outcome.latencyMs.push(startedAt - event.created_at.getTime())
-        const ctx = new EventContext(event, this.options.log, turns)
-        const span = trace?.eventSpan(index)
-        run.running.set(event.id, ctx)
-        let failure: EventError
-        try {
-          for (const handler of route.each) {
-            const pending = span === undefined ? this.#runOne(handler, event, ctx) : span.run(() => this.#runOne(handler, event, ctx))
-            if (pending !== undefined) await pending // a synchronous handler costs no microtask
-          }
-        } catch (error) {
-          failure = { error }
-        }
-        if (pass !== undefined && route.batch.length > 0) {
-          const batchResult = pass.resultOf(index)
-          failure = worseFailure(failure, batchResult instanceof Promise ? await batchResult : batchResult)
-        }
-        try {
-          // a stopped batch rolls back whole (or has lost its transaction): its savepoints need no statement
-          const ending = run.stopped === undefined ? ctx.finish(failure === undefined) : ctx.abandon()
-          if (ending !== undefined) await ending
-        } catch (error) {
-          // the savepoint could not be kept: the event's writes are gone with it, so the event fails — or, when an
-          // earlier handler's savepoint was in the way (a RetryLaterError), waits with no attempt charged
-          failure = error instanceof RetryLaterError ? { error } : (failure ?? { error })
-        }
-        if (failure === undefined) outcome.succeeded.push(event)
-        else if (failure.error instanceof RetryLaterError) outcome.deferred.push(event)
-        else outcome.failed.push({ event, error: failure.error })
-        span?.end(failure?.error)
-        run.running.delete(event.id)
-        announcements?.finished(event.id)
-        let durations = outcome.handlerMs.get(event.event_type)
-        if (durations === undefined) outcome.handlerMs.set(event.event_type, (durations = []))
-        durations.push(performance.now() - startedMs)
+        if (route.batch.length === 0) outcome.latencyMs.push(Date.now() - event.created_at.getTime())
+        const handling = handle(index, route, shared ?? turns, performance.now())
+        if (handling !== undefined) await handling
       }
     }
     const workers: Promise<void>[] = pass === undefined ? [] : [pass.handOver()]
@@ -131,10 +188,42 @@ export class BatchDispatch {
       await Promise.all(workers)
       // a stopped batch rolls back whole: its savepoints need no statement
       if (turns !== undefined && run.stopped === undefined) await turns.settle()
+      if (shared?.taken && run.stopped === undefined) await this.#settleShared(shared, held, run, record, handle)
     } finally {
       if (this.#run === run) this.#run = undefined
     }
     return { ...outcome, stopped: run.stopped }
+  }
+
+  /**
+   * Keeps the batch savepoint if every event that wrote through it succeeded. Otherwise rolls it back and runs
+   * those events again, one savepoint each as in `--tx-mode event`, so a failure fails only its own event: the
+   * second run decides. An event that failed on its own (not because another's statement had aborted the
+   * transaction) is not run again: its failure stands, and its writes are gone with the savepoint.
+   */
+  async #settleShared(shared: BatchSavepoint, held: HeldEvent[], run: BatchRun, record: (index: number, failure: EventError, startedMs: number) => void, handle: (index: number, route: Route, source: SavepointTurns, startedMs: number) => Promise<void> | undefined): Promise<void> {
+    if (held.every((event) => event.failure === undefined) && (await shared.release())) {
+      for (const event of held) record(event.index, undefined, event.startedMs)
+      return
+    }
+    await shared.rollBack()
+    const again: HeldEvent[] = []
+    for (const event of held) {
+      if (event.failure === undefined || abortedByAnother(event.failure.error)) again.push(event)
+      else record(event.index, event.failure, event.startedMs)
+    }
+    this.options.log.info({ events: again.length }, 'a handler failed in the batch savepoint: its writes rolled back, the others run again one savepoint each')
+    const turns = new SavepointTurns(shared.connection)
+    let next = 0
+    const worker = async () => {
+      while (next < again.length && run.stopped === undefined) {
+        const { index, route } = again[next++]!
+        const handling = handle(index, route, turns, performance.now())
+        if (handling !== undefined) await handling
+      }
+    }
+    await Promise.all(Array.from({ length: Math.min(this.options.concurrency, again.length) }, worker))
+    if (run.stopped === undefined) await turns.settle()
   }
 
   /**

@@ -1,6 +1,7 @@
 import type { Sql } from 'postgres'
 import { RetryLaterError } from '../errors.js'
 import type { HandlerContext, Logger, OutboxEvent } from '../types.js'
+import { BatchSavepoint } from './batch-savepoint.js'
 
 /** The RELEASE that ended a turn, sent without waiting for its answer. */
 interface PendingRelease {
@@ -69,11 +70,13 @@ export class EventContext implements HandlerContext {
   #endTurn: ((release?: PendingRelease) => void) | undefined
   /** Fails the running handler (timeout or forced stop); replaced while an async handler runs. */
   fail: (reason: Error) => void = noFailure
+  /** A handler wrote through the batch's one savepoint (`--tx-mode batch`): the event's outcome waits for the batch's. */
+  wroteInBatch = false
 
   constructor(
     private readonly event: OutboxEvent,
     private readonly baseLog: Logger,
-    private readonly turns: SavepointTurns | undefined,
+    private readonly turns: SavepointTurns | BatchSavepoint | undefined,
   ) {}
 
   get signal(): AbortSignal {
@@ -87,6 +90,10 @@ export class EventContext implements HandlerContext {
   tx(): Promise<Sql> {
     const turns = this.turns
     if (turns === undefined) return Promise.reject(new Error('ctx.tx() is only available while the poller handles a batch'))
+    if (turns instanceof BatchSavepoint) {
+      this.wroteInBatch = true
+      return turns.take()
+    }
     return (this.#savepoint ??= turns.take().then(({ previous, end }) => {
       this.#endTurn = end
       this.#previous = previous

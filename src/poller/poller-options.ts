@@ -4,6 +4,7 @@ import { checkDatabaseUrl } from '../database/database-url.js'
 import { parseDuration } from '../duration.js'
 import { ConfigError } from '../errors.js'
 import type { HandlerMap, Logger } from '../types.js'
+import type { TxMode } from './dispatch-batch.js'
 import { parseSchemaPatterns } from '../tenants/schema-pattern.js'
 
 /** What to do with an event that no registered handler matches. */
@@ -32,6 +33,7 @@ export const defaults = {
   unmatched: 'process' as UnmatchedPolicy,
   ordering: 'none' as Ordering,
   orderingOnDead: 'continue' as OrderingOnDead,
+  txMode: 'event' as TxMode,
   connectTimeoutMs: 30_000,
   discoverIntervalMs: 30_000,
   tenantConcurrency: 1,
@@ -103,6 +105,14 @@ export interface PollerOptions {
   ordering?: Ordering | string
   /** Under entity or group ordering: `continue` (a dead event does not hold back its entity or group) or `block` (their later events wait for a replay). Default `continue`. */
   orderingOnDead?: OrderingOnDead | string
+  /**
+   * How handlers share the batch transaction through `ctx.tx()`. `event`: each event's handlers write through a
+   * savepoint of their own, taking turns on the batch's connection (a round trip per event). `batch`: the
+   * batch's handlers write through one savepoint at the same time, their statements pipelined; when an event
+   * that wrote through it fails, the savepoint rolls back whole and the batch's other writing events run again,
+   * one savepoint each. Not with `schemas`. Default `event`.
+   */
+  txMode?: TxMode | string
   /** How long start-up keeps retrying an unreachable database (0 – 1 h). Default 30 s. */
   connectTimeout?: number | string
   /**
@@ -150,6 +160,7 @@ export interface ResolvedOptions {
   readonly unmatched: UnmatchedPolicy
   readonly ordering: Ordering
   readonly orderingOnDead: OrderingOnDead
+  readonly txMode: TxMode
   readonly connectTimeoutMs: number
   /** LISTEN for wake-ups (the listen URL itself is kept out of here: it may hold a password). */
   readonly listen: boolean
@@ -170,7 +181,7 @@ export type OptionNamer<Key extends string = keyof PollerOptions> = (key: Key) =
 const pollerOptionKeys = {
   connectionString: true, listenUrl: true, listen: true, schema: true, schemas: true, discoverInterval: true, tenantConcurrency: true, table: true, batchSize: true, batchMaxBytes: true, concurrency: true,
   intervalMin: true, intervalMax: true, handlerTimeout: true, maxAttempts: true, retryDelay: true,
-  retryDelayMax: true, unmatched: true, ordering: true, orderingOnDead: true, connectTimeout: true,
+  retryDelayMax: true, unmatched: true, ordering: true, orderingOnDead: true, txMode: true, connectTimeout: true,
   drainTimeout: true, beforeDispatch: true, afterBatch: true, handlers: true, logger: true, applicationName: true,
 } as const satisfies Record<keyof PollerOptions, true>
 
@@ -205,6 +216,7 @@ export function resolveOptions(input: PollerOptions, nameOf: OptionNamer = (key)
     unmatched: choiceOption(input.unmatched, nameOf('unmatched'), defaults.unmatched, ['process', 'hold'] as const),
     ordering: choiceOption(input.ordering, nameOf('ordering'), defaults.ordering, ['none', 'entity', 'group'] as const),
     orderingOnDead: choiceOption(input.orderingOnDead, nameOf('orderingOnDead'), defaults.orderingOnDead, ['continue', 'block'] as const),
+    txMode: choiceOption(input.txMode, nameOf('txMode'), defaults.txMode, ['event', 'batch'] as const),
     connectTimeoutMs: ms('connectTimeout', defaults.connectTimeoutMs, 0, HOUR),
     listen: booleanOption(input.listen, nameOf('listen'), true),
     drainTimeoutMs: 0,
@@ -218,6 +230,9 @@ export function resolveOptions(input: PollerOptions, nameOf: OptionNamer = (key)
   resolved.idleInTransactionTimeoutMs = idleMs > POSTGRES_MAX_TIMEOUT_MS ? 0 : idleMs
   if (resolved.schemas !== undefined && input.schema !== undefined) {
     throw new ConfigError(`${nameOf('schema')} and ${nameOf('schemas')} exclude each other: one outbox, or every outbox of the matching schemas`)
+  }
+  if (resolved.schemas !== undefined && resolved.txMode === 'batch') {
+    throw new ConfigError(`${nameOf('txMode')} batch is not available with ${nameOf('schemas')}: each tenant's batches run in event mode`)
   }
   if (resolved.intervalMinMs > resolved.intervalMaxMs) {
     throw new ConfigError(`${nameOf('intervalMin')} (${resolved.intervalMinMs} ms) must not exceed ${nameOf('intervalMax')} (${resolved.intervalMaxMs} ms)`)

@@ -75,7 +75,7 @@ class OutboxPoller implements Poller {
     this.#outbox = outboxTable(options.schema, options.table)
     this.#wakeUp = new WakeUp(this.#outbox)
     this.#paused = new PausedTypes(this.#outbox, options.intervalMaxMs)
-    this.#dispatch = new BatchDispatch(this.#registry, { concurrency: options.concurrency, handlerTimeoutMs: options.handlerTimeoutMs, log: this.#log })
+    this.#dispatch = new BatchDispatch(this.#registry, { concurrency: options.concurrency, handlerTimeoutMs: options.handlerTimeoutMs, log: this.#log, txMode: options.txMode })
     this.#batches = new BatchRunner({
       outbox: this.#outbox,
       claimQueries: claimQueries(this.#outbox, { ordering: options.ordering, onDead: options.orderingOnDead }, options),

@@ -73,6 +73,7 @@ describe('bad input', () => {
     expectUsageError(await runCli([...handlers, '--interval-min', '5', '--interval-max', '1'], env), /--interval-min \(5000 ms\) must not exceed --interval-max \(1000 ms\)/)
     expectUsageError(await runCli([...handlers, '--memory-limit', '1'], env), /--memory-limit must be an integer between 16 and 1048576/)
     expectUsageError(await runCli([...handlers, '--unmatched', 'drop'], env), /--unmatched must be one of process, hold/)
+    expectUsageError(await runCli([...handlers, '--tx-mode', 'savepoint'], env), /^outbox-poller: --tx-mode must be one of event, batch \(got "savepoint"\)\n$/)
   })
 
   it('names the environment variable when the bad value came from it', async () => {

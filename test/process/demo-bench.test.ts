@@ -34,7 +34,7 @@ describe('demo and bench', () => {
     }
     expect(report.drain.map((r: { name: string }) => r.name)).toEqual([
       ...floors(1, 250), ...floors(3, 250), ...floors(1, 1000), ...floors(1, 50), ...floors(5, 250),
-      '1 poller × batch 250, 40 entities, unordered', '1 poller × batch 250, 40 entities, --ordering entity', '1 poller × batch 250, 8 groups of 5 entities, --ordering group', '1 poller × batch 250, a ctx.tx write per event',
+      '1 poller × batch 250, 40 entities, unordered', '1 poller × batch 250, 40 entities, --ordering entity', '1 poller × batch 250, 8 groups of 5 entities, --ordering group', '1 poller × batch 250, a ctx.tx write per event', '1 poller × batch 250, a ctx.tx write per event, --tx-mode batch',
     ])
     // every poller configuration carries its ratios to the floor measured beside it
     const compared = report.drain.filter((r: { mode: string; ratios?: object }) => r.mode === 'poller' && r.ratios !== undefined)

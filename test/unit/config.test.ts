@@ -30,6 +30,8 @@ describe('options', () => {
     expect(() => resolveOptions({ maxAttempts: '0' }, (key) => `--${key}`)).toThrow('--maxAttempts must be an integer between 1 and 1000 (got "0")')
     expect(() => resolveOptions({ intervalMin: '3', intervalMax: '2' })).toThrow('intervalMin (3000 ms) must not exceed intervalMax (2000 ms)')
     expect(() => resolveOptions({ unmatched: 'drop' })).toThrow('unmatched must be one of process, hold (got "drop")')
+    expect(() => resolveOptions({ txMode: 'savepoint' })).toThrow('txMode must be one of event, batch (got "savepoint")')
+    expect(() => resolveOptions({ txMode: 'batch', schemas: 'tenant_*' })).toThrow('txMode batch is not available with schemas')
     expect(() => resolveOptions({ handlerTimeout: '2h' })).toThrow('handlerTimeout must be between 1 ms and 3600000 ms (got "2h")')
     expect(() => resolveOptions({ table: '' })).toThrow(ConfigError)
   })

@@ -4,13 +4,13 @@
  */
 import { readFileSync } from 'node:fs'
 import postgres from 'postgres'
-import { outboxTable, pendingCondition, quoteIdent } from '../../outbox/outbox-table.js'
+import { outboxTable, pendingCondition } from '../../outbox/outbox-table.js'
 import { silentLogger } from '../../log.js'
 import { createPoller } from '../../poller/poller.js'
 import type { Handler, OutboxEvent } from '../../types.js'
 
 export type BenchTask =
-  | { mode: 'poller'; url: string; listenUrl?: string; listen?: boolean; schema: string; batchSize: number; recordLatency?: boolean; recordIds?: boolean; ordering?: 'none' | 'entity' | 'group'; handler?: 'noop' | 'tx'; sink?: string; sinkSecret?: string }
+  | { mode: 'poller'; url: string; listenUrl?: string; listen?: boolean; schema: string; batchSize: number; recordLatency?: boolean; recordIds?: boolean; ordering?: 'none' | 'entity' | 'group'; handler?: 'noop' | 'tx'; txMode?: 'event' | 'batch'; sink?: string; sinkSecret?: string }
   | { mode: 'bare'; url: string; schema: string; batchSize: number }
   // one poller serving every schema matching `schemas`; latency recorded for the events outside `hot`
   | { mode: 'tenants'; url: string; schemas: string; hot: string[]; handlerMs: number; tenantConcurrency: number; batchSize: number }
@@ -62,11 +62,12 @@ async function runPoller(t: Extract<BenchTask, { mode: 'poller' }>): Promise<() 
     handled++
     if (t.recordIds) handledAt.push(now), handledIds.push(Number(event.id))
   }
-  const effects = `${quoteIdent(t.schema)}.bench_effects`
-  // one row per event through ctx.tx(): the cost of exactly-once effects in the batch transaction
+  // one row per event through ctx.tx(): the cost of exactly-once effects in the batch transaction. A tagged
+  // statement, as handlers write them: prepared on a direct connection, so statements can be pipelined
+  // (postgres.js describes an unprepared statement with parameters first, alone on the connection)
   const writeEffect: Handler = async (event, ctx) => {
     const tx = await ctx.tx()
-    await tx.unsafe(`insert into ${effects} (event_id) values ($1)`, [event.event_id])
+    await tx`insert into ${tx(t.schema)}.bench_effects (event_id) values (${event.event_id})`
   }
   const poller = createPoller({
     connectionString: t.url,
@@ -75,6 +76,7 @@ async function runPoller(t: Extract<BenchTask, { mode: 'poller' }>): Promise<() 
     schema: t.schema,
     batchSize: t.batchSize,
     ordering: t.ordering ?? 'none',
+    txMode: t.txMode,
     handlers: t.recordLatency ? record : t.handler === 'tx' ? writeEffect : t.sink ? {} : () => {},
     afterBatch: (report) => void (report.claimed > 0 && batchMs.push(report.durationMs)),
   })

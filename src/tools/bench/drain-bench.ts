@@ -37,6 +37,8 @@ export interface DrainVariant {
   entitiesPerGroup?: number
   /** `tx`: each event writes one row through ctx.tx(). */
   handler?: 'noop' | 'tx'
+  /** The poller's `--tx-mode` (default `event`). */
+  txMode?: 'event' | 'batch'
   /** Relay every event to this sink (a --sink spec) instead of a no-op handler. */
   sink?: string
   sinkSecret?: string
@@ -55,7 +57,7 @@ export async function drainBench(sql: Sql, url: string, schema: string, mode: Dr
     await sql.unsafe(`create table if not exists ${quoteIdent(schema)}.bench_effects (event_id uuid primary key)`)
     await sql.unsafe(`truncate ${quoteIdent(schema)}.bench_effects`)
   }
-  const workers = await startBenchProcesses(processes, mode === 'poller' ? { mode, url, schema, batchSize, ordering: variant.ordering, handler: variant.handler, sink: variant.sink, sinkSecret: variant.sinkSecret } : { mode, url, schema, batchSize })
+  const workers = await startBenchProcesses(processes, mode === 'poller' ? { mode, url, schema, batchSize, ordering: variant.ordering, handler: variant.handler, txMode: variant.txMode, sink: variant.sink, sinkSecret: variant.sinkSecret } : { mode, url, schema, batchSize })
   try {
     await variant.onReady?.()
     const entityId = variant.entities === undefined ? 'n::text' : `(n % ${Math.trunc(variant.entities)})::text`
