@@ -39,7 +39,7 @@ export function claimQueries(outbox: OutboxTable, order: OutboxOrdering = { orde
     // claim's estimated cost (its head probes) can pass jit_above_cost, and compiling it took a second a claim.
     // The generic plan from the first claim on: right after an ANALYZE that saw every row pending, the primary key
     // and the pending index cost the same to the planner, and the custom plans of the next claims (five, by
-    // default) took the primary key in 6 of 11 drains of 3 replicas, walking every processed row from the claim's
+    // default) took the primary key in 8 of 14 drains of 3 replicas, walking every processed row from the claim's
     // floor (or from 0, a sweep); the generic plan, where $4's selectivity is a default, took the pending index
     // every time — and no claim pays for its planning.
     begin: `begin; set local jit = off; set local plan_cache_mode = force_generic_plan${settings}`,
