@@ -14,6 +14,8 @@ const { db, startPoller, stopPollers, unprocessed: pending } = pollerSuite({
     await db.sql.unsafe(`create role ${role} login password 'pw'`)
     await db.sql.unsafe(`alter role ${role} set idle_in_transaction_session_timeout = '1s'`)
     await db.sql.unsafe(`alter role ${role} set statement_timeout = '50ms'`)
+    // the claim plans generically whatever this says; the handlers' statements plan as the role says
+    await db.sql.unsafe(`alter role ${role} set plan_cache_mode = force_custom_plan`)
     await grantPollerRole(db.sql, outboxTable('public', 'outbox'), { role })
     const url = new URL(db.url)
     url.username = role
@@ -64,7 +66,7 @@ describe("the poller's batch transactions under strict server timeouts", () => {
     }
   })
 
-  it('sets its own statement and idle timeouts with SET LOCAL, whatever the role says', async () => {
+  it('sets its own statement and idle timeouts with SET LOCAL, whatever the role says; its handlers plan as the role says', async () => {
     let seen: Record<string, string> | undefined
     const poller = startPoller({
       batchSize: 100,
@@ -72,7 +74,7 @@ describe("the poller's batch transactions under strict server timeouts", () => {
       handlerTimeout: '5s',
       handlers: async (_event, ctx) => {
         const tx = await ctx.tx()
-        const [row] = await tx`select current_setting('statement_timeout') as statement, current_setting('idle_in_transaction_session_timeout') as idle`
+        const [row] = await tx`select current_setting('statement_timeout') as statement, current_setting('idle_in_transaction_session_timeout') as idle, current_setting('plan_cache_mode') as plans`
         seen = row as Record<string, string>
       },
     })
@@ -80,6 +82,6 @@ describe("the poller's batch transactions under strict server timeouts", () => {
     await poller.start()
     await waitFor('handled', () => seen)
     // the drain timeout (5 s + 10 s); 100 ÷ 10 = 10 rounds of 5 s, + 10 s
-    expect(seen).toEqual({ statement: '15s', idle: '1min' })
+    expect(seen).toEqual({ statement: '15s', idle: '1min', plans: 'force_custom_plan' })
   })
 })
