@@ -3,6 +3,7 @@ import { applicationName, describeTarget } from '../database/connect.js'
 import { ConfigError, errorMessage, isConnectionFailure, SqlState, sqlState } from '../errors.js'
 import { silentLogger } from '../log.js'
 import { outboxCheckOrdering } from '../outbox/outbox-checks.js'
+import { OrderingIndexMissing } from '../outbox/ordering-index.js'
 import { errorDelayMaxMs, exponentialDelayMs } from '../poller/backoff.js'
 import { emptyBatchReport } from '../poller/batch-report.js'
 import { outboxRollback } from '../poller/claim.js'
@@ -29,7 +30,7 @@ type Turn = { again: true } | { idleUntil: number }
 const again: Turn = { again: true }
 
 /** Tenants the poller sees but does not serve, and why (said once in the log, and in `tenants`). */
-export type TenantProblem = 'no outbox' | 'not migrated' | 'ordering differs'
+export type TenantProblem = 'no outbox' | 'not migrated' | 'ordering differs' | 'ordering indexes missing'
 
 /**
  * A poller for every outbox of the schemas matching `schemas`: `tenantConcurrency` claim connections and one
@@ -155,11 +156,11 @@ export class TenantPoller implements Poller {
   async #serve(sql: Sql, schema: string): Promise<boolean> {
     const tenant = new TenantOutbox(schema, this.#shared)
     try {
-      await outboxCheckOrdering(sql, tenant.outbox, { ordering: this.options.ordering, onDead: this.options.orderingOnDead })
+      await outboxCheckOrdering(sql, tenant.outbox, { ordering: this.options.ordering, onDead: this.options.orderingOnDead }, `--schema ${schemaArgument(schema)}`)
     } catch (error) {
       if (isOutboxGone(error)) return false // dropped since the discovery query: the next one forgets it
       if (!(error instanceof ConfigError)) throw error
-      this.#problem(schema, 'ordering differs', `tenant not served: ${error.message}`)
+      this.#problem(schema, error instanceof OrderingIndexMissing ? 'ordering indexes missing' : 'ordering differs', `tenant not served: ${error.message}`)
       return false
     }
     this.#problems.delete(schema)
@@ -317,6 +318,11 @@ export class TenantPoller implements Poller {
   #wakeSleepers(): void {
     for (const wake of [...this.#sleepers]) wake()
   }
+}
+
+/** A schema name as a shell argument: quoted unless it is a plain identifier. */
+function schemaArgument(schema: string): string {
+  return /^[a-z_][a-z0-9_]*$/.test(schema) ? schema : `'${schema.replaceAll("'", "'\\''")}'`
 }
 
 /** The tenant's schema or outbox was dropped under the poller: let it go, no incident. */

@@ -1,4 +1,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { outboxTenantBacklog } from '../../src/observe/tenant-backlog.js'
+import { outboxCreateOrderingIndexes } from '../../src/outbox/ordering-index.js'
+import { outboxTable } from '../../src/outbox/outbox-table.js'
 import { createPoller, type Poller } from '../../src/poller/poller.js'
 import type { OutboxEvent } from '../../src/types.js'
 import { captureLogger } from '../support/capture-logger.js'
@@ -81,6 +84,31 @@ describe('a poller with schemas', () => {
     expect((poller as unknown as { tenants(): { problems: Map<string, string> } }).tenants().problems.get('tenant_b')).toBe('ordering differs')
     await db.sql`delete from tenant_b.outbox_settings where name = 'ordering'`
     await waitFor('tenant_b served once its mode is cleared', () => seen.filter((schema) => schema === 'tenant_b').length === 2)
+  })
+
+  it('does not serve a tenant that lacks the ordering indexes, names the migrate that builds them for it, and the metric counts it so', async () => {
+    await outboxCreateOrderingIndexes(db.sql, outboxTable('tenant_a', 'outbox'), 'entity')
+    await db.sql`delete from tenant_a.outbox_settings where name = 'ordering'` // recorded 'none' by the pollers before
+    const log = captureLogger()
+    const seen: string[] = []
+    const poller = start({ schemas: 'tenant_a tenant_b', ordering: 'entity', discoverInterval: 200, logger: log, handlers: (event: OutboxEvent) => void seen.push(event.schema) })
+    await poller.start()
+    await writeOrders(db.sql, 'tenant_a', 2, 2500)
+    await waitFor('tenant_a served', () => seen.length === 2)
+    const refusals = log.entries.filter((entry) => entry.fields.schema === 'tenant_b')
+    expect(refusals).toHaveLength(1)
+    expect(refusals[0]!.fields.problem).toBe('ordering indexes missing')
+    expect(refusals[0]!.msg).toContain('run `outbox-poller migrate --schema tenant_b --ordering entity`')
+    expect((poller as unknown as { tenants(): { problems: Map<string, string> } }).tenants().problems.get('tenant_b')).toBe('ordering indexes missing')
+    const backlog = await outboxTenantBacklog(db.sql, ['tenant_a', 'tenant_b'], 'outbox', { ordering: 'entity', onDead: 'continue' })
+    expect(backlog.notServed).toEqual([{ schema: 'tenant_b', problem: 'ordering indexes missing' }])
+    expect(backlog.tenants.map((tenant) => tenant.schema)).toEqual(['tenant_a'])
+    // the mode the others run with: tenant_b is not theirs to count apart
+    expect((await outboxTenantBacklog(db.sql, ['tenant_a', 'tenant_b'], 'outbox', { ordering: 'none', onDead: 'continue' })).notServed).toEqual([{ schema: 'tenant_a', problem: 'ordering differs' }])
+    await poller.stop()
+    running.delete(poller)
+    await db.sql`delete from tenant_a.outbox_settings where name = 'ordering'`
+    await db.sql.unsafe('drop index tenant_a.outbox_entity_pending, tenant_a.outbox_truncated_pending')
   })
 
   it('charges a failure, retries and dead letters in the tenant the event came from', async () => {
