@@ -6,6 +6,7 @@ import { createPoller, type Poller } from '../../src/poller/poller.js'
 import type { OutboxEvent } from '../../src/types.js'
 import { captureLogger } from '../support/capture-logger.js'
 import { createTestDatabase, type TestDatabase } from '../support/database.js'
+import { countStatements } from '../support/statement-counter.js'
 import { createTenant, tenantUnprocessed, writeOrders } from '../support/tenants.js'
 import { waitFor } from '../support/wait-for.js'
 
@@ -157,6 +158,35 @@ describe('a poller with schemas', () => {
     expect(reports.length - from).toBeLessThanOrEqual(7)
     expect(reports.length - from).toBeGreaterThan(0)
     expect(poller.lastLoopAt).toBeGreaterThan(loopFrom)
+  })
+
+  it('idle tenants cost no more than one statement per tenant per interval-max, counted on the wire', async () => {
+    const counter = await countStatements(db.url)
+    try {
+      const reports: number[] = []
+      const poller = start({ connectionString: counter.url, schemas: 'tenant_a tenant_b tenant_c', discoverInterval: 600_000, handlers: () => {}, afterBatch: (report) => void reports.push(report.claimed) })
+      await poller.start()
+      await waitFor('every tenant looked at twice', () => reports.length >= 6)
+      // settled: a whole interval-max (200 ms) without a statement per tenant
+      let settled = counter.statements
+      await waitFor('the first turns over', async () => {
+        const before = settled
+        await new Promise((resolve) => setTimeout(resolve, 200))
+        settled = counter.statements
+        return settled - before <= 3
+      })
+      const from = counter.statements
+      await new Promise((resolve) => setTimeout(resolve, 2000))
+      const statements = counter.statements - from
+      // 2 s is 10 intervals of 200 ms, 11 safety polls at most: at most 3 tenants × 11; one probe statement each in fact
+      expect(statements).toBeLessThanOrEqual(3 * 11)
+      expect(statements).toBeLessThanOrEqual(11)
+      expect(statements).toBeGreaterThan(0)
+    } finally {
+      for (const poller of running) await poller.stop()
+      running.clear()
+      await counter.close()
+    }
   })
 
   it('with tenantConcurrency 2, a slow batch in one tenant does not hold back another tenant; a tenant\'s own batches never overlap', async () => {
