@@ -29,7 +29,7 @@ const noneDead: ReadonlySet<string> = new Set()
  * turn of its own. Since a crash of the process rolls back the whole transaction, a tenant's events handled
  * earlier in it are handled again, as a crashed batch's events are: at least once, as always.
  */
-export async function sharedTurn(connection: Sql, tenants: readonly TenantOutbox[], begin: string, log: Logger): Promise<SharedOutcome[] | undefined> {
+export async function sharedTurn(connection: Sql, tenants: readonly TenantOutbox[], begin: string, idleInTransactionMs: number, log: Logger): Promise<SharedOutcome[] | undefined> {
   const started = connection.unsafe(begin).execute()
   const claims = tenants.map((tenant) => tenant.runner.sharedClaim(connection, tenant.deferrals))
   const claimed = await Promise.allSettled([started, ...claims])
@@ -42,10 +42,24 @@ export async function sharedTurn(connection: Sql, tenants: readonly TenantOutbox
   const batches = parts as SharedBatch[]
   const outcomes = (each: (part: SharedBatch, index: number) => SharedOutcome) => batches.map(each)
   let running = 0
+  const keptAlive: Promise<unknown>[] = []
   try {
     // one tenant's handlers after another's: a handler's ctx.tx() takes its turns on the one connection per batch
-    for (; running < batches.length; running++) await batches[running]!.runner.sharedDispatch(connection, batches[running]!)
+    let quietSince = performance.now()
+    for (; running < batches.length; running++) {
+      await batches[running]!.runner.sharedDispatch(connection, batches[running]!)
+      // the transaction's idle timeout bounds one batch's handlers, not several tenants' in a row: a statement
+      // now and then (unawaited) keeps it from ending a transaction that is busy
+      if (idleInTransactionMs > 0 && performance.now() - quietSince > idleInTransactionMs / 2) {
+        const alive = connection.unsafe('select 1').execute()
+        alive.catch(() => {}) // awaited after the dispatch: not an unhandled rejection meanwhile
+        keptAlive.push(alive)
+        quietSince = performance.now()
+      }
+    }
+    await Promise.all(keptAlive)
   } catch (error) {
+    await Promise.allSettled(keptAlive)
     // the whole transaction ends: the tenant whose batch stopped recovers as after its own; the others just go again
     await outboxRollback(connection).catch(() => {})
     const forced = tenants.some((tenant) => tenant.runner.forced)

@@ -258,7 +258,7 @@ export class TenantPoller implements Poller {
    */
   async #turns(sql: Sql, tenants: readonly TenantOutbox[]): Promise<Turn[]> {
     if (tenants.length === 1) return [await this.#turn(sql, tenants[0]!)]
-    const shared = await sharedTurn(sql, tenants, this.#begin, this.#log)
+    const shared = await sharedTurn(sql, tenants, this.#begin, this.options.idleInTransactionTimeoutMs, this.#log)
     if (shared === undefined) {
       const turns: Turn[] = []
       for (const tenant of tenants) turns.push(await this.#turn(sql, tenant))
