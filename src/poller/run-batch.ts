@@ -167,6 +167,8 @@ export class BatchRunner {
     let outcome: BatchOutcome & { stopped: Error | undefined }
     try {
       outcome = await dispatch.run(rows, connection, announcements, batch.trace)
+      // the next tenant's batch runs before the commit: these events are no longer in flight
+      await announcements?.flush()
     } finally {
       if (announcements !== undefined) announcer!.close(announcements)
     }

@@ -101,16 +101,27 @@ describe('tenants sharing a batch transaction', () => {
     expect(handled.filter((entry) => entry.key === 'st_b/200').length).toBeGreaterThan(1)
   })
 
-  it('announces each tenant\'s events apart, with their schema, so a crash is charged to the right tenant\'s rows', async () => {
+  it('announces each tenant\'s events apart, with their schema, and each batch finished before the next starts, so a crash is charged to the right tenant\'s rows', async () => {
     const announced: string[][] = []
+    // in flight as the supervisor counts them: announced, not yet reported finished
+    const inFlight = new Set<string>()
+    const alongside: string[] = []
     const { handled, handler } = recorder()
-    const poller = start({ handlers: handler, beforeDispatch: (ids) => void (ids.length > 0 && announced.push(ids)) })
+    const poller = start({ handlers: handler, beforeDispatch: (ids, finished) => {
+      for (const id of finished) inFlight.delete(id)
+      if (ids.length === 0) return
+      alongside.push(...[...inFlight].filter((id) => !ids.some((mine) => mine.startsWith(id.slice(0, id.lastIndexOf(':') + 1)))))
+      for (const id of ids) inFlight.add(id)
+      announced.push(ids)
+    } })
     await poller.start()
     await writeAll(300)
     await waitFor('every event handled', () => handled.filter((entry) => entry.key.endsWith('/300')).length === 3)
     expect(new Set(handled.filter((entry) => entry.key.endsWith('/300')).map((entry) => entry.xid)).size).toBe(1)
     const rows = await Promise.all(schemas.map(async (schema) => `${schema}:${(await db.sql.unsafe(`select id::text from ${schema}.outbox where entity_id = '300'`))[0]!.id}`))
     for (const ids of announced) expect(new Set(ids.map((id) => id.slice(0, id.lastIndexOf(':')))).size).toBe(1)
+    // a tenant's batch is reported finished before the next tenant's starts: a crash then charges the next one only
+    expect(alongside).toEqual([])
     expect(announced.flat()).toEqual(expect.arrayContaining(rows))
   })
 
