@@ -7,7 +7,7 @@ import type { TenantBacklog } from './tenant-backlog.js'
 const restartReasons = ['memory', 'crash', 'signal', 'reload'] as const
 
 /** Why a matching schema is not served, as `outbox_tenants_not_served` names it. */
-export const tenantProblems = ['no outbox', 'ordering differs'] as const
+export const tenantProblems = ['no outbox', 'ordering differs', 'ordering indexes missing'] as const
 
 export interface MetricsOptions {
   /** The replica serves many tenants (`schemas`): the gauges of tenants served and not served. Default false. */
@@ -66,7 +66,7 @@ export class OutboxMetrics {
     this.#deadEvents = new Gauge({ name: 'outbox_dead_events', help: 'Dead-lettered events in the outbox now (sampled every 10 s).', labelNames: this.#backlogLabels, registers })
     if (options.tenants) {
       this.#tenants = new Gauge({ name: 'outbox_tenants', help: 'Tenant outboxes served (--schemas; sampled every 10 s).', registers })
-      this.#notServed = new Gauge({ name: 'outbox_tenants_not_served', help: 'Matching schemas not served, by problem: no outbox (or not migrated), ordering differs (--schemas; sampled every 10 s).', labelNames: this.#perSchema ? ['problem', 'schema'] : ['problem'], registers })
+      this.#notServed = new Gauge({ name: 'outbox_tenants_not_served', help: 'Matching schemas not served, by problem: no outbox (or not migrated), ordering differs, ordering indexes missing (--schemas; sampled every 10 s).', labelNames: this.#perSchema ? ['problem', 'schema'] : ['problem'], registers })
     }
     collectDefaultMetrics({ register: this.registry, prefix: 'outbox_poller_' })
     // every reason from the start: a rate or an increase sees the first restart, and a query finds the series

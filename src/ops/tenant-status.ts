@@ -11,6 +11,8 @@ export interface TenantStatus {
   lagSeconds: number
   /** The ordering mode its pollers recorded (see outboxCheckOrdering); null before the first poller. */
   ordering: string | null
+  /** The orderings whose indexes the outbox has, valid (see ordering-index.ts): `group`'s include `entity`'s. */
+  indexedFor: 'none' | 'entity' | 'group'
 }
 
 export interface TenantsStatus {
@@ -38,10 +40,12 @@ export async function outboxTenantsStatus(sql: Sql, patterns: readonly string[],
                 (select count(*) from ${t.qualified} where ${pendingCondition})::int as pending,
                 (select count(*) from ${t.qualified} where dead_at is not null)::int as dead,
                 coalesce(extract(epoch from now() - (select min(created_at) from ${t.qualified} where ${pendingCondition})), 0)::float8 as lag,
-                (select value from ${t.settings} where name = 'ordering') as ordering`
+                (select value from ${t.settings} where name = 'ordering') as ordering,
+                (select case when count(*) filter (where indexrelid <> ${regclass(t.groupPendingIndex)}) < 2 then 'none' when count(*) = 3 then 'group' else 'entity' end
+                   from pg_index where indisvalid and indexrelid in (${regclass(t.entityPendingIndex)}, ${regclass(t.truncatedPendingIndex)}, ${regclass(t.groupPendingIndex)})) as indexed`
     })
-    const rows = await sql.unsafe<Array<{ schema: string; pending: number; dead: number; lag: number; ordering: string | null }>>(parts.join('\nunion all\n'))
-    for (const row of rows) tenants.push({ schema: row.schema, pending: row.pending, dead: row.dead, lagSeconds: row.lag, ordering: row.ordering })
+    const rows = await sql.unsafe<Array<{ schema: string; pending: number; dead: number; lag: number; ordering: string | null; indexed: TenantStatus['indexedFor'] }>>(parts.join('\nunion all\n'))
+    for (const row of rows) tenants.push({ schema: row.schema, pending: row.pending, dead: row.dead, lagSeconds: row.lag, ordering: row.ordering, indexedFor: row.indexed })
   }
   const totals = { tenants: tenants.length, pending: 0, dead: 0, maxLagSeconds: 0 }
   for (const tenant of tenants) {
@@ -50,6 +54,11 @@ export async function outboxTenantsStatus(sql: Sql, patterns: readonly string[],
     totals.maxLagSeconds = Math.max(totals.maxLagSeconds, tenant.lagSeconds)
   }
   return { tenants, withoutOutbox: found.filter((schema) => !schema.hasOutbox || !schema.current).map((schema) => schema.schema), totals }
+}
+
+/** SQL: the oid of a qualified relation name, null where there is none. */
+function regclass(qualified: string): string {
+  return `coalesce(to_regclass(${quoteLiteral(qualified)}), 0)`
 }
 
 /** The `top` worst tenants by `key`, worst first, those with nothing to show left out. */

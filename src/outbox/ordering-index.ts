@@ -109,14 +109,22 @@ async function indexValidity(sql: Sql, qualified: string): Promise<{ valid: bool
   return found
 }
 
-/** An ordered claim needs its indexes: without them every claim would scan the pending events once per candidate. */
-export async function outboxCheckOrderingIndex(sql: Sql, outbox: OutboxTable, ordering: IndexedOrdering): Promise<void> {
+/** An ordering index the outbox lacks (or has half-built): the replica refuses that outbox until `migrate` builds it. */
+export class OrderingIndexMissing extends ConfigError {
+  override name = 'OrderingIndexMissing'
+}
+
+/**
+ * An ordered claim needs its indexes: without them every claim would scan the pending events once per candidate.
+ * `target` is how the suggested `migrate` names this outbox (`--schema tenant_b` for one tenant of many).
+ */
+export async function outboxCheckOrderingIndex(sql: Sql, outbox: OutboxTable, ordering: IndexedOrdering, target?: string): Promise<void> {
   for (const index of orderingIndexes(outbox, ordering)) {
     const found = await indexValidity(sql, index.qualified)
     if (found?.valid) continue
-    throw new ConfigError(
+    throw new OrderingIndexMissing(
       `--ordering ${ordering} needs the index ${index.qualified}, which this outbox ${found ? 'has only half-built (an interrupted build)' : 'lacks'}: ` +
-        `run \`outbox-poller migrate --ordering ${ordering}\` as the outbox's owner first`,
+        `run \`outbox-poller migrate${target === undefined ? '' : ` ${target}`} --ordering ${ordering}\` as the outbox's owner first`,
     )
   }
 }

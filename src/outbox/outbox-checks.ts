@@ -26,9 +26,12 @@ export function orderingSetting(order: OutboxOrdering): string {
   return order.ordering === 'none' ? 'none' : `${order.ordering}, on dead: ${order.onDead}`
 }
 
-/** The ordering mode is the outbox's: the first replica records it, and one started with another refuses. */
-export async function outboxCheckOrdering(sql: Sql, outbox: OutboxTable, order: OutboxOrdering): Promise<void> {
-  if (order.ordering !== 'none') await outboxCheckOrderingIndex(sql, outbox, order.ordering)
+/**
+ * The ordering mode is the outbox's: the first replica records it, and one started with another refuses. An ordering
+ * that claims heads needs its indexes first (OrderingIndexMissing; `target` as outboxCheckOrderingIndex takes it).
+ */
+export async function outboxCheckOrdering(sql: Sql, outbox: OutboxTable, order: OutboxOrdering, target?: string): Promise<void> {
+  if (order.ordering !== 'none') await outboxCheckOrderingIndex(sql, outbox, order.ordering, target)
   const mine = orderingSetting(order)
   let [stored] = await sql.unsafe(
     `with recorded as (insert into ${outbox.settings} (name, value) values ('ordering', $1) on conflict (name) do nothing returning value, set_at)

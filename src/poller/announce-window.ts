@@ -76,6 +76,19 @@ export class BatchAnnouncements {
     this.#finished.push(id)
   }
 
+  /**
+   * Tells the hook now which events finished, announcing none: a batch that shares its transaction with other
+   * outboxes' batches (tenants/shared-turn.ts) is over before that transaction commits, and its events must not
+   * count as in flight while the next batch runs. A failure is ignored: every handler of the batch has ended.
+   */
+  flush(): Promise<void> {
+    return (this.#pending = this.#pending.then(async () => {
+      const finished = this.#finished
+      this.#finished = []
+      if (finished.length > 0) await Promise.resolve(this.hook([], finished)).catch(() => {})
+    }))
+  }
+
   #announce(): void {
     const end = Math.min(this.rows.length, this.#announced + this.size)
     const ids: string[] = []

@@ -171,6 +171,20 @@ export async function outboxClaimBatch(connection: Sql, queries: ClaimQueries, l
     const kept = new Set(relocked.map((row) => row.id))
     rows = fits.filter((row) => kept.has(row.id)) as typeof rows
   }
+  return claimedBatch(rows, queries)
+}
+
+/**
+ * The claim alone, in a transaction begun already and shared with other outboxes' claims (see
+ * tenants/shared-turn.ts): sent at once, so claims issued one after another go out in one round trip.
+ * Undefined when it locked rows past the byte budget: only a rollback frees those, so the caller rolls back.
+ */
+export async function outboxClaimShared(connection: Sql, queries: ClaimQueries, limits: ClaimLimits): Promise<ClaimedBatch | undefined> {
+  const rows = await connection.unsafe<MeasuredRow[]>(queries.claim, [limits.batchSize, limits.maxBytes, limits.suspects, limits.fromId], { prepare: true }).execute()
+  return rows.length > 0 && rows.at(-1)!.payload === null ? undefined : claimedBatch(rows, queries)
+}
+
+function claimedBatch(rows: MeasuredRow[], queries: ClaimQueries): ClaimedBatch {
   let bytes = 0
   for (const row of rows) bytes += row.size
   // fresh rows come last, in id order: the first is the lowest

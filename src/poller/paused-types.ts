@@ -81,10 +81,14 @@ export class PausedTypes {
     if (payload === pauseNotice) this.#stale = true
   }
 
-  /** Re-reads the pauses if told to, or if the last read is older than `refreshEveryMs`. Outside any transaction. */
+  /**
+   * Re-reads the pauses if told to, or if the last read is older than `refreshEveryMs`. The read is sent at once,
+   * so a claim issued right after goes out in the same round trip (and no later than the claim's own answer is
+   * the read's).
+   */
   async refresh(connection: Sql): Promise<void> {
     if (!this.#stale && performance.now() - this.#readAt < this.#refreshEveryMs) return
-    const rows = await connection.unsafe<Array<{ pattern: string }>>(this.#read)
+    const rows = await connection.unsafe<Array<{ pattern: string }>>(this.#read).execute()
     this.#patterns = rows.map((row) => row.pattern)
     this.#readAt = performance.now()
     this.#stale = false

@@ -3,16 +3,17 @@ import type { AnnounceWindow } from './announce-window.js'
 import { type BatchReport, batchReport, emptyBatchReport } from './batch-report.js'
 import { BatchDeaths } from './batch-deaths.js'
 import { type BatchTrace, startBatchTrace } from './batch-trace.js'
-import { type ClaimQueries, outboxClaimBatch, outboxRollback } from './claim.js'
+import { type ClaimQueries, outboxClaimBatch, outboxClaimShared, outboxRollback } from './claim.js'
+import type { ClaimedEvent } from './claimed-event.js'
 import { ClaimFloor } from './claim-floor.js'
 import { outboxChargeCrash } from './charge-suspects.js'
 import type { BatchDispatch, BatchOutcome } from './dispatch-batch.js'
 import { errorMessage, isConnectionFailure, serverReason } from '../errors.js'
 import type { OutboxTable } from '../outbox/outbox-table.js'
 import type { PausedTypes } from './paused-types.js'
-import { logDeadLettered, type PollerStats, type SettleQueries, settleBatch } from './settle.js'
+import { countSettled, logDeadLettered, outboxSettleStatements, type PollerStats, type SettleQueries, settleBatch } from './settle.js'
 import type { Logger } from '../types.js'
-import { batchVerdicts, type VerdictPolicy } from './verdict.js'
+import { type BatchVerdicts, batchVerdicts, type VerdictPolicy } from './verdict.js'
 
 /** What the loop needs to know of a batch. */
 export interface BatchResult {
@@ -80,10 +81,11 @@ export class BatchRunner {
   }
 
   async #claimAndHandle(connection: Sql, batch: ActiveBatch, deferrals: number): Promise<BatchResult & { report: BatchReport | undefined }> {
-    await this.#o.paused.refresh(connection)
+    // the pauses' re-read (when due) goes out just before BEGIN and the claim: one round trip for the three
+    const refreshed = this.#o.paused.refresh(connection)
     const { fromId, sweep } = this.#floor.next()
     const claimStartedAt = performance.now()
-    const claim = await outboxClaimBatch(connection, this.#o.claimQueries, { batchSize: this.#deaths.batchSize, maxBytes: this.#o.batchMaxBytes, suspects: this.#suspectTurn, fromId })
+    const [, claim] = await Promise.all([refreshed, outboxClaimBatch(connection, this.#o.claimQueries, { batchSize: this.#deaths.batchSize, maxBytes: this.#o.batchMaxBytes, suspects: this.#suspectTurn, fromId })])
     this.#floor.claimed(claim.firstFreshId, sweep, performance.now() - claimStartedAt)
     const { events: rows, parked } = await this.#o.paused.park(connection, claim.events)
     Object.assign(batch, { claimed: rows.length, bytes: claim.bytes, suspect: claim.suspect })
@@ -123,6 +125,90 @@ export class BatchRunner {
   }
 
   /**
+   * This outbox's claim in a transaction shared with other outboxes' batches, begun by the caller (see
+   * tenants/shared-turn.ts): the pauses' re-read when due, the claim, sent at once, then the parking of paused
+   * events. Undefined when the claim locked rows past the byte budget: the caller rolls back (sharedAborted) and
+   * gives each outbox a transaction of its own, whose claim frees them. Every part ends with sharedEnd.
+   */
+  async sharedClaim(connection: Sql, deferrals: number): Promise<SharedBatch | undefined> {
+    const batch: ActiveBatch = (this.#active = this.#lastBatch = { claimed: 0, bytes: 0, suspect: false, skippedSuspects: !this.#suspectTurn, startedAt: performance.now(), inFlight: [], lost: undefined, trace: undefined })
+    const refreshed = this.#o.paused.refresh(connection)
+    const { fromId, sweep } = this.#floor.next()
+    const claimStartedAt = performance.now()
+    const [, claim] = await Promise.all([refreshed, outboxClaimShared(connection, this.#o.claimQueries, { batchSize: this.#deaths.batchSize, maxBytes: this.#o.batchMaxBytes, suspects: this.#suspectTurn, fromId })])
+    if (claim === undefined) return undefined
+    this.#floor.claimed(claim.firstFreshId, sweep, performance.now() - claimStartedAt)
+    const { events: rows, parked } = await this.#o.paused.park(connection, claim.events)
+    Object.assign(batch, { claimed: rows.length, bytes: claim.bytes, suspect: claim.suspect })
+    this.#suspectTurn = !claim.suspect
+    return { runner: this, batch, rows, parked, bytes: claim.bytes, deferrals, verdicts: undefined, outcome: undefined }
+  }
+
+  /** The shared transaction rolled back before any handler ran: this outbox's claim is undone. */
+  sharedAborted(): void {
+    this.#floor.reset()
+    this.#active = undefined
+  }
+
+  /**
+   * Runs the handlers of this outbox's part of the shared transaction, announced as a batch of its own (the
+   * supervisor charges a crash to this outbox's rows only), and decides its verdicts. Throws what ends the whole
+   * transaction: the connection lost, a forced stop, a failed announcement.
+   */
+  async sharedDispatch(connection: Sql, part: SharedBatch): Promise<void> {
+    const { batch, rows } = part
+    if (batch.lost !== undefined) throw batch.lost
+    if (this.#forced) throw new Error('poller stopped')
+    if (rows.length === 0) return
+    batch.trace = startBatchTrace(rows, `${this.#o.outbox.schema}.${this.#o.outbox.table}`, batch.startedAt)
+    const dispatch = this.#o.dispatch
+    const announcer = this.#o.announcer
+    const announcements = announcer?.open(rows, (error) => dispatch.abortBatch(new Error(`beforeDispatch failed: ${errorMessage(error)}`, { cause: error })))
+    let outcome: BatchOutcome & { stopped: Error | undefined }
+    try {
+      outcome = await dispatch.run(rows, connection, announcements, batch.trace)
+      // the next tenant's batch runs before the commit: these events are no longer in flight
+      await announcements?.flush()
+    } finally {
+      if (announcements !== undefined) announcer!.close(announcements)
+    }
+    if (batch.lost !== undefined) throw batch.lost
+    if (this.#forced) throw new Error('poller stopped')
+    if (outcome.stopped !== undefined) throw outcome.stopped
+    part.outcome = outcome
+    part.verdicts = batchVerdicts(outcome, this.#o.policy, part.deferrals)
+  }
+
+  /** This outbox's settlement statements in the shared transaction (see outboxSettleStatements), then `after`'s. */
+  sharedSettle(connection: Sql, part: SharedBatch, after: () => Promise<unknown>[]): Promise<ReadonlySet<string>> {
+    return outboxSettleStatements(connection, this.#o.settleQueries, part.verdicts!, this.#o.maxAttempts, after)
+  }
+
+  /**
+   * The shared transaction committed with this outbox's settlement (`dead`: its dead-lettered ids), or this part
+   * ended otherwise (`dead` undefined: rolled back, or its settlement undone): counts, reports, and returns what
+   * the loop needs to know, as run() does.
+   */
+  sharedEnd(part: SharedBatch, dead: ReadonlySet<string> | undefined, error?: unknown): BatchResult {
+    const { batch, rows, verdicts, outcome } = part
+    this.#active = undefined
+    batch.trace?.end(error)
+    const result: BatchResult = { claimed: rows.length + part.parked, skippedSuspects: batch.skippedSuspects, deferred: undefined, deferMs: 0 }
+    let report: BatchReport | undefined
+    if (dead !== undefined && verdicts !== undefined && outcome !== undefined) {
+      countSettled(verdicts, dead, this.#o.stats, this.#o.log)
+      this.#deaths.committed()
+      result.deferred = verdicts.deferred.length === 0 ? 'none' : verdicts.deferred.length === rows.length ? 'all' : 'some'
+      result.deferMs = verdicts.deferMs
+      report = batchReport(rows.length, part.bytes, performance.now() - batch.startedAt, verdicts, dead, outcome)
+    } else if (dead !== undefined) {
+      report = emptyBatchReport(performance.now() - batch.startedAt, 0, 0, true)
+    }
+    this.#o.afterBatch?.(report ?? emptyBatchReport(performance.now() - batch.startedAt, batch.claimed, batch.bytes, false))
+    return result
+  }
+
+  /**
    * The batch's connection closed: its transaction is gone on the server. No further handler of the batch
    * starts and the running ones are aborted, so nothing keeps working on events another replica now claims.
    */
@@ -132,6 +218,11 @@ export class BatchRunner {
     const error = new ConnectionLostError('the batch connection closed: its transaction rolled back')
     batch.lost = error
     batch.inFlight = this.#o.dispatch.abortBatch(error)
+  }
+
+  /** A forced stop was asked for: no batch settles any more. */
+  get forced(): boolean {
+    return this.#forced
   }
 
   /** Forced stop: the handlers of the batch in hand are aborted, and it rolls back whole. */
@@ -176,6 +267,19 @@ export class BatchRunner {
 }
 
 class ConnectionLostError extends Error {}
+
+/** One outbox's batch in a transaction shared with other outboxes' batches, from its claim to its settlement. */
+export interface SharedBatch {
+  readonly runner: BatchRunner
+  readonly batch: ActiveBatch
+  /** The events to handle (paused ones parked). */
+  readonly rows: ClaimedEvent[]
+  readonly parked: number
+  readonly bytes: number
+  readonly deferrals: number
+  verdicts: BatchVerdicts | undefined
+  outcome: BatchOutcome | undefined
+}
 
 /** The batch in hand, as the connection-close handler and recover() see it. */
 interface ActiveBatch {

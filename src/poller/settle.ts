@@ -44,18 +44,25 @@ const noneDead: ReadonlySet<string> = new Set()
  * events that were dead-lettered: the SQL decides, from each row's attempts against `maxAttempts`.
  */
 export async function outboxSettleBatch(connection: Sql, queries: SettleQueries, verdicts: BatchVerdicts, maxAttempts: number): Promise<ReadonlySet<string>> {
+  return outboxSettleStatements(connection, queries, verdicts, maxAttempts, () => [connection.unsafe('commit').execute()])
+}
+
+/**
+ * The settlement's statements, sent at once, then what `after` sends (the COMMIT, or what a shared transaction sends
+ * after one outbox's settlement, see tenants/shared-turn.ts): one round trip for all. Resolves with the dead-lettered ids.
+ */
+export async function outboxSettleStatements(connection: Sql, queries: SettleQueries, verdicts: BatchVerdicts, maxAttempts: number, after: () => Promise<unknown>[]): Promise<ReadonlySet<string>> {
   const statements: Promise<unknown>[] = []
-  if (verdicts.processed.length > 0) statements.push(connection.unsafe(queries.markProcessed, [ids(verdicts.processed), ...createdRange(verdicts.processed)], { prepare: true }))
+  const send = <T>(query: Promise<T>) => (statements.push(query), query)
+  if (verdicts.processed.length > 0) send(connection.unsafe(queries.markProcessed, [ids(verdicts.processed), ...createdRange(verdicts.processed)], { prepare: true }).execute())
   let failed: Promise<Array<{ id: string; dead: boolean }>> | undefined
   if (verdicts.failed.length > 0) {
     const f = verdicts.failed
-    failed = connection.unsafe(queries.markFailed, [f.map((x) => x.event.id), f.map((x) => x.error), f.map((x) => x.delayMs), maxAttempts, ...createdRange(f.map((x) => x.event))], { prepare: true })
-    statements.push(failed)
+    failed = send(connection.unsafe<Array<{ id: string; dead: boolean }>>(queries.markFailed, [f.map((x) => x.event.id), f.map((x) => x.error), f.map((x) => x.delayMs), maxAttempts, ...createdRange(f.map((x) => x.event))], { prepare: true }).execute())
   }
-  if (verdicts.held.length > 0) statements.push(connection.unsafe(queries.hold, [ids(verdicts.held), ...createdRange(verdicts.held), verdicts.holdMs], { prepare: true }))
-  if (verdicts.deferred.length > 0) statements.push(connection.unsafe(queries.hold, [ids(verdicts.deferred), ...createdRange(verdicts.deferred), verdicts.deferMs], { prepare: true }))
-  statements.push(connection.unsafe('commit'))
-  await Promise.all(statements)
+  if (verdicts.held.length > 0) send(connection.unsafe(queries.hold, [ids(verdicts.held), ...createdRange(verdicts.held), verdicts.holdMs], { prepare: true }).execute())
+  if (verdicts.deferred.length > 0) send(connection.unsafe(queries.hold, [ids(verdicts.deferred), ...createdRange(verdicts.deferred), verdicts.deferMs], { prepare: true }).execute())
+  await Promise.all([...statements, ...after()])
   if (failed === undefined) return noneDead
   const dead = new Set<string>()
   for (const row of await failed) if (row.dead) dead.add(row.id)
@@ -77,6 +84,12 @@ export interface PollerStats {
 /** Settles the batch, then counts and logs what its verdicts did. Returns the dead-lettered ids. */
 export async function settleBatch(connection: Sql, queries: SettleQueries, verdicts: BatchVerdicts, maxAttempts: number, stats: PollerStats, log: Logger): Promise<ReadonlySet<string>> {
   const dead = await outboxSettleBatch(connection, queries, verdicts, maxAttempts)
+  countSettled(verdicts, dead, stats, log)
+  return dead
+}
+
+/** Counts and logs what a settled (committed) batch's verdicts did. */
+export function countSettled(verdicts: BatchVerdicts, dead: ReadonlySet<string>, stats: PollerStats, log: Logger): void {
   stats.batches++
   stats.processed += verdicts.processed.length
   stats.failed += verdicts.failed.length
@@ -88,7 +101,6 @@ export async function settleBatch(connection: Sql, queries: SettleQueries, verdi
     if (dead.has(event.id)) logDeadLettered(log, fields, 'after its last attempt')
     else log.warn(fields, 'event failed, will retry')
   }
-  return dead
 }
 
 /** Every dead-lettering the poller records is logged here: at error level, saying why. */

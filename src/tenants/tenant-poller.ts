@@ -3,25 +3,29 @@ import { applicationName, describeTarget } from '../database/connect.js'
 import { ConfigError, errorMessage, isConnectionFailure, SqlState, sqlState } from '../errors.js'
 import { silentLogger } from '../log.js'
 import { outboxCheckOrdering } from '../outbox/outbox-checks.js'
+import { OrderingIndexMissing } from '../outbox/ordering-index.js'
 import { errorDelayMaxMs, exponentialDelayMs } from '../poller/backoff.js'
 import { emptyBatchReport } from '../poller/batch-report.js'
-import { outboxRollback } from '../poller/claim.js'
+import { claimQueries, outboxRollback } from '../poller/claim.js'
 import { HandlerRegistry } from '../poller/handler-registry.js'
 import type { Poller } from '../poller/poller.js'
 import { openPollerDatabase, PollerLifecycle } from '../poller/poller-lifecycle.js'
 import { type PollerOptions, type ResolvedOptions, resolveOptions } from '../poller/poller-options.js'
+import type { BatchResult } from '../poller/run-batch.js'
 import type { PollerStats } from '../poller/settle.js'
+import { outboxTable } from '../outbox/outbox-table.js'
 import type { Handler, Logger } from '../types.js'
 import { outboxDiscoverSchemas } from './discover-tenants.js'
 import { outboxProbeTenants } from './probe-tenants.js'
 import { TenantListener } from './tenant-listener.js'
 import { TenantOutbox, type TenantShared } from './tenant-outbox.js'
 import { TenantRotation } from './tenant-rotation.js'
+import { sharedTurn, sharedTurnMax } from './shared-turn.js'
 
-/** A claim connection and the tenant whose batch it holds now. */
+/** A claim connection and the tenants whose batches it holds now. */
 interface Slot {
   sql: Sql
-  tenant: TenantOutbox | undefined
+  tenants: readonly TenantOutbox[]
 }
 
 /** What a tenant's turn leads to (see TenantRotation.done). */
@@ -29,7 +33,7 @@ type Turn = { again: true } | { idleUntil: number }
 const again: Turn = { again: true }
 
 /** Tenants the poller sees but does not serve, and why (said once in the log, and in `tenants`). */
-export type TenantProblem = 'no outbox' | 'not migrated' | 'ordering differs'
+export type TenantProblem = 'no outbox' | 'not migrated' | 'ordering differs' | 'ordering indexes missing'
 
 /**
  * A poller for every outbox of the schemas matching `schemas`: `tenantConcurrency` claim connections and one
@@ -61,6 +65,8 @@ export class TenantPoller implements Poller {
   #probing: Promise<void> | undefined
   #lastLoopAt = 0
   readonly #lifecycle: PollerLifecycle
+  /** The BEGIN of a shared turn: every tenant's batch transaction begins alike. */
+  readonly #begin: string
 
   constructor(input: PollerOptions) {
     const options = (this.options = resolveOptions(input))
@@ -72,6 +78,7 @@ export class TenantPoller implements Poller {
     this.#registry = new HandlerRegistry(input.handlers)
     this.#log = input.logger ?? silentLogger
     this.#shared = { options, registry: this.#registry, stats: this.stats, log: this.#log, beforeDispatch: input.beforeDispatch, afterBatch: input.afterBatch }
+    this.#begin = claimQueries(outboxTable('public', options.table), { ordering: options.ordering, onDead: options.orderingOnDead }, options).begin
     this.#listener = new TenantListener((schema, payload) => this.#notified(schema, payload))
     this.#lifecycle = new PollerLifecycle({
       force: () => this.#force(),
@@ -103,8 +110,10 @@ export class TenantPoller implements Poller {
   async #open(): Promise<void> {
     if (this.#registry.size === 0) throw new ConfigError('no handlers registered: pass handlers or call poller.on(pattern, handler) before start()')
     for (let i = 0; i < this.options.tenantConcurrency; i++) {
-      const slot: Slot = { sql: undefined!, tenant: undefined }
-      slot.sql = (await this.#connect(this.#connectionString, () => slot.tenant?.runner.connectionClosed())).sql
+      const slot: Slot = { sql: undefined!, tenants: [] }
+      slot.sql = (await this.#connect(this.#connectionString, () => {
+        for (const tenant of slot.tenants) tenant.runner.connectionClosed()
+      })).sql
       this.#slots.push(slot)
     }
     await this.#listen()
@@ -155,11 +164,11 @@ export class TenantPoller implements Poller {
   async #serve(sql: Sql, schema: string): Promise<boolean> {
     const tenant = new TenantOutbox(schema, this.#shared)
     try {
-      await outboxCheckOrdering(sql, tenant.outbox, { ordering: this.options.ordering, onDead: this.options.orderingOnDead })
+      await outboxCheckOrdering(sql, tenant.outbox, { ordering: this.options.ordering, onDead: this.options.orderingOnDead }, `--schema ${schemaArgument(schema)}`)
     } catch (error) {
       if (isOutboxGone(error)) return false // dropped since the discovery query: the next one forgets it
       if (!(error instanceof ConfigError)) throw error
-      this.#problem(schema, 'ordering differs', `tenant not served: ${error.message}`)
+      this.#problem(schema, error instanceof OrderingIndexMissing ? 'ordering indexes missing' : 'ordering differs', `tenant not served: ${error.message}`)
       return false
     }
     this.#problems.delete(schema)
@@ -197,7 +206,7 @@ export class TenantPoller implements Poller {
   }
 
   #force(): void {
-    for (const slot of this.#slots) slot.tenant?.runner.force()
+    for (const slot of this.#slots) for (const tenant of slot.tenants) tenant.runner.force()
     for (const tenant of this.#tenants.values()) tenant.runner.force()
   }
 
@@ -223,22 +232,54 @@ export class TenantPoller implements Poller {
           .catch((error: unknown) => this.#log.warn({ error: errorMessage(error) }, 'could not look for work in the idle tenants: trying again at the next safety poll'))
           .finally(() => (this.#probing = undefined)))
       }
-      const tenant = this.#rotation.next(performance.now())
-      if (tenant === undefined) {
+      // One claim connection: the tenants with work share a transaction (a slow batch holds the others back
+      // anyway, the trade of one connection). Several: a tenant each, so a slow batch holds back no other tenant.
+      const tenants = this.#rotation.take(performance.now(), this.#slots.length === 1 ? sharedTurnMax : 1)
+      if (tenants.length === 0) {
         const probeAt = this.#listener.listening ? this.#probedAt + this.options.intervalMaxMs : Number.POSITIVE_INFINITY
         const until = Math.min(this.#rotation.nextDueAt(), this.#discoveredAt + this.options.discoverIntervalMs, probeAt)
         await this.#sleep(Math.max(1, until - performance.now()))
         continue
       }
-      slot.tenant = tenant
-      let turn: Turn
+      slot.tenants = tenants
+      let turns: Turn[]
       try {
-        turn = await this.#turn(slot.sql, tenant)
+        turns = await this.#turns(slot.sql, tenants)
       } finally {
-        slot.tenant = undefined
+        slot.tenants = []
       }
-      this.#rotation.done(tenant, turn)
+      for (const [i, tenant] of tenants.entries()) this.#rotation.done(tenant, turns[i]!)
     }
+  }
+
+  /**
+   * The tenants' batches: one tenant alone in its own transaction; several in one transaction they share
+   * (shared-turn.ts), or, when their claims cannot share it, one after another, each in its own.
+   */
+  async #turns(sql: Sql, tenants: readonly TenantOutbox[]): Promise<Turn[]> {
+    if (tenants.length === 1) return [await this.#turn(sql, tenants[0]!)]
+    const shared = await sharedTurn(sql, tenants, this.#begin, this.options.idleInTransactionTimeoutMs, this.#log)
+    if (shared === undefined) {
+      const turns: Turn[] = []
+      for (const tenant of tenants) turns.push(await this.#turn(sql, tenant))
+      return turns
+    }
+    const turns: Turn[] = []
+    let lost: number | undefined
+    for (const outcome of shared) {
+      if ('result' in outcome) {
+        this.#lastLoopAt = Date.now()
+        outcome.tenant.errorSteps = 0
+        turns.push(await this.#next(sql, outcome.tenant, outcome.result))
+        continue
+      }
+      const failed = await this.#failed(sql, outcome.tenant, outcome.error)
+      turns.push(failed.turn)
+      if (failed.lostMs !== undefined) lost = Math.max(lost ?? 0, failed.lostMs)
+    }
+    // a lost connection is every tenant's: this slot waits, once
+    if (lost !== undefined) await this.#sleep(lost)
+    return turns
   }
 
   /**
@@ -260,24 +301,35 @@ export class TenantPoller implements Poller {
 
   /** One batch of the tenant's outbox, and what its next turn is: the single poller's loop, for one tenant. */
   async #turn(sql: Sql, tenant: TenantOutbox): Promise<Turn> {
-    const { intervalMinMs, intervalMaxMs, batchSize } = this.options
     let batch
     try {
       batch = await tenant.runner.run(sql, tenant.deferrals)
       this.#lastLoopAt = Date.now()
       tenant.errorSteps = 0
     } catch (error) {
-      if (isOutboxGone(error)) {
-        await outboxRollback(sql).catch(() => {})
-        this.#letGo(tenant, 'its outbox is gone')
-        return again
-      }
-      const delayMs = exponentialDelayMs(++tenant.errorSteps, intervalMinMs, errorDelayMaxMs)
-      await tenant.runner.recover(sql, error, delayMs)
+      const failed = await this.#failed(sql, tenant, error)
       // a lost connection is every tenant's: this slot waits; a failure of one tenant's outbox holds back that tenant only
-      if (isConnectionFailure(error)) await this.#sleep(delayMs)
-      return { idleUntil: performance.now() + delayMs }
+      if (failed.lostMs !== undefined) await this.#sleep(failed.lostMs)
+      return failed.turn
     }
+    return this.#next(sql, tenant, batch)
+  }
+
+  /** After a failed batch of the tenant: let go of it if its outbox is gone, else recover and back off (`lostMs`: the connection was lost). */
+  async #failed(sql: Sql, tenant: TenantOutbox, error: unknown): Promise<{ turn: Turn; lostMs?: number }> {
+    if (isOutboxGone(error)) {
+      await outboxRollback(sql).catch(() => {})
+      this.#letGo(tenant, 'its outbox is gone')
+      return { turn: again }
+    }
+    const delayMs = exponentialDelayMs(++tenant.errorSteps, this.options.intervalMinMs, errorDelayMaxMs)
+    await tenant.runner.recover(sql, error, delayMs)
+    return { turn: { idleUntil: performance.now() + delayMs }, lostMs: isConnectionFailure(error) ? delayMs : undefined }
+  }
+
+  /** The tenant's next turn after a batch. */
+  async #next(sql: Sql, tenant: TenantOutbox, batch: BatchResult): Promise<Turn> {
+    const { intervalMinMs, intervalMaxMs, batchSize } = this.options
     if (batch.deferred !== undefined) tenant.deferrals = batch.deferred === 'none' ? 0 : tenant.deferrals + 1
     if (batch.claimed === 0 && batch.skippedSuspects) return again
     if (batch.deferred === 'all') return { idleUntil: performance.now() + batch.deferMs }
@@ -317,6 +369,11 @@ export class TenantPoller implements Poller {
   #wakeSleepers(): void {
     for (const wake of [...this.#sleepers]) wake()
   }
+}
+
+/** A schema name as a shell argument: quoted unless it is a plain identifier. */
+function schemaArgument(schema: string): string {
+  return /^[a-z_][a-z0-9_]*$/.test(schema) ? schema : `'${schema.replaceAll("'", "'\\''")}'`
 }
 
 /** The tenant's schema or outbox was dropped under the poller: let it go, no incident. */

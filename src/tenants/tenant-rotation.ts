@@ -48,6 +48,13 @@ export class TenantRotation<T> {
     return undefined
   }
 
+  /** Up to `most` tenants to claim together (see next), in turn order. */
+  take(now: number, most: number): T[] {
+    const taken: T[] = []
+    for (let tenant = this.next(now); tenant !== undefined; tenant = taken.length < most ? this.next(now) : undefined) taken.push(tenant)
+    return taken
+  }
+
   /**
    * The tenant's batch is done: `again` puts it at the back of the line, otherwise it idles until
    * `idleUntil` (unless it was woken while busy). A tenant removed meanwhile stays gone.

@@ -1,8 +1,12 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { outboxTenantBacklog } from '../../src/observe/tenant-backlog.js'
+import { outboxCreateOrderingIndexes } from '../../src/outbox/ordering-index.js'
+import { outboxTable } from '../../src/outbox/outbox-table.js'
 import { createPoller, type Poller } from '../../src/poller/poller.js'
 import type { OutboxEvent } from '../../src/types.js'
 import { captureLogger } from '../support/capture-logger.js'
 import { createTestDatabase, type TestDatabase } from '../support/database.js'
+import { countStatements } from '../support/statement-counter.js'
 import { createTenant, tenantUnprocessed, writeOrders } from '../support/tenants.js'
 import { waitFor } from '../support/wait-for.js'
 
@@ -83,6 +87,31 @@ describe('a poller with schemas', () => {
     await waitFor('tenant_b served once its mode is cleared', () => seen.filter((schema) => schema === 'tenant_b').length === 2)
   })
 
+  it('does not serve a tenant that lacks the ordering indexes, names the migrate that builds them for it, and the metric counts it so', async () => {
+    await outboxCreateOrderingIndexes(db.sql, outboxTable('tenant_a', 'outbox'), 'entity')
+    await db.sql`delete from tenant_a.outbox_settings where name = 'ordering'` // recorded 'none' by the pollers before
+    const log = captureLogger()
+    const seen: string[] = []
+    const poller = start({ schemas: 'tenant_a tenant_b', ordering: 'entity', discoverInterval: 200, logger: log, handlers: (event: OutboxEvent) => void seen.push(event.schema) })
+    await poller.start()
+    await writeOrders(db.sql, 'tenant_a', 2, 2500)
+    await waitFor('tenant_a served', () => seen.length === 2)
+    const refusals = log.entries.filter((entry) => entry.fields.schema === 'tenant_b')
+    expect(refusals).toHaveLength(1)
+    expect(refusals[0]!.fields.problem).toBe('ordering indexes missing')
+    expect(refusals[0]!.msg).toContain('run `outbox-poller migrate --schema tenant_b --ordering entity`')
+    expect((poller as unknown as { tenants(): { problems: Map<string, string> } }).tenants().problems.get('tenant_b')).toBe('ordering indexes missing')
+    const backlog = await outboxTenantBacklog(db.sql, ['tenant_a', 'tenant_b'], 'outbox', { ordering: 'entity', onDead: 'continue' })
+    expect(backlog.notServed).toEqual([{ schema: 'tenant_b', problem: 'ordering indexes missing' }])
+    expect(backlog.tenants.map((tenant) => tenant.schema)).toEqual(['tenant_a'])
+    // the mode the others run with: tenant_b is not theirs to count apart
+    expect((await outboxTenantBacklog(db.sql, ['tenant_a', 'tenant_b'], 'outbox', { ordering: 'none', onDead: 'continue' })).notServed).toEqual([{ schema: 'tenant_a', problem: 'ordering differs' }])
+    await poller.stop()
+    running.delete(poller)
+    await db.sql`delete from tenant_a.outbox_settings where name = 'ordering'`
+    await db.sql.unsafe('drop index tenant_a.outbox_entity_pending, tenant_a.outbox_truncated_pending')
+  })
+
   it('charges a failure, retries and dead letters in the tenant the event came from', async () => {
     const attempts = new Map<string, number>()
     const poller = start({ schemas: 'tenant_*', maxAttempts: 2, retryDelay: 10, retryDelayMax: 10, handlers: (event: OutboxEvent) => {
@@ -129,6 +158,35 @@ describe('a poller with schemas', () => {
     expect(reports.length - from).toBeLessThanOrEqual(7)
     expect(reports.length - from).toBeGreaterThan(0)
     expect(poller.lastLoopAt).toBeGreaterThan(loopFrom)
+  })
+
+  it('idle tenants cost no more than one statement per tenant per interval-max, counted on the wire', async () => {
+    const counter = await countStatements(db.url)
+    try {
+      const reports: number[] = []
+      const poller = start({ connectionString: counter.url, schemas: 'tenant_a tenant_b tenant_c', discoverInterval: 600_000, handlers: () => {}, afterBatch: (report) => void reports.push(report.claimed) })
+      await poller.start()
+      await waitFor('every tenant looked at twice', () => reports.length >= 6)
+      // settled: a whole interval-max (200 ms) without a statement per tenant
+      let settled = counter.statements
+      await waitFor('the first turns over', async () => {
+        const before = settled
+        await new Promise((resolve) => setTimeout(resolve, 200))
+        settled = counter.statements
+        return settled - before <= 3
+      })
+      const from = counter.statements
+      await new Promise((resolve) => setTimeout(resolve, 2000))
+      const statements = counter.statements - from
+      // 2 s is 10 intervals of 200 ms, 11 safety polls at most: at most 3 tenants × 11; one probe statement each in fact
+      expect(statements).toBeLessThanOrEqual(3 * 11)
+      expect(statements).toBeLessThanOrEqual(11)
+      expect(statements).toBeGreaterThan(0)
+    } finally {
+      for (const poller of running) await poller.stop()
+      running.clear()
+      await counter.close()
+    }
   })
 
   it('with tenantConcurrency 2, a slow batch in one tenant does not hold back another tenant; a tenant\'s own batches never overlap', async () => {

@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { fixturePath, killReplicas, type Replica, startReplica } from '../support/cli.js'
 import { createTestDatabase, type TestDatabase } from '../support/database.js'
+import { countStatements } from '../support/statement-counter.js'
 import { createTenantsFromTemplate } from '../support/tenant-template.js'
 import { tenantName } from '../support/tenants.js'
 import { waitFor } from '../support/wait-for.js'
@@ -89,6 +90,34 @@ describe('one replica set for 500 tenants', () => {
     expect(new Set(handled.map((event) => event.schema)).size).toBe(500)
     expect(most).toBeLessThanOrEqual(2)
     expect(await pollerConnections()).toBeLessThanOrEqual(2)
+  }, 300_000)
+
+  it('500 idle tenants cost no more than one statement per tenant per --interval-max, counted on the wire', async () => {
+    const counter = await countStatements(db.url)
+    try {
+      replicas.push(startReplica(['run', '--schemas', 'tenant_*', '--handlers', fixturePath('tenant-handler.js'), '--interval-max', '1s'], { DATABASE_URL: counter.url, RECORD_FILE: '/dev/null' }))
+      await waitFor('the replica polling', async () => (await pollerConnections()) >= 2, 60_000, 100)
+      // settled: each tenant's first turns (a claim, the flag raised, one more look) over, which takes a while on a
+      // loaded machine: a second with no more statements than a safety poll and a discovery issue
+      let settled = counter.statements
+      await waitFor('the first turns over', async () => {
+        const before = settled
+        await new Promise((resolve) => setTimeout(resolve, 1000))
+        settled = counter.statements
+        return settled - before <= 10
+      }, 180_000, 0)
+      const from = counter.statements
+      await new Promise((resolve) => setTimeout(resolve, 10_000))
+      const statements = counter.statements - from
+      // 10 intervals of 1 s, 11 safety polls at most: the bound is 500 × 11; a poll is one statement per 200 tenants
+      // (3), and a discovery (every 30 s) a few more
+      expect(statements).toBeLessThanOrEqual(500 * 11)
+      expect(statements).toBeLessThanOrEqual(3 * 11 + 10)
+      expect(statements).toBeGreaterThan(0)
+    } finally {
+      await killReplicas(replicas)
+      await counter.close()
+    }
   }, 300_000)
 
   it('a hot tenant with a 200,000-event backlog does not hold back the 499 cold ones', async () => {
