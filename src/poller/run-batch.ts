@@ -97,16 +97,7 @@ export class BatchRunner {
       await connection.unsafe('commit')
       return { ...result, report: emptyBatchReport(performance.now() - batch.startedAt, 0, 0, true) }
     }
-    batch.trace = startBatchTrace(rows, `${this.#o.outbox.schema}.${this.#o.outbox.table}`, batch.startedAt)
-    const dispatch = this.#o.dispatch
-    const announcer = this.#o.announcer
-    const announcements = announcer?.open(rows, (error) => dispatch.abortBatch(new Error(`beforeDispatch failed: ${errorMessage(error)}`, { cause: error })))
-    let outcome: BatchOutcome & { stopped: Error | undefined }
-    try {
-      outcome = await dispatch.run(rows, connection, announcements, batch.trace)
-    } finally {
-      if (announcements !== undefined) announcer!.close(announcements)
-    }
+    const outcome = await this.#dispatch(connection, batch, rows, false)
     // The server already rolled the claim back; settling now would run outside that transaction.
     if (batch.lost !== undefined) throw batch.lost
     if (this.#forced) {
@@ -122,6 +113,21 @@ export class BatchRunner {
     const deferred = verdicts.deferred.length === 0 ? 'none' : verdicts.deferred.length === rows.length ? 'all' : 'some'
     const report = batchReport(rows.length, claim.bytes, performance.now() - batch.startedAt, verdicts, dead, outcome)
     return { ...result, deferred, deferMs: verdicts.deferMs, report }
+  }
+
+  /** The batch's handlers, its events announced to the supervisor first where there is one; `flush`: their end too, before returning. */
+  async #dispatch(connection: Sql, batch: ActiveBatch, rows: ClaimedEvent[], flush: boolean): Promise<BatchOutcome & { stopped: Error | undefined }> {
+    batch.trace = startBatchTrace(rows, `${this.#o.outbox.schema}.${this.#o.outbox.table}`, batch.startedAt)
+    const dispatch = this.#o.dispatch
+    const announcer = this.#o.announcer
+    const announcements = announcer?.open(rows, (error) => dispatch.abortBatch(new Error(`beforeDispatch failed: ${errorMessage(error)}`, { cause: error })))
+    try {
+      const outcome = await dispatch.run(rows, connection, announcements, batch.trace)
+      if (flush) await announcements?.flush()
+      return outcome
+    } finally {
+      if (announcements !== undefined) announcer!.close(announcements)
+    }
   }
 
   /**
@@ -160,18 +166,8 @@ export class BatchRunner {
     if (batch.lost !== undefined) throw batch.lost
     if (this.#forced) throw new Error('poller stopped')
     if (rows.length === 0) return
-    batch.trace = startBatchTrace(rows, `${this.#o.outbox.schema}.${this.#o.outbox.table}`, batch.startedAt)
-    const dispatch = this.#o.dispatch
-    const announcer = this.#o.announcer
-    const announcements = announcer?.open(rows, (error) => dispatch.abortBatch(new Error(`beforeDispatch failed: ${errorMessage(error)}`, { cause: error })))
-    let outcome: BatchOutcome & { stopped: Error | undefined }
-    try {
-      outcome = await dispatch.run(rows, connection, announcements, batch.trace)
-      // the next tenant's batch runs before the commit: these events are no longer in flight
-      await announcements?.flush()
-    } finally {
-      if (announcements !== undefined) announcer!.close(announcements)
-    }
+    // the next tenant's batch runs before the commit: these events must no longer count as in flight
+    const outcome = await this.#dispatch(connection, batch, rows, true)
     if (batch.lost !== undefined) throw batch.lost
     if (this.#forced) throw new Error('poller stopped')
     if (outcome.stopped !== undefined) throw outcome.stopped
