@@ -45,7 +45,9 @@ const noneDead: ReadonlySet<string> = new Set()
  */
 export async function outboxSettleBatch(connection: Sql, queries: SettleQueries, verdicts: BatchVerdicts, maxAttempts: number): Promise<ReadonlySet<string>> {
   const statements: Promise<unknown>[] = []
-  if (verdicts.processed.length > 0) statements.push(connection.unsafe(queries.markProcessed, [ids(verdicts.processed), ...createdRange(verdicts.processed)], { prepare: true }))
+  // Not prepared: a generic plan made while the outbox was nearly empty is a seq scan, kept as the table grows
+  // (a held snapshot: nothing is pruned) until its statistics change; planned each time, it finds rows by id.
+  if (verdicts.processed.length > 0) statements.push(connection.unsafe(queries.markProcessed, [ids(verdicts.processed), ...createdRange(verdicts.processed)], { prepare: false }))
   let failed: Promise<Array<{ id: string; dead: boolean }>> | undefined
   if (verdicts.failed.length > 0) {
     const f = verdicts.failed
