@@ -54,6 +54,10 @@ export async function outboxSettleBatch(connection: Sql, queries: SettleQueries,
 export async function outboxSettleStatements(connection: Sql, queries: SettleQueries, verdicts: BatchVerdicts, maxAttempts: number, after: () => Promise<unknown>[]): Promise<ReadonlySet<string>> {
   const statements: Promise<unknown>[] = []
   const send = <T>(query: Promise<T>) => (statements.push(query), query)
+  // Planned for the outbox as it is each time: a generic plan made while the outbox was nearly empty is a seq scan,
+  // kept as the table grows (a held snapshot prunes nothing) until its statistics change. Prepared all the same, so
+  // the statements go out at once with no describe round trip of their own; the COMMIT ends the setting.
+  send(connection.unsafe('set local plan_cache_mode = force_custom_plan').execute())
   if (verdicts.processed.length > 0) send(connection.unsafe(queries.markProcessed, [ids(verdicts.processed), ...createdRange(verdicts.processed)], { prepare: true }).execute())
   let failed: Promise<Array<{ id: string; dead: boolean }>> | undefined
   if (verdicts.failed.length > 0) {
