@@ -93,6 +93,13 @@ describe('three replicas over 20 tenants', () => {
     expect(poison!.last_error).toMatch(/worker died \(exit code 1\) while handling this event/)
     const others = tenants.filter((schema) => schema !== 'tr_0005').map((schema) => `select count(*) as n from "${schema}".outbox where entity_id::int between 2001 and 2020 and (attempts > 0 or dead_at is not null)`)
     expect((await db.sql.unsafe(`select sum(n)::int as n from (${others.join(' union all ')}) as c`))[0]!.n).toBe(0)
-    expect(new Set((await records(file, 2001, 2020)).map((event) => `${event.schema}/${event.id}`)).size).toBe(399)
+    const seen = new Set((await records(file, 2001, 2020)).map((event) => `${event.schema}/${event.id}`))
+    if (seen.size !== 399) {
+      // name the events processed or dead without a record of their handling, with their state
+      const all = tenants.map((schema) => `select '${schema}' as schema, id::text as id, entity_id, attempts, suspect, dead_at is not null as dead, processed_at is not null as processed, last_error from "${schema}".outbox where entity_id::int between 2001 and 2020`)
+      const rows = await db.sql.unsafe<Array<{ schema: string; id: string }>>(all.join(' union all '))
+      expect(rows.filter((row) => !seen.has(`${row.schema}/${row.id}`) && !(row.schema === 'tr_0005' && (row as { entity_id?: string }).entity_id === '2007'))).toEqual([])
+    }
+    expect(seen.size).toBe(399)
   })
 })
