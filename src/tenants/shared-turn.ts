@@ -1,5 +1,5 @@
 import type { Sql } from 'postgres'
-import { outboxRollback } from '../poller/claim.js'
+import { type ClaimQueries, outboxRollback } from '../poller/claim.js'
 import type { BatchResult, SharedBatch } from '../poller/run-batch.js'
 import type { Logger } from '../types.js'
 import type { TenantOutbox } from './tenant-outbox.js'
@@ -29,11 +29,13 @@ const noneDead: ReadonlySet<string> = new Set()
  * turn of its own. Since a crash of the process rolls back the whole transaction, a tenant's events handled
  * earlier in it are handled again, as a crashed batch's events are: at least once, as always.
  */
-export async function sharedTurn(connection: Sql, tenants: readonly TenantOutbox[], begin: string, idleInTransactionMs: number, log: Logger): Promise<SharedOutcome[] | undefined> {
-  const started = connection.unsafe(begin).execute()
+export async function sharedTurn(connection: Sql, tenants: readonly TenantOutbox[], statements: Pick<ClaimQueries, 'begin' | 'afterClaim'>, idleInTransactionMs: number, log: Logger): Promise<SharedOutcome[] | undefined> {
+  const started = connection.unsafe(statements.begin).execute()
   const claims = tenants.map((tenant) => tenant.runner.sharedClaim(connection, tenant.deferrals))
-  const claimed = await Promise.allSettled([started, ...claims])
-  const parts = claimed.slice(1).map((settled) => (settled.status === 'fulfilled' ? (settled.value as SharedBatch | undefined) : undefined))
+  // after every claim, as after a batch's own: the handlers plan their statements as configured, not as the claim is
+  const reset = connection.unsafe(statements.afterClaim).execute()
+  const claimed = await Promise.allSettled([started, reset, ...claims])
+  const parts = claimed.slice(2).map((settled) => (settled.status === 'fulfilled' ? (settled.value as SharedBatch | undefined) : undefined))
   if (claimed.some((settled) => settled.status === 'rejected') || parts.includes(undefined)) {
     await outboxRollback(connection).catch(() => {})
     for (const tenant of tenants) tenant.runner.sharedAborted()

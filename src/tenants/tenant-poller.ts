@@ -6,7 +6,7 @@ import { outboxCheckOrdering } from '../outbox/outbox-checks.js'
 import { OrderingIndexMissing } from '../outbox/ordering-index.js'
 import { errorDelayMaxMs, exponentialDelayMs } from '../poller/backoff.js'
 import { emptyBatchReport } from '../poller/batch-report.js'
-import { claimQueries, outboxRollback } from '../poller/claim.js'
+import { type ClaimQueries, claimQueries, outboxRollback } from '../poller/claim.js'
 import { HandlerRegistry } from '../poller/handler-registry.js'
 import type { Poller } from '../poller/poller.js'
 import { openPollerDatabase, PollerLifecycle } from '../poller/poller-lifecycle.js'
@@ -65,8 +65,8 @@ export class TenantPoller implements Poller {
   #probing: Promise<void> | undefined
   #lastLoopAt = 0
   readonly #lifecycle: PollerLifecycle
-  /** The BEGIN of a shared turn: every tenant's batch transaction begins alike. */
-  readonly #begin: string
+  /** The BEGIN of a shared turn and what follows its claims: every tenant's batch transaction begins alike. */
+  readonly #turnStatements: Pick<ClaimQueries, 'begin' | 'afterClaim'>
 
   constructor(input: PollerOptions) {
     const options = (this.options = resolveOptions(input))
@@ -78,7 +78,7 @@ export class TenantPoller implements Poller {
     this.#registry = new HandlerRegistry(input.handlers)
     this.#log = input.logger ?? silentLogger
     this.#shared = { options, registry: this.#registry, stats: this.stats, log: this.#log, beforeDispatch: input.beforeDispatch, afterBatch: input.afterBatch }
-    this.#begin = claimQueries(outboxTable('public', options.table), { ordering: options.ordering, onDead: options.orderingOnDead }, options).begin
+    this.#turnStatements = claimQueries(outboxTable('public', options.table), { ordering: options.ordering, onDead: options.orderingOnDead }, options)
     this.#listener = new TenantListener((schema, payload) => this.#notified(schema, payload))
     this.#lifecycle = new PollerLifecycle({
       force: () => this.#force(),
@@ -258,7 +258,7 @@ export class TenantPoller implements Poller {
    */
   async #turns(sql: Sql, tenants: readonly TenantOutbox[]): Promise<Turn[]> {
     if (tenants.length === 1) return [await this.#turn(sql, tenants[0]!)]
-    const shared = await sharedTurn(sql, tenants, this.#begin, this.options.idleInTransactionTimeoutMs, this.#log)
+    const shared = await sharedTurn(sql, tenants, this.#turnStatements, this.options.idleInTransactionTimeoutMs, this.#log)
     if (shared === undefined) {
       const turns: Turn[] = []
       for (const tenant of tenants) turns.push(await this.#turn(sql, tenant))
