@@ -245,6 +245,8 @@ describe('a poller with schemas', () => {
     await writeOrders(db.sql, 'tenant_a', 2, 8000)
     await writeOrders(db.sql, 'tenant_b', 2, 8000)
     await waitFor('the orders handled', () => seen.length === 4)
+    // handlers run before their batch commits: wait for the settlement of the invoice's batch to be visible
+    await waitFor('the invoice settled', async () => (await db.sql`select 1 from tenant_a.outbox where event_type = 'invoice.created' and retry_at is not null`).length > 0)
     const [held] = await db.sql`select processed_at, dead_at, attempts, retry_at > now() as later from tenant_a.outbox where event_type = 'invoice.created'`
     expect(held).toMatchObject({ processed_at: null, dead_at: null, attempts: 0, later: true })
     await poller.stop()
