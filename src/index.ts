@@ -1,4 +1,5 @@
-export { createPoller, type Poller, type PollerStats } from './poller/poller.js'
+export { createPoller } from './create-poller.js'
+export type { Poller, PollerStats } from './poller/poller.js'
 import type { MigrateOptions, MigrateResult, TruncateUpgrade } from './outbox/migrate.js'
 export type { MigrateOptions, MigrateResult, TruncateUpgrade }
 export { captureTable, uncaptureTable, listCaptures, type CaptureEvent, type CaptureOptions, type CapturedTable } from './capture/capture.js'

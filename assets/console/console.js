@@ -44,6 +44,23 @@ async function refreshOverview() {
       dead: status.dead, processedLastMinute: status.processedLastMinute, lag: seconds(status.oldestPendingSeconds),
       p50: seconds(status.latency.p50), p95: seconds(status.latency.p95), p99: seconds(status.latency.p99), at: status.at,
     }
+    const layout = status.layout
+    if (layout && layout.partitionBy !== null) {
+      Object.assign(fields, {
+        partitions: layout.partitions, defaultRows: layout.defaultRows, newestEndsAt: layout.newestEndsAt ?? '-',
+        partitionsAhead: layout.ahead < 0 ? `none for the current ${layout.partitionBy}` : layout.ahead,
+      })
+      const warnings = document.querySelector('[data-layout-warnings]')
+      if (warnings) {
+        while (warnings.firstChild) warnings.removeChild(warnings.firstChild)
+        for (const warning of layout.warnings) {
+          const line = document.createElement('p')
+          line.className = 'error'
+          line.textContent = warning
+          warnings.appendChild(line)
+        }
+      }
+    }
     for (const [field, value] of Object.entries(fields)) {
       const element = document.querySelector(`[data-overview] [data-field="${field}"], [data-field="${field}"]`)
       if (element) element.textContent = String(value)

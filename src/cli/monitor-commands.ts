@@ -37,7 +37,7 @@ export function registerMonitorCommands(program: Command, action: CommandAction)
     .option('--watch [seconds]', 'refresh in place every <seconds> until Ctrl-C (default: 2)')
     .option('--max-lag <duration>', 'exit 1 when the oldest pending event is older than this, e.g. 60s')
     .option('--max-dead <n>', 'exit 1 when more than <n> events are dead')
-    .option('--top <n>', 'with --schemas: how many of the worst tenants to list by lag and by dead events (--json lists all) (default: 10)')
+    .option('--top <n>', 'with --schemas: how many of the worst tenants to list by lag, by dead events and by partition upkeep lagging (--json lists all, each with its layout) (default: 10)')
     .addHelpText('after', '\nExit codes: 0 within limits; 1 a limit exceeded (the reason on stderr) or the database unreachable; 2 a bad flag.')
     .action(action(statusCommand))
 
@@ -55,7 +55,7 @@ export function registerMonitorCommands(program: Command, action: CommandAction)
     .requiredOption('--older-than <duration>', 'delete events processed longer ago than this, e.g. 7d')
     .option('--dead-older-than <duration>', 'also delete events dead longer ago than this, e.g. 30d (default: keep them)')
     .option('--chunk-size <n>', 'events deleted per transaction (1-100000) (default: 1000)')
-    .option('--no-maintenance', `after the deletes, skip the VACUUM of the outbox and the rebuild (REINDEX CONCURRENTLY) of its pending indexes over ${bloatFactor} × the size their entries need, as after a long-held snapshot (both done only as the outbox's owner)`)
+    .option('--no-maintenance', `after the deletes, skip the VACUUM of the outbox and the rebuild (REINDEX CONCURRENTLY) of its pending indexes over ${bloatFactor} × the size their steady state needs, as after a long-held snapshot (both done only as the outbox's owner)`)
     .action(action(cleanupCommand))
 }
 
@@ -70,8 +70,12 @@ async function statusCommand(command: Command): Promise<number> {
   const { schemas } = resolveOptions(componentOptionsFrom(command).poller, optionNamer(command))
   if (schemas !== undefined) {
     return withDatabase(command, 'status', async (sql, outbox) => {
+      let first = true
       const render = async () => {
         const status = await outboxTenantsStatus(sql, schemas, outbox.table)
+        // as the other commands with --schemas: a pattern that matches nothing is a typo, not a fleet in good health
+        if (first && status.tenants.length === 0 && status.withoutOutbox.length === 0) throw new ConfigError(`no schema matches ${schemas.join(' ')}`)
+        first = false
         return { text: flags.json ? `${JSON.stringify(status)}\n` : formatTenantsStatus(status, schemas, top), violations: tenantsStatusViolations(status, limits) }
       }
       return reportStatus(render, watchMs, !flags.json)

@@ -23,7 +23,7 @@ type FlagSpec = {
 const pollerFlags: FlagSpec[] = [
   { component: 'poller', key: 'batchSize', flag: '--batch-size <n>', env: 'OUTBOX_POLLER_BATCH_SIZE', help: 'most events claimed per batch (1-10000)', shownDefault: String(defaults.batchSize) },
   { component: 'poller', key: 'batchMaxBytes', flag: '--batch-max-bytes <size>', env: 'OUTBOX_POLLER_BATCH_MAX_BYTES', help: 'most payload and metadata bytes claimed per batch, as stored (512kB, 64MB, 1048576); a bigger event is claimed alone', shownDefault: formatByteSize(defaults.batchMaxBytes) },
-  { component: 'poller', key: 'concurrency', flag: '--concurrency <n>', env: 'OUTBOX_POLLER_CONCURRENCY', help: 'handlers running at once within a batch (1-10000)', shownDefault: String(defaults.concurrency) },
+  { component: 'poller', key: 'concurrency', flag: '--concurrency <n>', env: 'OUTBOX_POLLER_CONCURRENCY', help: "handlers running at once within a batch, or across the tenants' batches of a shared transaction (1-10000)", shownDefault: String(defaults.concurrency) },
   { component: 'poller', key: 'txMode', flag: '--tx-mode <mode>', env: 'OUTBOX_POLLER_TX_MODE', help: "how handlers share the batch transaction through ctx.tx(): event (a savepoint per event, taking turns) or batch (one savepoint for the batch, statements pipelined; when a writing event fails, the batch's other writing events run again); not with --schemas", shownDefault: defaults.txMode },
   { component: 'poller', key: 'intervalMin', flag: '--interval-min <duration>', env: 'OUTBOX_POLLER_INTERVAL_MIN', help: 'wait after the first empty poll; doubles while idle', shownDefault: formatDuration(defaults.intervalMinMs) },
   { component: 'poller', key: 'intervalMax', flag: '--interval-max <duration>', env: 'OUTBOX_POLLER_INTERVAL_MAX', help: 'longest wait between polls while idle (a missed wake-up delays an event at most this long)', shownDefault: formatDuration(defaults.intervalMaxMs) },
@@ -87,6 +87,7 @@ export function addSchemasFlag(command: Command): Command {
 export function addPollerFlags(command: Command): Command {
   return addFlags(command, pollerFlags)
     .option('--no-listen', 'never LISTEN, only poll: a new event waits at most --interval-max (env: OUTBOX_POLLER_LISTEN=false)')
+    .option('--no-overlap', "when every handler is a redis or amqp --sink: one batch at a time, on one claim connection; by default the next batch is claimed while the previous one's confirms are outstanding, each in its own transaction on a second connection (env: OUTBOX_POLLER_OVERLAP=false)")
     .option('--metrics-per-schema', 'with --schemas and --http: a schema label on the per-event counters and the backlog gauges, one series per tenant (env: OUTBOX_POLLER_METRICS_PER_SCHEMA=true; default: totals over every tenant)')
 }
 
@@ -122,10 +123,11 @@ export function componentOptionsFrom(command: Command): ComponentOptions {
   }
   const has = (flag: string) => command.options.some((option) => option.long === flag)
   const listen = has('--no-listen') ? (command.opts<{ listen?: boolean }>().listen === false ? false : booleanEnv('OUTBOX_POLLER_LISTEN')) : undefined
+  const overlap = has('--no-overlap') ? (command.opts<{ overlap?: boolean }>().overlap === false ? false : booleanEnv('OUTBOX_POLLER_OVERLAP')) : undefined
   const perSchema = has('--metrics-per-schema') ? (command.opts<{ metricsPerSchema?: boolean }>().metricsPerSchema === true ? true : booleanEnv('OUTBOX_POLLER_METRICS_PER_SCHEMA')) : undefined
   return {
     ...options,
-    poller: { ...options.poller, ...(listen === undefined ? {} : { listen }) },
+    poller: { ...options.poller, ...(listen === undefined ? {} : { listen }), ...(overlap === undefined ? {} : { overlap }) },
     http: { ...options.http, ...(perSchema === undefined ? {} : { metricsPerSchema: perSchema }) },
   }
 }

@@ -53,7 +53,28 @@ ${card('lag', 'lag (oldest pending)', s && seconds(s.oldestPendingSeconds))}${ca
 ${card('p95', 'latency p95', s && seconds(s.latency.p95))}${card('p99', 'latency p99', s && seconds(s.latency.p99))}</section>
 <p class="muted">at <span data-field="at">${s?.at.toISOString() ?? '-'}</span>; the charts cover the last hour of this console's samples (every 5 s)</p>
 <section class="charts">${chart('pending', 'pending')}${chart('processedLastMinute', 'processed per minute')}${chart('lagSeconds', 'lag (s)')}${chart('p95', 'latency p95 (s)')}</section>
+<h2>Layout</h2>${layoutSection(ctx)}
 <h2>Paused event types</h2>${pausesTable(ctx)}${pauseForm(ctx, '')}`
+}
+
+/** How many partitions lie ahead, as the overview shows it (console.js writes the same when it refreshes). */
+function partitionsAheadText(ahead: number, by: string): string {
+  return ahead < 0 ? `none for the current ${by}` : String(ahead)
+}
+
+/**
+ * The outbox's layout, as `status` shows it: a plain table, or the width, the partitions, how many lie ahead,
+ * the events in the default partition, and each warning about upkeep (refreshed in place by console.js).
+ */
+function layoutSection(ctx: PageContext): Html {
+  const layout = ctx.status?.layout
+  if (layout === undefined) return html`<p class="muted">-</p>`
+  if (layout.partitionBy === null) return html`<p data-layout="plain">plain table (not partitioned)</p>`
+  const card = (field: string, label: string, value: unknown) => html`<div class="card"><div class="label">${label}</div><div class="value" data-field="${field}">${value}</div></div>`
+  return html`<section class="cards" data-layout="${layout.partitionBy}">
+${card('partitionBy', 'partitioned by', layout.partitionBy)}${card('partitions', 'range partitions', layout.partitions)}${card('partitionsAhead', `ahead of the current ${layout.partitionBy}`, partitionsAheadText(layout.ahead, layout.partitionBy))}${card('defaultRows', 'events in the default partition', layout.defaultRows)}</section>
+<p class="muted">the newest partition ends <span data-field="newestEndsAt">${layout.newestEndsAt?.toISOString() ?? '-'}</span>; cleanup run as the outbox's owner keeps partitions ahead</p>
+<div data-layout-warnings>${layout.warnings.map((warning) => html`<p class="error">${warning}</p>`)}</div>`
 }
 
 function pausesTable(ctx: PageContext): Html {

@@ -37,6 +37,7 @@ export function connect(url: string, options: ConnectOptions): Sql {
     max: options.max ?? 1,
     keep_alive: 10,
     connect_timeout: 10,
+    backoff: reconnectBackoffSeconds,
     onnotice: () => {},
     onclose: options.onclose,
     prepare: options.direct === true,
@@ -51,6 +52,16 @@ export function connect(url: string, options: ConnectOptions): Sql {
       ...(options.direct === true ? serverKeepalives : {}),
     } as Record<string, unknown> as { application_name: string },
   })
+}
+
+/**
+ * How long postgres.js waits before reconnecting, after `failures` failed connections of the pool in a row:
+ * its own curve (jittered 3^failures / 100 s), capped at 1 s instead of 20. A query waits out this delay
+ * before it even fails, so at 20 s a claim during an outage would hang where it should fail, be logged and
+ * back off (the poller's own backoff paces the retries), and a recovered database would wait for it too.
+ */
+export function reconnectBackoffSeconds(failures: number, random: () => number = Math.random): number {
+  return (0.5 + random() / 2) * Math.min(3 ** failures / 100, 1)
 }
 
 /**

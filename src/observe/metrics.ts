@@ -1,13 +1,10 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
 import type { BatchReport } from '../poller/batch-report.js'
 import type { LostCapture } from '../capture/capture-registry.js'
-import type { TenantBacklog } from './tenant-backlog.js'
+import { type TenantBacklog, tenantProblems } from './tenant-backlog.js'
 
 /** The reasons of `outbox_worker_restarts_total`, as the supervisor names them. */
 const restartReasons = ['memory', 'crash', 'signal', 'reload'] as const
-
-/** Why a matching schema is not served, as `outbox_tenants_not_served` names it. */
-export const tenantProblems = ['no outbox', 'ordering differs', 'ordering indexes missing'] as const
 
 export interface MetricsOptions {
   /** The replica serves many tenants (`schemas`): the gauges of tenants served and not served. Default false. */
@@ -130,6 +127,24 @@ export class OutboxMetrics {
   setLayout(partitionBy: string | null, ahead: number, defaultRows: number): void {
     this.#partitionsAhead.reset()
     if (partitionBy !== null) this.#partitionsAhead.set({ partition_by: partitionBy }, ahead)
+    this.#defaultPartitionEvents.set(defaultRows)
+  }
+
+  /**
+   * With `schemas`: the served tenants' layouts, as one outbox's gauges would show the worst of them: per width,
+   * the fewest partitions ahead of any tenant; the default-partition events of all tenants summed. No
+   * `schema` label, even with `metricsPerSchema` (`status --schemas` names the tenants).
+   */
+  setTenantLayouts(layouts: ReadonlyArray<{ partitionBy: string | null; ahead: number; defaultRows: number }>): void {
+    const fewest = new Map<string, number>()
+    let defaultRows = 0
+    for (const layout of layouts) {
+      if (layout.partitionBy === null) continue
+      fewest.set(layout.partitionBy, Math.min(fewest.get(layout.partitionBy) ?? Number.POSITIVE_INFINITY, layout.ahead))
+      defaultRows += layout.defaultRows
+    }
+    this.#partitionsAhead.reset()
+    for (const [partitionBy, ahead] of fewest) this.#partitionsAhead.set({ partition_by: partitionBy }, ahead)
     this.#defaultPartitionEvents.set(defaultRows)
   }
 

@@ -15,7 +15,7 @@ import type { TenantBacklog } from './tenant-backlog.js'
  * backlog and dead-event gauges, the lost captured tables and a partitioned outbox's upkeep every 10 s, so a scrape
  * never runs a query. A lost capture, or upkeep not running, is a warning in the /healthz body, not a failure: the
  * pollers themselves are healthy. With `tenants` (a replica serving `schemas`), the backlog is every tenant's,
- * sampled by that function, instead of the one outbox's.
+ * sampled by that function, instead of the one outbox's, and so are the partition gauges and warnings (the tenants' layouts).
  */
 export class ReplicaHealth {
   #timer: NodeJS.Timeout | undefined
@@ -38,7 +38,10 @@ export class ReplicaHealth {
     const sample = async () => {
       if (this.tenants !== undefined) {
         try {
-          this.metrics.setTenantBacklog(await this.tenants(this.sql))
+          const backlog = await this.tenants(this.sql)
+          this.metrics.setTenantBacklog(backlog)
+          this.metrics.setTenantLayouts(backlog.tenants.map((tenant) => tenant.layout))
+          this.#layoutWarnings = tenantLayoutWarnings(backlog)
         } catch {
           // the health check reports a database that does not answer
         }
@@ -50,6 +53,7 @@ export class ReplicaHealth {
       } catch {
         // same: the health check reports a database that does not answer
       }
+      if (this.tenants !== undefined) return // the tenants' layouts came with their backlog
       try {
         const [clock] = await this.sql<Array<{ now: Date }>>`select now()`
         const layout = await outboxLayout(this.sql, this.outbox, clock!.now)
@@ -106,4 +110,14 @@ export class ReplicaHealth {
       return { ok: false, reason: `database: ${errorMessage(error)}`, warnings }
     }
   }
+}
+
+/** Tenants whose layout is warned of, listed in /healthz: this many at most, the rest counted. */
+const tenantWarningsShown = 10
+
+/** The served tenants' layout warnings, each prefixed with its schema (`status --schemas` lists them all). */
+function tenantLayoutWarnings(backlog: TenantBacklog): string[] {
+  const lagging = backlog.tenants.filter((tenant) => tenant.layout.warnings.length > 0)
+  const shown = lagging.slice(0, tenantWarningsShown).flatMap((tenant) => tenant.layout.warnings.map((warning) => `${tenant.schema}: ${warning}`))
+  return lagging.length > tenantWarningsShown ? [...shown, `partition upkeep lags in ${lagging.length - tenantWarningsShown} more tenants (see outbox-poller status --schemas)`] : shown
 }

@@ -1,7 +1,9 @@
 import type { Sql } from 'postgres'
 import { type OutboxOrdering, orderingSetting } from '../outbox/outbox-checks.js'
 import { outboxTenantsStatus, type TenantStatus } from '../ops/tenant-status.js'
-import type { tenantProblems } from './metrics.js'
+
+/** Why a matching schema is not served, as `outbox_tenants_not_served` names it. */
+export const tenantProblems = ['no outbox', 'ordering differs', 'ordering indexes missing'] as const
 
 /** The backlog of every tenant a multi-tenant replica serves, and the matching schemas it does not serve. */
 export interface TenantBacklog {

@@ -31,31 +31,68 @@ export const partitionsAheadWarnBelow: Record<PartitionBy, number> = {
   hour: partitionsAhead.hour - 24,
 }
 
+/** A range partition's bounds, ms since the epoch. */
+export interface RangeBounds {
+  from: number
+  to: number
+}
+
+/**
+ * SQL: the range partitions' bounds (`from`, `to`) read from the catalog, with `where` choosing the parents
+ * (`i.inhparent`). The default partition has no bounds and is left out. `pg_get_expr(…, 0)`: a bound names no
+ * column, so no partition is opened (nor locked, nor loaded into a fresh connection's cache) to print it.
+ */
+export function rangeBoundsSelect(where: string): string {
+  return `select b[1]::timestamptz as from, b[2]::timestamptz as to
+            from pg_inherits as i join pg_class as c on c.oid = i.inhrelid,
+                 regexp_match(pg_get_expr(c.relpartbound, 0), 'FROM \\(''([^'']+)''\\) TO \\(''([^'']+)''\\)') as b
+           where ${where} and b is not null`
+}
+
+/**
+ * SQL: the rows of the outbox outside every range (before the first, in a gap, after the last: the default
+ * partition's own constraint), which the executor prunes to the default partition, up to `defaultRowsCap`.
+ * Through the outbox itself, so the pollers' grants suffice. `ranges` in order.
+ */
+export function defaultRowsCount(outbox: OutboxTable, ranges: readonly RangeBounds[]): string {
+  const at = (ms: number) => quoteLiteral(new Date(ms).toISOString())
+  const outside = ranges.length === 0 ? 'true' : [
+    `created_at < ${at(ranges[0]!.from)}`,
+    ...ranges.slice(1).flatMap((r, i) => (r.from > ranges[i]!.to ? [`(created_at >= ${at(ranges[i]!.to)} and created_at < ${at(r.from)})`] : [])),
+    `created_at >= ${at(Math.max(...ranges.map((r) => r.to)))}`,
+  ].join(' or ')
+  return `(select count(*) from (select from ${outbox.qualified} where ${outside} limit ${defaultRowsCap}) as d)::int`
+}
+
+/**
+ * The width a partitioned outbox's range partitions span, for an outbox whose `partition_by` setting was
+ * deleted (as partitionBySettingQuery falls back to).
+ */
+export function widthOfRanges(ranges: readonly RangeBounds[]): PartitionBy {
+  return ranges.length > 0 && Math.max(...ranges.map((r) => r.to - r.from)) <= 3_600_000 ? 'hour' : 'day'
+}
+
 /**
  * The layout of the outbox at `at`. Reads only the catalog and, through the outbox itself (so the pollers' grants
  * suffice), the rows outside every range partition's bounds, which the executor prunes to the default partition.
  */
 export async function outboxLayout(sql: Sql | TransactionSql, outbox: OutboxTable, at: Date): Promise<OutboxLayout> {
   const [kind] = await sql.unsafe<Array<{ kind: string }>>(outboxKindQuery(outbox))
-  if (kind?.kind !== 'p') return { partitionBy: null, partitions: 0, newestEndsAt: null, ahead: 0, defaultRows: 0, warnings: [] }
+  if (kind?.kind !== 'p') return plainLayout()
   const [setting] = await sql.unsafe<Array<{ by: PartitionBy }>>(partitionBySettingQuery(outbox))
-  const by = setting!.by
-  const ranges = (
-    await sql.unsafe<Array<{ from: Date; to: Date }>>(
-      `select b[1]::timestamptz as from, b[2]::timestamptz as to
-         from pg_inherits as i join pg_class as c on c.oid = i.inhrelid,
-              regexp_match(pg_get_expr(c.relpartbound, c.oid), 'FROM \\(''([^'']+)''\\) TO \\(''([^'']+)''\\)') as b
-        where i.inhparent = ${quoteLiteral(outbox.qualified)}::regclass and b is not null
-        order by 1`,
-    )
-  ).map((r) => ({ from: r.from.getTime(), to: r.to.getTime() }))
-  // outside every range: before the first, in a gap, after the last (the default partition's own constraint)
-  const outside = ranges.length === 0 ? 'true' : [
-    `created_at < ${quoteLiteral(new Date(ranges[0]!.from).toISOString())}`,
-    ...ranges.slice(1).flatMap((r, i) => (r.from > ranges[i]!.to ? [`(created_at >= ${quoteLiteral(new Date(ranges[i]!.to).toISOString())} and created_at < ${quoteLiteral(new Date(r.from).toISOString())})`] : [])),
-    `created_at >= ${quoteLiteral(new Date(Math.max(...ranges.map((r) => r.to))).toISOString())}`,
-  ].join(' or ')
-  const [counted] = await sql.unsafe<Array<{ rows: number }>>(`select count(*)::int as rows from (select from ${outbox.qualified} where ${outside} limit ${defaultRowsCap}) as d`)
+  const ranges = (await sql.unsafe<Array<{ from: Date; to: Date }>>(`${rangeBoundsSelect(`i.inhparent = ${quoteLiteral(outbox.qualified)}::regclass`)} order by 1`))
+    .map((r) => ({ from: r.from.getTime(), to: r.to.getTime() }))
+  const [counted] = await sql.unsafe<Array<{ rows: number }>>(`select ${defaultRowsCount(outbox, ranges)} as rows`)
+  return partitionedLayout(setting!.by, ranges, counted!.rows, at)
+}
+
+/** A plain table's layout. */
+export function plainLayout(): OutboxLayout {
+  return { partitionBy: null, partitions: 0, newestEndsAt: null, ahead: 0, defaultRows: 0, warnings: [] }
+}
+
+/** A partitioned outbox's layout at `at`, from its range partitions (in order) and its default partition's rows. */
+export function partitionedLayout(by: PartitionBy, ranges: readonly RangeBounds[], defaultRows: number, at: Date): OutboxLayout {
   let cursor = periodStart(at, by).getTime()
   let ahead = -1
   for (const range of ranges) {
@@ -68,7 +105,7 @@ export async function outboxLayout(sql: Sql | TransactionSql, outbox: OutboxTabl
     partitions: ranges.length,
     newestEndsAt: ranges.length === 0 ? null : new Date(Math.max(...ranges.map((r) => r.to))),
     ahead,
-    defaultRows: counted!.rows,
+    defaultRows,
     warnings: [],
   }
   if (layout.defaultRows > 0) {

@@ -17,6 +17,8 @@ export interface TypeReport {
 export interface BatchReport {
   /** The outbox's schema, when the poller serves several (`schemas`). */
   schema?: string
+  /** 1: the second of two overlapping batches (see PollerOptions.overlap); absent for the first or only one. */
+  lane?: 1
   claimed: number
   /** Stored bytes of the claimed events' payloads and metadata (what `batchMaxBytes` bounds). */
   bytes: number

@@ -41,9 +41,13 @@ export function claimQueries(outbox: OutboxTable, order: OutboxOrdering = { orde
     // and the pending index cost the same to the planner, and the custom plans of the next claims (five, by
     // default) took the primary key in 8 of 14 drains of 3 replicas, walking every processed row from the claim's
     // floor (or from 0, a sweep); the generic plan, where $4's selectivity is a default, took the pending index
-    // every time — and no claim pays for its planning.
-    begin: `begin; set local jit = off; set local plan_cache_mode = force_generic_plan${settings}`,
-    afterClaim: 'set local plan_cache_mode = default',
+    // every time — and no claim pays for its planning. No sort: every part is read in its index's order, and a
+    // sort would let the planner read the fresh part from another index that covers pending rows (on PostgreSQL 18,
+    // whose skip scan serves `id >= $4` from outbox_entity_pending's third column) whenever that one is the
+    // smaller: the pending index is then never scanned, none of its dead entries is marked, and it grows by every
+    // insert until VACUUM, which keeps it the larger (BENCHMARKS.md, the soak on PostgreSQL 18).
+    begin: `begin; set local jit = off; set local plan_cache_mode = force_generic_plan; set local enable_sort = off${settings}`,
+    afterClaim: 'set local plan_cache_mode = default; set local enable_sort = default',
     // When $3 allows it, a due suspect (see 0002_suspects.sql) alone, in a batch of one; otherwise due
     // retries first (by due time), then fresh events in id order from id $4 (the ClaimFloor: no fresh event is
     // claimable below it, and the dead index entries there are not walked), at most $1 in all. Each part is an index
@@ -105,10 +109,13 @@ function blocking(alias: string, onDead: OutboxOrdering['onDead']): string {
  */
 function headCondition(t: string, order: OutboxOrdering): string {
   if (order.ordering === 'none') return ''
+  // OFFSET 0 keeps each probe a subplan (an index probe per candidate): as an anti join the planner may hash the
+  // candidates by entity and compare every pair of one entity's events, quadratic in a hot entity's backlog (one
+  // entity with 30,000 pending events: 42 s a claim on PostgreSQL 15)
   const pending = `earlier.id < o.id and ${blocking('earlier', order.onDead)}`
-  const entity = `and not exists (select 1 from ${t} as earlier where earlier.entity_type = o.entity_type and earlier.entity_id = o.entity_id and ${pending})`
+  const entity = `and not exists (select 1 from ${t} as earlier where earlier.entity_type = o.entity_type and earlier.entity_id = o.entity_id and ${pending} offset 0)`
   const group = order.ordering === 'group' ? `
-           and (o.group_key is null or not exists (select 1 from ${t} as earlier where ${groupHash('earlier.group_key')} = ${groupHash('o.group_key')} and earlier.group_key = o.group_key and ${pending}))` : ''
+           and (o.group_key is null or not exists (select 1 from ${t} as earlier where ${groupHash('earlier.group_key')} = ${groupHash('o.group_key')} and earlier.group_key = o.group_key and ${pending} offset 0))` : ''
   return `${entity}${group} ${truncateBarrier(t, order.onDead)}`
 }
 

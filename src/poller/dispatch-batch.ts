@@ -7,6 +7,7 @@ import type { Sql } from 'postgres'
 import type { BatchAnnouncements } from './announce-window.js'
 import type { BatchTrace } from './batch-trace.js'
 import { EventContext, SavepointTurns } from './handler-context.js'
+import type { HandlerSlots } from './handler-slots.js'
 import type { Handler, Logger, OutboxEvent } from '../types.js'
 
 export interface DispatchOptions {
@@ -22,6 +23,16 @@ export interface DispatchOptions {
  * `batch`: all of a batch's handlers write through one savepoint at the same time (see BatchSavepoint).
  */
 export type TxMode = 'event' | 'batch'
+
+/**
+ * What the batches of one transaction on one connection share while they run at once (tenants/shared-turn.ts):
+ * the `ctx.tx()` turns (one connection: a handler's savepoint must not interleave with another batch's) and the
+ * handler slots (`--concurrency` across the batches). The owner settles the turns once every batch ended.
+ */
+export interface SharedRoom {
+  turns: SavepointTurns
+  slots: HandlerSlots
+}
 
 /** An event that wrote through the batch savepoint: how its first run ended. */
 interface HeldEvent {
@@ -77,11 +88,13 @@ export class BatchDispatch {
   /**
    * Runs the batch's handlers; `connection` (holding the batch transaction) serves `ctx.tx()`. With
    * `announcements`, an event starts only once announced; with `trace`, each event's handlers run in its span.
-   * Resolves with `stopped` set if the batch was stopped.
+   * Resolves with `stopped` set if the batch was stopped. With `room`, the batch runs beside others on the same
+   * connection (`--tx-mode event` only): their turns and handler slots are the room's.
    */
-  async run(rows: readonly ClaimedEvent[], connection?: Sql, announcements?: BatchAnnouncements, trace?: BatchTrace): Promise<BatchOutcome & { stopped: Error | undefined }> {
-    const shared = connection !== undefined && this.options.txMode === 'batch' ? new BatchSavepoint(connection) : undefined
-    const turns = connection === undefined || shared !== undefined ? undefined : new SavepointTurns(connection)
+  async run(rows: readonly ClaimedEvent[], connection?: Sql, announcements?: BatchAnnouncements, trace?: BatchTrace, room?: SharedRoom): Promise<BatchOutcome & { stopped: Error | undefined }> {
+    const shared = room === undefined && connection !== undefined && this.options.txMode === 'batch' ? new BatchSavepoint(connection) : undefined
+    const turns = room?.turns ?? (connection === undefined || shared !== undefined ? undefined : new SavepointTurns(connection))
+    const slots = room?.slots
     const outcome: BatchOutcome = { succeeded: [], failed: [], unmatched: [], deferred: [], latencyMs: [], handlerMs: new Map() }
     const run: BatchRun = (this.#run = { stopped: this.#forced, running: new Map(), calls: new Set() })
     // the routes are looked up once per batch only when some handler takes the batch at once
@@ -177,9 +190,21 @@ export class BatchDispatch {
           announcements?.finished(event.id)
           continue
         }
+        const slot = slots?.take()
+        if (slot !== undefined) {
+          await slot
+          if (run.stopped !== undefined) {
+            slots!.give()
+            break
+          }
+        }
         if (route.batch.length === 0) outcome.latencyMs.push(Date.now() - event.created_at.getTime())
-        const handling = handle(index, route, shared ?? turns, performance.now())
-        if (handling !== undefined) await handling
+        try {
+          const handling = handle(index, route, shared ?? turns, performance.now())
+          if (handling !== undefined) await handling
+        } finally {
+          slots?.give()
+        }
       }
     }
     const workers: Promise<void>[] = pass === undefined ? [] : [pass.handOver()]
@@ -187,7 +212,7 @@ export class BatchDispatch {
     try {
       await Promise.all(workers)
       // a stopped batch rolls back whole: its savepoints need no statement
-      if (turns !== undefined && run.stopped === undefined) await turns.settle()
+      if (turns !== undefined && run.stopped === undefined && room === undefined) await turns.settle()
       if (shared?.taken && run.stopped === undefined) await this.#settleShared(shared, held, run, record, handle)
     } finally {
       if (this.#run === run) this.#run = undefined

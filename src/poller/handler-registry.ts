@@ -12,13 +12,14 @@ import type { Handler, HandlerMap, OutboxEvent } from '../types.js'
 export type BatchHandler = (events: readonly OutboxEvent[], signal: AbortSignal) => Promise<ReadonlyArray<Error | undefined>>
 
 const batchFormKey = Symbol('outbox-poller batch form')
+const overlapsKey = Symbol('outbox-poller overlaps')
 
 /**
  * A handler that also has a batch form: registered like any handler, the poller dispatches it with the
- * batch form; called directly, it handles one event.
+ * batch form; called directly, it handles one event. `overlaps`: its batches may overlap (see PollerOptions.overlap).
  */
-export function withBatchForm(handler: Handler, batch: BatchHandler): Handler {
-  return Object.assign(handler, { [batchFormKey]: batch })
+export function withBatchForm(handler: Handler, batch: BatchHandler, options: { overlaps?: boolean } = {}): Handler {
+  return Object.assign(handler, { [batchFormKey]: batch, [overlapsKey]: options.overlaps === true })
 }
 
 function batchFormOf(handler: Handler): BatchHandler | undefined {
@@ -69,6 +70,11 @@ export class HandlerRegistry {
   /** Whether a handler with a batch form is registered: without one, the dispatch skips the batch path. */
   get hasBatchForms(): boolean {
     return this.#routes.some((route) => batchFormOf(route.handler) !== undefined)
+  }
+
+  /** Whether every handler is a batch form whose batches may overlap (a Redis or RabbitMQ sink): a batch then runs no code of the user's. */
+  get overlapsBatches(): boolean {
+    return this.#routes.length > 0 && this.#routes.every((route) => (route.handler as { [overlapsKey]?: boolean })[overlapsKey] === true)
   }
 
   /** The handlers for an event type, in registration order: those with a batch form under `batch`, the others under `each`. */

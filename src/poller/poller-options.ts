@@ -48,7 +48,7 @@ export const defaults = {
 export interface PollerOptions {
   /**
    * Connection string (`postgres://…`); required. The poller opens its own connections (one for claims,
-   * held by each batch transaction, and one for LISTEN) and closes them on stop. The library never reads env.
+   * held by each batch transaction — two when batches overlap, see `overlap` —, and one for LISTEN) and closes them on stop. The library never reads env.
    */
   connectionString?: string
   /**
@@ -85,7 +85,7 @@ export interface PollerOptions {
    * powers of 1024), 1 kB – 1 TB. Default 64 MB.
    */
   batchMaxBytes?: number | string
-  /** Handlers running at once within a batch (1–10000). Default 32. */
+  /** Handlers running at once within a batch, or across the tenants' batches of a shared transaction (1–10000). Default 32. */
   concurrency?: number | string
   /** Wait after the first empty poll (1 ms – 1 h). Default 250 ms. */
   intervalMin?: number | string
@@ -113,6 +113,16 @@ export interface PollerOptions {
    * one savepoint each. Not with `schemas`. Default `event`.
    */
   txMode?: TxMode | string
+  /**
+   * When every handler is a sink whose batches may overlap (Redis Streams, RabbitMQ; see `registerSinks` and
+   * `Sink.overlaps`): claim the next batch while the previous batch's confirms are outstanding, so the database's
+   * part of one batch overlaps the broker's part of the other. Two batches
+   * in flight at most, each in its own transaction on a claim connection of its own, each committed only once
+   * its own confirms are back: a crash rolls both back, and no unconfirmed event is marked processed. Costs a
+   * second claim connection. No effect with other handlers (their code never sees two batches at once) or
+   * with `schemas`. Default true.
+   */
+  overlap?: boolean
   /** How long start-up keeps retrying an unreachable database (0 – 1 h). Default 30 s. */
   connectTimeout?: number | string
   /**
@@ -128,8 +138,10 @@ export interface PollerOptions {
    * announced events not yet finished: the events of the batch that never started are not charged. A window
    * is `concurrency` events, doubled while the dispatch keeps catching up with it (fast handlers), so at most
    * about `concurrency` + 1.5 windows are suspect. The supervised worker reports them to its supervisor.
+   * `lane` is 1 for the events of the second batch in flight when batches overlap (see `overlap`; its
+   * `afterBatch` report says `lane: 1` too), so that the settlement of one forgets only its own suspects.
    */
-  beforeDispatch?: (ids: string[], finished: string[]) => void | Promise<void>
+  beforeDispatch?: (ids: string[], finished: string[], lane?: 1) => void | Promise<void>
   /** Called once per claim (empty or not) after it committed or rolled back, with what the batch did: the source of metrics. */
   afterBatch?: (report: BatchReport) => void
   /** Handlers by event-type pattern (`issue.created`, `issue.*`, `*`), or one function for every event. */
@@ -164,6 +176,8 @@ export interface ResolvedOptions {
   readonly connectTimeoutMs: number
   /** LISTEN for wake-ups (the listen URL itself is kept out of here: it may hold a password). */
   readonly listen: boolean
+  /** A sink-only poller claims the next batch while the previous one's confirms are outstanding. */
+  readonly overlap: boolean
   readonly drainTimeoutMs: number
   /** Derived, set with SET LOCAL in every batch transaction: the drain timeout, so no statement outlives a drain. */
   readonly statementTimeoutMs: number
@@ -181,7 +195,7 @@ export type OptionNamer<Key extends string = keyof PollerOptions> = (key: Key) =
 const pollerOptionKeys = {
   connectionString: true, listenUrl: true, listen: true, schema: true, schemas: true, discoverInterval: true, tenantConcurrency: true, table: true, batchSize: true, batchMaxBytes: true, concurrency: true,
   intervalMin: true, intervalMax: true, handlerTimeout: true, maxAttempts: true, retryDelay: true,
-  retryDelayMax: true, unmatched: true, ordering: true, orderingOnDead: true, txMode: true, connectTimeout: true,
+  retryDelayMax: true, unmatched: true, ordering: true, orderingOnDead: true, txMode: true, overlap: true, connectTimeout: true,
   drainTimeout: true, beforeDispatch: true, afterBatch: true, handlers: true, logger: true, applicationName: true,
 } as const satisfies Record<keyof PollerOptions, true>
 
@@ -219,6 +233,7 @@ export function resolveOptions(input: PollerOptions, nameOf: OptionNamer = (key)
     txMode: choiceOption(input.txMode, nameOf('txMode'), defaults.txMode, ['event', 'batch'] as const),
     connectTimeoutMs: ms('connectTimeout', defaults.connectTimeoutMs, 0, HOUR),
     listen: booleanOption(input.listen, nameOf('listen'), true),
+    overlap: booleanOption(input.overlap, nameOf('overlap'), true),
     drainTimeoutMs: 0,
     statementTimeoutMs: 0,
     idleInTransactionTimeoutMs: 0,

@@ -4,6 +4,8 @@ import { applicationName, type DatabaseSession, describeTarget } from '../databa
 import { AnnounceWindow } from './announce-window.js'
 import { errorDelayMaxMs, exponentialDelayMs } from './backoff.js'
 import { claimQueries } from './claim.js'
+import { ClaimFloor } from './claim-floor.js'
+import { ClaimTurns } from './claim-turns.js'
 import { BatchDispatch } from './dispatch-batch.js'
 import { ConfigError } from '../errors.js'
 import { HandlerRegistry } from './handler-registry.js'
@@ -11,8 +13,8 @@ import { silentLogger } from '../log.js'
 import { outboxCheckExists, outboxCheckOrdering } from '../outbox/outbox-checks.js'
 import { type OutboxTable, outboxTable } from '../outbox/outbox-table.js'
 import { PausedTypes } from './paused-types.js'
+import { OverlapLane } from './overlap-lane.js'
 import { openPollerDatabase, PollerLifecycle } from './poller-lifecycle.js'
-import { TenantPoller } from '../tenants/tenant-poller.js'
 import { type BatchResult, BatchRunner } from './run-batch.js'
 import { type PollerStats, settleQueries } from './settle.js'
 import type { Handler, Logger } from '../types.js'
@@ -39,27 +41,36 @@ export interface Poller {
   readonly lastLoopAt: number
 }
 
-/** Creates a poller. Nothing connects until `start()`. With `schemas`, one poller serves every matching schema's outbox. */
-export function createPoller(options: PollerOptions): Poller {
-  return options.schemas === undefined ? new OutboxPoller(options) : new TenantPoller(options)
-}
-
-class OutboxPoller implements Poller {
+/** The poller of one outbox (createPoller without `schemas`). */
+export class OutboxPoller implements Poller {
   readonly options: ResolvedOptions
   readonly stats: PollerStats = { batches: 0, processed: 0, failed: 0, dead: 0 }
   readonly done: Promise<void>
   readonly #registry: HandlerRegistry
   readonly #log: Logger
   readonly #outbox: OutboxTable
-  readonly #dispatch: BatchDispatch
+  readonly #input: PollerOptions
   readonly #batches: BatchRunner
+  /** The second batch in flight, when batches overlap (see #open). */
+  #second: OverlapLane | undefined
+  /** The claims of overlapping batches take turns; undefined with one batch in flight. */
+  #turns: ClaimTurns | undefined
+  /** The first lane's last settled batch deferred every event: the second lane waits until one goes through. */
+  #outage = false
+  /** Shared by the overlapping batches' runners: a rollback of either resets it. */
+  readonly #floor = new ClaimFloor()
   readonly #wakeUp: WakeUp
   readonly #paused: PausedTypes
   readonly #connectionString: string | undefined
   readonly #listenUrl: string | undefined
   readonly #applicationName: string
   #sql: Sql | undefined
-  /** The pool of `listenUrl`, when given: its one connection only LISTENs. */
+  /** The second lane's claim connection. */
+  #secondSql: Sql | undefined
+  /**
+   * The LISTEN pool, on `listenUrl` when given: its own pool even on the same URL, because postgres.js counts
+   * reconnect failures per pool, and a LISTEN retrying through an outage must not slow the claims' reconnects.
+   */
   #listenSql: Sql | undefined
   #lastLoopAt = 0
   readonly #lifecycle: PollerLifecycle
@@ -75,8 +86,29 @@ class OutboxPoller implements Poller {
     this.#outbox = outboxTable(options.schema, options.table)
     this.#wakeUp = new WakeUp(this.#outbox)
     this.#paused = new PausedTypes(this.#outbox, options.intervalMaxMs)
-    this.#dispatch = new BatchDispatch(this.#registry, { concurrency: options.concurrency, handlerTimeoutMs: options.handlerTimeoutMs, log: this.#log, txMode: options.txMode })
-    this.#batches = new BatchRunner({
+    this.#input = input
+    this.#batches = this.#batchRunner(0)
+    this.#lifecycle = new PollerLifecycle({
+      force: () => {
+        this.#batches.force()
+        this.#second?.force()
+      },
+      // asked on stop only: the first lane's sleep ends, and the second lane claims no more
+      wake: () => {
+        this.#wakeUp.wake()
+        this.#second?.stop()
+      },
+      close: () => this.#close(),
+      stopped: () => this.#log.info(this.stats, 'poller stopped'),
+    })
+    this.done = this.#lifecycle.done
+  }
+
+  /** A runner of the outbox's batches; lane 1 is the second batch in flight, so tagged in what the hooks see. */
+  #batchRunner(lane: 0 | 1): BatchRunner {
+    const options = this.options
+    const { beforeDispatch: hook, afterBatch } = this.#input
+    return new BatchRunner({
       outbox: this.#outbox,
       claimQueries: claimQueries(this.#outbox, { ordering: options.ordering, onDead: options.orderingOnDead }, options),
       settleQueries: settleQueries(this.#outbox),
@@ -84,20 +116,14 @@ class OutboxPoller implements Poller {
       batchSize: options.batchSize,
       batchMaxBytes: options.batchMaxBytes,
       maxAttempts: options.maxAttempts,
-      dispatch: this.#dispatch,
-      announcer: input.beforeDispatch && new AnnounceWindow(input.beforeDispatch, options.concurrency),
-      afterBatch: input.afterBatch,
+      dispatch: new BatchDispatch(this.#registry, { concurrency: options.concurrency, handlerTimeoutMs: options.handlerTimeoutMs, log: this.#log, txMode: options.txMode }),
+      announcer: hook && new AnnounceWindow(lane === 0 ? hook : (ids, finished) => hook(ids, finished, lane), options.concurrency),
+      afterBatch: afterBatch && (lane === 0 ? afterBatch : (report) => afterBatch({ ...report, lane })),
       paused: this.#paused,
       stats: this.stats,
       log: this.#log,
+      floor: this.#floor,
     })
-    this.#lifecycle = new PollerLifecycle({
-      force: () => this.#batches.force(),
-      wake: () => this.#wakeUp.wake(),
-      close: () => this.#close(),
-      stopped: () => this.#log.info(this.stats, 'poller stopped'),
-    })
-    this.done = this.#lifecycle.done
   }
 
   get lastLoopAt(): number {
@@ -120,6 +146,15 @@ class OutboxPoller implements Poller {
     this.#sql = sql
     await outboxCheckExists(sql, this.#outbox, { current: true })
     await outboxCheckOrdering(sql, this.#outbox, { ordering: this.options.ordering, onDead: this.options.orderingOnDead })
+    // Every handler a sink that overlaps (Redis, RabbitMQ): a batch runs no code of the user's, only publishes, and the next batch may be
+    // claimed while its confirms are outstanding, on a second connection in its own transaction.
+    if (this.options.overlap && this.#registry.overlapsBatches) {
+      const batches = this.#batchRunner(1)
+      const second = await this.#connect(this.#connectionString!, () => batches.connectionClosed())
+      this.#secondSql = second.sql
+      this.#turns = new ClaimTurns()
+      this.#second = new OverlapLane(batches, second.sql, this.#turns, this.options.intervalMinMs, () => this.#wakeUp.wake())
+    }
     await this.#listen(sql, session)
     this.#log.info({ outbox: `${this.options.schema}.${this.options.table}`, target: describeTarget(this.#connectionString!), options: this.options }, 'poller started')
   }
@@ -133,8 +168,7 @@ class OutboxPoller implements Poller {
     const waitMs = this.options.intervalMaxMs
     if (session.pooled) this.#log.info('connected through a connection pooler: no named prepared statements, no server keepalive settings (set the pooler\'s)')
     if (!this.options.listen) return this.#log.info({ interval_max_ms: waitMs }, 'not listening for NOTIFY: polling, a new event waits at most the longest poll interval')
-    let listener = sql
-    if (this.#listenUrl !== undefined) listener = this.#listenSql = (await this.#connect(this.#listenUrl)).sql
+    const listener = (this.#listenSql = (await this.#connect(this.#listenUrl ?? this.#connectionString!)).sql)
     if (await this.#wakeUp.listen(listener, sql, (payload) => this.#paused.notified(payload))) return
     this.#log.warn(
       { interval_max_ms: waitMs },
@@ -150,11 +184,17 @@ class OutboxPoller implements Poller {
     if (this.#sql !== undefined) await this.#wakeUp.lower(this.#sql)
     await this.#wakeUp.unlisten()
     await this.#listenSql?.end({ timeout: 5 })
+    await this.#secondSql?.end({ timeout: 5 })
     await this.#sql?.end({ timeout: 5 })
   }
 
-  /** Claim → dispatch → settle, again at once after a batch with events; back off while empty or failing. */
+  /** The first lane's loop, and the second lane's beside it when batches overlap. */
   async #loop(): Promise<void> {
+    await Promise.all([this.#firstLoop(), this.#second?.run()])
+  }
+
+  /** Claim → dispatch → settle, again at once after a batch with events; back off while empty or failing. */
+  async #firstLoop(): Promise<void> {
     const sql = this.#sql!
     const { intervalMinMs, intervalMaxMs } = this.options
     let idleSteps = 0
@@ -163,7 +203,7 @@ class OutboxPoller implements Poller {
     while (!this.#lifecycle.stopRequested) {
       let batch: BatchResult
       try {
-        batch = await this.#batches.run(sql, deferrals)
+        batch = await this.#runBatch(sql, deferrals)
         this.#lastLoopAt = Date.now()
         errorSteps = 0
       } catch (error) {
@@ -184,6 +224,25 @@ class OutboxPoller implements Poller {
         // raised, then look once more: an event committed just before the flag was seen never notified
         await this.#wakeUp.raise(sql)
       } else await this.#sleep(exponentialDelayMs(++idleSteps, intervalMinMs, intervalMaxMs))
+    }
+  }
+
+  /**
+   * One batch of the first lane. With overlap, its claim takes its turn, and a claim that took events sets the
+   * second lane going, unless the batch before deferred all of its events (an outage: this lane alone probes).
+   */
+  async #runBatch(sql: Sql, deferrals: number): Promise<BatchResult> {
+    if (this.#turns === undefined) return this.#batches.run(sql, deferrals)
+    const endTurn = await this.#turns.take()
+    try {
+      const batch = await this.#batches.run(sql, deferrals, (events) => {
+        endTurn()
+        if (events > 0 && !this.#outage) this.#second?.busy()
+      })
+      if (batch.deferred !== undefined) this.#outage = batch.deferred === 'all'
+      return batch
+    } finally {
+      endTurn()
     }
   }
 

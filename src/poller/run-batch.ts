@@ -7,7 +7,7 @@ import { type ClaimQueries, outboxClaimBatch, outboxClaimShared, outboxRollback 
 import type { ClaimedEvent } from './claimed-event.js'
 import { ClaimFloor } from './claim-floor.js'
 import { outboxChargeCrash } from './charge-suspects.js'
-import type { BatchDispatch, BatchOutcome } from './dispatch-batch.js'
+import type { BatchDispatch, BatchOutcome, SharedRoom } from './dispatch-batch.js'
 import { errorMessage, isConnectionFailure, serverReason } from '../errors.js'
 import type { OutboxTable } from '../outbox/outbox-table.js'
 import type { PausedTypes } from './paused-types.js'
@@ -41,6 +41,8 @@ export interface BatchRunnerOptions {
   paused: PausedTypes
   stats: PollerStats
   log: Logger
+  /** Shared by the runners of one outbox whose batches overlap: a rollback of either resets it. */
+  floor?: ClaimFloor
 }
 
 /** Claim → dispatch → settle, one batch in one transaction on the poller's one connection. */
@@ -54,19 +56,23 @@ export class BatchRunner {
   #suspectTurn = true
   #forced = false
   /** Where the claim of fresh events starts, past the dead index entries a held snapshot keeps. */
-  readonly #floor = new ClaimFloor()
+  readonly #floor: ClaimFloor
 
   constructor(options: BatchRunnerOptions) {
     this.#o = options
+    this.#floor = options.floor ?? new ClaimFloor()
     this.#deaths = new BatchDeaths(options.batchSize)
   }
 
-  /** Runs one batch; `deferrals` counts the settled batches in a row before it that deferred events. */
-  async run(connection: Sql, deferrals: number): Promise<BatchResult> {
+  /**
+   * Runs one batch; `deferrals` counts the settled batches in a row before it that deferred events. `claimed` is
+   * told how many events the claim took, as soon as it is in (overlapping batches: the next claim may go out).
+   */
+  async run(connection: Sql, deferrals: number, claimed?: (events: number) => void): Promise<BatchResult> {
     const batch: ActiveBatch = (this.#active = this.#lastBatch = { claimed: 0, bytes: 0, suspect: false, skippedSuspects: !this.#suspectTurn, startedAt: performance.now(), inFlight: [], lost: undefined, trace: undefined })
     let report: BatchReport | undefined
     try {
-      const result = await this.#claimAndHandle(connection, batch, deferrals)
+      const result = await this.#claimAndHandle(connection, batch, deferrals, claimed)
       report = result.report
       return result
     } catch (error) {
@@ -80,7 +86,7 @@ export class BatchRunner {
     }
   }
 
-  async #claimAndHandle(connection: Sql, batch: ActiveBatch, deferrals: number): Promise<BatchResult & { report: BatchReport | undefined }> {
+  async #claimAndHandle(connection: Sql, batch: ActiveBatch, deferrals: number, claimed: ((events: number) => void) | undefined): Promise<BatchResult & { report: BatchReport | undefined }> {
     // the pauses' re-read (when due) goes out just before BEGIN and the claim: one round trip for the three
     const refreshed = this.#o.paused.refresh(connection)
     const { fromId, sweep } = this.#floor.next()
@@ -90,6 +96,7 @@ export class BatchRunner {
     const { events: rows, parked } = await this.#o.paused.park(connection, claim.events)
     Object.assign(batch, { claimed: rows.length, bytes: claim.bytes, suspect: claim.suspect })
     this.#suspectTurn = !claim.suspect
+    claimed?.(rows.length)
     if (batch.lost !== undefined) throw batch.lost
     // parked events count as claimed: a batch of only paused events is followed by the next claim at once
     const result = { claimed: rows.length + parked, skippedSuspects: batch.skippedSuspects, deferred: undefined, deferMs: 0, report: undefined }
@@ -116,13 +123,13 @@ export class BatchRunner {
   }
 
   /** The batch's handlers, its events announced to the supervisor first where there is one; `flush`: their end too, before returning. */
-  async #dispatch(connection: Sql, batch: ActiveBatch, rows: ClaimedEvent[], flush: boolean): Promise<BatchOutcome & { stopped: Error | undefined }> {
+  async #dispatch(connection: Sql, batch: ActiveBatch, rows: ClaimedEvent[], flush: boolean, room?: SharedRoom): Promise<BatchOutcome & { stopped: Error | undefined }> {
     batch.trace = startBatchTrace(rows, `${this.#o.outbox.schema}.${this.#o.outbox.table}`, batch.startedAt)
     const dispatch = this.#o.dispatch
     const announcer = this.#o.announcer
     const announcements = announcer?.open(rows, (error) => dispatch.abortBatch(new Error(`beforeDispatch failed: ${errorMessage(error)}`, { cause: error })))
     try {
-      const outcome = await dispatch.run(rows, connection, announcements, batch.trace)
+      const outcome = await dispatch.run(rows, connection, announcements, batch.trace, room)
       if (flush) await announcements?.flush()
       return outcome
     } finally {
@@ -134,14 +141,15 @@ export class BatchRunner {
    * This outbox's claim in a transaction shared with other outboxes' batches, begun by the caller (see
    * tenants/shared-turn.ts): the pauses' re-read when due, the claim, sent at once, then the parking of paused
    * events. Undefined when the claim locked rows past the byte budget: the caller rolls back (sharedAborted) and
-   * gives each outbox a transaction of its own, whose claim frees them. Every part ends with sharedEnd.
+   * gives each outbox a transaction of its own, whose claim frees them. Every part ends with sharedEnd. `most`
+   * bounds the batch below its size (the turn's other tenants wait for its end).
    */
-  async sharedClaim(connection: Sql, deferrals: number): Promise<SharedBatch | undefined> {
+  async sharedClaim(connection: Sql, deferrals: number, most = Number.POSITIVE_INFINITY): Promise<SharedBatch | undefined> {
     const batch: ActiveBatch = (this.#active = this.#lastBatch = { claimed: 0, bytes: 0, suspect: false, skippedSuspects: !this.#suspectTurn, startedAt: performance.now(), inFlight: [], lost: undefined, trace: undefined })
     const refreshed = this.#o.paused.refresh(connection)
     const { fromId, sweep } = this.#floor.next()
     const claimStartedAt = performance.now()
-    const [, claim] = await Promise.all([refreshed, outboxClaimShared(connection, this.#o.claimQueries, { batchSize: this.#deaths.batchSize, maxBytes: this.#o.batchMaxBytes, suspects: this.#suspectTurn, fromId })])
+    const [, claim] = await Promise.all([refreshed, outboxClaimShared(connection, this.#o.claimQueries, { batchSize: Math.min(this.#deaths.batchSize, most), maxBytes: this.#o.batchMaxBytes, suspects: this.#suspectTurn, fromId })])
     if (claim === undefined) return undefined
     this.#floor.claimed(claim.firstFreshId, sweep, performance.now() - claimStartedAt)
     const { events: rows, parked } = await this.#o.paused.park(connection, claim.events)
@@ -158,16 +166,17 @@ export class BatchRunner {
 
   /**
    * Runs the handlers of this outbox's part of the shared transaction, announced as a batch of its own (the
-   * supervisor charges a crash to this outbox's rows only), and decides its verdicts. Throws what ends the whole
+   * supervisor charges a crash to the rows of the outboxes whose events were in flight), beside the other parts
+   * (`room`: their `ctx.tx()` turns and handler slots), and decides its verdicts. Throws what ends the whole
    * transaction: the connection lost, a forced stop, a failed announcement.
    */
-  async sharedDispatch(connection: Sql, part: SharedBatch): Promise<void> {
+  async sharedDispatch(connection: Sql, part: SharedBatch, room: SharedRoom): Promise<void> {
     const { batch, rows } = part
     if (batch.lost !== undefined) throw batch.lost
     if (this.#forced) throw new Error('poller stopped')
     if (rows.length === 0) return
-    // the next tenant's batch runs before the commit: these events must no longer count as in flight
-    const outcome = await this.#dispatch(connection, batch, rows, true)
+    // the other tenants' batches run on until the commit: these events must no longer count as in flight
+    const outcome = await this.#dispatch(connection, batch, rows, true, room)
     if (batch.lost !== undefined) throw batch.lost
     if (this.#forced) throw new Error('poller stopped')
     if (outcome.stopped !== undefined) throw outcome.stopped

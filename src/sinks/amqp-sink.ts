@@ -30,6 +30,8 @@ export function createAmqpSink(spec: AmqpSinkSpec, options: ResolvedSinkOptions)
 
 function amqpDriver(spec: AmqpSinkSpec, timeoutMs: number): BrokerDriver<AmqpLink> {
   return {
+    // a second batch publishes while the first waits for its confirms: RabbitMQ then has 500 messages to work on, not 250
+    overlaps: true,
     async open(lost) {
       const model = await amqp.connect(spec.connectUrl, { timeout: timeoutMs, clientProperties: { connection_name: `outbox-poller ${hostname()}/${process.pid}` } }).catch((error: unknown) => {
         throw configOr(error, spec)

@@ -18,6 +18,8 @@ export interface BrokerDriver<C> extends ConnectionDriver<C> {
   sendBatch(connection: C, events: readonly OutboxEvent[]): Array<Promise<void>>
   /** Errors of `sendBatch` that mean the connection is broken (it is then replaced). */
   isConnectionFailure(error: unknown): boolean
+  /** Whether a second batch in flight pays with this broker (see Sink.overlaps; measured in BENCHMARKS.md). */
+  readonly overlaps: boolean
 }
 
 /**
@@ -31,6 +33,7 @@ export interface BrokerDriver<C> extends ConnectionDriver<C> {
 export class BrokerSink<C> implements Sink {
   readonly name: string
   readonly pattern: string
+  readonly overlaps: boolean
   readonly #keeper: ConnectionKeeper<C>
   readonly #outage: OutageLog
   readonly #slots: Semaphore
@@ -44,6 +47,7 @@ export class BrokerSink<C> implements Sink {
     options: ResolvedSinkOptions,
   ) {
     this.name = spec.name
+    this.overlaps = driver.overlaps
     this.pattern = spec.pattern
     this.#secrets = spec.secrets
     this.#timeoutMs = options.timeoutMs

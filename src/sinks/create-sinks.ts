@@ -81,10 +81,14 @@ function sinkHandler(sinks: Sink[]): Handler {
           const bySink = await Promise.all(sinks.map((sink) => sink.publishBatch(events, signal)))
           return events.map((_event, i) => combined(bySink.flatMap((results) => (results[i] === undefined ? [] : [results[i]]))))
         }
-  return withBatchForm(async (event, ctx) => {
-    const [error] = await publishBatch([event], ctx.signal)
-    if (error !== undefined) throw error
-  }, publishBatch)
+  return withBatchForm(
+    async (event, ctx) => {
+      const [error] = await publishBatch([event], ctx.signal)
+      if (error !== undefined) throw error
+    },
+    publishBatch,
+    { overlaps: sinks.every((sink) => sink.overlaps) },
+  )
 }
 
 /** One event's failures at several sinks as one error: deferred only when every failure is an outage. */

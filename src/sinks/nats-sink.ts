@@ -25,6 +25,7 @@ export function createNatsSink(spec: NatsSinkSpec, options: ResolvedSinkOptions)
 
 function natsDriver(spec: NatsSinkSpec, timeoutMs: number): BrokerDriver<NatsLink> {
   return {
+    overlaps: false,
     async open(lost) {
       const connection = await connect({ servers: spec.server, user: spec.user, pass: spec.pass, token: spec.token, name: 'outbox-poller', reconnect: false, timeout: timeoutMs }).catch(
         (error: unknown) => {

@@ -98,6 +98,7 @@ function redisDriver(spec: RedisSinkSpec, timeoutMs: number): BrokerDriver<Redis
     return transientReplies.test(message) ? sinkUnavailable(spec.name, sinkErrorMessage(error, spec.secrets)) : typeof error === 'string' ? new Error(error) : error
   }
   return {
+    overlaps: true,
     async open(lost) {
       const client = newClient(spec.connectUrl, timeoutMs)
       client.on('error', (error: unknown) => lost(sinkErrorMessage(error, spec.secrets)))

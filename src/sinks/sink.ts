@@ -11,6 +11,15 @@ export interface Sink {
   /** Event-type pattern it relays (`issue.created`, `issue.*`, `*`). */
   readonly pattern: string
   /**
+   * Whether the poller may have a second batch in flight with it (PollerOptions.overlap), where that was measured to
+   * pay: Redis Streams, whose batch is one script call, so a second batch hides the database's part of the first,
+   * and RabbitMQ, whose confirms of a lone batch take the broker's whole processing time of it (a second batch's
+   * messages keep it busy meanwhile). Not NATS JetStream (one batch at a time already reaches about its ceiling;
+   * a second gained nothing), see BENCHMARKS.md. Not a webhook: its sender bounds it (one request per event), a
+   * second batch would only queue behind the first.
+   */
+  readonly overlaps: boolean
+  /**
    * Connects. A broker that is down is not an error: the outage is logged once and the sink reconnects in the
    * background. A mistake no retry fixes (credentials refused, a missing exchange or stream) rejects with a ConfigError.
    */

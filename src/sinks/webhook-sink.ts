@@ -30,6 +30,7 @@ export function createWebhookSink(spec: WebhookSinkSpec, secret: string, options
 class WebhookSink implements Sink {
   readonly name: string
   readonly pattern: string
+  readonly overlaps = false
   readonly #outage: OutageLog
   readonly #slots: Semaphore
   /** Until then every event is deferred: the endpoint is unreachable, or asked us to wait. */

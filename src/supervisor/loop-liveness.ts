@@ -12,15 +12,15 @@ export interface LoopAllowances {
   readonly pollingMs: number
   /**
    * After a claim that failed (a database outage is not a hang): the poller backs off up to 30 s between
-   * failed claims, and the next claim and the probe before it each wait up to connect_timeout (10 s) for an
-   * unreachable server (poller.ts, database/connect.ts).
+   * failed claims, and the next claim and the probe before it each wait up to postgres.js's reconnect delay (1 s)
+   * and connect_timeout (10 s) for an unreachable server (poller.ts, database/connect.ts).
    */
   readonly failingMs: number
 }
 
 const marginMs = 5_000
 const failedClaimBackoffMaxMs = 30_000
-const connectAttemptMaxMs = 10_000
+const connectAttemptMaxMs = 1_000 + 10_000
 
 export function loopAllowances(poller: Pick<ResolvedOptions, 'connectTimeoutMs' | 'intervalMaxMs' | 'drainTimeoutMs'>): LoopAllowances {
   const pollingMs = Math.max(poller.intervalMaxMs, poller.drainTimeoutMs) + marginMs

@@ -33,9 +33,11 @@ export type WorkerProcess = Pick<ChildProcess, 'pid' | 'connected' | 'send' | 'k
 interface Worker {
   child: WorkerProcess
   /** Ids the worker announced and has not reported finished: the suspects if it dies now. */
-  inFlight: Set<string>
+  inFlight: Map<string, Lane>
   /** The worker's batch, as it reported it: being handled, or how the last one ended. */
   batch?: 'in hand' | 'committed' | 'rolled back'
+  /** The lanes whose batch is being handled (two with overlapping batches): the worker's batch is in hand while one is. */
+  inHand: Set<Lane>
   ready: boolean
   /** Its poll loop's reports: when it last claimed, and whether that claim failed. */
   loop: LoopLiveness
@@ -130,17 +132,21 @@ export class Supervisor {
 
   #spawn(): Worker {
     const child = this.#o.spawnWorker()
-    const worker: Worker = { child, inFlight: new Set(), ready: false, loop: new LoopLiveness() }
+    const worker: Worker = { child, inFlight: new Map(), inHand: new Set(), ready: false, loop: new LoopLiveness() }
     this.#workers.add(worker)
     child.on('message', (message: WorkerMessage) => {
       if (message.type === 'dispatching') {
+        const lane = message.lane ?? 0
         worker.batch = 'in hand'
-        for (const id of message.ids) worker.inFlight.add(id)
+        worker.inHand.add(lane)
+        for (const id of message.ids) worker.inFlight.set(id, lane)
         for (const id of message.finished) worker.inFlight.delete(id)
         worker.loop.iterated(false)
       } else if (message.type === 'settled') {
-        forgetSettled(worker.inFlight, message.report.schema)
-        worker.batch = message.report.committed ? 'committed' : 'rolled back'
+        forgetSettled(worker.inFlight, message.report.schema, message.report.lane ?? 0)
+        worker.inHand.delete(message.report.lane ?? 0)
+        // the other lane's batch may still be in hand
+        worker.batch = worker.inHand.size > 0 ? 'in hand' : message.report.committed ? 'committed' : 'rolled back'
         worker.loop.iterated(!message.report.committed)
         this.#o.metrics?.recordBatch(message.report)
       } else if (message.type === 'heartbeat') worker.loop.iterated(message.claimFailed === true)
@@ -208,7 +214,7 @@ export class Supervisor {
         this.#o.log.warn({ worker_pid: pid }, 'worker stopped by itself after draining: starting a fresh one')
         return this.#restartAfter(worker, 250, 'signal')
       }
-      return this.#onCrash(worker, how, await this.#o.crashCharge.charge(pid, [...worker.inFlight], `worker died (${how}) while handling this event`))
+      return this.#onCrash(worker, how, await this.#o.crashCharge.charge(pid, [...worker.inFlight.keys()], `worker died (${how}) while handling this event`))
     }
     // A worker we were stopping (and killed after --drain-timeout or a forced stop) charges nothing:
     // a stop never costs an event an attempt.
@@ -276,8 +282,13 @@ function send(worker: Worker, message: SupervisorMessage): void {
   if (worker.child.connected) worker.child.send(message, () => {})
 }
 
-/** A settled batch's events are no longer suspects; with tenants in flight at once, only its own tenant's. */
-function forgetSettled(inFlight: Set<string>, schema: string | undefined): void {
-  if (schema === undefined) return inFlight.clear()
-  for (const id of inFlight) if (parseTenantEventId(id).schema === schema) inFlight.delete(id)
+/** Which of a worker's overlapping batches an event is in flight in (0: the first or only one). */
+type Lane = 0 | 1
+
+/**
+ * A settled batch's events are no longer suspects: with tenants in flight at once, only its own tenant's; with
+ * overlapping batches, only its own lane's (the other batch's events are still in flight).
+ */
+function forgetSettled(inFlight: Map<string, Lane>, schema: string | undefined, lane: Lane): void {
+  for (const [id, of] of inFlight) if (of === lane && (schema === undefined || parseTenantEventId(id).schema === schema)) inFlight.delete(id)
 }

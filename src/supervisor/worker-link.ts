@@ -24,7 +24,7 @@ export class WorkerLink {
 
   /** The poller hooks that report to the supervisor. */
   readonly hooks: Required<Pick<PollerOptions, 'beforeDispatch' | 'afterBatch'>> = {
-    beforeDispatch: (ids, finished) => this.#send({ type: 'dispatching', ids, finished }),
+    beforeDispatch: (ids, finished, lane) => this.#send(lane === undefined ? { type: 'dispatching', ids, finished } : { type: 'dispatching', ids, finished, lane }),
     afterBatch: (report) => {
       if (report.claimed > 0) void this.#send({ type: 'settled', report })
       else if (!report.committed) void this.#send({ type: 'heartbeat', claimFailed: true })

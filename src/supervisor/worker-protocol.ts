@@ -10,10 +10,10 @@ export type WorkerMessage =
   /**
    * Sent (and flushed) before the handlers of `ids` start, possibly several times per batch: `finished`
    * lists the events of the batch whose handlers all ended since the previous message. If the worker dies,
-   * the suspects are the events announced and not finished.
+   * the suspects are the events announced and not finished. `lane` 1: the second of two overlapping batches.
    */
-  | { type: 'dispatching'; ids: string[]; finished: string[] }
-  /** The batch committed or rolled back (`report.committed`); what it did feeds the metrics. */
+  | { type: 'dispatching'; ids: string[]; finished: string[]; lane?: 1 }
+  /** The batch committed or rolled back (`report.committed`; `report.lane` says which of two overlapping batches); what it did feeds the metrics. */
   | { type: 'settled'; report: BatchReport }
   /**
    * The loop is alive: sent at most once a second while claims come back empty, and after every claim that

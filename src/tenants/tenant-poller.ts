@@ -6,7 +6,7 @@ import { outboxCheckOrdering } from '../outbox/outbox-checks.js'
 import { OrderingIndexMissing } from '../outbox/ordering-index.js'
 import { errorDelayMaxMs, exponentialDelayMs } from '../poller/backoff.js'
 import { emptyBatchReport } from '../poller/batch-report.js'
-import { type ClaimQueries, claimQueries, outboxRollback } from '../poller/claim.js'
+import { claimQueries, outboxRollback } from '../poller/claim.js'
 import { HandlerRegistry } from '../poller/handler-registry.js'
 import type { Poller } from '../poller/poller.js'
 import { openPollerDatabase, PollerLifecycle } from '../poller/poller-lifecycle.js'
@@ -16,11 +16,11 @@ import type { PollerStats } from '../poller/settle.js'
 import { outboxTable } from '../outbox/outbox-table.js'
 import type { Handler, Logger } from '../types.js'
 import { outboxDiscoverSchemas } from './discover-tenants.js'
-import { outboxProbeTenants } from './probe-tenants.js'
+import { outboxProbeTenants, probeChunk } from './probe-tenants.js'
 import { TenantListener } from './tenant-listener.js'
 import { TenantOutbox, type TenantShared } from './tenant-outbox.js'
 import { TenantRotation } from './tenant-rotation.js'
-import { sharedTurn, sharedTurnMax } from './shared-turn.js'
+import { sharedTurn, sharedTurnMax, type SharedTurnOptions } from './shared-turn.js'
 
 /** A claim connection and the tenants whose batches it holds now. */
 interface Slot {
@@ -63,10 +63,12 @@ export class TenantPoller implements Poller {
   #discovering: Promise<void> | undefined
   #probedAt = performance.now()
   #probing: Promise<void> | undefined
+  /** The idle tenants the safety poll under way has yet to look at: one statement's worth between turns (see #probe). */
+  #unprobed: TenantOutbox[] = []
   #lastLoopAt = 0
   readonly #lifecycle: PollerLifecycle
-  /** The BEGIN of a shared turn and what follows its claims: every tenant's batch transaction begins alike. */
-  readonly #turnStatements: Pick<ClaimQueries, 'begin' | 'afterClaim'>
+  /** How the shared turns run (shared-turn.ts). */
+  readonly #turnOptions: SharedTurnOptions
 
   constructor(input: PollerOptions) {
     const options = (this.options = resolveOptions(input))
@@ -78,7 +80,9 @@ export class TenantPoller implements Poller {
     this.#registry = new HandlerRegistry(input.handlers)
     this.#log = input.logger ?? silentLogger
     this.#shared = { options, registry: this.#registry, stats: this.stats, log: this.#log, beforeDispatch: input.beforeDispatch, afterBatch: input.afterBatch }
-    this.#turnStatements = claimQueries(outboxTable('public', options.table), { ordering: options.ordering, onDead: options.orderingOnDead }, options)
+    // every tenant's batch transaction begins alike
+    const statements = claimQueries(outboxTable('public', options.table), { ordering: options.ordering, onDead: options.orderingOnDead }, options)
+    this.#turnOptions = { statements, concurrency: options.concurrency, idleInTransactionMs: options.idleInTransactionTimeoutMs, oneAfterAnother: input.beforeDispatch !== undefined, log: this.#log }
     this.#listener = new TenantListener((schema, payload) => this.#notified(schema, payload))
     this.#lifecycle = new PollerLifecycle({
       force: () => this.#force(),
@@ -129,7 +133,8 @@ export class TenantPoller implements Poller {
     const waitMs = this.options.intervalMaxMs
     if (!this.options.listen) return this.#log.info({ interval_max_ms: waitMs }, 'not listening for NOTIFY: polling every outbox, a new event waits at most the longest poll interval')
     const sql = this.#slots[0]!.sql
-    const listener = this.#listenUrl === undefined ? sql : (this.#listenSql = (await this.#connect(this.#listenUrl)).sql)
+    // its own pool even on the same URL (see Poller's listenSql): an outage's LISTEN retries never delay a claim
+    const listener = (this.#listenSql = (await this.#connect(this.#listenUrl ?? this.#connectionString)).sql)
     if (await this.#listener.start(listener, sql)) return
     this.#log.warn({ interval_max_ms: waitMs }, 'NOTIFY does not reach this poller (its LISTEN connection goes through a pooler in transaction mode): polling every outbox instead; give LISTEN a direct connection (--listen-url) or say so (--no-listen)')
   }
@@ -227,7 +232,7 @@ export class TenantPoller implements Poller {
           .catch((error: unknown) => this.#log.warn({ error: errorMessage(error) }, 'could not look for new tenants: trying again at the next discovery'))
           .finally(() => (this.#discovering = undefined)))
       }
-      if (this.#listener.listening && this.#probing === undefined && performance.now() - this.#probedAt >= this.options.intervalMaxMs) {
+      if (this.#listener.listening && this.#probing === undefined && (this.#unprobed.length > 0 || performance.now() - this.#probedAt >= this.options.intervalMaxMs)) {
         await (this.#probing = this.#probe(slot.sql)
           .catch((error: unknown) => this.#log.warn({ error: errorMessage(error) }, 'could not look for work in the idle tenants: trying again at the next safety poll'))
           .finally(() => (this.#probing = undefined)))
@@ -236,7 +241,8 @@ export class TenantPoller implements Poller {
       // anyway, the trade of one connection). Several: a tenant each, so a slow batch holds back no other tenant.
       const tenants = this.#rotation.take(performance.now(), this.#slots.length === 1 ? sharedTurnMax : 1)
       if (tenants.length === 0) {
-        const probeAt = this.#listener.listening ? this.#probedAt + this.options.intervalMaxMs : Number.POSITIVE_INFINITY
+        // the safety poll's next statement at once, unless another slot is sending one (it sends the rest too)
+        const probeAt = !this.#listener.listening ? Number.POSITIVE_INFINITY : this.#unprobed.length > 0 && this.#probing === undefined ? 0 : this.#probedAt + this.options.intervalMaxMs
         const until = Math.min(this.#rotation.nextDueAt(), this.#discoveredAt + this.options.discoverIntervalMs, probeAt)
         await this.#sleep(Math.max(1, until - performance.now()))
         continue
@@ -258,7 +264,7 @@ export class TenantPoller implements Poller {
    */
   async #turns(sql: Sql, tenants: readonly TenantOutbox[]): Promise<Turn[]> {
     if (tenants.length === 1) return [await this.#turn(sql, tenants[0]!)]
-    const shared = await sharedTurn(sql, tenants, this.#turnStatements, this.options.idleInTransactionTimeoutMs, this.#log)
+    const shared = await sharedTurn(sql, tenants, this.#turnOptions)
     if (shared === undefined) {
       const turns: Turn[] = []
       for (const tenant of tenants) turns.push(await this.#turn(sql, tenant))
@@ -270,7 +276,8 @@ export class TenantPoller implements Poller {
       if ('result' in outcome) {
         this.#lastLoopAt = Date.now()
         outcome.tenant.errorSteps = 0
-        turns.push(await this.#next(sql, outcome.tenant, outcome.result))
+        // a full batch of the turn's (one round of handlers, see sharedTurn) means a backlog, as a full batch of its own
+        turns.push(await this.#next(sql, outcome.tenant, outcome.result, Math.min(this.options.batchSize, this.options.concurrency)))
         continue
       }
       const failed = await this.#failed(sql, outcome.tenant, outcome.error)
@@ -283,13 +290,19 @@ export class TenantPoller implements Poller {
   }
 
   /**
-   * The safety poll, every `--interval-max`, of the tenants that wait for a notification: one probe of all of
-   * them (a few statements), and a turn for those with claimable events (a dead replica's batch rolled back,
-   * a retry fell due, a notification went missing). An idle tenant costs no claim of its own.
+   * The safety poll, every `--interval-max`, of the tenants that wait for a notification: a probe of all of them
+   * (a few statements, one per call of up to `probeChunk` tenants, each between two turns: the tenants with work
+   * wait for each, and all of them at once would hold the claim connection for a tenth of a second or more), and
+   * a turn for those with claimable events (a dead replica's batch rolled back, a retry fell due, a
+   * notification went missing). An idle tenant costs no claim of its own.
    */
   async #probe(sql: Sql): Promise<void> {
-    const startedAt = (this.#probedAt = performance.now())
-    const waiting = this.#rotation.waiting()
+    const startedAt = performance.now()
+    if (this.#unprobed.length === 0) {
+      this.#probedAt = startedAt
+      this.#unprobed = this.#rotation.waiting()
+    }
+    const waiting = this.#unprobed.splice(0, probeChunk).filter((tenant) => !tenant.gone)
     const claimable = waiting.length === 0 ? new Set<string>() : await outboxProbeTenants(sql, waiting.map((tenant) => tenant.outbox))
     let woken = false
     for (const tenant of waiting) if (claimable.has(tenant.schema) && this.#rotation.wake(tenant)) woken = true
@@ -327,9 +340,9 @@ export class TenantPoller implements Poller {
     return { turn: { idleUntil: performance.now() + delayMs }, lostMs: isConnectionFailure(error) ? delayMs : undefined }
   }
 
-  /** The tenant's next turn after a batch. */
-  async #next(sql: Sql, tenant: TenantOutbox, batch: BatchResult): Promise<Turn> {
-    const { intervalMinMs, intervalMaxMs, batchSize } = this.options
+  /** The tenant's next turn after a batch (`batchSize`: what its claim could take at most). */
+  async #next(sql: Sql, tenant: TenantOutbox, batch: BatchResult, batchSize = this.options.batchSize): Promise<Turn> {
+    const { intervalMinMs, intervalMaxMs } = this.options
     if (batch.deferred !== undefined) tenant.deferrals = batch.deferred === 'none' ? 0 : tenant.deferrals + 1
     if (batch.claimed === 0 && batch.skippedSuspects) return again
     if (batch.deferred === 'all') return { idleUntil: performance.now() + batch.deferMs }

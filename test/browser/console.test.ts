@@ -7,7 +7,9 @@ import { join } from 'node:path'
 import { type BrowserContext, chromium, type Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { fixturePath, killReplicas, type Replica, runCli, startReplica } from '../support/cli.js'
-import { createTestDatabase, type TestDatabase } from '../support/database.js'
+import { outboxTable } from '../../src/outbox/outbox-table.js'
+import { partitionRange, partitionsAhead, periodStart } from '../../src/outbox/partition-upkeep.js'
+import { createTestDatabase, type TestDatabase, testPartitionBy } from '../support/database.js'
 import { waitFor } from '../support/wait-for.js'
 
 // Debian's chromium, never a downloaded browser. Without one the file is skipped, and says why.
@@ -257,6 +259,32 @@ describe.skipIf(chromiumPath === undefined)('the console, in a real browser', ()
     await expect(page.locator('[data-field=payload]').textContent()).resolves.toContain('visible-with-flag')
     // read-only without a token: nothing to sign in to, every action button disabled
     await expect(page.locator('button:has-text("Replay this event")').isDisabled()).resolves.toBe(true)
+  })
+
+  it("a partitioned outbox's overview shows its layout, and upkeep lagging as status words it, refreshed in place", async () => {
+    await page.goto(base)
+    if (testPartitionBy === undefined) await expect(page.locator('[data-layout=plain]').textContent()).resolves.toBe('plain table (not partitioned)')
+    expect((await runCli(['migrate', '--table', 'parted', '--partition-by', 'day'], env())).code).toBe(0)
+    const parted = await startConsole(['--table', 'parted'])
+    await page.goto(parted)
+    await expect(page.locator('[data-layout=day] [data-field=partitionsAhead]').textContent()).resolves.toBe(String(partitionsAhead.day))
+    await expect(page.locator('[data-field=defaultRows]').textContent()).resolves.toBe('0')
+    await expect(page.locator('[data-layout-warnings] p').count()).resolves.toBe(0)
+    // no partition for today: a write lands in the default partition
+    const [{ now }] = await db.sql<Array<{ now: Date }>>`select now()`
+    await db.sql.unsafe(`drop table ${partitionRange(outboxTable('public', 'parted'), 'day', periodStart(now, 'day')).qualified}`)
+    await db.sql`insert into parted (event_type, entity_type, entity_id, payload) values ('t.e', 't', '1', '{}')`
+    const warnings = page.locator('[data-layout-warnings] p')
+    await waitFor('the warnings shown without a reload', async () => (await warnings.count()) === 2, 60_000, 250)
+    await expect(warnings.allTextContents()).resolves.toEqual([
+      "the default partition holds 1 events that found no partition (is partition upkeep running? run cleanup as the outbox's owner)",
+      "no partition for the current day, fewer than 1 (upkeep keeps 2; has cleanup not run as the outbox's owner for a day?)",
+    ])
+    await expect(page.locator('[data-field=partitionsAhead]').textContent()).resolves.toBe('none for the current day')
+    await expect(page.locator('[data-field=defaultRows]').textContent()).resolves.toBe('1')
+    expect(page.url()).toBe(`${parted}/`)
+    await page.reload()
+    await expect(page.locator('[data-layout-warnings] p').count()).resolves.toBe(2)
   })
 
   it('off loopback it refuses to start without a token, and with one even reading needs it', async () => {

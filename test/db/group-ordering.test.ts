@@ -101,8 +101,9 @@ describe('ordering by group', () => {
     await fill(10) // 1,200 events
     // unsupervised: the process killed is the one holding the batch
     const victim = replica(file, ['--no-supervise', '--batch-size', '40', '--concurrency', '8'], { MAX_DELAY_MS: '30' })
-    for (let i = 0; i < 2; i++) replica(file, ['--batch-size', '40', '--concurrency', '8'], { MAX_DELAY_MS: '10' })
     await waitFor('the victim handling a batch', async () => (await handled(file)).some((r) => r.pid === victim.child.pid), 30_000, 20)
+    // the others start once the victim holds a batch: started together, on a loaded machine they could drain it all first
+    for (let i = 0; i < 2; i++) replica(file, ['--batch-size', '40', '--concurrency', '8'], { MAX_DELAY_MS: '10' })
     victim.child.kill('SIGKILL')
     expect((await victim.exited).signal).toBe('SIGKILL')
     await waitFor('all 1,200 events processed', async () => (await db.sql`select count(*)::int as n from outbox where processed_at is null`)[0]!.n === 0, 120_000, 250)
@@ -146,6 +147,28 @@ describe('the group head rule', () => {
     const batch = await outboxClaimBatch(connection, claimQueries(outbox, { ordering: 'group', onDead }), { batchSize: 100, maxBytes: 1e9, suspects: false, fromId: '0' })
     return batch.events.map((event) => event.id)
   }
+
+  it('a hot entity and group with thousands of pending events: the claim takes the head alone, probing each candidate, never an anti join (hashed by entity, it compared every pair of the backlog)', async () => {
+    await db.sql`insert into outbox (event_type, entity_type, entity_id, group_key, payload) select 'counter.updated', 'counter', '1', 'g', '{}' from generate_series(1, 6000)`
+    await db.sql`analyze outbox`
+    const [head] = await ids()
+    const connection = await db.sql.reserve()
+    try {
+      expect(await claim(connection)).toEqual([head])
+      await connection`rollback`
+      for (const mode of ['force_generic_plan', 'force_custom_plan']) {
+        await connection.unsafe(`begin; set local jit = off; set local plan_cache_mode = ${mode}`)
+        await connection.unsafe(`prepare hot_claim(int, bigint, boolean, bigint) as ${claimQueries(outbox, { ordering: 'group', onDead: 'continue' }).claim}`)
+        const plan = (await connection.unsafe(`explain execute hot_claim(100, 1000000000, false, 0)`)).map((row) => row['QUERY PLAN']).join('\n')
+        await connection.unsafe('rollback; deallocate hot_claim')
+        expect(plan, mode).toMatch(/SubPlan/)
+        expect(plan, mode).not.toMatch(/Anti Join/)
+      }
+    } finally {
+      await connection`rollback`.catch(() => {})
+      connection.release()
+    }
+  })
 
   it('a group runs its head only; a row that moved to another group waits for its own earlier events, and holds back its new group meanwhile; no group: by entity', async () => {
     // line a in order 1, line b in order 1, line c without an order (twice), line a moved to order 2, line d in order 2

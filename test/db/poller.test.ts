@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { RetryLaterError } from '../../src/errors.js'
-import { createPoller } from '../../src/poller/poller.js'
+import { createPoller } from '../../src/create-poller.js'
 import type { OutboxEvent } from '../../src/types.js'
 import { pollerSuite } from '../support/poller-suite.js'
 import { waitFor } from '../support/wait-for.js'

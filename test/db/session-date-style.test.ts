@@ -1,6 +1,6 @@
 import postgres from 'postgres'
 import { afterAll, beforeAll, expect, it } from 'vitest'
-import { createPoller } from '../../src/poller/poller.js'
+import { createPoller } from '../../src/create-poller.js'
 import { runCli } from '../support/cli.js'
 import { createTestDatabase, type TestDatabase } from '../support/database.js'
 import { waitFor } from '../support/wait-for.js'

@@ -1,5 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { createPoller, type Poller } from '../../src/poller/poller.js'
+import { createPoller } from '../../src/create-poller.js'
+import { type Poller } from '../../src/poller/poller.js'
 import type { HandlerContext, OutboxEvent } from '../../src/types.js'
 import { captureLogger } from '../support/capture-logger.js'
 import { createTestDatabase, type TestDatabase } from '../support/database.js'
@@ -101,7 +102,7 @@ describe('tenants sharing a batch transaction', () => {
     expect(handled.filter((entry) => entry.key === 'st_b/200').length).toBeGreaterThan(1)
   })
 
-  it('announces each tenant\'s events apart, with their schema, and each batch finished before the next starts, so a crash is charged to the right tenant\'s rows', async () => {
+  it('announces each tenant\'s events apart, with their schema, and under a supervisor each batch finished before the next starts, so a crash is charged to the right tenant\'s rows only', async () => {
     const announced: string[][] = []
     // in flight as the supervisor counts them: announced, not yet reported finished
     const inFlight = new Set<string>()
@@ -123,6 +124,121 @@ describe('tenants sharing a batch transaction', () => {
     // a tenant's batch is reported finished before the next tenant's starts: a crash then charges the next one only
     expect(alongside).toEqual([])
     expect(announced.flat()).toEqual(expect.arrayContaining(rows))
+  })
+
+  it('a suspect (claimed alone after its batch died) runs first and alone in the transaction: no other tenant\'s handler runs beside it', async () => {
+    // st_a's event as a dead batch leaves it (charged, suspect, due); st_b's and st_c's fresh: the first turn takes all three
+    await db.sql.unsafe(`insert into st_a.orders (id, note) values (350, 'suspect'); insert into st_b.orders (id, note) values (350, 'fresh'); insert into st_c.orders (id, note) values (350, 'fresh')`)
+    await db.sql.unsafe(`update st_a.outbox set suspect = true, attempts = 1, retry_at = now() where entity_id = '350'`)
+    const steps: string[] = []
+    const { handled, handler } = recorder()
+    const poller = start({ handlers: async (event: OutboxEvent, ctx: HandlerContext) => {
+      steps.push(`start ${event.schema}`)
+      await new Promise((resolve) => setTimeout(resolve, 5))
+      await handler(event, ctx)
+      steps.push(`end ${event.schema}`)
+    } })
+    await poller.start()
+    await waitFor('every event handled', () => handled.filter((entry) => entry.key.endsWith('/350')).length === 3)
+    expect(new Set(handled.filter((entry) => entry.key.endsWith('/350')).map((entry) => entry.xid)).size).toBe(1) // one turn
+    expect(steps.slice(0, 2)).toEqual(['start st_a', 'end st_a'])
+    // the fresh batches then at once
+    expect(steps.slice(2, 4).sort()).toEqual(['start st_b', 'start st_c'])
+    await waitFor('every event settled', async () => (await Promise.all(schemas.map((schema) => tenantUnprocessed(db.sql, schema)))).every((n) => n === 0))
+  })
+
+  it('the tenants\' batches in one transaction run at the same time: a handler waiting for the other tenants\' handlers is not waiting for itself', async () => {
+    await db.sql`create table shared_writes (schema text primary key)`
+    const started = new Set<string>()
+    let allStarted!: () => void
+    const barrier = new Promise<void>((resolve) => (allStarted = resolve))
+    const { handled, handler } = recorder()
+    const poller = start({ handlerTimeout: 10_000, handlers: async (event: OutboxEvent, ctx: HandlerContext) => {
+      if (event.entity_id === '500') {
+        // handled one tenant after another, the first would wait here until its timeout fails it
+        started.add(event.schema)
+        if (started.size === schemas.length) allStarted()
+        await barrier
+        // and their ctx.tx() writes take turns on the one connection
+        const tx = await ctx.tx()
+        await tx`insert into shared_writes (schema) values (${event.schema})`
+      }
+      await handler(event, ctx)
+    } })
+    await poller.start()
+    await writeAll(500)
+    await waitFor('every event handled', () => handled.filter((entry) => entry.key.endsWith('/500')).length === 3)
+    expect(new Set(handled.filter((entry) => entry.key.endsWith('/500')).map((entry) => entry.xid)).size).toBe(1)
+    await waitFor('every event settled', async () => (await Promise.all(schemas.map((schema) => tenantUnprocessed(db.sql, schema)))).every((n) => n === 0))
+    for (const schema of schemas) {
+      expect((await db.sql.unsafe(`select attempts from ${schema}.outbox where entity_id = '500'`))[0]!.attempts).toBe(0)
+    }
+    expect((await db.sql`select schema from shared_writes order by schema`).map((row) => row.schema)).toEqual(schemas)
+    expect(handled.filter((entry) => entry.key.endsWith('/500'))).toHaveLength(3)
+  })
+
+  it('--concurrency bounds the handlers across the tenants of a transaction, taken in turn: one tenant\'s batch does not stand in front of another\'s', async () => {
+    let running = 0
+    let most = 0
+    const order: string[] = []
+    const { handled, handler } = recorder()
+    const poller = start({ concurrency: 2, handlers: async (event: OutboxEvent, ctx: HandlerContext) => {
+      most = Math.max(most, ++running)
+      order.push(event.schema)
+      await new Promise((resolve) => setTimeout(resolve, 2))
+      running--
+      await handler(event, ctx)
+    } })
+    await poller.start()
+    await allAsleep(['st_a', 'st_b'])
+    await db.sql.begin(async (tx) => {
+      for (const schema of ['st_a', 'st_b']) await tx.unsafe(`insert into ${schema}.orders (id, note) select g, 'many' from generate_series(601, 610) g`)
+    })
+    await waitFor('every event handled', () => handled.filter((entry) => /\/6(0[1-9]|10)$/.test(entry.key)).length === 20)
+    const shared = handled.filter((entry) => /\/6(0[1-9]|10)$/.test(entry.key))
+    expect(shared.some((entry) => entry.key.startsWith('st_a/') && shared.some((other) => other.xid === entry.xid && other.key.startsWith('st_b/')))).toBe(true)
+    expect(most).toBe(2)
+    // taken in turn: neither tenant's ten events all before the other's first
+    expect(order.indexOf('st_b')).toBeLessThan(order.lastIndexOf('st_a'))
+    expect(order.indexOf('st_a')).toBeLessThan(order.lastIndexOf('st_b'))
+  })
+
+  it('while tenants share a transaction, each one\'s batch is one round of handlers (--concurrency events): a backlog goes on in the next turns, each event once', async () => {
+    const { handled, handler } = recorder()
+    const poller = start({ concurrency: 3, handlers: handler })
+    await poller.start()
+    await allAsleep(['st_a', 'st_b'])
+    await db.sql.begin(async (tx) => {
+      await tx.unsafe(`insert into st_a.orders (id, note) select g, 'backlog' from generate_series(701, 720) g`)
+      await tx.unsafe(`insert into st_b.orders (id, note) select g, 'backlog' from generate_series(701, 703) g`)
+    })
+    const ours = () => handled.filter((entry) => /\/7[0-2]\d$/.test(entry.key))
+    await waitFor('every event handled', () => ours().length >= 23)
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    expect(ours().map((entry) => entry.key).sort()).toEqual([...Array.from({ length: 20 }, (_, i) => `st_a/${701 + i}`), 'st_b/701', 'st_b/702', 'st_b/703'].sort())
+    // in each transaction both tenants shared, no more than --concurrency events of either (alone, a tenant takes a full batch)
+    const byXid = new Map<string, Array<{ key: string }>>()
+    for (const entry of ours()) byXid.set(entry.xid, [...(byXid.get(entry.xid) ?? []), entry])
+    const shared = [...byXid.values()].filter((entries) => new Set(entries.map((entry) => entry.key.split('/')[0])).size === 2)
+    expect(shared.length).toBeGreaterThan(0)
+    for (const entries of shared) for (const schema of ['st_a', 'st_b']) expect(entries.filter((entry) => entry.key.startsWith(`${schema}/`)).length).toBeLessThanOrEqual(3)
+  })
+
+  it('a handler\'s ctx.tx() in a shared transaction plans its statements as configured, not as the claims do', async () => {
+    const plans = new Map<string, string>()
+    const { handled, handler } = recorder()
+    const poller = start({ handlers: async (event: OutboxEvent, ctx: HandlerContext) => {
+      const tx = await ctx.tx()
+      const [row] = await tx<Array<{ plans: string }>>`select current_setting('plan_cache_mode') as plans`
+      plans.set(event.schema, row!.plans)
+      await handler(event, ctx)
+    } })
+    await poller.start()
+    await writeAll(700)
+    await waitFor('every event handled', () => handled.filter((entry) => entry.key.endsWith('/700')).length === 3)
+    expect(new Set(handled.filter((entry) => entry.key.endsWith('/700')).map((entry) => entry.xid)).size).toBe(1)
+    // the claims ran with force_generic_plan (set local); the handlers see the server's default
+    expect(Object.fromEntries(plans)).toEqual({ st_a: 'auto', st_b: 'auto', st_c: 'auto' })
   })
 
   it('a tenant whose outbox is dropped while it waits is let go; the others it was claimed with are served', async () => {

@@ -7,6 +7,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import parsePrometheusTextFormat from 'parse-prometheus-text-format'
 import { afterAll, describe, expect, it } from 'vitest'
+import { migrate } from '../../src/outbox/migrate.js'
 import { fixturePath } from '../support/cli.js'
 import { processSuite } from '../support/process-suite.js'
 import { waitFor } from '../support/wait-for.js'
@@ -32,7 +33,11 @@ const ruleExpressions = [...rulesText.matchAll(/expr: (?:\|\n((?:\s{10}.*\n)+)|(
 /** The outbox metric names an expression reads; a histogram's series end in _bucket, _count or _sum. */
 const metricNames = (expr: string) => [...expr.matchAll(/\boutbox_[a-z_]+/g)].map((match) => match[0].replace(/_(bucket|count|sum)$/, ''))
 
-const s = processSuite('monitoring')
+/** The metrics only a replica on a partitioned outbox has a series of (a plain one's default-partition count is 0). */
+const partitionedOnly = new Set(['outbox_partitions_ahead'])
+
+// `parted`: a second outbox, partitioned by day, for a replica whose partition gauges the rules and a panel read
+const s = processSuite('monitoring', { setup: (db) => migrate({ sql: db.sql, table: 'parted', partitionBy: 'day' }).then(() => {}) })
 
 function freePort(): Promise<number> {
   return new Promise((resolve) => {
@@ -70,6 +75,14 @@ async function busyReplica(): Promise<{ port: number; stopWriting: () => Promise
   }
 }
 
+/** A replica on the partitioned outbox `parted`, with nothing to handle: its partition gauges are sampled at start. */
+async function partitionedReplica(): Promise<{ port: number }> {
+  const port = await freePort()
+  s.start(['--table', 'parted', '--handlers', fixturePath('record-handler.js'), '--http', String(port), '--interval-min', '50ms', '--interval-max', '200ms'], { RECORD_FILE: '/dev/null' })
+  await waitFor('the partitioned replica polling', async () => (await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined))?.status === 200, 30_000, 100)
+  return { port }
+}
+
 async function scrapedFamilies(port: number): Promise<Set<string>> {
   const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
   return new Set((parsePrometheusTextFormat(text) as Array<{ name: string }>).map((family) => family.name))
@@ -79,7 +92,7 @@ describe('monitoring: the Prometheus rules and the Grafana dashboard', () => {
   it.skipIf(!hasPromtool)('promtool check rules accepts the rules (skipped where Debian\'s prometheus package cannot be installed)', () => {
     const result = spawnSync('promtool', ['check', 'rules', rulesFile], { encoding: 'utf8' })
     expect(result.status, result.stdout + result.stderr).toBe(0)
-    expect(result.stdout).toMatch(/SUCCESS: 12 rules found/)
+    expect(result.stdout).toMatch(/SUCCESS: 15 rules found/)
   })
 
   it.skipIf(!hasPromtool)('promtool test rules: every rule fires on its synthetic series and stays quiet on the others', () => {
@@ -101,10 +114,11 @@ describe('monitoring: the Prometheus rules and the Grafana dashboard', () => {
       expect(panel.targets.length, panel.title).toBeGreaterThan(0)
     }
     const titles = dashboard.panels.map((panel) => panel.title)
-    for (const expected of ['Throughput', 'Pending and lag', 'Commit-to-handler latency', 'Failed attempts by event type', 'Dead-lettered by event type', 'Worker RSS against the limit', 'Worker restarts by reason', 'Throughput per replica']) expect(titles).toContain(expected)
+    for (const expected of ['Throughput', 'Pending and lag', 'Commit-to-handler latency', 'Failed attempts by event type', 'Dead-lettered by event type', 'Worker RSS against the limit', 'Worker restarts by reason', 'Throughput per replica', 'Partition upkeep']) expect(titles).toContain(expected)
   })
 
-  it('every metric the dashboard and the rules name is one a replica exports', async () => {
+  it('every metric the dashboard and the rules name is one a replica exports: the partition gauges, one on a partitioned outbox', async () => {
+    const parted = await partitionedReplica()
     const replica = await busyReplica()
     try {
       // the labelled counters appear once something was handled, failed and dead-lettered
@@ -114,9 +128,22 @@ describe('monitoring: the Prometheus rules and the Grafana dashboard', () => {
       }, 30_000, 200)
       const exported = await scrapedFamilies(replica.port)
       const named = new Set([...panelExpressions.map(({ expr }) => expr), ...ruleExpressions].flatMap(metricNames))
-      expect(ruleExpressions).toHaveLength(12)
+      expect(ruleExpressions).toHaveLength(15)
       expect(named.size).toBeGreaterThan(10)
-      for (const name of named) expect(exported, name).toContain(name)
+      for (const name of named) if (!partitionedOnly.has(name)) expect(exported, name).toContain(name)
+      // its family is declared, with no series: a plain outbox has no partitions
+      expect(await (await fetch(`http://127.0.0.1:${replica.port}/metrics`)).text()).not.toMatch(/\noutbox_partitions_ahead\{/)
+      // the partitioned replica: every partition metric named, with the layout migrate left (2 days ahead, none in the default partition)
+      const partitionNames = [...named].filter((name) => /^outbox_(partitions|default_partition)_/.test(name))
+      expect(partitionNames.sort()).toEqual(['outbox_default_partition_events', 'outbox_partitions_ahead'])
+      const text = await waitFor('the partition gauges sampled', async () => {
+        const body = await (await fetch(`http://127.0.0.1:${parted.port}/metrics`)).text()
+        return /\noutbox_partitions_ahead\{/.test(body) ? body : undefined
+      }, 30_000, 200)
+      const families = new Set((parsePrometheusTextFormat(text) as Array<{ name: string }>).map((family) => family.name))
+      for (const name of partitionNames) expect(families, name).toContain(name)
+      expect(text).toMatch(/\noutbox_partitions_ahead\{partition_by="day"\} 2\n/)
+      expect(text).toMatch(/\noutbox_default_partition_events 0\n/)
     } finally {
       await replica.stopWriting()
     }
@@ -134,6 +161,7 @@ describe('monitoring: the Prometheus rules and the Grafana dashboard', () => {
     })
 
     it('loads the rules, evaluates them without error, and every panel expression returns data', async () => {
+      const parted = await partitionedReplica()
       const replica = await busyReplica()
       try {
         directory = await mkdtemp(join(tmpdir(), 'outbox-prometheus-'))
@@ -145,6 +173,7 @@ describe('monitoring: the Prometheus rules and the Grafana dashboard', () => {
             `rule_files: [${JSON.stringify(rulesFile)}]`,
             'scrape_configs:',
             `  - { job_name: outbox-poller, static_configs: [{ targets: ['127.0.0.1:${replica.port}'] }] }`,
+            `  - { job_name: outbox-poller-partitioned, static_configs: [{ targets: ['127.0.0.1:${parted.port}'] }] }`,
           ].join('\n'),
         )
         let output = ''
@@ -158,14 +187,14 @@ describe('monitoring: the Prometheus rules and the Grafana dashboard', () => {
           return body.data
         }
         await waitFor(`prometheus up (${output.slice(-300)})`, async () => (await fetch(`http://127.0.0.1:${webPort}/-/ready`).catch(() => undefined))?.status === 200, 30_000, 200)
-        await waitFor('the replica scraped', async () => (await api('targets')).activeTargets.some((target: { health: string }) => target.health === 'up'), 30_000, 200)
+        await waitFor('both replicas scraped', async () => (await api('targets')).activeTargets.filter((target: { health: string }) => target.health === 'up').length === 2, 30_000, 200)
         const startedAt = Date.now() / 1000
 
         // every rule evaluated, and none in error (a typo in a metric name is no error: that is the test above)
         const rules = await waitFor('every rule evaluated', async () => {
           const groups = (await api('rules')).groups as Array<{ rules: Array<{ name: string; health: string; lastError?: string }> }>
           const all = groups.flatMap((group) => group.rules)
-          return all.length === 12 && all.every((rule) => rule.health !== 'unknown') ? all : undefined
+          return all.length === 15 && all.every((rule) => rule.health !== 'unknown') ? all : undefined
         }, 30_000, 250)
         for (const rule of rules) expect(rule.health, `${rule.name}: ${rule.lastError}`).toBe('ok')
 

@@ -73,7 +73,7 @@ describe('--sink on the command line', () => {
     const result = await runCli(['bench', '--only', 'relay', '--sink', 'webhook', '--sink', 'redis://127.0.0.1:6379?stream=outbox-cli-bench&dedupe_ttl=1m', '--events', '1000', '--json'], { DATABASE_URL: db.url }, 120_000)
     await deleteRedisStream('outbox-cli-bench')
     expect(result.code).toBe(0)
-    const { relay } = JSON.parse(result.stdout) as { relay: Array<{ sink: string; ceilingPerSecond: number; ratio: number; drain: { eventsPerSecond: number }; relay: { eventsPerSecond: number; name: string }; twoPollers: { processes: number } }> }
+    const { relay } = JSON.parse(result.stdout) as { relay: Array<{ sink: string; ceilingPerSecond: number; ratio: number; drain: { eventsPerSecond: number }; relay: { eventsPerSecond: number; name: string }; twoPollers: { processes: number }; oneBatchAtATime?: { eventsPerSecond: number } }> }
     expect(relay.map((r) => r.sink)).toEqual(['a local webhook receiver (node:http, 204, keep-alive)', 'redis://127.0.0.1:6379?stream=outbox-cli-bench&dedupe_ttl=1m'])
     for (const run of relay) {
       expect(run.ceilingPerSecond).toBeGreaterThan(0)
@@ -81,6 +81,10 @@ describe('--sink on the command line', () => {
       expect(run.ratio).toBeCloseTo(run.relay.eventsPerSecond / Math.min(run.drain.eventsPerSecond, run.ceilingPerSecond))
       expect(run.twoPollers.processes).toBe(2)
     }
+    // Redis overlaps its batches: the relay one batch at a time is measured beside it; a webhook never overlaps
+    expect(relay[1]!.oneBatchAtATime?.eventsPerSecond).toBeGreaterThan(0)
+    expect(relay[0]!.oneBatchAtATime).toBeUndefined()
+    expect(result.stderr).toMatch(/one batch at a time/)
     expect(result.stderr).toMatch(/min\(no-op drain, ceiling\)/)
     const noSink = await runCli(['bench', '--only', 'relay'], { DATABASE_URL: db.url })
     expect(noSink.code).toBe(2)

@@ -2,6 +2,9 @@ import { createServer } from 'node:net'
 import parsePrometheusTextFormat from 'parse-prometheus-text-format'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { fixturePath, killReplicas, type Replica, runCli, startReplica } from '../support/cli.js'
+import { migrate } from '../../src/outbox/migrate.js'
+import { outboxTable } from '../../src/outbox/outbox-table.js'
+import { partitionRange, periodStart } from '../../src/outbox/partition-upkeep.js'
 import { createTestDatabase, type TestDatabase } from '../support/database.js'
 import { createTenant, writeOrders } from '../support/tenants.js'
 import { waitFor } from '../support/wait-for.js'
@@ -98,6 +101,27 @@ describe('metrics of a replica serving many tenants', () => {
     expect(value(families, 'outbox_oldest_pending_age_seconds', { schema: 'tm_b' })).toBeGreaterThanOrEqual(3600)
     expect(value(families, 'outbox_tenants_not_served', { problem: 'ordering differs', schema: 'tm_c' })).toBe(1)
     expect(value(families, 'outbox_tenants_not_served', { problem: 'no outbox', schema: 'tm_bare' })).toBe(1)
+  })
+
+  it("a partitioned tenant's upkeep: the fewest partitions ahead and the default-partition events in the gauges, its warnings in /healthz", async () => {
+    await db.sql`create schema tm_p`
+    await migrate({ sql: db.sql, schema: 'tm_p', partitionBy: 'day' })
+    const [{ now }] = await db.sql<Array<{ now: Date }>>`select now()`
+    await db.sql.unsafe(`drop table ${partitionRange(outboxTable('tm_p', 'outbox'), 'day', periodStart(now, 'day')).qualified}`)
+    await db.sql`insert into tm_p.outbox (event_type, entity_type, entity_id, payload) values ('order.created', 'order', 'p1', '{}')` // lands in the default partition
+    const port = await replica([])
+    const families = await waitFor('the layouts sampled', async () => {
+      const scraped = await scrape(port)
+      return value(scraped, 'outbox_tenants') === 3 && value(scraped, 'outbox_partitions_ahead', { partition_by: 'day' }) !== undefined ? scraped : undefined
+    }, 20_000, 100)
+    expect(value(families, 'outbox_partitions_ahead', { partition_by: 'day' })).toBe(-1) // the plain tenants have no series of their own
+    expect(families.get('outbox_partitions_ahead')).toHaveLength(1)
+    expect(value(families, 'outbox_default_partition_events')).toBe(1)
+    const health = (await (await fetch(`http://127.0.0.1:${port}/healthz`)).json()) as { warnings: string[] }
+    expect(health.warnings.filter((warning) => warning.startsWith('tm_p: '))).toEqual([
+      "tm_p: the default partition holds 1 events that found no partition (is partition upkeep running? run cleanup as the outbox's owner)",
+      "tm_p: no partition for the current day, fewer than 1 (upkeep keeps 2; has cleanup not run as the outbox's owner for a day?)",
+    ])
   })
 
   it('--metrics-per-schema without --schemas is refused with one line', async () => {

@@ -98,24 +98,30 @@ describe('systemd readiness and watchdog (NOTIFY_SOCKET)', () => {
     }
   })
 
-  it('keeps pinging through a database outage: a claim that fails is an iteration, not a hang', async () => {
+  it('keeps pinging through a database outage: a claim that fails is an iteration, not a hang; once the database is back it drains', async () => {
     const proxy = await databaseProxy()
     const replica = s.start(['--handlers', fixturePath('record-handler.js'), ...fastLoop], { ...watchdogEnv(), DATABASE_URL: proxy.url })
     try {
       await waitFor('READY=1', () => texts().includes('READY=1'), 30_000, 50)
       await proxy.cut()
       const outageAt = Date.now()
-      await waitForOutput(replica, 'claims failing', /connection lost|batch failed/, 20_000)
+      // the claim fails, not waits: postgres.js would wait up to 20 s before reconnecting after the LISTEN
+      // connection's failed retries, and a claim hung that long is a loop that stopped iterating
+      await waitForOutput(replica, 'claims failing', /connection lost|batch failed/, 10_000)
       // With --drain-timeout 2s a loop that claims is allowed 7 s between reports; the failing claims back off
       // 50 ms doubling, so from about 13 s into the outage they are 13 s apart. Pings 21 s in prove the
       // backoff after a failed claim is allowed for.
       await waitFor('a ping 21 s into the outage', () => socket.messages.some((message) => message.text === 'WATCHDOG=1' && message.at > outageAt + 21_000), 40_000, 250)
       expect(replica.output()).not.toContain('has stopped iterating')
+      // the database back: the next claim (at most 30 s of backoff away) takes what was written meanwhile
+      await s.db.sql`insert into items values (7, 'after the outage')`
+      await proxy.restore()
+      await waitFor('the event written during the outage handled', async () => (await s.db.sql`select count(*)::int as n from outbox where processed_at is not null`)[0]!.n === 1, 40_000, 250)
     } finally {
       await endReplica(replica)
       await proxy.close()
     }
-  }, 90_000)
+  }, 120_000)
 
   it('stops pinging when the worker hangs (a handler blocks its event loop)', async () => {
     const replica = s.start(['--handlers', fixturePath('stuck-handler.js'), ...fastLoop], { ...watchdogEnv(), STUCK_MS: '60000' })

@@ -1,5 +1,6 @@
 import { afterAll, afterEach, beforeAll, expect } from 'vitest'
-import { createPoller, type Poller } from '../../src/poller/poller.js'
+import { createPoller } from '../../src/create-poller.js'
+import { type Poller } from '../../src/poller/poller.js'
 import { createItemsTable, createTestDatabase, laterDatabase, type TestDatabase } from './database.js'
 
 export type PollerInput = Parameters<typeof createPoller>[0]

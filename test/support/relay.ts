@@ -2,7 +2,8 @@ import pino from 'pino'
 import { afterAll, afterEach, beforeAll } from 'vitest'
 import { captureTable } from '../../src/capture/capture.js'
 import { outboxTable } from '../../src/outbox/outbox-table.js'
-import { createPoller, type Poller } from '../../src/poller/poller.js'
+import { createPoller } from '../../src/create-poller.js'
+import { type Poller } from '../../src/poller/poller.js'
 import { parseSink } from '../../src/sinks/parse-sink.js'
 import { createSinkHandlers, registerSinks, type SinkHandlers } from '../../src/sinks/create-sinks.js'
 import type { SinkOptions } from '../../src/sinks/sink.js'
@@ -90,11 +91,11 @@ export interface RelaySuite {
  * One database per relay test file, with `tables` (name → columns and entity) created and captured before
  * the tests; after each test its relays are stopped and the tables and the outbox emptied.
  */
-export function relaySuite(tables: Record<string, { columns: string; entity: string }>, options: { teardown?: () => Promise<void> } = {}): RelaySuite {
+export function relaySuite(tables: Record<string, { columns: string; entity: string }>, options: { teardown?: () => Promise<void>; ordering?: 'entity' | 'group' } = {}): RelaySuite {
   let created: TestDatabase | undefined
   const cleanups: Array<() => Promise<void>> = []
   beforeAll(async () => {
-    created = await createTestDatabase()
+    created = await createTestDatabase({ ordering: options.ordering })
     for (const [table, { columns, entity }] of Object.entries(tables)) {
       await created.sql.unsafe(`create table ${table} (${columns})`)
       await captureTable(created.sql, outboxTable('public', 'outbox'), { table, entity })

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest'
+import { reconnectBackoffSeconds } from '../../src/database/connect.js'
 import { exponentialDelayMs, jitteredDelayMs } from '../../src/poller/backoff.js'
 
 describe('exponential backoff', () => {
@@ -26,5 +27,15 @@ describe('exponential backoff', () => {
     expect(jitteredDelayMs(1, 1000, 60_000, () => 0)).toBe(500)
     expect(jitteredDelayMs(4, 1000, 60_000, () => 1)).toBe(8000)
     expect(jitteredDelayMs(30, 1000, 60_000, () => 1)).toBe(60_000)
+  })
+
+  it("postgres.js's reconnect delay follows its own curve but never exceeds 1 s, however long the outage", () => {
+    expect(reconnectBackoffSeconds(0, () => 1)).toBeCloseTo(0.01)
+    expect(reconnectBackoffSeconds(2, () => 1)).toBeCloseTo(0.09)
+    expect(reconnectBackoffSeconds(4, () => 0)).toBeCloseTo(0.405)
+    for (const failures of [5, 7, 20, 1000]) {
+      expect(reconnectBackoffSeconds(failures, () => 1)).toBe(1)
+      expect(reconnectBackoffSeconds(failures, () => 0)).toBe(0.5)
+    }
   })
 })

@@ -122,6 +122,38 @@ describe('supervisor (fake worker processes)', () => {
     expect(await s.done).toBe(ExitCode.ok)
   })
 
+  it('with two overlapping batches, a settled one forgets only its own suspects: a crash charges the other batch in flight', async () => {
+    const s = supervisor()
+    s.start()
+    workers[0]!.report({ type: 'ready' })
+    workers[0]!.report({ type: 'dispatching', ids: ['1', '2'], finished: [] })
+    workers[0]!.report({ type: 'dispatching', ids: ['3', '4'], finished: [], lane: 1 })
+    workers[0]!.report({ type: 'settled', report: { claimed: 2, committed: true } as never }) // the first lane's batch
+    workers[0]!.report({ type: 'dispatching', ids: ['5'], finished: [] })
+    workers[0]!.report({ type: 'dispatching', ids: [], finished: ['3'], lane: 1 })
+    workers[0]!.exit(1)
+    await vi.advanceTimersByTimeAsync(300)
+    expect(charges).toEqual([{ pid: workers[0]!.pid, ids: ['4', '5'], error: 'worker died (exit code 1) while handling this event' }])
+    s.stop()
+    workers[1]!.exit(0)
+    expect(await s.done).toBe(ExitCode.ok)
+  })
+
+  it('with two overlapping batches, the batch is in hand until both settled: an exit 0 with the other still in hand is a crash charged to it', async () => {
+    const s = supervisor()
+    s.start()
+    workers[0]!.report({ type: 'ready' })
+    workers[0]!.report({ type: 'dispatching', ids: ['1'], finished: [] })
+    workers[0]!.report({ type: 'dispatching', ids: ['2'], finished: [], lane: 1 })
+    workers[0]!.report({ type: 'settled', report: { claimed: 1, committed: true } as never })
+    workers[0]!.exit(0)
+    await vi.advanceTimersByTimeAsync(300)
+    expect(charges).toEqual([{ pid: workers[0]!.pid, ids: ['2'], error: 'worker died (exit code 0) while handling this event' }])
+    s.stop()
+    workers[1]!.exit(0)
+    expect(await s.done).toBe(ExitCode.ok)
+  })
+
   it('crashes charged to no event count toward the crash limit: at the limit the supervisor gives up with exit 1', async () => {
     const s = supervisor({ crashLimit: 2 })
     s.start()

@@ -6,11 +6,11 @@ import { readFileSync } from 'node:fs'
 import postgres from 'postgres'
 import { outboxTable, pendingCondition } from '../../outbox/outbox-table.js'
 import { silentLogger } from '../../log.js'
-import { createPoller } from '../../poller/poller.js'
+import { createPoller } from '../../create-poller.js'
 import type { Handler, OutboxEvent } from '../../types.js'
 
 export type BenchTask =
-  | { mode: 'poller'; url: string; listenUrl?: string; listen?: boolean; schema: string; batchSize: number; recordLatency?: boolean; recordIds?: boolean; ordering?: 'none' | 'entity' | 'group'; handler?: 'noop' | 'tx'; txMode?: 'event' | 'batch'; sink?: string; sinkSecret?: string }
+  | { mode: 'poller'; url: string; listenUrl?: string; listen?: boolean; schema: string; batchSize: number; recordLatency?: boolean; recordIds?: boolean; ordering?: 'none' | 'entity' | 'group'; handler?: 'noop' | 'tx'; txMode?: 'event' | 'batch'; sink?: string; sinkSecret?: string; overlap?: boolean }
   | { mode: 'bare'; url: string; schema: string; batchSize: number }
   // one poller serving every schema matching `schemas`; latency recorded for the events outside `hot`
   | { mode: 'tenants'; url: string; schemas: string; hot: string[]; handlerMs: number; tenantConcurrency: number; batchSize: number }
@@ -77,6 +77,7 @@ async function runPoller(t: Extract<BenchTask, { mode: 'poller' }>): Promise<() 
     batchSize: t.batchSize,
     ordering: t.ordering ?? 'none',
     txMode: t.txMode,
+    overlap: t.overlap,
     handlers: t.recordLatency ? record : t.handler === 'tx' ? writeEffect : t.sink ? {} : () => {},
     afterBatch: (report) => void (report.claimed > 0 && batchMs.push(report.durationMs)),
   })

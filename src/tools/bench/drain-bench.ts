@@ -42,6 +42,8 @@ export interface DrainVariant {
   /** Relay every event to this sink (a --sink spec) instead of a no-op handler. */
   sink?: string
   sinkSecret?: string
+  /** The poller's `overlap` (default true: a relay to Redis or RabbitMQ has two batches in flight). */
+  overlap?: boolean
   label?: string
   /** Called once the processes are connected, before the events are written, and once they are drained. */
   onReady?: () => Promise<void>
@@ -57,7 +59,7 @@ export async function drainBench(sql: Sql, url: string, schema: string, mode: Dr
     await sql.unsafe(`create table if not exists ${quoteIdent(schema)}.bench_effects (event_id uuid primary key)`)
     await sql.unsafe(`truncate ${quoteIdent(schema)}.bench_effects`)
   }
-  const workers = await startBenchProcesses(processes, mode === 'poller' ? { mode, url, schema, batchSize, ordering: variant.ordering, handler: variant.handler, txMode: variant.txMode, sink: variant.sink, sinkSecret: variant.sinkSecret } : { mode, url, schema, batchSize })
+  const workers = await startBenchProcesses(processes, mode === 'poller' ? { mode, url, schema, batchSize, ordering: variant.ordering, handler: variant.handler, txMode: variant.txMode, sink: variant.sink, sinkSecret: variant.sinkSecret, overlap: variant.overlap } : { mode, url, schema, batchSize })
   try {
     await variant.onReady?.()
     const entityId = variant.entities === undefined ? 'n::text' : `(n % ${Math.trunc(variant.entities)})::text`

@@ -1,7 +1,7 @@
 import postgres, { type Sql } from 'postgres'
 import { migrate } from '../../outbox/migrate.js'
 import { outboxTable, pendingCondition, quoteIdent, quoteLiteral } from '../../outbox/outbox-table.js'
-import { startBenchProcesses } from './bench-processes.js'
+import { type BenchProcessTask, type BenchProcess, startBenchProcesses } from './bench-processes.js'
 import { percentile } from './percentiles.js'
 
 export interface TenantsBenchOptions {
@@ -59,7 +59,7 @@ export async function tenantsBench(url: string, scratchSchema: string, options: 
     for (let round = 1; round <= options.rounds; round++) {
       // the rounds share the tenants (building them takes minutes); each round starts from empty outboxes and a new replica
       await sql.unsafe(`do $$ declare s name; begin for s in select nspname from pg_namespace where nspname like ${quoteLiteral(`${scratchSchema}\\_t%`)} loop execute format('delete from %I.outbox', s); end loop; end $$`)
-      const result = await measureRound(sql, url, scratchSchema, hot, cold, options)
+      const result = await measureTenantsRound(sql, url, scratchSchema, hot, cold, options)
       say(`  round ${round}: ${formatTenantsRound(result, options.tenants)}`)
       rounds.push(result)
     }
@@ -70,9 +70,13 @@ export async function tenantsBench(url: string, scratchSchema: string, options: 
   }
 }
 
-/** One round: a new replica over the tenants, their idle cost, then the hot backlog and the cold events. */
-async function measureRound(sql: Sql, url: string, scratchSchema: string, hot: string[], cold: string[], options: TenantsBenchOptions): Promise<TenantsResult> {
-  const [poller] = await startBenchProcesses(1, { mode: 'tenants', url, schemas: `${scratchSchema}_t*`, hot, handlerMs: options.handlerMs, tenantConcurrency: options.tenantConcurrency, batchSize: 250 })
+/**
+ * One round: a new replica over the tenants (emptied first by the caller), their idle cost, then the hot backlog
+ * and the cold events. `start` starts the replica: another build's, to compare two builds over the same tenants
+ * (test/bench/tenants-ab.mjs).
+ */
+export async function measureTenantsRound(sql: Sql, url: string, scratchSchema: string, hot: string[], cold: string[], options: TenantsBenchOptions, start: (count: number, task: BenchProcessTask) => Promise<BenchProcess[]> = startBenchProcesses): Promise<TenantsResult> {
+  const [poller] = await start(1, { mode: 'tenants', url, schemas: `${scratchSchema}_t*`, hot, handlerMs: options.handlerMs, tenantConcurrency: options.tenantConcurrency, batchSize: 250 })
   try {
     // every tenant found empty and asleep before the idle cost is measured: the replica's first look at each
     // (a claim, the flag raised, one more claim) takes seconds on a loaded machine
