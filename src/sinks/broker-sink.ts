@@ -1,11 +1,12 @@
 import { isNetworkError, RetryLaterError } from '../errors.js'
 import type { OutboxEvent } from '../types.js'
 import { ConnectionKeeper, type ConnectionDriver } from './connection-keeper.js'
-import { OutageLog } from './outage-log.js'
+import { OutageLog, wholeSink } from './outage-log.js'
 import type { SinkSpec } from './parse-sink.js'
 import { Semaphore } from './semaphore.js'
 import type { ResolvedSinkOptions, Sink } from './sink.js'
 import { settleWithin, sinkErrorMessage, sinkRejected, sinkUnavailable } from './sink-errors.js'
+import { routesBySchema } from './tenant-route.js'
 
 /** A broker's client library as a sink needs it: a connection driver that can also publish. */
 export interface BrokerDriver<C> extends ConnectionDriver<C> {
@@ -40,6 +41,7 @@ export class BrokerSink<C> implements Sink {
   readonly #maxInFlight: number
   readonly #secrets: readonly string[]
   readonly #timeoutMs: number
+  readonly #routesBySchema: boolean
 
   constructor(
     spec: SinkSpec,
@@ -51,6 +53,7 @@ export class BrokerSink<C> implements Sink {
     this.pattern = spec.pattern
     this.#secrets = spec.secrets
     this.#timeoutMs = options.timeoutMs
+    this.#routesBySchema = routesBySchema(spec)
     this.#maxInFlight = options.maxInFlight
     this.#slots = new Semaphore(options.maxInFlight)
     this.#outage = new OutageLog(options.log, spec.name)
@@ -103,18 +106,41 @@ export class BrokerSink<C> implements Sink {
         sends = events.map(() => Promise.reject(error)) // the connection closed under us: some clients throw at once
       }
       const errors = await settleWithin(sends, Math.max(1, deadline - performance.now()), () => new PublishTimeout(this.#timeoutMs))
-      // the broker confirmed something: it is up, whatever the rest of the window met
-      if (errors.some((error) => error === undefined)) this.#outage.up()
-      return errors.map((error) => (error === undefined ? undefined : this.#classify(connection, error)))
+      const results = errors.map((error, i) => (error === undefined ? undefined : this.#classify(connection, error, events[i]!)))
+      this.#recovered(connection, events, results)
+      return results
     } finally {
       this.#slots.release(events.length)
     }
   }
 
-  #classify(connection: C, error: unknown): Error {
+  /**
+   * A route is back when a window confirmed some of its events and none of them waits: a reconnected NATS whose
+   * stream is not answering yet is still the same outage, logged once. Nothing is back on a connection the window
+   * lost; a sink that routes by tenant is back as a whole when its connection carried a confirm.
+   */
+  #recovered(connection: C, events: readonly OutboxEvent[], results: ReadonlyArray<Error | undefined>): void {
+    if (!this.#keeper.isCurrent(connection)) return
+    const confirmed = new Set<string>()
+    const waiting = new Set<string>()
+    results.forEach((error, i) => {
+      const route = this.#routeOf(events[i]!)
+      if (error === undefined) confirmed.add(route)
+      else if (error instanceof RetryLaterError) waiting.add(route)
+    })
+    for (const route of confirmed) if (!waiting.has(route)) this.#outage.up(route)
+    if (this.#routesBySchema && confirmed.size > 0) this.#outage.up(wholeSink)
+  }
+
+  /** The outage an event's "not now" belongs to: its tenant's route when the sink routes by schema. */
+  #routeOf(event: OutboxEvent): string {
+    return this.#routesBySchema ? event.schema : wholeSink
+  }
+
+  #classify(connection: C, error: unknown, event: OutboxEvent): Error {
     const reason = sinkErrorMessage(error, this.#secrets)
     if (error instanceof RetryLaterError) {
-      this.#outage.down(reason) // the broker answered "not now": log it once
+      this.#outage.down(reason, this.#routeOf(event)) // the broker answered "not now": log it once
       return error
     }
     if (!this.#keeper.isCurrent(connection)) return sinkUnavailable(this.name, reason)

@@ -25,7 +25,7 @@ export interface KeeperOptions {
 /**
  * Holds a sink's one connection and replaces it when it is lost. While the broker is unavailable `get()`
  * fails at once with RetryLaterError, so no event waits for a connection attempt and none is charged; one
- * background loop reconnects with backoff, and the outage is logged once, when it begins and when it ends.
+ * background loop reconnects with backoff, and the outage is logged once when it begins (its end, by the sink).
  */
 export class ConnectionKeeper<C> {
   #current: C | undefined
@@ -106,7 +106,8 @@ export class ConnectionKeeper<C> {
     this.#current = connection
     this.#currentGeneration = generation
     this.#failures = 0
-    this.options.outage.up()
+    // not yet "available again": that is the first confirmed publish (BrokerSink), since a broker that accepts
+    // connections may not take messages yet (JetStream restoring its streams)
   }
 
   #drop(reason: string): void {

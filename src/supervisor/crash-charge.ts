@@ -12,7 +12,8 @@ import type { Logger } from '../types.js'
  * whether any was charged (a crash charged to events does not count toward the crash limit). Never rejects.
  */
 export interface CrashCharge {
-  charge(workerPid: number | undefined, ids: readonly string[], error: string): Promise<boolean>
+  /** `batches`: the ids in flight, by the batch they were claimed in (two with overlapping batches). */
+  charge(workerPid: number | undefined, batches: ReadonlyArray<readonly string[]>, error: string): Promise<boolean>
   /** Closes its connection, if it opened one. */
   close(): Promise<void>
 }
@@ -31,13 +32,13 @@ export function databaseCrashCharge(setup: CrashChargeSetup): CrashCharge {
   const outbox = outboxTable(setup.schema, setup.table)
   let sql: Sql | undefined
   return {
-    async charge(workerPid, ids, error) {
-      if (ids.length === 0) return false
+    async charge(workerPid, batches, error) {
+      if (batches.every((ids) => ids.length === 0)) return false
       sql ??= connect(setup.connectionString, { max: 1, applicationName: applicationName('supervisor') })
       try {
         let charged = 0
         // a multi-tenant worker's ids name their schema: each tenant's rows are charged in its own outbox
-        for (const [schema, rows] of groupTenantEventIds(ids, setup.schema)) {
+        for (const [schema, rows] of batches.flatMap((ids) => [...groupTenantEventIds(ids, setup.schema)])) {
           const result = await outboxChargeCrash(sql, schema === setup.schema ? outbox : outboxTable(schema, setup.table), rows, error, setup.maxAttempts)
           charged += result.charged.length
           const tenant = schema === setup.schema ? {} : { schema }

@@ -214,7 +214,7 @@ export class Supervisor {
         this.#o.log.warn({ worker_pid: pid }, 'worker stopped by itself after draining: starting a fresh one')
         return this.#restartAfter(worker, 250, 'signal')
       }
-      return this.#onCrash(worker, how, await this.#o.crashCharge.charge(pid, [...worker.inFlight.keys()], `worker died (${how}) while handling this event`))
+      return this.#onCrash(worker, how, await this.#o.crashCharge.charge(pid, byLane(worker.inFlight), `worker died (${how}) while handling this event`))
     }
     // A worker we were stopping (and killed after --drain-timeout or a forced stop) charges nothing:
     // a stop never costs an event an attempt.
@@ -284,6 +284,13 @@ function send(worker: Worker, message: SupervisorMessage): void {
 
 /** Which of a worker's overlapping batches an event is in flight in (0: the first or only one). */
 type Lane = 0 | 1
+
+/** The ids in flight by the batch they were claimed in: the charge tells a batch of one (maybe a suspect) from a larger one. */
+function byLane(inFlight: Map<string, Lane>): string[][] {
+  const lanes: string[][] = [[], []]
+  for (const [id, lane] of inFlight) lanes[lane]!.push(id)
+  return lanes.filter((ids) => ids.length > 0)
+}
 
 /**
  * A settled batch's events are no longer suspects: with tenants in flight at once, only its own tenant's; with

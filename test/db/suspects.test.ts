@@ -1,4 +1,6 @@
 import { describe, expect, it } from 'vitest'
+import { silentLogger } from '../../src/log.js'
+import { databaseCrashCharge } from '../../src/supervisor/crash-charge.js'
 import { pollerSuite } from '../support/poller-suite.js'
 import { waitFor } from '../support/wait-for.js'
 
@@ -27,6 +29,39 @@ describe('after a crash', () => {
     const lastFresh = batches.findLastIndex((batch) => batch.some((id) => !suspects.has(id)))
     expect(lastFresh).toBeLessThanOrEqual(2)
     expect(batches.flat()).toHaveLength(200)
+  })
+})
+
+describe('crashes charged', () => {
+  it('a second replica that claimed a crashed batch before its charge and died on the same poison charges its batch-mates nothing more', async () => {
+    await db.sql`insert into items select n, 'item ' || n from generate_series(1001, 1010) n`
+    const ids = (await db.sql<{ id: string }[]>`select id::text as id from outbox where entity_id::int between 1001 and 1010 order by id`).map((row) => row.id)
+    const first = databaseCrashCharge({ connectionString: db.url, schema: 'public', table: 'outbox', maxAttempts: 3, log: silentLogger })
+    const second = databaseCrashCharge({ connectionString: db.url, schema: 'public', table: 'outbox', maxAttempts: 3, log: silentLogger })
+    try {
+      // the second replica's batch holds the rows, fresh, while the first replica's supervisor charges its crash
+      const held = db.sql.reserve()
+      const connection = await held
+      await connection`begin`
+      await connection`select id from outbox where id = any(${ids}::bigint[]) for update`
+      const firstCharge = first.charge(1, [ids], 'worker died (exit code 1) while handling this event')
+      await new Promise((resolve) => setTimeout(resolve, 200))
+      await connection`rollback` // the second replica's worker died too, on the same poison
+      connection.release()
+      expect(await firstCharge).toBe(true)
+      expect(await second.charge(2, [ids], 'worker died (exit code 1) while handling this event')).toBe(false)
+      const rows = await db.sql<{ attempts: number; suspect: boolean }[]>`select attempts, suspect from outbox where id = any(${ids}::bigint[])`
+      expect(rows.every((row) => row.attempts === 1 && row.suspect)).toBe(true)
+      // a suspect claimed alone that dies is charged again, up to its dead letter
+      expect(await second.charge(3, [[ids[3]!]], 'worker died (exit code 1) while handling this event')).toBe(true)
+      expect(await first.charge(4, [[ids[3]!], [ids[4]!, ids[5]!]], 'worker died (exit code 1) while handling this event')).toBe(true)
+      const [poison] = await db.sql<{ attempts: number; dead: boolean }[]>`select attempts, dead_at is not null as dead from outbox where id = ${ids[3]!}`
+      expect(poison).toEqual({ attempts: 3, dead: true })
+      expect((await db.sql`select 1 from outbox where id = any(${ids}::bigint[]) and attempts > 1`).length).toBe(1)
+    } finally {
+      await first.close()
+      await second.close()
+    }
   })
 })
 

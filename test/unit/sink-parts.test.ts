@@ -1,10 +1,11 @@
 import { describe, expect, it } from 'vitest'
 import { isConnectionFailure, isNetworkError } from '../../src/errors.js'
 import { eventMessageFields, eventMessageJson } from '../../src/sinks/event-message.js'
+import { OutageLog } from '../../src/sinks/outage-log.js'
 import { Semaphore } from '../../src/sinks/semaphore.js'
 import { sinkDefaults, sinkTimeoutMs } from '../../src/sinks/sink.js'
 import { sinkErrorMessage } from '../../src/sinks/sink-errors.js'
-import type { OutboxEvent } from '../../src/types.js'
+import type { Logger, OutboxEvent } from '../../src/types.js'
 
 const event = {
   id: '7',
@@ -96,5 +97,36 @@ describe('in-flight slots', () => {
     await single
     expect(order).toEqual(['window of 3', 'single'])
     expect(() => slots.acquire(undefined, 5)).toThrow(RangeError)
+  })
+})
+
+describe('the outage log', () => {
+  function recorded() {
+    const lines: string[] = []
+    const log = { warn: (fields: { schema?: string }, msg: string) => lines.push(`${msg.split(':')[0]} ${fields.schema ?? '*'}`), info: (fields: { schema?: string }, msg: string) => lines.push(`${msg} ${fields.schema ?? '*'}`) }
+    return { lines, outage: new OutageLog(log as unknown as Logger, 'nats://x') }
+  }
+
+  it('logs an outage once when it begins and once when it ends, whatever happens in between', () => {
+    const { lines, outage } = recorded()
+    outage.up()
+    outage.down('connection closed')
+    outage.down('connection refused')
+    expect(outage.isDown).toBe(true)
+    outage.up()
+    outage.up()
+    expect(lines).toEqual(['sink unavailable *', 'sink available again *'])
+    expect(outage.isDown).toBe(false)
+  })
+
+  it('keeps a tenant route apart from the whole sink and from the other routes', () => {
+    const { lines, outage } = recorded()
+    outage.down('no JetStream stream answers', 'tenant_b')
+    outage.up()
+    outage.up('tenant_a')
+    expect(outage.isDown).toBe(false)
+    outage.down('no JetStream stream answers', 'tenant_b')
+    outage.up('tenant_b')
+    expect(lines).toEqual(['sink unavailable tenant_b', 'sink available again tenant_b'])
   })
 })

@@ -38,13 +38,13 @@ class FakeWorker extends EventEmitter {
 }
 
 let workers: FakeWorker[]
-let charges: Array<{ pid: number | undefined; ids: readonly string[]; error: string }>
+let charges: Array<{ pid: number | undefined; batches: ReadonlyArray<readonly string[]>; error: string }>
 
 function supervisor(options: SupervisorOptions = {}, chargeResult = true, onReady?: () => void): Supervisor {
   const crashCharge: CrashCharge = {
-    charge: async (pid, ids, error) => {
-      if (ids.length === 0) return false
-      charges.push({ pid, ids, error })
+    charge: async (pid, batches, error) => {
+      if (batches.length === 0) return false
+      charges.push({ pid, batches, error })
       return chargeResult
     },
     close: async () => {},
@@ -114,7 +114,7 @@ describe('supervisor (fake worker processes)', () => {
     workers[0]!.report({ type: 'dispatching', ids: ['4'], finished: ['1', '3'] })
     workers[0]!.exit(1)
     await vi.advanceTimersByTimeAsync(300)
-    expect(charges).toEqual([{ pid: workers[0]!.pid, ids: ['2', '4'], error: 'worker died (exit code 1) while handling this event' }])
+    expect(charges).toEqual([{ pid: workers[0]!.pid, batches: [['2', '4']], error: 'worker died (exit code 1) while handling this event' }])
     expect(workers).toHaveLength(2)
     expect(s.restarts.crash).toBe(1)
     s.stop()
@@ -133,7 +133,7 @@ describe('supervisor (fake worker processes)', () => {
     workers[0]!.report({ type: 'dispatching', ids: [], finished: ['3'], lane: 1 })
     workers[0]!.exit(1)
     await vi.advanceTimersByTimeAsync(300)
-    expect(charges).toEqual([{ pid: workers[0]!.pid, ids: ['4', '5'], error: 'worker died (exit code 1) while handling this event' }])
+    expect(charges).toEqual([{ pid: workers[0]!.pid, batches: [['5'], ['4']], error: 'worker died (exit code 1) while handling this event' }])
     s.stop()
     workers[1]!.exit(0)
     expect(await s.done).toBe(ExitCode.ok)
@@ -148,7 +148,7 @@ describe('supervisor (fake worker processes)', () => {
     workers[0]!.report({ type: 'settled', report: { claimed: 1, committed: true } as never })
     workers[0]!.exit(0)
     await vi.advanceTimersByTimeAsync(300)
-    expect(charges).toEqual([{ pid: workers[0]!.pid, ids: ['2'], error: 'worker died (exit code 0) while handling this event' }])
+    expect(charges).toEqual([{ pid: workers[0]!.pid, batches: [['2']], error: 'worker died (exit code 0) while handling this event' }])
     s.stop()
     workers[1]!.exit(0)
     expect(await s.done).toBe(ExitCode.ok)
