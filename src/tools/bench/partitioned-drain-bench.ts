@@ -26,8 +26,8 @@ const retainedPeriods: Record<PartitionBy, number> = { day: 7, hour: 168 }
 /**
  * The drain of the plain outbox (in `schema`) against a partitioned one (created in `<schema>_partitioned`), and
  * one that also has the past partitions a week's retention keeps (`<schema>_retained`; both dropped at the end),
- * the same events and pollers, `rounds` times back to back for each configuration: the ratio within a round is
- * what stays steady on a busy machine.
+ * the same events and pollers, `rounds` times back to back for each configuration, in a rotating order: the ratio
+ * within a round is what stays steady on a busy machine.
  */
 export async function partitionedDrainBench(sql: Sql, url: string, schema: string, by: PartitionBy, events: number, rounds: number, say: (line: string) => void): Promise<PartitionedDrainPair[]> {
   const partitionedSchema = `${schema}_partitioned`
@@ -46,15 +46,22 @@ export async function partitionedDrainBench(sql: Sql, url: string, schema: strin
     for (const [processes, batchSize] of [[1, 250], [3, 250]] as const) {
       const pair: PartitionedDrainPair = { processes, batchSize, plain: [], partitioned: [], retained: [], ratios: [], retainedRatios: [], medianRatio: 0, medianRetainedRatio: 0 }
       for (let round = 0; round < rounds; round++) {
-        const plain = await drainBench(sql, url, schema, 'poller', processes, batchSize, events, { label: 'plain' })
-        const partitioned = await drainBench(sql, url, partitionedSchema, 'poller', processes, batchSize, events, { label: `partitioned by ${by}` })
-        const retained = await drainBench(sql, url, retainedSchema, 'poller', processes, batchSize, events, { label: `partitioned by ${by}, a week retained` })
+        const runs = {
+          plain: () => drainBench(sql, url, schema, 'poller', processes, batchSize, events, { label: 'plain' }),
+          partitioned: () => drainBench(sql, url, partitionedSchema, 'poller', processes, batchSize, events, { label: `partitioned by ${by}` }),
+          retained: () => drainBench(sql, url, retainedSchema, 'poller', processes, batchSize, events, { label: `partitioned by ${by}, a week retained` }),
+        }
+        // each round in another order (plain first, then second, then third): no layout always runs after the same one
+        const order = rotated(['plain', 'partitioned', 'retained'] as const, round)
+        const results: Partial<Record<keyof typeof runs, DrainResult>> = {}
+        for (const name of order) results[name] = await runs[name]()
+        const { plain, partitioned, retained } = results as Record<keyof typeof runs, DrainResult>
         pair.plain.push(plain)
         pair.partitioned.push(partitioned)
         pair.retained.push(retained)
         pair.ratios.push(partitioned.eventsPerSecond / plain.eventsPerSecond)
         pair.retainedRatios.push(retained.eventsPerSecond / plain.eventsPerSecond)
-        say(`  ${processes} poller${processes > 1 ? 's' : ''} × batch ${batchSize}, round ${round + 1}: plain ${Math.round(plain.eventsPerSecond).toLocaleString('en')} events/s, partitioned ${Math.round(partitioned.eventsPerSecond).toLocaleString('en')} (${pair.ratios.at(-1)!.toFixed(2)}×), with a week's partitions retained ${Math.round(retained.eventsPerSecond).toLocaleString('en')} (${pair.retainedRatios.at(-1)!.toFixed(2)}×)`)
+        say(`  ${processes} poller${processes > 1 ? 's' : ''} × batch ${batchSize}, round ${round + 1} (${order.join(', ')}): plain ${Math.round(plain.eventsPerSecond).toLocaleString('en')} events/s, partitioned ${Math.round(partitioned.eventsPerSecond).toLocaleString('en')} (${pair.ratios.at(-1)!.toFixed(2)}×), with a week's partitions retained ${Math.round(retained.eventsPerSecond).toLocaleString('en')} (${pair.retainedRatios.at(-1)!.toFixed(2)}×)`)
       }
       pair.medianRatio = median(pair.ratios)
       pair.medianRetainedRatio = median(pair.retainedRatios)
@@ -66,4 +73,10 @@ export async function partitionedDrainBench(sql: Sql, url: string, schema: strin
   } finally {
     await sql.unsafe(`drop schema if exists ${quoteIdent(partitionedSchema)}, ${quoteIdent(retainedSchema)} cascade`)
   }
+}
+
+/** `items` shifted left by `by` places: round 0 as given, round 1 from the second, … */
+function rotated<T>(items: readonly T[], by: number): T[] {
+  const shift = by % items.length
+  return [...items.slice(shift), ...items.slice(0, shift)]
 }
