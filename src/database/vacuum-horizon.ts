@@ -32,6 +32,15 @@ export interface SnapshotHolder {
   xidAge: number
 }
 
+/**
+ * A session holding a snapshot or a transaction id, as `pg_stat_activity` shows it. Not an `idle` one: outside a
+ * transaction of its client's, a backend takes a snapshot only for a moment of its own (reading notifications for
+ * a LISTEN, catching up with catalog invalidations), and shows the start of that as its last statement's: a
+ * poller's LISTEN connection, idle for an hour, looked like a snapshot an hour old (seen in the soak: 212-444 s)
+ * while it held nothing back.
+ */
+export const holdsSnapshot = `(backend_xmin is not null or backend_xid is not null) and state is distinct from 'idle'`
+
 /** Past this age a snapshot or prepared transaction is worth a warning: longer than a poller's own batches take by default (250 s). */
 export const horizonWarnAfterSeconds = 300
 
@@ -45,7 +54,7 @@ export async function vacuumHorizon(sql: Sql | TransactionSql): Promise<VacuumHo
                    from (select coalesce(xact_start, query_start, backend_start) as since) as t)::float8 as "ageSeconds",
                 greatest(age(backend_xmin), age(backend_xid)) as "xidAge"
            from pg_stat_activity
-          where pid <> pg_backend_pid() and (backend_xmin is not null or backend_xid is not null)
+          where pid <> pg_backend_pid() and ${sql.unsafe(holdsSnapshot)}
           order by greatest(age(backend_xmin), age(backend_xid)) desc, xact_start
           limit 1) as s) as oldest,
       (select coalesce(json_agg(json_build_object('name', slot_name, 'active', active, 'xidAge', age(xmin)) order by age(xmin) desc), '[]')

@@ -1,4 +1,5 @@
 import type { Sql } from 'postgres'
+import { holdsSnapshot } from '../database/vacuum-horizon.js'
 import { outboxOwned } from '../outbox/outbox-checks.js'
 import { quoteIdent, type OutboxTable } from '../outbox/outbox-table.js'
 import { churnEntries, freshIndexBytes, indexBloated, steadyIndexBytes, type InsertChurn } from './index-bloat.js'
@@ -88,7 +89,7 @@ export async function outboxReindexBloated(sql: Sql, outbox: OutboxTable, option
   // only this database's snapshots hold back its VACUUM and REINDEX CONCURRENTLY
   const [oldest] = await sql<Array<{ pid: number; seconds: number }>>`
     select pid, extract(epoch from now() - xact_start)::float8 as seconds from pg_stat_activity
-     where datname = current_database() and pid <> pg_backend_pid() and backend_xmin is not null and xact_start is not null
+     where datname = current_database() and pid <> pg_backend_pid() and xact_start is not null and ${sql.unsafe(holdsSnapshot)}
      order by xact_start limit 1`
   if (oldest !== undefined && oldest.seconds > snapshotLimitSeconds) {
     return { rebuilt: [], skipped: `a snapshot ${Math.round(oldest.seconds)} s old (pid ${oldest.pid}) is held: a rebuild would wait for it, and stay bloated` }

@@ -1,5 +1,6 @@
 import postgres from 'postgres'
 import { captureTable } from '../../capture/capture.js'
+import { holdsSnapshot } from '../../database/vacuum-horizon.js'
 import { outboxCleanup } from '../../ops/cleanup.js'
 import { outboxMaintenance } from '../../ops/maintenance.js'
 import { outboxTable, pendingCondition, quoteIdent } from '../../outbox/outbox-table.js'
@@ -113,8 +114,8 @@ export async function soakBench(url: string, schema: string, seconds: number, ra
     for (let next = Date.now(); !curveDone; next += curveEveryMs) {
       const [row] = await curveSql.unsafe(`select pg_total_relation_size($1::regclass) as total, pg_relation_size($2::regclass) as pending_index,
           n_dead_tup as dead, autovacuum_count as autovacuums, vacuum_count as vacuums,
-          (select coalesce(max(extract(epoch from now() - xact_start)), 0) from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid() and (backend_xmin is not null or backend_xid is not null))::float8 as here,
-          (select coalesce(max(extract(epoch from now() - xact_start)), 0) from pg_stat_activity where datname <> current_database() and (backend_xmin is not null or backend_xid is not null))::float8 as elsewhere
+          (select coalesce(max(extract(epoch from now() - xact_start)), 0) from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid() and ${holdsSnapshot})::float8 as here,
+          (select coalesce(max(extract(epoch from now() - xact_start)), 0) from pg_stat_activity where datname <> current_database() and ${holdsSnapshot})::float8 as elsewhere
           from pg_stat_user_tables where relid = $1::regclass`, [outbox.qualified, pendingIndex])
       curve.push({
         atMs: Date.now() - started,
