@@ -3,7 +3,8 @@
 // 2 cores ÷ (CPU per event), so the ratio of CPU per event bounds the ratio of events/s — whatever else the
 // machine does, since only the drain's own processes are counted (/proc/<pid>/stat of the bench's children and
 // of their backends, which are the only sessions in a database of the script's own).
-// Run: npm run build && node test/bench/drain-cpu.mjs [events] [rounds]   (ADMIN_URL, default the local server)
+// Run: npm run build && node test/bench/drain-cpu.mjs [events] [rounds]   (ADMIN_URL, default the local server;
+// PARTITION_BY=day: the outbox partitioned)
 import { readFileSync, readdirSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
 import postgres from 'postgres'
@@ -49,7 +50,7 @@ async function measure(mode, processes, batch) {
 }
 
 try {
-  await migrate({ sql, schema: 'public' })
+  await migrate({ sql, schema: 'public', ...(process.env.PARTITION_BY ? { partitionBy: process.env.PARTITION_BY } : {}) })
   // what one piece of the outbox costs: DRAIN_CPU_SQL runs after the migration (e.g. dropping an index)
   if (process.env.DRAIN_CPU_SQL) await sql.unsafe(process.env.DRAIN_CPU_SQL)
   const out = {}

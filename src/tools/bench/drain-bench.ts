@@ -68,9 +68,14 @@ export async function drainBench(sql: Sql, url: string, schema: string, mode: Dr
     await sql.unsafe(`insert into ${outbox} (event_type, entity_type, entity_id, payload${group.column}) select 'issue.created', 'issue', ${entityId}, ${samplePayloadSql}${group.value} from generate_series(1, $1::int) n`, [events])
     await sql.unsafe(`analyze ${outbox}`)
     for (const worker of workers) worker.go() // pollers were already woken by the insert's NOTIFY
+    // Whether any event is left, read from the pending indexes: a count of the pending rows was a (parallel)
+    // scan of the whole table every 50 ms, 10-15 % of the machine's CPU taken from the drain it measured
+    const left = mode === 'floor'
+      ? `select exists (select 1 from ${outbox} where processed_at is null) as left`
+      : `select exists (select 1 from ${outbox} where ${pendingCondition} and retry_at is null) or exists (select 1 from ${outbox} where ${pendingCondition} and retry_at is not null) as left`
     for (;;) {
-      const [{ pending }] = await sql.unsafe(`select count(*)::int as pending from ${outbox} where ${mode === 'floor' ? 'processed_at is null' : pendingCondition}`)
-      if (pending === 0) break
+      const [{ left: some }] = await sql.unsafe(left)
+      if (!some) break
       await new Promise((resolve) => setTimeout(resolve, 50))
     }
     await variant.onDrained?.()
