@@ -3,7 +3,7 @@ import amqp from 'amqplib'
 import { describe, expect, it } from 'vitest'
 import { startHoldingProxy } from '../support/holding-proxy.js'
 import { relaySuite, startRelay } from '../support/relay.js'
-import { bindQueue, deleteAmqp, drainQueue, services } from '../support/sink-receivers.js'
+import { bindQueue, deleteAmqp, drainQueue, queueLength, services } from '../support/sink-receivers.js'
 import { waitFor } from '../support/wait-for.js'
 
 // RabbitMQ relays keep two batches in flight on one connection and one confirm channel: a connection cut, a
@@ -41,8 +41,6 @@ async function withAmqpChannel<T>(use: (channel: amqp.Channel) => Promise<T>): P
     await connection.close()
   }
 }
-
-const queueLength = (queue: string) => withAmqpChannel(async (channel) => (await channel.checkQueue(queue)).messageCount)
 
 async function amqpRoute(name: string) {
   const exchange = `outbox-amqp-overlap-${name}-${run}`

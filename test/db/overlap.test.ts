@@ -5,8 +5,7 @@ import { claimQueries, outboxClaimBatch } from '../../src/poller/claim.js'
 import { withBatchForm } from '../../src/poller/handler-registry.js'
 import { relaySuite, startRelay } from '../support/relay.js'
 import { startHoldingProxy } from '../support/holding-proxy.js'
-import amqp from 'amqplib'
-import { bindQueue, deleteAmqp, deleteRedisStream, services, withRedis } from '../support/sink-receivers.js'
+import { bindQueue, deleteAmqp, deleteRedisStream, queueLength, withRedis } from '../support/sink-receivers.js'
 import { waitFor } from '../support/wait-for.js'
 
 // A poller whose every handler is a Redis or RabbitMQ sink overlaps its batches: the next one is claimed and published while the
@@ -28,16 +27,6 @@ interface Row {
 
 async function outboxRows(): Promise<Row[]> {
   return db.sql<Row[]>`select id::int, entity_id, processed_at is not null as processed, attempts, dead_at is not null as dead, suspect, last_error from outbox order by id`
-}
-
-/** Messages a RabbitMQ queue holds. */
-async function queueLength(queue: string): Promise<number> {
-  const connection = await amqp.connect(services.amqp)
-  try {
-    return (await (await connection.createChannel()).checkQueue(queue)).messageCount
-  } finally {
-    await connection.close()
-  }
 }
 
 /** `rounds` events for each of `entities` entities, interleaved by round, as real traffic comes. */

@@ -1,24 +1,13 @@
 import { randomBytes } from 'node:crypto'
-import amqp from 'amqplib'
 import { describe, expect, it } from 'vitest'
 import { startHoldingProxy } from '../support/holding-proxy.js'
 import { pendingEvents, pollerConnections, processSuite } from '../support/process-suite.js'
-import { bindQueue, deleteAmqp, deleteRedisStream, drainQueue, services, withRedis } from '../support/sink-receivers.js'
+import { bindQueue, deleteAmqp, deleteRedisStream, drainQueue, queueLength, withRedis } from '../support/sink-receivers.js'
 import { waitFor } from '../support/wait-for.js'
 
 const suite = processSuite('overlap-crash')
 const { db } = suite
 const run = randomBytes(4).toString('hex')
-
-/** Messages a RabbitMQ queue holds. */
-async function queueLength(queue: string): Promise<number> {
-  const connection = await amqp.connect(services.amqp)
-  try {
-    return (await (await connection.createChannel()).checkQueue(queue)).messageCount
-  } finally {
-    await connection.close()
-  }
-}
 
 describe('overlapping batches of a sink relay, under the supervisor', () => {
   it("SIGKILL of the worker while batch N's confirms are outstanding and N+1 is claimed and published: nothing is marked processed, both batches' events are charged, every event is relayed after the restart", async () => {

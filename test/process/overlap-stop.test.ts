@@ -1,24 +1,13 @@
 import { randomBytes } from 'node:crypto'
-import amqp from 'amqplib'
 import { describe, expect, it } from 'vitest'
 import { startHoldingProxy } from '../support/holding-proxy.js'
 import { idleTransactions, pendingEvents, pollerConnections, processSuite } from '../support/process-suite.js'
-import { bindQueue, deleteAmqp, drainQueue, services } from '../support/sink-receivers.js'
+import { bindQueue, deleteAmqp, drainQueue, queueLength } from '../support/sink-receivers.js'
 import { waitFor } from '../support/wait-for.js'
 
 const suite = processSuite('overlap-stop')
 const { db } = suite
 const run = randomBytes(4).toString('hex')
-
-/** Messages a RabbitMQ queue holds. */
-async function queueLength(queue: string): Promise<number> {
-  const connection = await amqp.connect(services.amqp)
-  try {
-    return (await (await connection.createChannel()).checkQueue(queue)).messageCount
-  } finally {
-    await connection.close()
-  }
-}
 
 describe('a stop while two batches of a RabbitMQ relay are in flight', () => {
   it('SIGTERM while both batches await their confirms: both finish and commit, exit 0, no further batch published uncommitted; a restart relays the rest, each event once', async () => {

@@ -59,6 +59,16 @@ export async function drainQueue(queue: string, expected: number, timeoutMs = 20
   }
 }
 
+/** Messages a RabbitMQ queue holds. */
+export async function queueLength(queue: string): Promise<number> {
+  const connection = await amqp.connect(services.amqp)
+  try {
+    return (await (await connection.createChannel()).checkQueue(queue)).messageCount
+  } finally {
+    await connection.close()
+  }
+}
+
 export async function deleteAmqp(exchange: string, queues: string[]): Promise<void> {
   const connection = await amqp.connect(services.amqp)
   try {
