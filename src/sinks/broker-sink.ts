@@ -120,7 +120,7 @@ export class BrokerSink<C> implements Sink {
    * lost; a sink that routes by tenant is back as a whole when its connection carried a confirm.
    */
   #recovered(connection: C, events: readonly OutboxEvent[], results: ReadonlyArray<Error | undefined>): void {
-    if (!this.#keeper.isCurrent(connection)) return
+    if (!this.#outage.anyDown || !this.#keeper.isCurrent(connection)) return // nothing to recover from: no per-event work
     const confirmed = new Set<string>()
     const waiting = new Set<string>()
     results.forEach((error, i) => {

@@ -27,6 +27,11 @@ export class OutageLog {
     return this.#downSince.has(wholeSink)
   }
 
+  /** Some outage, of the whole sink or of a route, is open: there is a recovery to look for. */
+  get anyDown(): boolean {
+    return this.#downSince.size > 0
+  }
+
   /** Records the outage; logs only if it just began. */
   down(reason: string, route = wholeSink): void {
     if (this.#downSince.has(route)) return
