@@ -68,7 +68,8 @@ describe('three replicas over 20 tenants', () => {
     await waitFor('three replicas polling', async () => (await pollerConnections()) >= 6, 30_000, 100)
     await writeEverywhere(40, 1)
     await db.sql.unsafe(`insert into tr_0001.orders (id, note) select g, 'order' from generate_series(41, 1000) g`)
-    await waitFor('the victim handling a batch', async () => (await records(file, 1, 40)).filter((event) => event.pid === killed!.child.pid).length > 5, 30_000, 20)
+    // any of its events: with shared turns the victim may be busy with tr_0001's backlog (41 on), not with 1-40
+    await waitFor('the victim handling a batch', async () => (await records(file, 1, 1000)).filter((event) => event.pid === killed!.child.pid).length > 5, 30_000, 20)
     killed!.child.kill('SIGKILL') // mid-batch: its batch rolls back, with no NOTIFY
     await killed!.exited
     await waitFor('every event handled', async () => (await pending(1, 1000)) === 0, 30_000, 100)
