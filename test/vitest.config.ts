@@ -3,7 +3,7 @@ import { defineConfig } from 'vitest/config'
 // test/db and test/process: each file gets its own database on the server global-setup finds, so files
 // run in parallel; process tests spawn the real CLI; browser tests drive Debian's Chromium against it. test/outages stops the shared RabbitMQ, NATS and
 // Redis: it runs alone, after the rest (OUTBOX_TEST_OUTAGES=1, see package.json). test/scale (500 tenant
-// schemas, minutes to build) runs only when asked: OUTBOX_TEST_SCALE=1, `npm run test:scale`. test/unit has its own
+// schemas) runs alone too, with OUTBOX_TEST_SCALE=1 (`npm test` runs it before the outages, `npm run test:scale` by itself). test/unit has its own
 // config and needs no database.
 export default defineConfig({
   test: {

@@ -83,6 +83,32 @@ describe('operations across tenants', () => {
     expect((await db.sql`select count(*)::int as n from tenant_b.outbox where dead_at is null and processed_at is null`)[0]!.n).toBe(5)
   })
 
+  it('migrate and capture --schemas over many schemas: all done, on a new server session every ten schemas', async () => {
+    const many = Array.from({ length: 25 }, (_, i) => `many_${String(i + 1).padStart(2, '0')}`)
+    for (const schema of many) await db.sql.unsafe(`create schema ${schema}; create table ${schema}.orders (id int primary key, note text)`)
+    // the sessions the commands open, seen while they run (each lives for its ten schemas, long enough to be seen)
+    const pids = new Set<number>()
+    let watching = true
+    const watcher = (async () => {
+      while (watching) {
+        for (const row of await db.sql<{ pid: number }[]>`select pid from pg_stat_activity where application_name like 'outbox-poller/%/migrate'`) pids.add(row.pid)
+        await new Promise((resolve) => setTimeout(resolve, 10))
+      }
+    })()
+    const migrated = await runCli(['migrate', '--schemas', 'many_*'], env)
+    watching = false
+    await watcher
+    expect(migrated.code).toBe(0)
+    expect(pids.size).toBeGreaterThanOrEqual(2)
+    const captured = await runCli(['capture', 'orders', '--schemas', 'many_*', '--entity', 'order'], env)
+    expect(captured.code).toBe(0)
+    for (const schema of many) {
+      await writeOrders(db.sql, schema, 1)
+      const [row] = await db.sql.unsafe(`select count(*)::int as n from ${schema}.outbox`)
+      expect(row!.n).toBe(1)
+    }
+  })
+
   it('--schemas and --schema together, or a pattern matching nothing, are one clear line and exit 2', async () => {
     const both = await runCli(['status', '--schemas', 'tenant_*', '--schema', 'tenant_a'], env)
     expect(both.code).toBe(2)
