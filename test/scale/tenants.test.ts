@@ -143,7 +143,8 @@ describe('one replica set for 500 tenants', () => {
     const [killed] = [replica(flags, env), replica(flags, env), replica(flags, env)]
     await waitFor('three replicas polling', async () => (await pollerConnections()) >= 6, 60_000, 100)
     await writeEverywhere(10, 400_001)
-    await waitFor('some events handled', async () => (await records(file, own)).length > 1000, 120_000, 100)
+    // the victim busy with the test's events (the others may take the first thousand alone on a loaded machine)
+    await waitFor('the victim handling events', async () => (await records(file, own)).some((event) => event.pid === killed!.child.pid), 120_000, 50)
     killed!.child.kill('SIGKILL') // mid-batch: its batch rolls back and its events go back to the queue
     await waitFor('every event handled', async () => (await pendingEverywhere(own)) === 0, 240_000, 250)
     const handled = await records(file, own)
