@@ -80,4 +80,16 @@ describe('demo and bench', () => {
     expect((await runCli(['bench', '--events', '10'], { DATABASE_URL: db.url })).stderr).toMatch(/--events must be an integer between 1000 and 10000000/)
     expect((await runCli(['demo', '--duration', 'soon'], { DATABASE_URL: db.url })).code).toBe(2)
   })
+
+  it('bench --sink to a broker that refuses says why in one line per process, without a stack trace or the password', async () => {
+    const refused = await runCli(['bench', '--only', 'relay', '--events', '1000', '--sink', 'amqp://guest:not-the-password@127.0.0.1:5672/?exchange=outbox_bench_missing'], { DATABASE_URL: db.url })
+    expect(refused.code).not.toBe(0)
+    expect(refused.stderr).toMatch(/^outbox-poller: broker ceiling: .*ACCESS.REFUSED/m)
+    expect(refused.stderr).not.toMatch(/\n\s+at /)
+    expect(refused.stderr).not.toContain('not-the-password')
+    const missing = await runCli(['bench', '--only', 'relay', '--events', '1000', '--sink', 'amqp://guest:guest@127.0.0.1:5672/?exchange=outbox_bench_missing'], { DATABASE_URL: db.url })
+    expect(missing.code).not.toBe(0)
+    expect(missing.stderr).toMatch(/^outbox-poller: bench poller: sink "amqp:\/\/guest:\*\*\*@127\.0\.0\.1:5672\/\?exchange=outbox_bench_missing": exchange "outbox_bench_missing" does not exist/m)
+    expect(missing.stderr).not.toMatch(/\n\s+at /)
+  })
 })

@@ -2,6 +2,7 @@
  * A bench process measuring a broker's ceiling (`brokerCeiling`), apart from the bench's own process as the
  * poller is. Started by `outbox-poller bench` with its task as JSON in argv[2]; replies over IPC and exits.
  */
+import { errorMessage } from '../../errors.js'
 import { brokerCeiling } from './broker-ceiling.js'
 import type { SinkSpec } from '../../sinks/parse-sink.js'
 
@@ -11,5 +12,9 @@ export interface CeilingTask {
 }
 
 const task = JSON.parse(process.argv[2]!) as CeilingTask
-const perSecond = await brokerCeiling(task.spec, task.count)
+// a broker that refuses (no such exchange, bad credentials) is one line above the bench's own, no stack trace
+const perSecond = await brokerCeiling(task.spec, task.count).catch((error: unknown) => {
+  console.error(`outbox-poller: broker ceiling: ${errorMessage(error)}`)
+  process.exit(1)
+})
 process.send!({ type: 'ceiling', perSecond }, () => process.disconnect!())
