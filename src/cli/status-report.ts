@@ -40,6 +40,9 @@ export function formatStatus(status: OutboxStatus, outboxName: string): string {
     `  latency    p50 ${p(latency.p50)}  p95 ${p(latency.p95)}  p99 ${p(latency.p99)}  (last 5 minutes)`,
   ]
   lines.push(...horizonLines(status.horizon), ...layoutLines(status.layout))
+  for (const u of status.unusedOrderingIndexes) {
+    lines.push(`  warning    index ${u.index} serves --ordering ${u.serves}, which the outbox no longer records (it records ${u.recorded}): every captured write still pays for it; once no replica orders so, drop it as the outbox's owner: ${u.drop}`)
+  }
   for (const b of status.backfills) {
     const done = `${b.rows}/${b.total} rows (${b.total === 0 ? 100 : Math.floor((100 * b.rows) / b.total)}%) as ${b.eventType}${b.where === null ? '' : ` where ${b.where}`}`
     lines.push(`  backfill   ${b.table} ${done}, ${b.running ? 'running' : `stopped at key ${b.lastKey ?? '-'}: outbox-poller backfill ${b.table} --resume`}`)

@@ -2,6 +2,7 @@ import type { Sql, TransactionSql } from 'postgres'
 import { type BackfillState, outboxBackfills } from '../backfill/backfill-progress.js'
 import { type LostCapture, lostCaptures } from '../capture/capture-registry.js'
 import { horizonWarnings, type VacuumHorizon, vacuumHorizon } from '../database/vacuum-horizon.js'
+import { outboxUnusedOrderingIndexes, type UnusedOrderingIndex } from '../outbox/ordering-index.js'
 import { type OutboxTable, pendingCondition } from '../outbox/outbox-table.js'
 import { outboxLayout, type OutboxLayout } from './partition-status.js'
 import { outboxPausedTypes, type PausedType } from './pause.js'
@@ -43,6 +44,8 @@ export interface OutboxStatus {
   horizon: VacuumHorizon & { warnings: string[] }
   /** Plain or partitioned, and on a partitioned outbox its partitions, with warnings when upkeep is not running. */
   layout: OutboxLayout
+  /** Ordering indexes left from an ordering the outbox no longer records: every captured write still pays for them. */
+  unusedOrderingIndexes: UnusedOrderingIndex[]
 }
 
 export interface EventTypeStatus {
@@ -135,6 +138,7 @@ export async function outboxStatus(sql: Sql, outbox: OutboxTable, options: Outbo
     const backfills = await outboxBackfills(tx, outbox)
     const c = counts!
     const layout = await outboxLayout(tx, outbox, c.at)
+    const unusedOrderingIndexes = await outboxUnusedOrderingIndexes(tx, outbox, layout.partitionBy !== null)
     const [p50 = null, p95 = null, p99 = null] = latency?.p ?? []
     return {
       at: c.at,
@@ -155,6 +159,7 @@ export async function outboxStatus(sql: Sql, outbox: OutboxTable, options: Outbo
       backfills,
       horizon: { ...horizon, warnings: horizonWarnings(horizon) },
       layout,
+      unusedOrderingIndexes,
     }
   })
 }

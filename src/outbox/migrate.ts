@@ -6,7 +6,7 @@ import { PostgresJSDialect } from 'kysely-postgres-js'
 import type { Sql } from 'postgres'
 import { ConfigError, errorMessage } from '../errors.js'
 import { fillPlaceholders, type OutboxTable, outboxTable } from './outbox-table.js'
-import { type IndexedOrdering, type OrderingIndexState, outboxCreateOrderingIndexes } from './ordering-index.js'
+import { type IndexedOrdering, type OrderingIndexState, outboxCreateOrderingIndexes, outboxRecordedOrdering } from './ordering-index.js'
 import { moveProcedure, outboxKindQuery, outboxPartitionBy, partitionBySettingQuery, type PartitionBy, partitionOutboxStatement } from './partition-layout.js'
 import { outboxPartitionUpkeep, partitionsAhead, type UpkeepResult } from './partition-upkeep.js'
 
@@ -149,7 +149,9 @@ export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
   if (by !== undefined) result.partitions = { by, ...(await outboxPartitionUpkeep(options.sql, outbox, by)) }
   if (applied.includes(truncateMigration)) result.truncateUpgrade = await truncateUpgrade(options.sql, outbox)
   // after the commit: the indexes are on tables the transaction created, and a concurrent build runs outside any transaction
-  const ordering = options.ordering ?? (await recordedOrdering(options.sql, outbox))
+  // ordered pollers of this version need the barrier index too: an outbox already ordered gets it from a plain migrate
+  const recorded = await outboxRecordedOrdering(options.sql, outbox)
+  const ordering = options.ordering ?? (recorded === 'entity' || recorded === 'group' ? recorded : undefined)
   if (ordering !== undefined) {
     const states = await outboxCreateOrderingIndexes(options.sql, outbox, ordering)
     result.orderingIndexes = states
@@ -163,16 +165,6 @@ export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
 function checkLayout(outbox: OutboxTable, by: PartitionBy | undefined, wanted: PartitionBy): void {
   if (by === undefined) throw new ConfigError(`${outbox.qualified} exists as a plain table: --partition-by only applies when migrate creates the outbox; to move a plain outbox to a partitioned one, see the ${moveProcedure}`)
   if (by !== wanted) throw new ConfigError(`${outbox.qualified} is partitioned by ${by}, not ${wanted}: the width is chosen when the outbox is created`)
-}
-
-/** Ordered pollers of this version need the barrier index too: an outbox already ordered gets it from a plain migrate. */
-async function recordedOrdering(sql: Sql, outbox: OutboxTable): Promise<IndexedOrdering | undefined> {
-  // a staged migration may stop before 0003, which creates the settings table
-  const [settings] = await sql<{ exists: boolean }[]>`select to_regclass(${outbox.settings}) is not null as exists`
-  if (!settings!.exists) return undefined
-  const [row] = await sql<{ ordering: string | null }[]>`
-    select (select split_part(value, ',', 1) from ${sql.unsafe(outbox.settings)} where name = 'ordering') as ordering`
-  return row!.ordering === 'entity' || row!.ordering === 'group' ? row!.ordering : undefined
 }
 
 /** Right after 0007: which captured tables it gave the truncate trigger (see the end of that file). */

@@ -1,4 +1,4 @@
-import type { Sql } from 'postgres'
+import type { Sql, TransactionSql } from 'postgres'
 import { ConfigError } from '../errors.js'
 import { type OutboxTable, quoteIdent } from './outbox-table.js'
 import { outboxKindQuery } from './partition-layout.js'
@@ -103,8 +103,47 @@ async function createPartitionedConcurrently(sql: Sql, outbox: OutboxTable, inde
   }
 }
 
+/** The ordering the outbox records (its first replica's `--ordering`); undefined before any is recorded. */
+export async function outboxRecordedOrdering(sql: Sql | TransactionSql, outbox: OutboxTable): Promise<string | undefined> {
+  // a staged migration may stop before 0003, which creates the settings table
+  const [settings] = await sql<{ exists: boolean }[]>`select to_regclass(${outbox.settings}) is not null as exists`
+  if (!settings!.exists) return undefined
+  const [row] = await sql<{ ordering: string | null }[]>`
+    select (select split_part(value, ',', 1) from ${sql.unsafe(outbox.settings)} where name = 'ordering') as ordering`
+  return row!.ordering ?? undefined
+}
+
+/** An ordering index the outbox has and its recorded ordering never probes. */
+export interface UnusedOrderingIndex {
+  index: string
+  /** The ordering that probes it. */
+  serves: IndexedOrdering
+  /** The ordering the outbox records. */
+  recorded: string
+  /** The statement that drops it, for the outbox's owner (a partitioned index cannot be dropped concurrently). */
+  drop: string
+}
+
+/**
+ * The ordering indexes left from an ordering the outbox no longer records (its setting deleted, replicas restarted
+ * without it): each still costs every captured write its entry, and `migrate` never drops one. None while no ordering
+ * is recorded: indexes built by `migrate --ordering` before the first ordered replica starts are not unused.
+ */
+export async function outboxUnusedOrderingIndexes(sql: Sql | TransactionSql, outbox: OutboxTable, partitioned: boolean): Promise<UnusedOrderingIndex[]> {
+  const recorded = await outboxRecordedOrdering(sql, outbox)
+  if (recorded === undefined) return []
+  const probed = new Set(recorded === 'entity' || recorded === 'group' ? orderingIndexes(outbox, recorded).map((index) => index.qualified) : [])
+  const byEntity = new Set(orderingIndexes(outbox, 'entity').map((index) => index.qualified))
+  const unused: UnusedOrderingIndex[] = []
+  for (const { qualified } of orderingIndexes(outbox, 'group')) {
+    if (probed.has(qualified) || (await indexValidity(sql, qualified)) === undefined) continue
+    unused.push({ index: qualified, serves: byEntity.has(qualified) ? 'entity' : 'group', recorded, drop: `DROP INDEX ${partitioned ? '' : 'CONCURRENTLY '}${qualified}` })
+  }
+  return unused
+}
+
 /** Whether the index exists (undefined: it does not) and is valid (false: an interrupted concurrent build). */
-async function indexValidity(sql: Sql, qualified: string): Promise<{ valid: boolean } | undefined> {
+async function indexValidity(sql: Sql | TransactionSql, qualified: string): Promise<{ valid: boolean } | undefined> {
   const [found] = await sql<{ valid: boolean }[]>`select i.indisvalid as valid from pg_index i where i.indexrelid = to_regclass(${qualified})`
   return found
 }

@@ -204,6 +204,32 @@ describe('lost captures', () => {
   })
 })
 
+describe('status: ordering indexes', () => {
+  it('names an ordering index left from an ordering the outbox no longer records, with the statement that drops it', async () => {
+    const unused = async () => (await outboxStatus(db.sql, outbox)).unusedOrderingIndexes
+    await db.sql.unsafe(`delete from ${outbox.settings} where name = 'ordering'`)
+    expect((await cli(['migrate', '--ordering', 'entity'])).code).toBe(0)
+    try {
+      // built before the first ordered replica records its ordering: not left over
+      expect(await unused()).toEqual([])
+      await db.sql.unsafe(`insert into ${outbox.settings} (name, value) values ('ordering', 'entity,continue')`)
+      expect(await unused()).toEqual([])
+      await db.sql.unsafe(`update ${outbox.settings} set value = 'none,continue' where name = 'ordering'`)
+      const left = await unused()
+      expect(left.map((u) => [u.index, u.serves, u.recorded])).toEqual([[outbox.entityPendingIndex, 'entity', 'none'], [outbox.truncatedPendingIndex, 'entity', 'none']])
+      const text = await cli(['status'])
+      expect(text.code).toBe(0) // reported, not a failed check
+      expect(text.stdout).toContain(`  warning    index ${outbox.entityPendingIndex} serves --ordering entity, which the outbox no longer records (it records none): every captured write still pays for it; once no replica orders so, drop it as the outbox's owner: ${left[0]!.drop}\n`)
+      expect(JSON.parse((await cli(['status', '--json'])).stdout).unusedOrderingIndexes).toMatchObject([{ index: outbox.entityPendingIndex }, { index: outbox.truncatedPendingIndex }])
+      for (const u of left) await db.sql.unsafe(u.drop)
+      expect(await unused()).toEqual([])
+      expect((await cli(['status'])).stdout).not.toContain('warning    index')
+    } finally {
+      await db.sql.unsafe(`drop index if exists ${outbox.entityPendingIndex}; drop index if exists ${outbox.truncatedPendingIndex}; delete from ${outbox.settings} where name = 'ordering'`)
+    }
+  })
+})
+
 describe('dead', () => {
   async function deadFixtures() {
     const at = await databaseNow()
