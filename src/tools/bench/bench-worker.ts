@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs'
 import postgres from 'postgres'
 import { outboxTable, pendingCondition } from '../../outbox/outbox-table.js'
 import { ConfigError, errorMessage } from '../../errors.js'
+import { ExitCode } from '../../supervisor/exit-codes.js'
 import { silentLogger } from '../../log.js'
 import { createPoller } from '../../create-poller.js'
 import type { Handler, OutboxEvent } from '../../types.js'
@@ -169,7 +170,7 @@ const go = new Promise<void>((resolve) => (releaseGo = resolve))
 // a start that fails (a sink's exchange missing, a broker down) is one line above the bench's own, no stack trace
 const stop = await (task.mode === 'poller' ? runPoller(task) : task.mode === 'tenants' ? runTenants(task) : task.mode === 'bare' ? runBare(task, go) : runWriter(task, go)).catch((error: unknown) => {
   console.error(`outbox-poller: bench ${task.mode}: ${errorMessage(error)}`)
-  process.exit(error instanceof ConfigError ? 2 : 1)
+  process.exit(error instanceof ConfigError ? ExitCode.usage : ExitCode.failure)
 })
 process.on('message', async (message: ParentMessage) => {
   if (message.type === 'go') releaseGo()

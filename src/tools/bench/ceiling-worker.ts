@@ -3,6 +3,7 @@
  * poller is. Started by `outbox-poller bench` with its task as JSON in argv[2]; replies over IPC and exits.
  */
 import { errorMessage } from '../../errors.js'
+import { ExitCode } from '../../supervisor/exit-codes.js'
 import { brokerCeiling } from './broker-ceiling.js'
 import type { SinkSpec } from '../../sinks/parse-sink.js'
 
@@ -15,6 +16,6 @@ const task = JSON.parse(process.argv[2]!) as CeilingTask
 // a broker that refuses (no such exchange, bad credentials) is one line above the bench's own, no stack trace
 const perSecond = await brokerCeiling(task.spec, task.count).catch((error: unknown) => {
   console.error(`outbox-poller: broker ceiling: ${errorMessage(error)}`)
-  process.exit(1)
+  process.exit(ExitCode.failure)
 })
 process.send!({ type: 'ceiling', perSecond }, () => process.disconnect!())
