@@ -3,6 +3,7 @@ import type { Command } from 'commander'
 import postgres from 'postgres'
 import { captureBench, type CaptureResult } from '../tools/bench/capture-bench.js'
 import { type DrainResult, drainBench } from '../tools/bench/drain-bench.js'
+import { writesAloneBench } from '../tools/bench/writes-alone-bench.js'
 import { type PartitionedDrainPair, partitionedDrainBench } from '../tools/bench/partitioned-drain-bench.js'
 import { parsePartitionBy } from '../outbox/partition-layout.js'
 import { type LatencyPoller, latencyBench, type LatencyResult } from '../tools/bench/latency-bench.js'
@@ -13,7 +14,7 @@ import { soakTargets } from '../tools/bench/soak-verdict.js'
 import { median } from '../tools/bench/percentiles.js'
 import { tenantsBench, type TenantsResult } from '../tools/bench/tenants-bench.js'
 import { parseDuration } from '../duration.js'
-import { integerOption } from '../poller/poller-options.js'
+import { defaults as pollerDefaults, integerOption } from '../poller/poller-options.js'
 import { ConfigError } from '../errors.js'
 import { migrate } from '../outbox/migrate.js'
 import { openScratchDatabase } from '../tools/scratch-database.js'
@@ -118,14 +119,19 @@ export async function benchCommand(command: Command): Promise<number> {
       const grouped = await drainBench(sql, scratch.url, scratch.schema, 'poller', 1, 250, events, { entities, entitiesPerGroup: 5, ordering: 'group', label: `${Math.ceil(entities / 5).toLocaleString('en')} groups of 5 entities, --ordering group` })
       const withTx = await drainBench(sql, scratch.url, scratch.schema, 'poller', 1, 250, events, { handler: 'tx', label: 'a ctx.tx write per event' })
       const withBatchTx = await drainBench(sql, scratch.url, scratch.schema, 'poller', 1, 250, events, { handler: 'tx', txMode: 'batch', label: 'a ctx.tx write per event, --tx-mode batch' })
-      drain.push(unordered, ordered, grouped, withTx, withBatchTx)
+      const writesAlone = await writesAloneBench(sql, scratch.url, scratch.schema, 250, events, pollerDefaults.concurrency)
+      const noop = drain.find((r) => r.mode === 'poller' && r.processes === 1 && r.batchSize === 250)
+      // the batch's claim and settlement and its writes take turns on one connection: the most --tx-mode batch can reach
+      const txTurns = noop && 1 / (1 / noop.eventsPerSecond + 1 / writesAlone.eventsPerSecond)
+      const txRatios = (result: DrainResult) => (noop ? { noop: result.eventsPerSecond / noop.eventsPerSecond, ...(result === withBatchTx ? { turns: result.eventsPerSecond / txTurns! } : {}) } : {})
+      drain.push(unordered, ordered, grouped, { ...withTx, ratios: txRatios(withTx) }, { ...withBatchTx, ratios: txRatios(withBatchTx) }, writesAlone)
       say(formatDrain(unordered))
       say(`${formatDrain(ordered)}   ${(ordered.eventsPerSecond / unordered.eventsPerSecond).toFixed(2)}× unordered`)
       say(`${formatDrain(grouped)}   ${(grouped.eventsPerSecond / unordered.eventsPerSecond).toFixed(2)}× unordered, ${(grouped.eventsPerSecond / ordered.eventsPerSecond).toFixed(2)}× --ordering entity`)
-      const noop = drain.find((r) => r.mode === 'poller' && r.processes === 1 && r.batchSize === 250)
       const vsNoop = (result: DrainResult) => (noop ? `   ${(result.eventsPerSecond / noop.eventsPerSecond).toFixed(2)}× the no-op handler` : '')
       say(`${formatDrain(withTx)}${vsNoop(withTx)}`)
-      say(`${formatDrain(withBatchTx)}${vsNoop(withBatchTx)}`)
+      say(`${formatDrain(withBatchTx)}${vsNoop(withBatchTx)}${txTurns ? `, ${(withBatchTx.eventsPerSecond / txTurns).toFixed(2)}× taking turns with the writes alone` : ''}`)
+      say(formatDrain(writesAlone))
     }
     if (only.has('relay') && flags.sink.length > 0) {
       say(`\nrelay ${events.toLocaleString('en')} events, confirmed before processed, against the no-op drain and the broker's own ceiling (${events.toLocaleString('en')} confirmed publishes, 1,000 in flight, no database), in turn;`)

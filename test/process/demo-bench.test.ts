@@ -35,15 +35,23 @@ describe('demo and bench', () => {
     expect(report.drain.map((r: { name: string }) => r.name)).toEqual([
       ...floors(1, 250), ...floors(3, 250), ...floors(1, 1000), ...floors(1, 50), ...floors(5, 250),
       '1 poller × batch 250, 40 entities, unordered', '1 poller × batch 250, 40 entities, --ordering entity', '1 poller × batch 250, 8 groups of 5 entities, --ordering group', '1 poller × batch 250, a ctx.tx write per event', '1 poller × batch 250, a ctx.tx write per event, --tx-mode batch',
+      '1 writer × batch 250, the ctx.tx writes alone (32 in flight, no outbox)',
     ])
     // every poller configuration carries its ratios to the floor measured beside it
-    const compared = report.drain.filter((r: { mode: string; ratios?: object }) => r.mode === 'poller' && r.ratios !== undefined)
+    const compared = report.drain.filter((r: { mode: string; ratios?: { floor?: number } }) => r.mode === 'poller' && r.ratios?.floor !== undefined)
     expect(compared).toHaveLength(5)
     for (const run of compared) {
       expect(run.ratios.floor).toBeGreaterThan(0)
       expect(run.ratios.sameTable).toBeGreaterThan(0)
       expect(run.ratios.rssFloor).toBeGreaterThan(0)
     }
+    // ctx.tx against the no-op handler, and --tx-mode batch against the turns it takes with its writes measured alone
+    const [withTx, withBatchTx, writesAlone] = report.drain.slice(-3)
+    expect(withTx.ratios.noop).toBeGreaterThan(0)
+    expect(withTx.ratios.turns).toBeUndefined()
+    expect(withBatchTx.ratios.noop).toBeGreaterThan(0)
+    expect(withBatchTx.ratios.turns).toBeGreaterThan(0)
+    expect(writesAlone).toMatchObject({ mode: 'writes', events: 2000 })
     for (const run of report.drain) {
       expect(run.eventsPerSecond).toBeGreaterThan(0)
       expect(run.peakRssMb).toBeGreaterThan(10)

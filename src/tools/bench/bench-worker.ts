@@ -2,8 +2,10 @@
  * A bench process: a poller, the bare baseline loop, or a writer. Started by `outbox-poller bench` with
  * its task as JSON in argv[2]; reports over IPC. Separate processes, as in production.
  */
+import { randomUUID } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import postgres from 'postgres'
+import { applicationName, connect } from '../../database/connect.js'
 import { outboxTable, pendingCondition } from '../../outbox/outbox-table.js'
 import { ConfigError, errorMessage } from '../../errors.js'
 import { ExitCode } from '../../supervisor/exit-codes.js'
@@ -14,6 +16,8 @@ import type { Handler, OutboxEvent } from '../../types.js'
 export type BenchTask =
   | { mode: 'poller'; url: string; listenUrl?: string; listen?: boolean; schema: string; batchSize: number; recordLatency?: boolean; recordIds?: boolean; ordering?: 'none' | 'entity' | 'group'; handler?: 'noop' | 'tx'; txMode?: 'event' | 'batch'; sink?: string; sinkSecret?: string; overlap?: boolean }
   | { mode: 'bare'; url: string; schema: string; batchSize: number }
+  // the bench handler's ctx.tx() writes without the poller: `events` rows, `batchSize` a transaction, `inFlight` at once
+  | { mode: 'writes'; url: string; schema: string; batchSize: number; events: number; inFlight: number }
   // one poller serving every schema matching `schemas`; latency recorded for the events outside `hot`
   | { mode: 'tenants'; url: string; schemas: string; hot: string[]; handlerMs: number; tenantConcurrency: number; batchSize: number }
   // script: one transaction's statements, run in a loop; $1 is a random id from `from` to `to`
@@ -147,6 +151,40 @@ async function runBare(t: Extract<BenchTask, { mode: 'bare' }>, go: Promise<void
   }
 }
 
+/**
+ * The writes of `--tx-mode batch` alone, on a connection opened as the poller opens its batch connection: each
+ * transaction a savepoint and `batchSize` inserts of the bench handler's statement, `inFlight` at a time (the
+ * poller's `--concurrency`), then RELEASE and COMMIT. What postgres.js and the server allow those statements.
+ */
+async function runWrites(t: Extract<BenchTask, { mode: 'writes' }>, go: Promise<void>): Promise<() => Promise<void>> {
+  const sql = connect(t.url, { applicationName: applicationName('bench writes'), direct: true })
+  await sql`select 1`
+  const done = (async () => {
+    await go
+    for (let written = 0; written < t.events; ) {
+      const started = performance.now()
+      const count = Math.min(t.batchSize, t.events - written)
+      const opened = Promise.all([sql.unsafe('begin').execute(), sql.unsafe('savepoint outbox_batch').execute()])
+      let next = 0
+      const lane = async () => {
+        while (next < count) {
+          next++
+          await sql`insert into ${sql(t.schema)}.bench_effects (event_id) values (${randomUUID()})`
+        }
+      }
+      await Promise.all([opened, ...Array.from({ length: Math.min(t.inFlight, count) }, lane)])
+      await Promise.all([sql.unsafe('release savepoint outbox_batch'), sql.unsafe('commit')])
+      written += count
+      handled += count
+      batchMs.push(performance.now() - started)
+    }
+  })()
+  return async () => {
+    await done
+    await sql.end()
+  }
+}
+
 async function runWriter(t: Extract<BenchTask, { mode: 'writer' }>, go: Promise<void>): Promise<() => Promise<void>> {
   const sql = postgres(t.url, { max: 1, onnotice: () => {} }) // one connection: a script may BEGIN and ROLLBACK
   await sql`select 1`
@@ -168,18 +206,18 @@ async function runWriter(t: Extract<BenchTask, { mode: 'writer' }>, go: Promise<
 let releaseGo!: () => void
 const go = new Promise<void>((resolve) => (releaseGo = resolve))
 // a start that fails (a sink's exchange missing, a broker down) is one line above the bench's own, no stack trace
-const stop = await (task.mode === 'poller' ? runPoller(task) : task.mode === 'tenants' ? runTenants(task) : task.mode === 'bare' ? runBare(task, go) : runWriter(task, go)).catch((error: unknown) => {
+const stop = await (task.mode === 'poller' ? runPoller(task) : task.mode === 'tenants' ? runTenants(task) : task.mode === 'bare' ? runBare(task, go) : task.mode === 'writes' ? runWrites(task, go) : runWriter(task, go)).catch((error: unknown) => {
   console.error(`outbox-poller: bench ${task.mode}: ${errorMessage(error)}`)
   process.exit(error instanceof ConfigError ? ExitCode.usage : ExitCode.failure)
 })
 process.on('message', async (message: ParentMessage) => {
   if (message.type === 'go') releaseGo()
   else if (message.type === 'report') {
-    if (task.mode === 'writer') await stop()
+    if (task.mode === 'writer' || task.mode === 'writes') await stop()
     const cpu = process.cpuUsage()
     send({ type: 'report', peakRssMb: peakRssMb(), batchMs, latencyMs, handledAt, handledIds, statements, handled, claims, cpuMs: (cpu.user + cpu.system) / 1000 } satisfies BenchReport)
   } else if (message.type === 'stop') {
-    if (task.mode !== 'writer') await stop()
+    if (task.mode !== 'writer' && task.mode !== 'writes') await stop()
     process.disconnect?.()
   }
 })

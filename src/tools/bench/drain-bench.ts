@@ -8,8 +8,11 @@ export type DrainMode = 'poller' | 'bare' | 'floor'
 
 export interface DrainResult {
   name: string
-  /** `floor`: the shared floors' bare loop on the minimal table; `bare`: the same loop on our outbox table. */
-  mode: DrainMode
+  /**
+   * `floor`: the shared floors' bare loop on the minimal table; `bare`: the same loop on our outbox table;
+   * `writes`: the bench handler's ctx.tx() writes alone, no outbox (writes-alone-bench.ts).
+   */
+  mode: DrainMode | 'writes'
   processes: number
   batchSize: number
   events: number
@@ -50,14 +53,19 @@ export interface DrainVariant {
   onDrained?: () => Promise<void>
 }
 
+/** The table the bench's `tx` handler writes one row per event into, created if missing, emptied. */
+export async function emptyBenchEffects(sql: Sql, schema: string): Promise<void> {
+  await sql.unsafe(`create table if not exists ${quoteIdent(schema)}.bench_effects (event_id uuid primary key)`)
+  await sql.unsafe(`truncate ${quoteIdent(schema)}.bench_effects`)
+}
+
 export async function drainBench(sql: Sql, url: string, schema: string, mode: DrainMode, processes: number, batchSize: number, events: number, variant: DrainVariant = {}): Promise<DrainResult> {
   const table = outboxTable(schema, 'outbox')
   const outbox = mode === 'floor' ? await createFloorTable(sql, schema) : table.qualified
   await sql.unsafe(`truncate ${outbox}`)
   if (mode !== 'floor') {
     await sql.unsafe(`delete from ${table.settings} where name = 'ordering'`) // each run chooses its own ordering mode
-    await sql.unsafe(`create table if not exists ${quoteIdent(schema)}.bench_effects (event_id uuid primary key)`)
-    await sql.unsafe(`truncate ${quoteIdent(schema)}.bench_effects`)
+    await emptyBenchEffects(sql, schema)
   }
   const workers = await startBenchProcesses(processes, mode === 'poller' ? { mode, url, schema, batchSize, ordering: variant.ordering, handler: variant.handler, txMode: variant.txMode, sink: variant.sink, sinkSecret: variant.sinkSecret, overlap: variant.overlap } : { mode, url, schema, batchSize })
   try {
