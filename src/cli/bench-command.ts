@@ -123,14 +123,14 @@ export async function benchCommand(command: Command): Promise<number> {
       const noop = drain.find((r) => r.mode === 'poller' && r.processes === 1 && r.batchSize === 250)
       // the batch's claim and settlement and its writes take turns on one connection: the most --tx-mode batch can reach
       const txTurns = noop && 1 / (1 / noop.eventsPerSecond + 1 / writesAlone.eventsPerSecond)
-      const txRatios = (result: DrainResult) => (noop ? { noop: result.eventsPerSecond / noop.eventsPerSecond, ...(result === withBatchTx ? { turns: result.eventsPerSecond / txTurns! } : {}) } : {})
-      drain.push(unordered, ordered, grouped, { ...withTx, ratios: txRatios(withTx) }, { ...withBatchTx, ratios: txRatios(withBatchTx) }, writesAlone)
+      const txRatios: Record<string, number> = noop ? { noop: withTx.eventsPerSecond / noop.eventsPerSecond } : {}
+      const batchTxRatios: Record<string, number> = noop ? { noop: withBatchTx.eventsPerSecond / noop.eventsPerSecond, turns: withBatchTx.eventsPerSecond / txTurns! } : {}
+      drain.push(unordered, ordered, grouped, { ...withTx, ratios: txRatios }, { ...withBatchTx, ratios: batchTxRatios }, writesAlone)
       say(formatDrain(unordered))
       say(`${formatDrain(ordered)}   ${(ordered.eventsPerSecond / unordered.eventsPerSecond).toFixed(2)}× unordered`)
       say(`${formatDrain(grouped)}   ${(grouped.eventsPerSecond / unordered.eventsPerSecond).toFixed(2)}× unordered, ${(grouped.eventsPerSecond / ordered.eventsPerSecond).toFixed(2)}× --ordering entity`)
-      const vsNoop = (result: DrainResult) => (noop ? `   ${(result.eventsPerSecond / noop.eventsPerSecond).toFixed(2)}× the no-op handler` : '')
-      say(`${formatDrain(withTx)}${vsNoop(withTx)}`)
-      say(`${formatDrain(withBatchTx)}${vsNoop(withBatchTx)}${txTurns ? `, ${(withBatchTx.eventsPerSecond / txTurns).toFixed(2)}× taking turns with the writes alone` : ''}`)
+      say(`${formatDrain(withTx)}${noop ? `   ${txRatios.noop!.toFixed(2)}× the no-op handler` : ''}`)
+      say(`${formatDrain(withBatchTx)}${noop ? `   ${batchTxRatios.noop!.toFixed(2)}× the no-op handler, ${batchTxRatios.turns!.toFixed(2)}× taking turns with the writes alone` : ''}`)
       say(formatDrain(writesAlone))
     }
     if (only.has('relay') && flags.sink.length > 0) {
