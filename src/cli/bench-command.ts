@@ -4,6 +4,7 @@ import postgres from 'postgres'
 import { captureBench, type CaptureResult } from '../tools/bench/capture-bench.js'
 import { type DrainResult, drainBench } from '../tools/bench/drain-bench.js'
 import { writesAloneBench } from '../tools/bench/writes-alone-bench.js'
+import { takingTurns } from '../tools/bench/taking-turns.js'
 import { type PartitionedDrainPair, partitionedDrainBench } from '../tools/bench/partitioned-drain-bench.js'
 import { parsePartitionBy } from '../outbox/partition-layout.js'
 import { type LatencyPoller, latencyBench, type LatencyResult } from '../tools/bench/latency-bench.js'
@@ -122,7 +123,7 @@ export async function benchCommand(command: Command): Promise<number> {
       const writesAlone = await writesAloneBench(sql, scratch.url, scratch.schema, 250, events, pollerDefaults.concurrency)
       const noop = drain.find((r) => r.mode === 'poller' && r.processes === 1 && r.batchSize === 250)
       // the batch's claim and settlement and its writes take turns on one connection: the most --tx-mode batch can reach
-      const txTurns = noop && 1 / (1 / noop.eventsPerSecond + 1 / writesAlone.eventsPerSecond)
+      const txTurns = noop && takingTurns(noop.eventsPerSecond, writesAlone.eventsPerSecond)
       const txRatios: Record<string, number> = noop ? { noop: withTx.eventsPerSecond / noop.eventsPerSecond } : {}
       const batchTxRatios: Record<string, number> = noop ? { noop: withBatchTx.eventsPerSecond / noop.eventsPerSecond, turns: withBatchTx.eventsPerSecond / txTurns! } : {}
       drain.push(unordered, ordered, grouped, { ...withTx, ratios: txRatios }, { ...withBatchTx, ratios: batchTxRatios }, writesAlone)

@@ -4,6 +4,7 @@ import type { Sql } from 'postgres'
 import { parseSink, type SinkSpec } from '../../sinks/parse-sink.js'
 import type { CeilingTask } from './ceiling-worker.js'
 import { type DrainResult, drainBench } from './drain-bench.js'
+import { takingTurns } from './taking-turns.js'
 import { startBenchReceiver } from './webhook-receiver.js'
 
 const ceilingWorkerPath = fileURLToPath(new URL('./ceiling-worker.js', import.meta.url))
@@ -51,7 +52,7 @@ export async function relayBench(sql: Sql, url: string, schema: string, sink: st
     const relay = await drainBench(sql, url, schema, 'poller', 1, 250, events, relayTo)
     const oneBatchAtATime = spec.kind !== 'redis' && spec.kind !== 'amqp' ? undefined : await drainBench(sql, url, schema, 'poller', 1, 250, events, { ...relayTo, overlap: false, label: `${relayTo.label}, one batch at a time` })
     const twoPollers = await drainBench(sql, url, schema, 'poller', 2, 250, events, relayTo)
-    const turnsPerSecond = 1 / (1 / drain.eventsPerSecond + 1 / ceilingPerSecond)
+    const turnsPerSecond = takingTurns(drain.eventsPerSecond, ceilingPerSecond)
     return { sink: name, drain, ceilingPerSecond, relay, ratio: relay.eventsPerSecond / Math.min(drain.eventsPerSecond, ceilingPerSecond), turnsPerSecond, oneBatchAtATime, twoPollers }
   } finally {
     await receiver?.close()
