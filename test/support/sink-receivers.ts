@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net'
 import { type JsMsg, jetstream, jetstreamManager } from '@nats-io/jetstream'
 import { connect as natsConnect } from '@nats-io/transport-node'
 import amqp from 'amqplib'
-import { createClient } from 'redis'
+import { createClient } from '@redis/client'
 import { verifyWebhookSignature, webhookSigningKey } from '../../src/sinks/webhook-signature.js'
 
 /** The shared services of this machine. */

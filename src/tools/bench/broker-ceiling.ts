@@ -32,7 +32,7 @@ export async function brokerCeiling(spec: SinkSpec, count: number): Promise<numb
   const scratch = `outbox_poller_ceiling_${randomBytes(4).toString('hex')}`
   switch (spec.kind) {
     case 'redis': {
-      const { createClient } = await import('redis')
+      const { createClient } = await import('@redis/client')
       const client = createClient({ url: spec.connectUrl })
       await client.connect()
       try {
