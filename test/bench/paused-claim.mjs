@@ -46,7 +46,7 @@ try {
   if (process.env.EXPLAIN) {
     for (const table of ['with_paused', 'floor']) {
       const claim = claimQueries(outboxTable('public', table)).claim
-      const plan = await sql.unsafe(`explain (analyze, buffers, costs off) ${claim}`, [100, 1e9, true])
+      const plan = await sql.unsafe(`explain (analyze, buffers, costs off) ${claim}`, [100, 1e9, true, '0'])
       console.log(table, plan.map((r) => r['QUERY PLAN']).filter((l) => /Scan|Buffers|Execution/.test(l)).join('\n'))
     }
   }
