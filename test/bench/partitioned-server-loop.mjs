@@ -12,20 +12,19 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import postgres from 'postgres'
 import { migrate, outboxTable } from '../../dist/index.js'
+import { partitionRange, periodStart } from '../../dist/outbox/partition-upkeep.js'
 import { claimQueries } from '../../dist/poller/claim.js'
 import { settleQueries } from '../../dist/poller/settle.js'
 import { samplePayloadSql } from '../../dist/tools/bench/drain-bench.js'
+import { openScratchDatabase } from '../../dist/tools/scratch-database.js'
 
 const rounds = Number(process.argv[2] ?? 10)
 const clients = Number(process.argv[3] ?? 1)
 const events = 100_000
 const batch = 250
-const admin = postgres(process.env.DATABASE_URL, { max: 1, onnotice: () => {} })
-const name = `outbox_partitioned_loop_${process.pid}`
-await admin.unsafe(`create database ${name}`)
-const url = new URL(process.env.DATABASE_URL)
-url.pathname = `/${name}`
-const sql = postgres(url.toString(), { max: 1, onnotice: () => {} })
+// the variants' schemas are named `<scratch schema>_…`, which the scratch database's close drops
+const scratch = await openScratchDatabase('partitioned_loop', process.env.DATABASE_URL)
+const sql = postgres(scratch.url, { max: 1, onnotice: () => {} })
 const dir = mkdtempSync(join(tmpdir(), 'partitioned-loop-'))
 const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]
 
@@ -47,18 +46,18 @@ commit;
 }
 
 try {
-  await migrate({ sql, schema: 'plain' })
-  await migrate({ sql, schema: 'plain_pk' })
-  await sql.unsafe('alter table plain_pk.outbox drop constraint outbox_pkey, add primary key (id, created_at)')
-  await migrate({ sql, schema: 'parted', partitionBy: 'day' })
-  // the current day's partition, named as partition-upkeep names it
-  const [{ leaf }] = await sql`select 'outbox_p' || to_char(now() at time zone 'UTC', 'YYYYMMDD') as leaf`
-  const plain = outboxTable('plain', 'outbox')
-  const parted = outboxTable('parted', 'outbox')
-  const partition = outboxTable('parted', leaf)
+  const plain = outboxTable(`${scratch.schema}_plain`, 'outbox')
+  const plainPk = outboxTable(`${scratch.schema}_plain_pk`, 'outbox')
+  const parted = outboxTable(`${scratch.schema}_parted`, 'outbox')
+  await migrate({ sql, schema: plain.schema })
+  await migrate({ sql, schema: plainPk.schema })
+  await sql.unsafe(`alter table ${plainPk.qualified} drop constraint outbox_pkey, add primary key (id, created_at)`)
+  await migrate({ sql, schema: parted.schema, partitionBy: 'day' })
+  const [{ now }] = await sql`select now()`
+  const partition = outboxTable(parted.schema, partitionRange(parted, 'day', periodStart(now, 'day')).name)
   const variants = [
     { name: 'plain', outbox: plain, file: script(plain, plain, false) },
-    { name: 'plain, primary key (id, created_at)', outbox: outboxTable('plain_pk', 'outbox'), file: script(outboxTable('plain_pk', 'outbox'), outboxTable('plain_pk', 'outbox'), false) },
+    { name: 'plain, primary key (id, created_at)', outbox: plainPk, file: script(plainPk, plainPk, false) },
     { name: 'partitioned (as the poller)', outbox: parted, file: script(parted, parted, false) },
     { name: 'partitioned, settled on the partition', outbox: parted, file: script(parted, partition, false) },
     { name: 'partitioned, all on the partition', outbox: parted, file: script(partition, partition, false) },
@@ -73,7 +72,7 @@ try {
       await sql.unsafe(`insert into ${t} (event_type, entity_type, entity_id, payload) select 'issue.created', 'issue', n::text, ${samplePayloadSql} from generate_series(1, $1::int) n`, [events])
       await sql.unsafe(`vacuum analyze ${t}`)
       await sql`checkpoint`
-      execFileSync('pgbench', ['-n', '-M', 'prepared', '-D', 'floor=0', '-c', String(clients), '-j', String(clients), '-t', String(Math.ceil(events / batch / clients) + 2), '-f', v.file, url.toString()], { stdio: 'pipe' })
+      execFileSync('pgbench', ['-n', '-M', 'prepared', '-D', 'floor=0', '-c', String(clients), '-j', String(clients), '-t', String(Math.ceil(events / batch / clients) + 2), '-f', v.file, scratch.url], { stdio: 'pipe' })
       const [{ left, seconds }] = await sql.unsafe(`select count(*) filter (where processed_at is null)::int as left, extract(epoch from max(processed_at) - min(processed_at))::float8 as seconds from ${t}`)
       if (left !== 0) throw new Error(`${v.name}: ${left} events left undrained`)
       results.get(v.name).push(events / seconds)
@@ -87,7 +86,6 @@ try {
   }
 } finally {
   await sql.end()
-  await admin.unsafe(`drop database ${name}`)
-  await admin.end()
+  await scratch.close()
   rmSync(dir, { recursive: true, force: true })
 }
