@@ -22,8 +22,13 @@ export interface BatchTimeouts {
   idleInTransactionTimeoutMs: number
 }
 
-export function claimQueries(outbox: OutboxTable, order: OutboxOrdering = { ordering: 'none', onDead: 'continue' }, timeouts?: BatchTimeouts): ClaimQueries {
+/**
+ * `scanned`: the table the claim reads its rows from, the outbox itself unless it is one partition of it (see
+ * claim-partition.ts); the ordered modes' head probes and the relock always read the whole outbox.
+ */
+export function claimQueries(outbox: OutboxTable, order: OutboxOrdering = { ordering: 'none', onDead: 'continue' }, timeouts?: BatchTimeouts, scanned: OutboxTable = outbox): ClaimQueries {
   const t = outbox.qualified
+  const from = scanned.qualified
   // The payload stays jsonb (a TOAST pointer) until a row is known to fit: rows past the budget are never read.
   // No processed_at: a claimed row is pending (the claim's own condition), so ClaimedEvent has it NULL.
   const columns = 'id, event_id, event_type, entity_type, entity_id, group_key, payload, metadata, created_at, attempts, pg_column_size(payload) + coalesce(pg_column_size(metadata), 0) as size'
@@ -60,17 +65,17 @@ export function claimQueries(outbox: OutboxTable, order: OutboxOrdering = { orde
     // The rows stay locked until the batch transaction ends: a crash rolls back and frees them at once.
     claim: `
       with suspect as (
-        select ${columns} from ${t} as o
+        select ${columns} from ${from} as o
          where $3::boolean and processed_at is null and dead_at is null and suspect and retry_at <= now() ${head}
          order by retry_at limit 1 for update skip locked
       ), room as (
         select case when exists (select 1 from suspect) then 0 else $1::int end as n
       ), retry as (
-        select ${columns} from ${t} as o
+        select ${columns} from ${from} as o
          where processed_at is null and dead_at is null and retry_at is not null and retry_at <= now() and not suspect ${head}
          order by retry_at limit (select n from room) for update skip locked
       ), fresh as (
-        select ${columns} from ${t} as o
+        select ${columns} from ${from} as o
          where processed_at is null and dead_at is null and retry_at is null and id >= $4::bigint ${head}
          order by id limit (select n from room) - (select count(*) from retry) for update skip locked
       ), total as (

@@ -5,6 +5,7 @@ import { AnnounceWindow } from './announce-window.js'
 import { errorDelayMaxMs, exponentialDelayMs } from './backoff.js'
 import { claimQueries } from './claim.js'
 import { ClaimFloor } from './claim-floor.js'
+import { ClaimPartition } from './claim-partition.js'
 import { ClaimTurns } from './claim-turns.js'
 import { BatchDispatch } from './dispatch-batch.js'
 import { ConfigError } from '../errors.js'
@@ -12,6 +13,7 @@ import { HandlerRegistry } from './handler-registry.js'
 import { silentLogger } from '../log.js'
 import { outboxCheckExists, outboxCheckOrdering } from '../outbox/outbox-checks.js'
 import { type OutboxTable, outboxTable } from '../outbox/outbox-table.js'
+import { outboxPartitionBy } from '../outbox/partition-layout.js'
 import { PausedTypes } from './paused-types.js'
 import { OverlapLane } from './overlap-lane.js'
 import { openPollerDatabase, PollerLifecycle } from './poller-lifecycle.js'
@@ -59,6 +61,8 @@ export class OutboxPoller implements Poller {
   #outage = false
   /** Shared by the overlapping batches' runners: a rollback of either resets it. */
   readonly #floor = new ClaimFloor()
+  /** Which partition the claims read, shared by the overlapping batches' runners as the floor is (see #open). */
+  readonly #partition: ClaimPartition
   readonly #wakeUp: WakeUp
   readonly #paused: PausedTypes
   readonly #connectionString: string | undefined
@@ -87,6 +91,7 @@ export class OutboxPoller implements Poller {
     this.#wakeUp = new WakeUp(this.#outbox)
     this.#paused = new PausedTypes(this.#outbox, options.intervalMaxMs)
     this.#input = input
+    this.#partition = new ClaimPartition(this.#outbox, (partition) => claimQueries(this.#outbox, { ordering: 'none', onDead: options.orderingOnDead }, options, partition))
     this.#batches = this.#batchRunner(0)
     this.#lifecycle = new PollerLifecycle({
       force: () => {
@@ -123,6 +128,7 @@ export class OutboxPoller implements Poller {
       stats: this.stats,
       log: this.#log,
       floor: this.#floor,
+      partition: this.#partition,
     })
   }
 
@@ -146,6 +152,8 @@ export class OutboxPoller implements Poller {
     this.#sql = sql
     await outboxCheckExists(sql, this.#outbox, { current: true })
     await outboxCheckOrdering(sql, this.#outbox, { ordering: this.options.ordering, onDead: this.options.orderingOnDead })
+    // an ordered claim's head probes read every partition: reading one partition saves it nothing
+    if (this.options.ordering === 'none' && (await outboxPartitionBy(sql, this.#outbox)) !== undefined) this.#partition.enable()
     // Every handler a sink that overlaps (Redis, RabbitMQ): a batch runs no code of the user's, only publishes, and the next batch may be
     // claimed while its confirms are outstanding, on a second connection in its own transaction.
     if (this.options.overlap && this.#registry.overlapsBatches) {

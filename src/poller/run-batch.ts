@@ -6,6 +6,7 @@ import { type BatchTrace, startBatchTrace } from './batch-trace.js'
 import { type ClaimQueries, outboxClaimBatch, outboxClaimShared, outboxRollback } from './claim.js'
 import type { ClaimedEvent } from './claimed-event.js'
 import { ClaimFloor } from './claim-floor.js'
+import { ClaimPartition } from './claim-partition.js'
 import { outboxChargeCrash } from './charge-suspects.js'
 import type { BatchDispatch, BatchOutcome, SharedRoom } from './dispatch-batch.js'
 import { errorMessage, isConnectionFailure, serverReason } from '../errors.js'
@@ -43,6 +44,8 @@ export interface BatchRunnerOptions {
   log: Logger
   /** Shared by the runners of one outbox whose batches overlap: a rollback of either resets it. */
   floor?: ClaimFloor
+  /** On a partitioned outbox, which partition the claims read (shared by the overlapping batches' runners, as `floor`). */
+  partition?: ClaimPartition
 }
 
 /** Claim → dispatch → settle, one batch in one transaction on the poller's one connection. */
@@ -57,10 +60,12 @@ export class BatchRunner {
   #forced = false
   /** Where the claim of fresh events starts, past the dead index entries a held snapshot keeps. */
   readonly #floor: ClaimFloor
+  readonly #partition: ClaimPartition
 
   constructor(options: BatchRunnerOptions) {
     this.#o = options
     this.#floor = options.floor ?? new ClaimFloor()
+    this.#partition = options.partition ?? new ClaimPartition(options.outbox, () => options.claimQueries)
     this.#deaths = new BatchDeaths(options.batchSize)
   }
 
@@ -87,12 +92,16 @@ export class BatchRunner {
   }
 
   async #claimAndHandle(connection: Sql, batch: ActiveBatch, deferrals: number, claimed: ((events: number) => void) | undefined): Promise<BatchResult & { report: BatchReport | undefined }> {
-    // the pauses' re-read (when due) goes out just before BEGIN and the claim: one round trip for the three
+    // the pauses' re-read and the partition's lookup (when due) go out just before BEGIN and the claim: one round trip for all
     const refreshed = this.#o.paused.refresh(connection)
+    const located = this.#partition.locate(connection)
     const { fromId, sweep } = this.#floor.next()
+    const queries = this.#partition.queries(this.#o.claimQueries, sweep)
+    const batchSize = this.#deaths.batchSize
     const claimStartedAt = performance.now()
-    const [, claim] = await Promise.all([refreshed, outboxClaimBatch(connection, this.#o.claimQueries, { batchSize: this.#deaths.batchSize, maxBytes: this.#o.batchMaxBytes, suspects: this.#suspectTurn, fromId })])
+    const [, , claim] = await Promise.all([refreshed, located, outboxClaimBatch(connection, queries, { batchSize, maxBytes: this.#o.batchMaxBytes, suspects: this.#suspectTurn, fromId })])
     this.#floor.claimed(claim.firstFreshId, sweep, performance.now() - claimStartedAt)
+    this.#partition.claimed(queries, claim, batchSize)
     const { events: rows, parked } = await this.#o.paused.park(connection, claim.events)
     Object.assign(batch, { claimed: rows.length, bytes: claim.bytes, suspect: claim.suspect })
     this.#suspectTurn = !claim.suspect
@@ -250,6 +259,7 @@ export class BatchRunner {
     const reason = lost ? (serverReason(error) ?? (await connection`select 1`.then(() => undefined, (probe: unknown) => serverReason(probe) ?? errorMessage(probe)))) : serverReason(error)
     if (!lost) await outboxRollback(connection).catch(() => {})
     this.#floor.reset() // the batch's events are claimable again, maybe below the floor
+    this.#partition.reset() // and maybe in another partition, or the one read is gone
     const death = batch !== undefined && batch.claimed > 0 ? this.#deaths.died(batch.suspect, batch.inFlight) : undefined
     const fields = { error: errorMessage(error), reason, events: batch?.claimed, in_flight: batch?.inFlight.length, batch_ms: batch && Math.round(performance.now() - batch.startedAt), next_batch_size: this.#deaths.batchSize, retry_in_ms: retryInMs }
     if (lost) this.#o.log.warn(fields, 'connection lost: the batch in hand rolled back; reconnecting')

@@ -29,8 +29,8 @@ const dir = mkdtempSync(join(tmpdir(), 'partitioned-loop-'))
 const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]
 
 /** A pgbench script: the claim of `claimed`, then the settlement of `settled` (both OutboxTable), `generic` or custom. */
-function script(claimed, settled, generic) {
-  const q = claimQueries(claimed)
+function script(claimed, settled, generic, scanned = claimed) {
+  const q = claimQueries(claimed, undefined, undefined, scanned)
   const claim = q.claim.replace(/\$1::int/g, `${batch}::int`).replace(/\$2::bigint/g, '100000000::bigint').replace(/\$3::boolean/g, 'true').replace(/\$4::bigint/g, ':floor::bigint')
   const settle = settleQueries(settled).markProcessed.replace('$1', ':ids').replace('$2', ':lo').replace('$3', ':hi')
   const text = `${q.begin.split('; ').join(';\n')};
@@ -40,7 +40,7 @@ ${generic ? 'set local enable_seqscan = off' : 'set local plan_cache_mode = forc
 ${settle.replace(/\s+/g, ' ')};
 commit;
 `
-  const file = join(dir, `${claimed.schema}-${claimed.table}-${settled.table}-${generic}.sql`)
+  const file = join(dir, `${claimed.schema}-${scanned.table}-${settled.table}-${generic}.sql`)
   writeFileSync(file, text)
   return file
 }
@@ -58,9 +58,9 @@ try {
   const variants = [
     { name: 'plain', outbox: plain, file: script(plain, plain, false) },
     { name: 'plain, primary key (id, created_at)', outbox: plainPk, file: script(plainPk, plainPk, false) },
-    { name: 'partitioned (as the poller)', outbox: parted, file: script(parted, parted, false) },
-    { name: 'partitioned, settled on the partition', outbox: parted, file: script(parted, partition, false) },
-    { name: 'partitioned, all on the partition', outbox: parted, file: script(partition, partition, false) },
+    { name: 'partitioned, claimed through the parent', outbox: parted, file: script(parted, parted, false) },
+    { name: 'partitioned (as the poller)', outbox: parted, file: script(parted, parted, false, partition) },
+    { name: 'partitioned, settled on the partition too', outbox: parted, file: script(parted, partition, false, partition) },
     { name: 'plain, generic settlement', outbox: plain, file: script(plain, plain, true) },
     { name: 'partitioned, generic settlement', outbox: parted, file: script(parted, parted, true) },
   ]

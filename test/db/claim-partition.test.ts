@@ -1,0 +1,186 @@
+import postgres, { type Sql } from 'postgres'
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { createPoller } from '../../src/create-poller.js'
+import { grantPollerRole } from '../../src/outbox/grant.js'
+import { migrate } from '../../src/outbox/migrate.js'
+import { outboxTable } from '../../src/outbox/outbox-table.js'
+import { createPartition, partitionRange, periodStart, wantedPartitions, withLockRetries } from '../../src/outbox/partition-upkeep.js'
+import { type ClaimQueries, claimQueries, outboxClaimBatch } from '../../src/poller/claim.js'
+import { ClaimPartition } from '../../src/poller/claim-partition.js'
+import { captureLogger } from '../support/capture-logger.js'
+import { createTestDatabase, type TestDatabase } from '../support/database.js'
+import { waitFor } from '../support/wait-for.js'
+
+const outbox = outboxTable('public', 'outbox')
+const dayMs = 86_400_000
+const limits = (batchSize: number) => ({ batchSize, maxBytes: 100_000_000, suspects: true, fromId: '0' })
+let db: TestDatabase
+let today: Date
+
+beforeAll(async () => {
+  db = await createTestDatabase({ migrate: false })
+  await migrate({ sql: db.sql, partitionBy: 'day' })
+  today = periodStart((await db.sql<Array<{ now: Date }>>`select now()`)[0]!.now, 'day')
+  // yesterday's partition, and a day 40 days back that has none (its rows land in the default partition)
+  const yesterday = partitionRange(outbox, 'day', new Date(today.getTime() - dayMs))
+  await withLockRetries(db.sql, { lockTimeoutMs: 1000, attempts: 3, pauseMs: 100 }, (tx) => createPartition(tx, outbox, yesterday))
+})
+afterAll(() => db.drop())
+beforeEach(() => db.sql`truncate outbox`)
+
+/** `rows` pending events created `daysAgo` days back (at 01:00 UTC of that day, or now for today). */
+async function pending(rows: number, daysAgo: number, type = 'spread.event') {
+  const at = daysAgo === 0 ? null : new Date(today.getTime() - daysAgo * dayMs + 3_600_000)
+  await db.sql`
+    insert into outbox (event_type, entity_type, entity_id, payload, created_at)
+    select ${type}, 'spread', g::text, '{}', coalesce(${at}::timestamptz, now()) from generate_series(1, ${rows}) g`
+}
+
+/** The relations this session holds locks on, and whether each is on the fast path. */
+async function locks(session: Sql) {
+  return session<Array<{ name: string; fastpath: boolean }>>`
+    select distinct relation::regclass::text as name, fastpath from pg_locks where pid = pg_backend_pid() and locktype = 'relation' and relation::regclass::text not like 'pg_%'`
+}
+
+describe('the claim of one partition (claim-partition.ts)', () => {
+  it('after a full claim through the parent, the claims read the partition of its last fresh event, locking only it and its indexes, on the fast path', async () => {
+    await pending(300, 0)
+    const parent = claimQueries(outbox)
+    const partition = new ClaimPartition(outbox, (table) => claimQueries(outbox, undefined, undefined, table))
+    partition.enable()
+    const session = await db.sql.reserve()
+    try {
+      const claim = async (queries: ClaimQueries, batchSize: number) => {
+        const batch = await outboxClaimBatch(session, queries, limits(batchSize))
+        const held = await locks(session)
+        await session`update outbox set processed_at = now() where id = any(${batch.events.map((event) => event.id)}::bigint[])`
+        await session`commit`
+        partition.claimed(queries, batch, batchSize)
+        return { batch, held }
+      }
+      const first = await claim(partition.queries(parent, false), 100)
+      expect(first.batch.events).toHaveLength(100)
+      // the parent's claim locks every partition, the default and those ahead too, most of it off the fast path
+      expect(first.held.map((lock) => lock.name)).toEqual(expect.arrayContaining(['outbox', 'outbox_default', wantedPartitions(outbox, 'day', today).at(-1)!.name]))
+      expect(first.held.some((lock) => !lock.fastpath)).toBe(true)
+      expect(partition.reading).toBeUndefined()
+      await partition.locate(session)
+      expect(partition.reading?.table).toBe(partitionRange(outbox, 'day', today).name)
+      const second = await claim(partition.queries(parent, false), 100)
+      expect(second.batch.events).toHaveLength(100)
+      expect(second.batch.events[0]!.schema).toBe('public')
+      const read = partitionRange(outbox, 'day', today).name
+      expect(second.held.map((lock) => lock.name)).toContain(read)
+      expect(second.held.filter((lock) => !lock.name.startsWith(`${read}_`) && lock.name !== read)).toEqual([])
+      expect(second.held.every((lock) => lock.fastpath)).toBe(true)
+      // a sweep goes through the parent, and a claim that comes back short sends the next ones there
+      expect(partition.queries(parent, true)).toBe(parent)
+      const third = await claim(partition.queries(parent, false), 150)
+      expect(third.batch.events).toHaveLength(100)
+      expect(partition.reading).toBeUndefined()
+      expect(partition.queries(parent, false)).toBe(parent)
+    } finally {
+      await session`rollback`.catch(() => {})
+      session.release()
+    }
+  })
+
+  it('a partition dropped while read: the claim fails (the runner resets on a failed batch) and the next one goes through the parent', async () => {
+    await pending(50, 1)
+    const parent = claimQueries(outbox)
+    const partition = new ClaimPartition(outbox, (table) => claimQueries(outbox, undefined, undefined, table))
+    partition.enable()
+    const session = await db.sql.reserve()
+    const yesterday = partitionRange(outbox, 'day', new Date(today.getTime() - dayMs))
+    try {
+      const batch = await outboxClaimBatch(session, parent, limits(50))
+      await session`commit`
+      partition.claimed(parent, batch, 50)
+      await partition.locate(session)
+      expect(partition.reading?.table).toBe(yesterday.name)
+      await db.sql.unsafe(`alter table outbox detach partition ${yesterday.name}`)
+      await db.sql.unsafe(`drop table ${yesterday.name}`)
+      await expect(outboxClaimBatch(session, partition.queries(parent, false), limits(50))).rejects.toMatchObject({ code: '42P01' })
+      await session`rollback`
+      partition.reset()
+      await pending(3, 0)
+      expect((await outboxClaimBatch(session, partition.queries(parent, false), limits(50))).events).toHaveLength(3)
+      await session`commit`
+    } finally {
+      await session`rollback`.catch(() => {})
+      session.release()
+      await withLockRetries(db.sql, { lockTimeoutMs: 1000, attempts: 3, pauseMs: 100 }, (tx) => createPartition(tx, outbox, yesterday))
+    }
+  })
+
+  it('2 pollers drain events spread over yesterday\'s partition, today\'s and the default one, with retries, each event handled once and processed', async () => {
+    await pending(700, 1)
+    await pending(900, 0)
+    await pending(150, 40)
+    await pending(40, 1, 'flaky.event')
+    const [{ partitions }] = await db.sql<Array<{ partitions: string[] }>>`select array_agg(distinct tableoid::regclass::text order by tableoid::regclass::text) as partitions from outbox`
+    expect(partitions).toEqual(['outbox_default', partitionRange(outbox, 'day', new Date(today.getTime() - dayMs)).name, partitionRange(outbox, 'day', today).name].sort())
+    const handled = new Map<string, number>()
+    const failed = new Set<string>()
+    const count = (id: string) => handled.set(id, (handled.get(id) ?? 0) + 1)
+    const handlers = {
+      'spread.event': async (event: { id: string }) => void count(event.id),
+      // each fails once, then retries, which the partition's claims and the parent's both take
+      'flaky.event': async (event: { id: string }) => {
+        if (!failed.has(event.id)) {
+          failed.add(event.id)
+          throw new Error('first attempt fails')
+        }
+        count(event.id)
+      },
+    }
+    const pollers = [0, 1].map(() => createPoller({ connectionString: db.url, batchSize: 50, intervalMin: 5, intervalMax: 50, retryDelay: 20, handlers }))
+    try {
+      await Promise.all(pollers.map((poller) => poller.start()))
+      await waitFor('every event processed', async () => (await db.sql`select 1 from outbox where processed_at is null limit 1`).length === 0, 60_000)
+    } finally {
+      await Promise.all(pollers.map((poller) => poller.stop({ timeoutMs: 5000 })))
+    }
+    expect(handled.size).toBe(1790)
+    expect([...handled.values()].every((times) => times === 1)).toBe(true)
+    expect(failed.size).toBe(40)
+    const [{ dead, processed }] = await db.sql<Array<{ dead: number; processed: number }>>`select count(*) filter (where dead_at is not null)::int as dead, count(*) filter (where processed_at is not null)::int as processed from outbox`
+    expect({ dead, processed }).toEqual({ dead: 0, processed: 1790 })
+  })
+
+  it('a role that may not read and lock a partition itself claims through the parent, without a failed batch', async () => {
+    const role = `claim_partition_${process.pid}`
+    await db.sql.unsafe(`create role ${role} login password 'pw'`)
+    const asRole = new URL(db.url)
+    asRole.username = role
+    asRole.password = 'pw'
+    const session = postgres(asRole.href, { max: 1, onnotice: () => {} })
+    try {
+      await grantPollerRole(db.sql, outbox, { role })
+      await db.sql.unsafe(`revoke all on ${partitionRange(outbox, 'day', today).qualified} from ${role}`)
+      await pending(300, 0)
+      const parent = claimQueries(outbox)
+      const partition = new ClaimPartition(outbox, (table) => claimQueries(outbox, undefined, undefined, table))
+      partition.enable()
+      const reserved = await session.reserve()
+      const batch = await outboxClaimBatch(reserved, parent, limits(50))
+      await reserved`rollback`
+      partition.claimed(parent, batch, 50)
+      await partition.locate(reserved)
+      reserved.release()
+      expect(partition.reading).toBeUndefined()
+      const log = captureLogger()
+      const poller = createPoller({ connectionString: asRole.href, batchSize: 50, intervalMin: 5, intervalMax: 50, logger: log, handlers: { 'spread.event': async () => {} } })
+      try {
+        await poller.start()
+        await waitFor('every event processed', async () => (await db.sql`select 1 from outbox where processed_at is null limit 1`).length === 0, 30_000)
+      } finally {
+        await poller.stop({ timeoutMs: 5000 })
+      }
+      expect(log.entries.filter((entry) => entry.level === 'error' || entry.level === 'warn')).toEqual([])
+    } finally {
+      await session.end()
+      await db.sql.unsafe(`drop owned by ${role}; drop role ${role}`)
+    }
+  })
+})
