@@ -2,9 +2,10 @@
 // claim (claimQueries) and settlement (markProcessed) in a loop (BEGIN with the batch's settings, claim, settle,
 // COMMIT), on 100,000 pre-filled events, for each variant in turn, the order the same each round; paired ratios
 // to the plain outbox of the same round. Variants: plain (a default migrate); plain with the partitioned layout's
-// primary key (id, created_at); partitioned by day, claimed and settled through the parent (as the poller does);
-// the same, settled on the current day's partition; claimed and settled on that partition directly; the settlement
-// as a generic plan (`enable_seqscan = off`) instead of a custom one, on plain and partitioned.
+// primary key (id, created_at); partitioned by day, claimed and settled through the parent; claimed on the current
+// day's partition and settled through the parent (as the poller does while a backlog lasts, claim-partition.ts);
+// claimed and settled on that partition; the settlement as a generic plan (`enable_seqscan = off`) instead of a
+// custom one, on plain and partitioned.
 // Usage: npm run build && DATABASE_URL=postgres://… node test/bench/partitioned-server-loop.mjs [rounds] [clients]
 import { execFileSync } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
