@@ -15,8 +15,9 @@ export const grantSettingPrefix = 'grant:'
 /**
  * Grants a poller role exactly what polling needs: the outbox's schema, SELECT and UPDATE on the outbox
  * and its wake-up flag, and reading (or, first, recording) the outbox's ordering mode. Nothing on the entity tables (capture runs as the outbox's owner), no DDL.
- * On a partitioned outbox the same grants do: its partitions are reached through it and need none of their own,
- * and creating or dropping them is the owner's (migrate, cleanup run as the owner).
+ * On a partitioned outbox its partitions get the same grants on the outbox's (a claim reads one partition
+ * directly while a backlog lasts there, claim-partition.ts), and so does every partition upkeep creates later;
+ * creating or dropping them is the owner's (migrate, cleanup run as the owner).
  * The grant is recorded in the outbox's settings, so `migrate --schemas` gives a tenant schema created later
  * the grants of the other matching schemas (see outboxRecordedGrants). Returns the statements it ran.
  */
@@ -27,6 +28,7 @@ export async function grantPollerRole(sql: Sql, outbox: OutboxTable, options: Gr
   const statements = [
     `GRANT USAGE ON SCHEMA ${quoteIdent(outbox.schema)} TO ${role}`,
     `GRANT SELECT, UPDATE${options.cleanup ? ', DELETE' : ''} ON ${outbox.qualified} TO ${role}`,
+    ...(await partitionsOf(sql, outbox)).map((partition) => `GRANT SELECT, UPDATE${options.cleanup ? ', DELETE' : ''} ON ${partition} TO ${role}`),
     `GRANT SELECT, UPDATE ON ${outbox.wakeup} TO ${role}`,
     `GRANT SELECT, INSERT ON ${outbox.settings} TO ${role}`,
   ]
@@ -38,6 +40,15 @@ export async function grantPollerRole(sql: Sql, outbox: OutboxTable, options: Gr
     ])
   })
   return statements
+}
+
+/** The outbox's partitions (none for a plain one), quoted and qualified. */
+async function partitionsOf(sql: Sql, outbox: OutboxTable): Promise<string[]> {
+  const rows = await sql.unsafe<Array<{ schema: string; table: string }>>(
+    `select n.nspname as schema, c.relname as table from pg_inherits as i join pg_class as c on c.oid = i.inhrelid join pg_namespace as n on n.oid = c.relnamespace
+      where i.inhparent = ${quoteLiteral(outbox.qualified)}::regclass order by c.relname`,
+  )
+  return rows.map((row) => `${quoteIdent(row.schema)}.${quoteIdent(row.table)}`)
 }
 
 /** A grant recorded in a tenant's outbox settings. */

@@ -57,9 +57,23 @@ export async function createPartition(tx: TransactionSql, outbox: OutboxTable, r
     [defaultPartition(outbox)],
   )
   await tx.unsafe(`create table ${range.qualified} (like ${outbox.qualified} including defaults including constraints including storage including compression)${options?.with ?? ''}`)
+  for (const { statement } of await tx.unsafe<Array<{ statement: string }>>(partitionGrantsQuery(outbox, range.qualified))) await tx.unsafe(statement)
   await tx.unsafe(
     `alter table ${outbox.qualified} attach partition ${range.qualified} for values from (${quoteLiteral(range.from.toISOString())}) to (${quoteLiteral(range.to.toISOString())})`,
   )
+}
+
+/**
+ * The GRANTs that give a new partition the privileges others hold on the outbox (one statement per grantee): a
+ * poller role reads and locks the partition its claims read directly (claim-partition.ts) with its own rights
+ * on it, which PostgreSQL does not take from the parent.
+ */
+export function partitionGrantsQuery(outbox: OutboxTable, partition: string): string {
+  return `select format('GRANT %s ON %s TO %s', string_agg(a.privilege_type, ', ' order by a.privilege_type), ${quoteLiteral(partition)},
+                        case when a.grantee = 0 then 'PUBLIC' else quote_ident(r.rolname) end) as statement
+            from pg_class as c cross join lateral aclexplode(c.relacl) as a left join pg_roles as r on r.oid = a.grantee
+           where c.oid = ${quoteLiteral(outbox.qualified)}::regclass and a.grantee <> c.relowner
+           group by a.grantee, r.rolname`
 }
 
 /** `lock_not_available`: lock_timeout expired. */

@@ -4,7 +4,7 @@ import { createPoller } from '../../src/create-poller.js'
 import { grantPollerRole } from '../../src/outbox/grant.js'
 import { migrate } from '../../src/outbox/migrate.js'
 import { outboxTable } from '../../src/outbox/outbox-table.js'
-import { createPartition, partitionRange, periodStart, wantedPartitions, withLockRetries } from '../../src/outbox/partition-upkeep.js'
+import { createPartition, outboxPartitionUpkeep, partitionRange, periodStart, wantedPartitions, withLockRetries } from '../../src/outbox/partition-upkeep.js'
 import { type ClaimQueries, claimQueries, outboxClaimBatch } from '../../src/poller/claim.js'
 import { ClaimPartition } from '../../src/poller/claim-partition.js'
 import { captureLogger } from '../support/capture-logger.js'
@@ -180,6 +180,49 @@ describe('the claim of one partition (claim-partition.ts)', () => {
       expect(log.entries.filter((entry) => entry.level === 'error' || entry.level === 'warn')).toEqual([])
     } finally {
       await session.end()
+      await db.sql.unsafe(`drop owned by ${role}; drop role ${role}`)
+    }
+  })
+
+  it('grant gives a poller role its rights on every partition, and a partition created later takes them: its claims read the partition', async () => {
+    const role = `claim_granted_${process.pid}`
+    await db.sql.unsafe(`create role ${role} login password 'pw'`)
+    const asRole = new URL(db.url)
+    asRole.username = role
+    asRole.password = 'pw'
+    const session = postgres(asRole.href, { max: 1, onnotice: () => {} })
+    const later = partitionRange(outbox, 'day', new Date(today.getTime() + 10 * dayMs))
+    try {
+      const statements = await grantPollerRole(db.sql, outbox, { role })
+      expect(statements).toContain(`GRANT SELECT, UPDATE ON ${partitionRange(outbox, 'day', today).qualified} TO "${role}"`)
+      expect(statements).toContain(`GRANT SELECT, UPDATE ON "public"."outbox_default" TO "${role}"`)
+      // upkeep (run as the owner) creates the missing partitions of its window, a partition created by hand the same way
+      await db.sql.unsafe(`drop table ${wantedPartitions(outbox, 'day', today).at(-1)!.qualified}`)
+      expect((await outboxPartitionUpkeep(db.sql, outbox, 'day')).created).toHaveLength(1)
+      await withLockRetries(db.sql, { lockTimeoutMs: 1000, attempts: 3, pauseMs: 100 }, (tx) => createPartition(tx, outbox, later))
+      for (const partition of [wantedPartitions(outbox, 'day', today).at(-1)!, later]) {
+        const [rights] = await db.sql<Array<{ select: boolean; update: boolean; delete: boolean }>>`
+          select has_table_privilege(${role}, ${partition.qualified}, 'SELECT') as select, has_table_privilege(${role}, ${partition.qualified}, 'UPDATE') as update,
+                 has_table_privilege(${role}, ${partition.qualified}, 'DELETE') as delete`
+        expect(rights).toEqual({ select: true, update: true, delete: false })
+      }
+      await pending(300, 0)
+      const parent = claimQueries(outbox)
+      const partition = new ClaimPartition(outbox, (table) => claimQueries(outbox, undefined, undefined, table))
+      partition.enable()
+      const reserved = await session.reserve()
+      const batch = await outboxClaimBatch(reserved, parent, limits(50))
+      await reserved`rollback`
+      partition.claimed(parent, batch, 50)
+      await partition.locate(reserved)
+      expect(partition.reading?.table).toBe(partitionRange(outbox, 'day', today).name)
+      const read = await outboxClaimBatch(reserved, partition.queries(parent, false), limits(50))
+      expect(read.events).toHaveLength(50)
+      await reserved`rollback`
+      reserved.release()
+    } finally {
+      await session.end()
+      await db.sql.unsafe(`drop table if exists ${later.qualified}`)
       await db.sql.unsafe(`drop owned by ${role}; drop role ${role}`)
     }
   })
