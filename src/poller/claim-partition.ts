@@ -33,8 +33,8 @@ export class ClaimPartition {
   constructor(outbox: OutboxTable, queriesOf: (partition: OutboxTable) => ClaimQueries) {
     this.#queriesOf = queriesOf
     // Pruned to the one partition that holds the event (its created_at bounds), whichever it is, the default too.
-    // Only one this role may read and lock itself: rights on the outbox (all that grant gives) reach its
-    // partitions only through it.
+    // Only one this role may read and lock itself: rights on the outbox alone reach its partitions only through
+    // it (grant gives them on the partitions too, see grant.ts).
     this.#lookup = `select n.nspname as schema, c.relname as table from pg_class as c join pg_namespace as n on n.oid = c.relnamespace
                      where c.oid = (select tableoid from ${outbox.qualified} where id = $1::bigint and ${createdWithin(2)})
                        and has_table_privilege(c.oid, 'SELECT') and has_table_privilege(c.oid, 'UPDATE')`
