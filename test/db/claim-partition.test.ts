@@ -42,6 +42,38 @@ async function locks(session: Sql) {
     select distinct relation::regclass::text as name, fastpath from pg_locks where pid = pg_backend_pid() and locktype = 'relation' and relation::regclass::text not like 'pg_%'`
 }
 
+/** Runs `work` as a new login role (its URL, and one connection as it), dropped after. */
+async function withRole(role: string, work: (url: string, session: Sql) => Promise<void>) {
+  await db.sql.unsafe(`create role ${role} login password 'pw'`)
+  const url = new URL(db.url)
+  url.username = role
+  url.password = 'pw' // an embedded server asks for one
+  const session = postgres(url.href, { max: 1, onnotice: () => {} })
+  try {
+    await work(url.href, session)
+  } finally {
+    await session.end()
+    await db.sql.unsafe(`drop owned by ${role}; drop role ${role}`)
+  }
+}
+
+/** A claim of `batchSize` through the parent on `session` (rolled back), then the lookup it asks for: the partition read next. */
+async function partitionAfterFullClaim(session: Sql, batchSize: number) {
+  const parent = claimQueries(outbox)
+  const partition = new ClaimPartition(outbox, (table) => claimQueries(outbox, undefined, undefined, table))
+  partition.enable()
+  const reserved = await session.reserve()
+  try {
+    const batch = await outboxClaimBatch(reserved, parent, limits(batchSize))
+    await reserved`rollback`
+    partition.claimed(parent, batch, batchSize)
+    await partition.locate(reserved)
+    return { partition, parent }
+  } finally {
+    reserved.release()
+  }
+}
+
 describe('the claim of one partition (claim-partition.ts)', () => {
   it('after a full claim through the parent, the claims read the partition of its last fresh event, locking only it and its indexes, on the fast path', async () => {
     await pending(300, 0)
@@ -148,29 +180,14 @@ describe('the claim of one partition (claim-partition.ts)', () => {
     expect({ dead, processed }).toEqual({ dead: 0, processed: 1790 })
   })
 
-  it('a role that may not read and lock a partition itself claims through the parent, without a failed batch', async () => {
-    const role = `claim_partition_${process.pid}`
-    await db.sql.unsafe(`create role ${role} login password 'pw'`)
-    const asRole = new URL(db.url)
-    asRole.username = role
-    asRole.password = 'pw'
-    const session = postgres(asRole.href, { max: 1, onnotice: () => {} })
-    try {
-      await grantPollerRole(db.sql, outbox, { role })
-      await db.sql.unsafe(`revoke all on ${partitionRange(outbox, 'day', today).qualified} from ${role}`)
+  it('a role that may not read and lock a partition itself claims through the parent, without a failed batch', () =>
+    withRole(`claim_partition_${process.pid}`, async (url, session) => {
+      await grantPollerRole(db.sql, outbox, { role: `claim_partition_${process.pid}` })
+      await db.sql.unsafe(`revoke all on ${partitionRange(outbox, 'day', today).qualified} from claim_partition_${process.pid}`)
       await pending(300, 0)
-      const parent = claimQueries(outbox)
-      const partition = new ClaimPartition(outbox, (table) => claimQueries(outbox, undefined, undefined, table))
-      partition.enable()
-      const reserved = await session.reserve()
-      const batch = await outboxClaimBatch(reserved, parent, limits(50))
-      await reserved`rollback`
-      partition.claimed(parent, batch, 50)
-      await partition.locate(reserved)
-      reserved.release()
-      expect(partition.reading).toBeUndefined()
+      expect((await partitionAfterFullClaim(session, 50)).partition.reading).toBeUndefined()
       const log = captureLogger()
-      const poller = createPoller({ connectionString: asRole.href, batchSize: 50, intervalMin: 5, intervalMax: 50, logger: log, handlers: { 'spread.event': async () => {} } })
+      const poller = createPoller({ connectionString: url, batchSize: 50, intervalMin: 5, intervalMax: 50, logger: log, handlers: { 'spread.event': async () => {} } })
       try {
         await poller.start()
         await waitFor('every event processed', async () => (await db.sql`select 1 from outbox where processed_at is null limit 1`).length === 0, 30_000)
@@ -178,52 +195,34 @@ describe('the claim of one partition (claim-partition.ts)', () => {
         await poller.stop({ timeoutMs: 5000 })
       }
       expect(log.entries.filter((entry) => entry.level === 'error' || entry.level === 'warn')).toEqual([])
-    } finally {
-      await session.end()
-      await db.sql.unsafe(`drop owned by ${role}; drop role ${role}`)
-    }
-  })
+    }))
 
   it('grant gives a poller role its rights on every partition, and a partition created later takes them: its claims read the partition', async () => {
     const role = `claim_granted_${process.pid}`
-    await db.sql.unsafe(`create role ${role} login password 'pw'`)
-    const asRole = new URL(db.url)
-    asRole.username = role
-    asRole.password = 'pw'
-    const session = postgres(asRole.href, { max: 1, onnotice: () => {} })
     const later = partitionRange(outbox, 'day', new Date(today.getTime() + 10 * dayMs))
     try {
-      const statements = await grantPollerRole(db.sql, outbox, { role })
-      expect(statements).toContain(`GRANT SELECT, UPDATE ON ${partitionRange(outbox, 'day', today).qualified} TO "${role}"`)
-      expect(statements).toContain(`GRANT SELECT, UPDATE ON "public"."outbox_default" TO "${role}"`)
-      // upkeep (run as the owner) creates the missing partitions of its window, a partition created by hand the same way
-      await db.sql.unsafe(`drop table ${wantedPartitions(outbox, 'day', today).at(-1)!.qualified}`)
-      expect((await outboxPartitionUpkeep(db.sql, outbox, 'day')).created).toHaveLength(1)
-      await withLockRetries(db.sql, { lockTimeoutMs: 1000, attempts: 3, pauseMs: 100 }, (tx) => createPartition(tx, outbox, later))
-      for (const partition of [wantedPartitions(outbox, 'day', today).at(-1)!, later]) {
-        const [rights] = await db.sql<Array<{ select: boolean; update: boolean; delete: boolean }>>`
-          select has_table_privilege(${role}, ${partition.qualified}, 'SELECT') as select, has_table_privilege(${role}, ${partition.qualified}, 'UPDATE') as update,
-                 has_table_privilege(${role}, ${partition.qualified}, 'DELETE') as delete`
-        expect(rights).toEqual({ select: true, update: true, delete: false })
-      }
-      await pending(300, 0)
-      const parent = claimQueries(outbox)
-      const partition = new ClaimPartition(outbox, (table) => claimQueries(outbox, undefined, undefined, table))
-      partition.enable()
-      const reserved = await session.reserve()
-      const batch = await outboxClaimBatch(reserved, parent, limits(50))
-      await reserved`rollback`
-      partition.claimed(parent, batch, 50)
-      await partition.locate(reserved)
-      expect(partition.reading?.table).toBe(partitionRange(outbox, 'day', today).name)
-      const read = await outboxClaimBatch(reserved, partition.queries(parent, false), limits(50))
-      expect(read.events).toHaveLength(50)
-      await reserved`rollback`
-      reserved.release()
+      await withRole(role, async (_url, session) => {
+        const statements = await grantPollerRole(db.sql, outbox, { role })
+        expect(statements).toContain(`GRANT SELECT, UPDATE ON ${partitionRange(outbox, 'day', today).qualified} TO "${role}"`)
+        expect(statements).toContain(`GRANT SELECT, UPDATE ON "public"."outbox_default" TO "${role}"`)
+        // upkeep (run as the owner) creates the missing partitions of its window, a partition created by hand the same way
+        await db.sql.unsafe(`drop table ${wantedPartitions(outbox, 'day', today).at(-1)!.qualified}`)
+        expect((await outboxPartitionUpkeep(db.sql, outbox, 'day')).created).toHaveLength(1)
+        await withLockRetries(db.sql, { lockTimeoutMs: 1000, attempts: 3, pauseMs: 100 }, (tx) => createPartition(tx, outbox, later))
+        for (const partition of [wantedPartitions(outbox, 'day', today).at(-1)!, later]) {
+          const [rights] = await db.sql<Array<{ select: boolean; update: boolean; delete: boolean }>>`
+            select has_table_privilege(${role}, ${partition.qualified}, 'SELECT') as select, has_table_privilege(${role}, ${partition.qualified}, 'UPDATE') as update,
+                   has_table_privilege(${role}, ${partition.qualified}, 'DELETE') as delete`
+          expect(rights).toEqual({ select: true, update: true, delete: false })
+        }
+        await pending(300, 0)
+        const { partition, parent } = await partitionAfterFullClaim(session, 50)
+        expect(partition.reading?.table).toBe(partitionRange(outbox, 'day', today).name)
+        const read = await session.begin((tx) => tx.unsafe(partition.queries(parent, false).claim, [50, 100_000_000, true, '0']))
+        expect(read).toHaveLength(50)
+      })
     } finally {
-      await session.end()
       await db.sql.unsafe(`drop table if exists ${later.qualified}`)
-      await db.sql.unsafe(`drop owned by ${role}; drop role ${role}`)
     }
   })
 })
