@@ -10,15 +10,16 @@ import { type OutboxTable, outboxTable } from '../outbox/outbox-table.js'
  * Why: through the parent, a claim's generic plan locks every partition and the indexes it scans in each, at
  * every execution (PostgreSQL locks all of a cached plan's relations before it prunes any). With the current
  * day's partition, the two ahead and the default, a batch transaction takes more relation locks than the 16 a
- * backend keeps on its fast path; the rest go through the shared lock table, whose partition locks the replicas
- * contend on. A claim of one partition locks as few relations as a claim of the plain outbox.
+ * backend keeps on its fast path (up to PostgreSQL 17; 18 sizes them by max_locks_per_transaction); the rest go
+ * through the shared lock table, whose partition locks the replicas contend on. A claim of one partition locks as few relations as a claim of the plain outbox.
  *
  * When: a claim that came back full (the batch size, fresh events last) says more events wait where its last
  * fresh event is. One lookup, sent just before the next BEGIN (no round trip of its own), finds that event's
  * partition, and the claims after it read that partition as long as they come back full. A claim that does not,
  * a sweep of the ClaimFloor (at least every second) and a failed batch go back through the parent, which sees
  * every partition: an event elsewhere (a retry come due, a transaction begun before midnight, a replay) waits at
- * most until then, and a full claim through the parent moves the reading to its partition.
+ * most until then, and a full claim through the parent moves the reading to its partition. A partition detached
+ * meanwhile gives nothing (the claim checks it is still attached, see claimQueries).
  */
 export class ClaimPartition {
   #enabled = false

@@ -2,7 +2,7 @@ import type { Sql } from 'postgres'
 import { ClaimedEvent, type ClaimedRow } from './claimed-event.js'
 import { createdRange, createdWithin } from './created-range.js'
 import type { OutboxOrdering } from '../outbox/outbox-checks.js'
-import type { OutboxTable } from '../outbox/outbox-table.js'
+import { type OutboxTable, quoteLiteral } from '../outbox/outbox-table.js'
 import { groupHash, truncatedCondition } from '../outbox/ordering-index.js'
 
 /** SQL text of the claim, built once per outbox (identifiers quoted once, values always parameters). */
@@ -29,6 +29,10 @@ export interface BatchTimeouts {
 export function claimQueries(outbox: OutboxTable, order: OutboxOrdering = { ordering: 'none', onDead: 'continue' }, timeouts?: BatchTimeouts, scanned: OutboxTable = outbox): ClaimQueries {
   const t = outbox.qualified
   const from = scanned.qualified
+  // A partition read directly is claimed from only while it is one of the outbox's: one detached (its events no
+  // longer the outbox's, and a settlement through the outbox no longer finding them) gives nothing, and the next
+  // claim goes through the parent. An uncorrelated subquery: once per part, one catalog probe.
+  const attached = scanned === outbox ? '' : `and (select exists (select 1 from pg_catalog.pg_inherits where inhrelid = ${quoteLiteral(from)}::regclass and inhparent = ${quoteLiteral(t)}::regclass))`
   // The payload stays jsonb (a TOAST pointer) until a row is known to fit: rows past the budget are never read.
   // No processed_at: a claimed row is pending (the claim's own condition), so ClaimedEvent has it NULL.
   const columns = 'id, event_id, event_type, entity_type, entity_id, group_key, payload, metadata, created_at, attempts, pg_column_size(payload) + coalesce(pg_column_size(metadata), 0) as size'
@@ -66,17 +70,17 @@ export function claimQueries(outbox: OutboxTable, order: OutboxOrdering = { orde
     claim: `
       with suspect as (
         select ${columns} from ${from} as o
-         where $3::boolean and processed_at is null and dead_at is null and suspect and retry_at <= now() ${head}
+         where $3::boolean and processed_at is null and dead_at is null and suspect and retry_at <= now() ${head} ${attached}
          order by retry_at limit 1 for update skip locked
       ), room as (
         select case when exists (select 1 from suspect) then 0 else $1::int end as n
       ), retry as (
         select ${columns} from ${from} as o
-         where processed_at is null and dead_at is null and retry_at is not null and retry_at <= now() and not suspect ${head}
+         where processed_at is null and dead_at is null and retry_at is not null and retry_at <= now() and not suspect ${head} ${attached}
          order by retry_at limit (select n from room) for update skip locked
       ), fresh as (
         select ${columns} from ${from} as o
-         where processed_at is null and dead_at is null and retry_at is null and id >= $4::bigint ${head}
+         where processed_at is null and dead_at is null and retry_at is null and id >= $4::bigint ${head} ${attached}
          order by id limit (select n from room) - (select count(*) from retry) for update skip locked
       ), total as (
         select (select coalesce(sum(size), 0) from suspect) + (select coalesce(sum(size), 0) from retry) + (select coalesce(sum(size), 0) from fresh) as bytes
