@@ -1,7 +1,8 @@
+import { randomBytes } from 'node:crypto'
 import type { Sql } from 'postgres'
 import type { ClaimedBatch, ClaimQueries } from './claim.js'
 import { createdRange, createdWithin } from './created-range.js'
-import { type OutboxTable, outboxTable } from '../outbox/outbox-table.js'
+import { type OutboxTable, outboxTable, quoteLiteral } from '../outbox/outbox-table.js'
 
 /**
  * On a partitioned outbox, the claim reads one partition directly while a backlog lasts there, instead of the
@@ -23,8 +24,16 @@ import { type OutboxTable, outboxTable } from '../outbox/outbox-table.js'
  */
 export class ClaimPartition {
   #enabled = false
-  /** The partition the next claims read, and their queries. */
-  #reading: { table: OutboxTable; queries: ClaimQueries } | undefined
+  /** The partition the next claims read; undefined: they go through the parent. */
+  #reading: ReadPartition | undefined
+  /** The partition last read, kept while the claims go through the parent, so that its statement is used again. */
+  #last: ReadPartition | undefined
+  /** Counts the partitions read one after another; each one's claim text carries its number (see #read). */
+  #generation = 0
+  /** Tells this poller's claim texts from any other's a connection may have prepared. */
+  readonly #id = randomBytes(4).toString('hex')
+  /** The generation whose older statements each connection has deallocated. */
+  readonly #cleaned = new WeakMap<Sql, number>()
   /** The event whose partition the next lookup finds. */
   #asked: { id: string; range: [Date, Date] } | undefined
   readonly #lookup: string
@@ -57,23 +66,22 @@ export class ClaimPartition {
   }
 
   /**
-   * Sends the lookup the last claim asked for, if any: before BEGIN, so it rides the claim's round trip. Its
-   * failure only leaves the claims on the parent (a lost connection fails the claim after it anyway).
+   * Sends, before BEGIN (riding the claim's round trip), the lookup the last claim asked for, and on a connection
+   * that has not yet done so since the partition read changed, the deallocation of the earlier partitions'
+   * claims. Their failure only leaves the claims on the parent (a lost connection fails the claim after it anyway).
    */
-  locate(connection: Sql): Promise<void> | undefined {
+  locate(connection: Sql): Promise<unknown> | undefined {
+    const sent: Promise<unknown>[] = []
+    if (this.#generation > 0 && this.#cleaned.get(connection) !== this.#generation) {
+      this.#cleaned.set(connection, this.#generation)
+      sent.push(connection.unsafe(deallocateAllBut(this.#marked())).catch(() => {}))
+    }
     const asked = this.#asked
-    if (asked === undefined) return undefined
-    this.#asked = undefined
-    return connection.unsafe<Array<{ schema: string; table: string }>>(this.#lookup, [asked.id, ...asked.range], { prepare: true }).then(
-      ([row]) => {
-        if (row === undefined) return
-        if (this.#reading?.table.schema !== row.schema || this.#reading.table.table !== row.table) {
-          const table = outboxTable(row.schema, row.table)
-          this.#reading = { table, queries: this.#queriesOf(table) }
-        }
-      },
-      () => {},
-    )
+    if (asked !== undefined) {
+      this.#asked = undefined
+      sent.push(connection.unsafe<Array<{ schema: string; table: string }>>(this.#lookup, [asked.id, ...asked.range], { prepare: true }).then(([row]) => row && this.#read(row), () => {}))
+    }
+    return sent.length === 0 ? undefined : Promise.all(sent)
   }
 
   /** After a claim made with `queries` (batchSize: what it asked for): keep its partition, find another, or go back to the parent. */
@@ -90,4 +98,47 @@ export class ClaimPartition {
     this.#reading = undefined
     this.#asked = undefined
   }
+
+  /**
+   * The claims read `found` from now on: with the statement of the partition read last if it is the same one,
+   * else with a new claim text. A connection never recycles its prepared statements, and each partition's claim
+   * is one of its own (half a megabyte of plan on the server): so a new partition's text carries a new
+   * generation, and every connection deallocates the older ones (see locate). Their texts never come back: a
+   * partition read again later is prepared again, under its new number.
+   */
+  #read(found: { schema: string; table: string }): void {
+    const last = this.#last
+    if (last === undefined || last.table.schema !== found.schema || last.table.table !== found.table) {
+      const table = outboxTable(found.schema, found.table)
+      const queries = this.#queriesOf(table)
+      this.#generation++
+      this.#last = { table, queries: { ...queries, claim: `${queries.claim}\n      ${this.#marked()}` } }
+    }
+    this.#reading = this.#last
+  }
+
+  #marked(): string {
+    return `${marker}${this.#id}.${this.#generation} */`
+  }
+}
+
+interface ReadPartition {
+  table: OutboxTable
+  queries: ClaimQueries
+}
+
+const marker = '/* outbox-poller: claim of one partition, generation '
+
+/** One simple-protocol statement (never itself prepared): deallocates this session's partition claims but the one marked `current`. */
+function deallocateAllBut(current: string): string {
+  return `do $outbox_poller_deallocate$
+declare
+  name text;
+begin
+  for name in select p.name from pg_catalog.pg_prepared_statements as p
+               where strpos(p.statement, ${quoteLiteral(marker)}) > 0 and strpos(p.statement, ${quoteLiteral(current)}) = 0 loop
+    execute format('deallocate %I', name);
+  end loop;
+end
+$outbox_poller_deallocate$`
 }

@@ -55,7 +55,10 @@ export function claimQueries(outbox: OutboxTable, order: OutboxOrdering = { orde
     // whose skip scan serves `id >= $4` from outbox_entity_pending's third column) whenever that one is the
     // smaller: the pending index is then never scanned, none of its dead entries is marked, and it grows by every
     // insert until VACUUM, which keeps it the larger (BENCHMARKS.md, the soak on PostgreSQL 18).
-    begin: `begin; set local jit = off; set local plan_cache_mode = force_generic_plan; set local enable_sort = off${settings}`,
+    // Reading one partition, the batch locks the outbox first all the same (ONLY: not its partitions), as a claim
+    // through it and its settlement do: partition DDL (DETACH, DROP) locks the outbox, then the partition, and a
+    // batch that held the partition and then waited for the outbox would deadlock with it.
+    begin: `begin;${scanned === outbox ? '' : ` lock table only ${t} in row exclusive mode;`} set local jit = off; set local plan_cache_mode = force_generic_plan; set local enable_sort = off${settings}`,
     afterClaim: 'set local plan_cache_mode = default; set local enable_sort = default',
     // When $3 allows it, a due suspect (see 0002_suspects.sql) alone, in a batch of one; otherwise due
     // retries first (by due time), then fresh events in id order from id $4 (the ClaimFloor: no fresh event is

@@ -105,7 +105,8 @@ describe('the claim of one partition (claim-partition.ts)', () => {
       expect(second.batch.events[0]!.schema).toBe('public')
       const read = partitionRange(outbox, 'day', today).name
       expect(second.held.map((lock) => lock.name)).toContain(read)
-      expect(second.held.filter((lock) => !lock.name.startsWith(`${read}_`) && lock.name !== read)).toEqual([])
+      // besides it and its indexes: the outbox itself, locked first for the partition DDL's sake, and the catalog of attached partitions
+      expect(second.held.filter((lock) => !lock.name.startsWith(`${read}_`) && ![read, 'outbox', 'pg_inherits'].includes(lock.name))).toEqual([])
       expect(second.held.every((lock) => lock.fastpath)).toBe(true)
       // a sweep goes through the parent, and a claim that comes back short sends the next ones there
       expect(partition.queries(parent, true)).toBe(parent)
@@ -113,6 +114,41 @@ describe('the claim of one partition (claim-partition.ts)', () => {
       expect(third.batch.events).toHaveLength(100)
       expect(partition.reading).toBeUndefined()
       expect(partition.queries(parent, false)).toBe(parent)
+    } finally {
+      await session`rollback`.catch(() => {})
+      session.release()
+    }
+  })
+
+  it('a connection keeps the claims of at most two partitions prepared: moving to another deallocates the earlier', async () => {
+    await pending(120, 1)
+    await pending(120, 0)
+    const parent = claimQueries(outbox)
+    const partition = new ClaimPartition(outbox, (table) => claimQueries(outbox, undefined, undefined, table))
+    partition.enable()
+    const session = await db.sql.reserve()
+    const prepared = async () =>
+      (await session<Array<{ statement: string }>>`select statement from pg_prepared_statements where statement like '%claim of one partition%' and statement not like '%pg_prepared_statements%'`).map((row) => row.statement)
+    const settle = async (events: Array<{ id: string }>) => {
+      await session`update outbox set processed_at = now() where id = any(${events.map((event) => event.id)}::bigint[])`
+      await session`commit`
+    }
+    try {
+      const read: string[] = []
+      // yesterday's 120 events in full claims of 40, then today's
+      for (let claims = 0; claims < 8; claims++) {
+        await partition.locate(session)
+        const queries = partition.queries(parent, false)
+        const batch = await outboxClaimBatch(session, queries, limits(40))
+        await settle(batch.events)
+        partition.claimed(queries, batch, 40)
+        if (partition.reading !== undefined && read.at(-1) !== partition.reading.table) read.push(partition.reading.table)
+        // the earlier partition's statement goes with the next batch's BEGIN
+        expect((await prepared()).length, `after claim ${claims + 1}`).toBeLessThanOrEqual(2)
+      }
+      expect(read).toEqual([partitionRange(outbox, 'day', new Date(today.getTime() - dayMs)).name, partitionRange(outbox, 'day', today).name])
+      expect(await prepared()).toHaveLength(1)
+      expect((await prepared())[0]).toContain(partitionRange(outbox, 'day', today).qualified)
     } finally {
       await session`rollback`.catch(() => {})
       session.release()
