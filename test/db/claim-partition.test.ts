@@ -273,7 +273,7 @@ describe('the claim of one partition (claim-partition.ts)', () => {
     const role = `claim_granted_${process.pid}`
     const later = partitionRange(outbox, 'day', new Date(today.getTime() + 10 * dayMs))
     try {
-      await withRole(role, async (_url, session) => {
+      await withRole(role, async (url, session) => {
         const statements = await grantPollerRole(db.sql, outbox, { role })
         expect(statements).toContain(`GRANT SELECT, UPDATE ON ${partitionRange(outbox, 'day', today).qualified} TO "${role}"`)
         expect(statements).toContain(`GRANT SELECT, UPDATE ON "public"."outbox_default" TO "${role}"`)
@@ -292,6 +292,17 @@ describe('the claim of one partition (claim-partition.ts)', () => {
         expect(partition.reading?.table).toBe(partitionRange(outbox, 'day', today).name)
         const read = await session.begin((tx) => tx.unsafe(partition.queries(parent, false).claim, [50, 100_000_000, true, '0']))
         expect(read).toHaveLength(50)
+        // and a poller logged in as the role drains through the partition, its BEGIN's lock of the outbox granted too
+        const log = captureLogger()
+        const poller = createPoller({ connectionString: url, batchSize: 50, intervalMin: 5, intervalMax: 50, logger: log, handlers: { 'spread.event': async () => {} } })
+        try {
+          await poller.start()
+          await waitFor('every event processed', async () => (await db.sql`select 1 from outbox where processed_at is null limit 1`).length === 0, 30_000)
+        } finally {
+          await poller.stop({ timeoutMs: 5000 })
+        }
+        expect(log.entries.filter((entry) => entry.level === 'error' || entry.level === 'warn')).toEqual([])
+        expect(poller.stats.batches).toBeGreaterThanOrEqual(6)
       })
     } finally {
       await db.sql.unsafe(`drop table if exists ${later.qualified}`)
