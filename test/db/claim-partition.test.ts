@@ -74,6 +74,19 @@ async function partitionAfterFullClaim(session: Sql, batchSize: number) {
   }
 }
 
+/** A poller on `url` (batches of 50) drains the outbox: its batches, and what it logged at warn or error level. */
+async function drainAs(url: string) {
+  const log = captureLogger()
+  const poller = createPoller({ connectionString: url, batchSize: 50, intervalMin: 5, intervalMax: 50, logger: log, handlers: { 'spread.event': async () => {} } })
+  try {
+    await poller.start()
+    await waitFor('every event processed', async () => (await db.sql`select 1 from outbox where processed_at is null limit 1`).length === 0, 30_000)
+  } finally {
+    await poller.stop({ timeoutMs: 5000 })
+  }
+  return { batches: poller.stats.batches, complaints: log.entries.filter((entry) => entry.level === 'error' || entry.level === 'warn') }
+}
+
 describe('the claim of one partition (claim-partition.ts)', () => {
   it('after a full claim through the parent, the claims read the partition of its last fresh event, locking only it and its indexes, on the fast path', async () => {
     await pending(300, 0)
@@ -258,15 +271,7 @@ describe('the claim of one partition (claim-partition.ts)', () => {
       await db.sql.unsafe(`revoke all on ${partitionRange(outbox, 'day', today).qualified} from claim_partition_${process.pid}`)
       await pending(300, 0)
       expect((await partitionAfterFullClaim(session, 50)).partition.reading).toBeUndefined()
-      const log = captureLogger()
-      const poller = createPoller({ connectionString: url, batchSize: 50, intervalMin: 5, intervalMax: 50, logger: log, handlers: { 'spread.event': async () => {} } })
-      try {
-        await poller.start()
-        await waitFor('every event processed', async () => (await db.sql`select 1 from outbox where processed_at is null limit 1`).length === 0, 30_000)
-      } finally {
-        await poller.stop({ timeoutMs: 5000 })
-      }
-      expect(log.entries.filter((entry) => entry.level === 'error' || entry.level === 'warn')).toEqual([])
+      expect((await drainAs(url)).complaints).toEqual([])
     }))
 
   it('grant gives a poller role its rights on every partition, and a partition created later takes them: its claims read the partition', async () => {
@@ -293,16 +298,9 @@ describe('the claim of one partition (claim-partition.ts)', () => {
         const read = await session.begin((tx) => tx.unsafe(partition.queries(parent, false).claim, [50, 100_000_000, true, '0']))
         expect(read).toHaveLength(50)
         // and a poller logged in as the role drains through the partition, its BEGIN's lock of the outbox granted too
-        const log = captureLogger()
-        const poller = createPoller({ connectionString: url, batchSize: 50, intervalMin: 5, intervalMax: 50, logger: log, handlers: { 'spread.event': async () => {} } })
-        try {
-          await poller.start()
-          await waitFor('every event processed', async () => (await db.sql`select 1 from outbox where processed_at is null limit 1`).length === 0, 30_000)
-        } finally {
-          await poller.stop({ timeoutMs: 5000 })
-        }
-        expect(log.entries.filter((entry) => entry.level === 'error' || entry.level === 'warn')).toEqual([])
-        expect(poller.stats.batches).toBeGreaterThanOrEqual(6)
+        const drained = await drainAs(url)
+        expect(drained.complaints).toEqual([])
+        expect(drained.batches).toBeGreaterThanOrEqual(6)
       })
     } finally {
       await db.sql.unsafe(`drop table if exists ${later.qualified}`)
