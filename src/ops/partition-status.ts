@@ -1,6 +1,6 @@
 import type { Sql, TransactionSql } from 'postgres'
 import { type OutboxTable, quoteLiteral } from '../outbox/outbox-table.js'
-import { outboxKindQuery, type PartitionBy, partitionBySettingQuery } from '../outbox/partition-layout.js'
+import { outboxIsPartitioned, type PartitionBy, partitionBySettingQuery } from '../outbox/partition-layout.js'
 import { partitionsAhead, periodStart } from '../outbox/partition-upkeep.js'
 
 /** The outbox's layout as `status` shows it. */
@@ -77,8 +77,7 @@ export function widthOfRanges(ranges: readonly RangeBounds[]): PartitionBy {
  * suffice), the rows outside every range partition's bounds, which the executor prunes to the default partition.
  */
 export async function outboxLayout(sql: Sql | TransactionSql, outbox: OutboxTable, at: Date): Promise<OutboxLayout> {
-  const [kind] = await sql.unsafe<Array<{ kind: string }>>(outboxKindQuery(outbox))
-  if (kind?.kind !== 'p') return plainLayout()
+  if (!(await outboxIsPartitioned(sql, outbox))) return plainLayout()
   const [setting] = await sql.unsafe<Array<{ by: PartitionBy }>>(partitionBySettingQuery(outbox))
   const ranges = (await sql.unsafe<Array<{ from: Date; to: Date }>>(`${rangeBoundsSelect(`i.inhparent = ${quoteLiteral(outbox.qualified)}::regclass`)} order by 1`))
     .map((r) => ({ from: r.from.getTime(), to: r.to.getTime() }))

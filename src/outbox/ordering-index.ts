@@ -1,7 +1,7 @@
 import type { Sql, TransactionSql } from 'postgres'
 import { ConfigError } from '../errors.js'
 import { type OutboxTable, quoteIdent } from './outbox-table.js'
-import { outboxKindQuery } from './partition-layout.js'
+import { outboxIsPartitioned } from './partition-layout.js'
 import { defaultLockRetry, withLockRetries } from './partition-upkeep.js'
 
 /** From this size on, an ordering index is built concurrently, so writers never wait for the build. */
@@ -64,8 +64,7 @@ async function createIndex(sql: Sql, outbox: OutboxTable, index: OrderingIndex):
   // a partitioned outbox's size is its partitions'
   const [size] = await sql<{ bytes: string }[]>`select coalesce(sum(pg_relation_size(relid)), 0)::text as bytes from pg_partition_tree(${outbox.qualified}::regclass) where isleaf`
   const concurrently = found !== undefined || Number(size!.bytes) >= concurrentBuildBytes
-  const [kind] = await sql.unsafe<Array<{ kind: string }>>(outboxKindQuery(outbox))
-  if (kind?.kind === 'p' && concurrently) {
+  if (concurrently && (await outboxIsPartitioned(sql, outbox))) {
     await createPartitionedConcurrently(sql, outbox, index)
     return 'created concurrently'
   }

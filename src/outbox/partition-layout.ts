@@ -1,4 +1,4 @@
-import type { Sql } from 'postgres'
+import type { Sql, TransactionSql } from 'postgres'
 import { ConfigError } from '../errors.js'
 import { type OutboxTable, quoteIdent, quoteLiteral } from './outbox-table.js'
 
@@ -29,10 +29,15 @@ export function defaultPartition(outbox: OutboxTable): string {
  * `undefined` for a plain table. `sql` may be a transaction.
  */
 export async function outboxPartitionBy(sql: Sql, outbox: OutboxTable): Promise<PartitionBy | undefined> {
-  const [row] = await sql.unsafe<Array<{ kind: string }>>(outboxKindQuery(outbox))
-  if (row?.kind !== 'p') return undefined
+  if (!(await outboxIsPartitioned(sql, outbox))) return undefined
   const [setting] = await sql.unsafe<Array<{ by: PartitionBy }>>(partitionBySettingQuery(outbox))
   return setting!.by
+}
+
+/** Whether the outbox is a partitioned table (false for a plain one, or none). One catalog read. */
+export async function outboxIsPartitioned(sql: Sql | TransactionSql, outbox: OutboxTable): Promise<boolean> {
+  const [row] = await sql.unsafe<Array<{ kind: string }>>(outboxKindQuery(outbox))
+  return row?.kind === 'p'
 }
 
 /** One row when the outbox exists: its relkind (`p`: partitioned). */

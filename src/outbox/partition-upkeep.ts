@@ -68,7 +68,7 @@ export async function createPartition(tx: TransactionSql, outbox: OutboxTable, r
  * poller role reads and locks the partition its claims read directly (claim-partition.ts) with its own rights
  * on it, which PostgreSQL does not take from the parent.
  */
-export function partitionGrantsQuery(outbox: OutboxTable, partition: string): string {
+function partitionGrantsQuery(outbox: OutboxTable, partition: string): string {
   return `select format('GRANT %s ON %s TO %s', string_agg(a.privilege_type, ', ' order by a.privilege_type), ${quoteLiteral(partition)},
                         case when a.grantee = 0 then 'PUBLIC' else quote_ident(r.rolname) end) as statement
             from pg_class as c cross join lateral aclexplode(c.relacl) as a left join pg_roles as r on r.oid = a.grantee

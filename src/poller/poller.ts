@@ -13,7 +13,7 @@ import { HandlerRegistry } from './handler-registry.js'
 import { silentLogger } from '../log.js'
 import { outboxCheckExists, outboxCheckOrdering } from '../outbox/outbox-checks.js'
 import { type OutboxTable, outboxTable } from '../outbox/outbox-table.js'
-import { outboxPartitionBy } from '../outbox/partition-layout.js'
+import { outboxIsPartitioned } from '../outbox/partition-layout.js'
 import { PausedTypes } from './paused-types.js'
 import { OverlapLane } from './overlap-lane.js'
 import { openPollerDatabase, PollerLifecycle } from './poller-lifecycle.js'
@@ -153,7 +153,7 @@ export class OutboxPoller implements Poller {
     await outboxCheckExists(sql, this.#outbox, { current: true })
     await outboxCheckOrdering(sql, this.#outbox, { ordering: this.options.ordering, onDead: this.options.orderingOnDead })
     // an ordered claim's head probes read every partition: reading one partition saves it nothing
-    if (this.options.ordering === 'none' && (await outboxPartitionBy(sql, this.#outbox)) !== undefined) this.#partition.enable()
+    if (this.options.ordering === 'none' && (await outboxIsPartitioned(sql, this.#outbox))) this.#partition.enable()
     // Every handler a sink that overlaps (Redis, RabbitMQ): a batch runs no code of the user's, only publishes, and the next batch may be
     // claimed while its confirms are outstanding, on a second connection in its own transaction.
     if (this.options.overlap && this.#registry.overlapsBatches) {
