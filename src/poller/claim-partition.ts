@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto'
 import type { Sql } from 'postgres'
 import type { ClaimedBatch, ClaimQueries } from './claim.js'
 import { createdRange, createdWithin } from './created-range.js'
+import { type SettleQueries, settleQueries } from './settle.js'
 import { type OutboxTable, outboxTable, quoteLiteral } from '../outbox/outbox-table.js'
 
 /**
@@ -21,6 +22,10 @@ import { type OutboxTable, outboxTable, quoteLiteral } from '../outbox/outbox-ta
  * every partition: an event elsewhere (a retry come due, a transaction begun before midnight, a replay) waits at
  * most until then, and a full claim through the parent moves the reading to its partition. A partition detached
  * meanwhile gives nothing (the claim checks it is still attached, see claimQueries).
+ *
+ * A batch claimed from one partition settles there too: its events are all in it, and it stays attached until the
+ * batch ends (the batch holds the outbox and the partition; detaching takes both). The UPDATE of one table is
+ * planned as on the plain outbox, where one through the parent plans and prunes its partitions each time.
  */
 export class ClaimPartition {
   #enabled = false
@@ -65,6 +70,11 @@ export class ClaimPartition {
     return sweep || this.#reading === undefined ? parent : this.#reading.queries
   }
 
+  /** The settlement of a batch claimed with `claimed`: the partition's, if the batch was claimed from the partition read last. */
+  settleQueries(claimed: ClaimQueries, parent: SettleQueries): SettleQueries {
+    return this.#last !== undefined && claimed === this.#last.queries ? this.#last.settle : parent
+  }
+
   /**
    * Sends, before BEGIN (riding the claim's round trip), the lookup the last claim asked for, and on a connection
    * that has not yet done so since the partition read changed, the deallocation of the earlier partitions'
@@ -100,10 +110,10 @@ export class ClaimPartition {
   }
 
   /**
-   * The claims read `found` from now on: with the statement of the partition read last if it is the same one,
-   * else with a new claim text. A connection never recycles its prepared statements, and each partition's claim
-   * is one of its own (half a megabyte of plan on the server): so a new partition's text carries a new
-   * generation, and every connection deallocates the older ones (see locate). Their texts never come back: a
+   * The claims read `found` from now on: with the statements of the partition read last if it is the same one,
+   * else with new claim and settlement texts. A connection never recycles its prepared statements, and each
+   * partition's claim is one of its own (half a megabyte of plan on the server): so a new partition's texts carry
+   * a new generation, and every connection deallocates the older ones (see locate). Their texts never come back: a
    * partition read again later is prepared again, under its new number.
    */
   #read(found: { schema: string; table: string }): void {
@@ -112,7 +122,9 @@ export class ClaimPartition {
       const table = outboxTable(found.schema, found.table)
       const queries = this.#queriesOf(table)
       this.#generation++
-      this.#last = { table, queries: { ...queries, claim: `${queries.claim}\n      ${this.#marked()}` } }
+      const marked = (text: string) => `${text}\n      ${this.#marked()}`
+      const settle = settleQueries(table)
+      this.#last = { table, queries: { ...queries, claim: marked(queries.claim) }, settle: { markProcessed: marked(settle.markProcessed), markFailed: marked(settle.markFailed), hold: marked(settle.hold) } }
     }
     this.#reading = this.#last
   }
@@ -125,11 +137,12 @@ export class ClaimPartition {
 interface ReadPartition {
   table: OutboxTable
   queries: ClaimQueries
+  settle: SettleQueries
 }
 
-const marker = '/* outbox-poller: claim of one partition, generation '
+const marker = '/* outbox-poller: statement of one partition, generation '
 
-/** One simple-protocol statement (never itself prepared): deallocates this session's partition claims but the one marked `current`. */
+/** One simple-protocol statement (never itself prepared): deallocates this session's partition statements but those marked `current`. */
 function deallocateAllBut(current: string): string {
   return `do $outbox_poller_deallocate$
 declare

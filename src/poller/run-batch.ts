@@ -124,7 +124,7 @@ export class BatchRunner {
     }
     if (outcome.stopped !== undefined) throw outcome.stopped
     const verdicts = batchVerdicts(outcome, this.#o.policy, deferrals)
-    const dead = await settleBatch(connection, this.#o.settleQueries, verdicts, this.#o.maxAttempts, this.#o.stats, this.#o.log)
+    const dead = await settleBatch(connection, this.#partition.settleQueries(queries, this.#o.settleQueries), verdicts, this.#o.maxAttempts, this.#o.stats, this.#o.log)
     this.#deaths.committed()
     const deferred = verdicts.deferred.length === 0 ? 'none' : verdicts.deferred.length === rows.length ? 'all' : 'some'
     const report = batchReport(rows.length, claim.bytes, performance.now() - batch.startedAt, verdicts, dead, outcome)

@@ -7,6 +7,7 @@ import { outboxTable } from '../../src/outbox/outbox-table.js'
 import { createPartition, outboxPartitionUpkeep, partitionRange, periodStart, wantedPartitions, withLockRetries } from '../../src/outbox/partition-upkeep.js'
 import { type ClaimQueries, claimQueries, outboxClaimBatch } from '../../src/poller/claim.js'
 import { ClaimPartition } from '../../src/poller/claim-partition.js'
+import { outboxSettleBatch, settleQueries } from '../../src/poller/settle.js'
 import { captureLogger } from '../support/capture-logger.js'
 import { createTestDatabase, type TestDatabase } from '../support/database.js'
 import { waitFor } from '../support/wait-for.js'
@@ -133,35 +134,45 @@ describe('the claim of one partition (claim-partition.ts)', () => {
     }
   })
 
-  it('a connection keeps the claims of at most two partitions prepared: moving to another deallocates the earlier', async () => {
+  it('a connection keeps the statements of at most two partitions prepared: moving to another deallocates the earlier', async () => {
     await pending(120, 1)
     await pending(120, 0)
     const parent = claimQueries(outbox)
+    const parentSettle = settleQueries(outbox)
     const partition = new ClaimPartition(outbox, (table) => claimQueries(outbox, undefined, undefined, table))
     partition.enable()
     const session = await db.sql.reserve()
     const prepared = async () =>
-      (await session<Array<{ statement: string }>>`select statement from pg_prepared_statements where statement like '%claim of one partition%' and statement not like '%pg_prepared_statements%'`).map((row) => row.statement)
-    const settle = async (events: Array<{ id: string }>) => {
-      await session`update outbox set processed_at = now() where id = any(${events.map((event) => event.id)}::bigint[])`
-      await session`commit`
-    }
+      (await session<Array<{ statement: string }>>`select statement from pg_prepared_statements where statement like '%statement of one partition%' and statement not like '%pg_prepared_statements%'`).map((row) => row.statement)
+    const generations = async () => new Set((await prepared()).map((statement) => /generation (\S+) \*\//.exec(statement)![1])).size
     try {
       const read: string[] = []
+      const settledOn: string[] = []
       // yesterday's 120 events in full claims of 40, then today's
       for (let claims = 0; claims < 8; claims++) {
         await partition.locate(session)
         const queries = partition.queries(parent, false)
         const batch = await outboxClaimBatch(session, queries, limits(40))
-        await settle(batch.events)
+        // a batch claimed from the partition settles there, one claimed through the parent through it
+        const settle = partition.settleQueries(queries, parentSettle)
+        expect(settle === parentSettle).toBe(queries === parent)
+        settledOn.push(/^update (\S+)/.exec(settle.markProcessed)![1]!)
+        await outboxSettleBatch(session, settle, { processed: batch.events, failed: [], held: [], holdMs: 0, deferred: [], deferMs: 0 }, 5)
         partition.claimed(queries, batch, 40)
         if (partition.reading !== undefined && read.at(-1) !== partition.reading.table) read.push(partition.reading.table)
-        // the earlier partition's statement goes with the next batch's BEGIN
-        expect((await prepared()).length, `after claim ${claims + 1}`).toBeLessThanOrEqual(2)
+        // the earlier partition's statements go with the next batch's BEGIN
+        expect(await generations(), `after claim ${claims + 1}`).toBeLessThanOrEqual(2)
       }
-      expect(read).toEqual([partitionRange(outbox, 'day', new Date(today.getTime() - dayMs)).name, partitionRange(outbox, 'day', today).name])
-      expect(await prepared()).toHaveLength(1)
-      expect((await prepared())[0]).toContain(partitionRange(outbox, 'day', today).qualified)
+      const yesterday = partitionRange(outbox, 'day', new Date(today.getTime() - dayMs))
+      const todays = partitionRange(outbox, 'day', today)
+      expect(read).toEqual([yesterday.name, todays.name])
+      expect(settledOn).toContain(yesterday.qualified)
+      expect(settledOn).toContain(todays.qualified)
+      expect(await generations()).toBe(1)
+      // today's claim and its settlement
+      expect(await prepared()).toHaveLength(2)
+      for (const statement of await prepared()) expect(statement).toContain(todays.qualified)
+      expect(Number((await session`select count(*) from outbox where processed_at is null`)[0]!.count)).toBe(0)
     } finally {
       await session`rollback`.catch(() => {})
       session.release()
