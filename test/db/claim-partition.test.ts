@@ -241,6 +241,33 @@ describe('the claim of one partition (claim-partition.ts)', () => {
     await withLockRetries(db.sql, { lockTimeoutMs: 1000, attempts: 3, pauseMs: 100 }, (tx) => createPartition(tx, outbox, yesterday))
   })
 
+  it('settled in the partition: a row-level UPDATE trigger on the outbox fires for every event, a statement-level one only for the settlements through the parent (README)', async () => {
+    await db.sql.unsafe(`
+      create table settled_rows (id bigint not null);
+      create table settle_statements (n int not null);
+      create function record_settled_row() returns trigger language plpgsql as $$
+        begin if old.processed_at is null and new.processed_at is not null then insert into settled_rows values (new.id); end if; return null; end $$;
+      create function record_settle_statement() returns trigger language plpgsql as $$ begin insert into settle_statements values (1); return null; end $$;
+      create trigger record_settled_row after update on outbox for each row execute function record_settled_row();
+      create trigger record_settle_statement after update on outbox for each statement execute function record_settle_statement();`)
+    try {
+      await pending(900, 0)
+      const { batches, complaints } = await drainAs(db.url)
+      expect(complaints).toEqual([])
+      const [{ rows, distinct }] = await db.sql<Array<{ rows: number; distinct: number }>>`select count(*)::int as rows, count(distinct id)::int as distinct from settled_rows`
+      expect({ rows, distinct }).toEqual({ rows: 900, distinct: 900 })
+      const [{ statements }] = await db.sql<Array<{ statements: number }>>`select count(*)::int as statements from settle_statements`
+      // the first batch goes through the parent; the ones read from the partition settle there
+      expect(statements).toBeGreaterThanOrEqual(1)
+      expect(statements).toBeLessThan(batches)
+    } finally {
+      await db.sql.unsafe(`
+        drop trigger record_settled_row on outbox; drop trigger record_settle_statement on outbox;
+        drop function record_settled_row(); drop function record_settle_statement();
+        drop table settled_rows, settle_statements`)
+    }
+  })
+
   it('2 pollers drain events spread over yesterday\'s partition, today\'s and the default one, with retries, each event handled once and processed', async () => {
     await pending(700, 1)
     await pending(900, 0)
