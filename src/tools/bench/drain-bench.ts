@@ -72,17 +72,23 @@ export async function drainBench(sql: Sql, url: string, schema: string, mode: Dr
     await variant.onReady?.()
     const entityId = variant.entities === undefined ? 'n::text' : `(n % ${Math.trunc(variant.entities)})::text`
     const group = variant.entitiesPerGroup === undefined ? { column: '', value: '' } : { column: ', group_key', value: `, ((${entityId})::bigint / ${Math.trunc(variant.entitiesPerGroup)})::text` }
+    // every event below is created between these two (its created_at is the insert's now()): the end check's bounds
+    const [{ since }] = await sql.unsafe<Array<{ since: string }>>('select now()::text as since')
     // the same events, the same payloads, in either table
     await sql.unsafe(`insert into ${outbox} (event_type, entity_type, entity_id, payload${group.column}) select 'issue.created', 'issue', ${entityId}, ${samplePayloadSql}${group.value} from generate_series(1, $1::int) n`, [events])
+    const [{ until }] = await sql.unsafe<Array<{ until: string }>>('select now()::text as until')
     await sql.unsafe(`analyze ${outbox}`)
     for (const worker of workers) worker.go() // pollers were already woken by the insert's NOTIFY
     // Whether any event is left, read from the pending indexes: a count of the pending rows was a (parallel)
-    // scan of the whole table every 50 ms, 10-15 % of the machine's CPU taken from the drain it measured
+    // scan of the whole table every 50 ms, 10-15 % of the machine's CPU taken from the drain it measured. Bounded
+    // by the events' created_at, so that on a partitioned outbox it is planned over the partition that holds them
+    // only: over all of them, with a week of hourly ones kept, it took 12 ms every 50 ms (0.4 ms bounded; plain 0.2-0.4).
+    const created = 'created_at >= $1::timestamptz and created_at <= $2::timestamptz'
     const left = mode === 'floor'
-      ? `select exists (select 1 from ${outbox} where processed_at is null) as left`
-      : `select exists (select 1 from ${outbox} where ${pendingCondition} and retry_at is null) or exists (select 1 from ${outbox} where ${pendingCondition} and retry_at is not null) as left`
+      ? `select exists (select 1 from ${outbox} where processed_at is null and ${created}) as left`
+      : `select exists (select 1 from ${outbox} where ${pendingCondition} and retry_at is null and ${created}) or exists (select 1 from ${outbox} where ${pendingCondition} and retry_at is not null and ${created}) as left`
     for (;;) {
-      const [{ left: some }] = await sql.unsafe(left)
+      const [{ left: some }] = await sql.unsafe(left, [since, until])
       if (!some) break
       await new Promise((resolve) => setTimeout(resolve, 50))
     }
