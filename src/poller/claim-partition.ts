@@ -23,9 +23,11 @@ import { type OutboxTable, outboxTable, quoteLiteral } from '../outbox/outbox-ta
  * most until then, and a full claim through the parent moves the reading to its partition. A partition detached
  * meanwhile gives nothing (the claim checks it is still attached, see claimQueries).
  *
- * A batch claimed from one partition settles there too: its events are all in it, and it stays attached until the
- * batch ends (the batch holds the outbox and the partition; detaching takes both). The UPDATE of one table is
- * planned as on the plain outbox, where one through the parent plans and prunes its partitions each time.
+ * A batch claimed from one partition settles there too: its events are all in it, and a DETACH waits for the batch
+ * (it locks the outbox and the partition, which the batch holds); should a DETACH CONCURRENTLY end meanwhile (it
+ * waits only for the transactions already holding the outbox when it starts to wait), the rows are still marked
+ * where they are. The UPDATE of one table is planned as on the plain outbox, where one through the parent plans
+ * and prunes its partitions each time.
  */
 export class ClaimPartition {
   #enabled = false
